@@ -1,0 +1,1 @@
+//! Split-driver contract.

@@ -1,0 +1,1 @@
+//! MXoE wire format.
