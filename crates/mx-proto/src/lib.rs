@@ -1,1 +1,2 @@
 //! Split-driver contract.
+pub mod msg;

@@ -1,0 +1,746 @@
+//! Events: backend -> guest, one per event-ring slot.
+//!
+//! Layout of a slot ([`EVT_SLOT_SIZE`] bytes, little-endian): byte 0 is the
+//! kind ([`EventKind`]). Received data messages share [`RawRecvHdr`]
+//! (20 bytes):
+//!
+//! | off | size | field |
+//! |---|---|---|
+//! | 0 | 1 | kind |
+//! | 1 | 1 | source endpoint |
+//! | 2 | 2 | source peer index |
+//! | 4 | 2 | lib seqnum |
+//! | 6 | 2 | piggybacked ack |
+//! | 8 | 8 | match info |
+//! | 16 | 4 | message length |
+//!
+//! A tiny payload follows at offset 24. The guest distrusts events too
+//! (netfront's rule): slot indices are range-checked by the consumer that
+//! knows the queue sizes, lengths here.
+
+use super::{MsgError, RdmaRef, Seq, Source, TINY_INLINE_MAX};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Size of one event-ring slot in bytes.
+pub const EVT_SLOT_SIZE: usize = 64;
+
+/// One event-ring slot: raw bytes as they sit in shared memory.
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct EvtSlot(pub [u8; EVT_SLOT_SIZE]);
+
+impl Default for EvtSlot {
+    fn default() -> Self {
+        EvtSlot([0; EVT_SLOT_SIZE])
+    }
+}
+
+impl core::fmt::Debug for EvtSlot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "EvtSlot(kind {})", self.0[0])
+    }
+}
+
+/// The kind byte of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EventKind {
+    /// [`Event::RecvTiny`].
+    RecvTiny = 1,
+    /// [`Event::RecvSmall`].
+    RecvSmall = 2,
+    /// [`Event::RecvMediumFrag`].
+    RecvMediumFrag = 3,
+    /// [`Event::RecvRndv`].
+    RecvRndv = 4,
+    /// [`Event::RecvNotify`].
+    RecvNotify = 5,
+    /// [`Event::RecvConnectRequest`].
+    RecvConnectRequest = 6,
+    /// [`Event::RecvConnectReply`].
+    RecvConnectReply = 7,
+    /// [`Event::RecvLiback`].
+    RecvLiback = 8,
+    /// [`Event::RecvNackLib`].
+    RecvNackLib = 9,
+    /// [`Event::SendMediumDone`].
+    SendMediumDone = 10,
+    /// [`Event::PullDone`].
+    PullDone = 11,
+    /// [`Event::CommandError`].
+    CommandError = 12,
+}
+
+impl EventKind {
+    /// The kind named by a raw byte, if any.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        use EventKind::*;
+        Some(match b {
+            1 => RecvTiny,
+            2 => RecvSmall,
+            3 => RecvMediumFrag,
+            4 => RecvRndv,
+            5 => RecvNotify,
+            6 => RecvConnectRequest,
+            7 => RecvConnectReply,
+            8 => RecvLiback,
+            9 => RecvNackLib,
+            10 => SendMediumDone,
+            11 => PullDone,
+            12 => CommandError,
+            _ => return None,
+        })
+    }
+}
+
+/// Header shared by received data messages.
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawRecvHdr {
+    kind: u8,
+    src_ep: u8,
+    peer: U16,
+    seqnum: U16,
+    piggyack: U16,
+    match_info: U64,
+    length: U32,
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawRecvData {
+    hdr: RawRecvHdr,
+    /// small/medium: receive-queue slot; rndv: rdma id and seqnum
+    a: U16,
+    /// medium: frag seqnum in the low byte
+    b: U16,
+    /// medium: frag length; rndv/notify: rdma offset (low 16 bits unused)
+    c: U32,
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawConnect {
+    kind: u8,
+    src_ep: u8,
+    peer: U16,
+    src_session: U32,
+    key_or_target: U32,
+    target_recv_seqnum_start: U16,
+    connect_seqnum: u8,
+    status: u8,
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawLiback {
+    kind: u8,
+    src_ep: u8,
+    peer: U16,
+    lib_seqnum: U16,
+    send_seq: U16,
+    acknum: U32,
+    resent: u8,
+    _pad: [u8; 3],
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawNack {
+    kind: u8,
+    peer_ep: u8,
+    peer: U16,
+    nack_type: u8,
+    _pad: u8,
+    lib_seqnum: U16,
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawDone {
+    kind: u8,
+    status: u8,
+    slot: U16,
+    cookie: U32,
+    transferred: U32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<RawRecvHdr>() == 20);
+    assert!(core::mem::size_of::<RawRecvData>() == 28);
+    assert!(24 + TINY_INLINE_MAX <= EVT_SLOT_SIZE);
+    assert!(core::mem::size_of::<RawConnect>() == 16);
+    assert!(core::mem::size_of::<RawLiback>() == 16);
+    assert!(core::mem::size_of::<RawNack>() == 8);
+    assert!(core::mem::size_of::<RawDone>() == 12);
+};
+
+/// Fields common to received data messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvHdr {
+    /// Sender.
+    pub src: Source,
+    /// Lib seqnum and piggybacked ack.
+    pub seq: Seq,
+    /// 64-bit match info.
+    pub match_info: u64,
+}
+
+/// Status of a completed pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PullStatus {
+    /// All requested bytes arrived.
+    Success = 0,
+    /// The sender's host or endpoint stopped answering (timeout).
+    Unreachable = 1,
+    /// The sender's endpoint is closed.
+    EndpointClosed = 2,
+    /// The sender's endpoint id is invalid.
+    BadEndpoint = 3,
+    /// The session did not match.
+    BadSession = 4,
+    /// The sender's window id is unknown.
+    BadRdmaWindow = 5,
+    /// Our own region is unknown or too small.
+    BadLocalRegion = 6,
+}
+
+impl PullStatus {
+    fn from_u8(b: u8) -> Option<Self> {
+        use PullStatus::*;
+        Some(match b {
+            0 => Success,
+            1 => Unreachable,
+            2 => EndpointClosed,
+            3 => BadEndpoint,
+            4 => BadSession,
+            5 => BadRdmaWindow,
+            6 => BadLocalRegion,
+            _ => return None,
+        })
+    }
+}
+
+/// A validated event. Inline payloads borrow from the slot they were parsed
+/// from (a private copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A tiny message, payload inline.
+    RecvTiny {
+        /// Common receive fields.
+        hdr: RecvHdr,
+        /// The payload (at most 32 bytes).
+        data: &'a [u8],
+    },
+    /// A small message in a receive-queue slot.
+    RecvSmall {
+        /// Common receive fields.
+        hdr: RecvHdr,
+        /// Message length (at most 128).
+        length: u8,
+        /// Receive-queue slot with the bytes.
+        recvq_slot: u16,
+    },
+    /// A medium fragment in a receive-queue slot.
+    RecvMediumFrag {
+        /// Common receive fields.
+        hdr: RecvHdr,
+        /// Total message length.
+        msg_length: u32,
+        /// Fragment index.
+        frag_seqnum: u8,
+        /// Fragment bytes.
+        frag_length: u16,
+        /// Receive-queue slot with the bytes.
+        recvq_slot: u16,
+    },
+    /// A rendezvous for a large message.
+    RecvRndv {
+        /// Common receive fields.
+        hdr: RecvHdr,
+        /// Large message length.
+        msg_length: u32,
+        /// The sender's window.
+        rdma: RdmaRef,
+    },
+    /// A puller's notification that our large send was transferred.
+    RecvNotify {
+        /// Sender of the notify (the puller) and its seqnum/ack.
+        src: Source,
+        /// Lib seqnum and piggybacked ack.
+        seq: Seq,
+        /// Bytes transferred.
+        total_length: u32,
+        /// Our window id.
+        rdma_id: u8,
+        /// Our window use counter.
+        rdma_seqnum: u8,
+    },
+    /// A connect request from a peer (already key-agnostic; the library checks the key).
+    RecvConnectRequest {
+        /// The requester.
+        src: Source,
+        /// Its session id.
+        src_session: u32,
+        /// The key it presented.
+        app_key: u32,
+        /// The seqnum it expects from us next.
+        target_recv_seqnum_start: u16,
+        /// Its connect attempt counter.
+        connect_seqnum: u8,
+    },
+    /// A connect reply.
+    RecvConnectReply {
+        /// The replier.
+        src: Source,
+        /// Our session id, echoed.
+        src_session: u32,
+        /// The replier's session id.
+        target_session: u32,
+        /// The seqnum the replier expects from us next.
+        target_recv_seqnum_start: u16,
+        /// Our connect seqnum, echoed.
+        connect_seqnum: u8,
+        /// 0 success, 11 bad key.
+        status: u8,
+    },
+    /// An explicit ack.
+    RecvLiback {
+        /// The acking partner.
+        src: Source,
+        /// Ack value.
+        lib_seqnum: u16,
+        /// Same as lib_seqnum.
+        send_seq: u16,
+        /// Ack counter.
+        acknum: u32,
+    },
+    /// A negative ack of one of our sends.
+    RecvNackLib {
+        /// The partner whose endpoint refused.
+        src: Source,
+        /// NACK type (1 bad endpoint, 2 endpoint closed, 3 bad session).
+        nack_type: u8,
+        /// The refused message's seqnum (0 for a connect).
+        lib_seqnum: u16,
+    },
+    /// A send-queue slot is free again.
+    SendMediumDone {
+        /// The slot.
+        sendq_slot: u16,
+    },
+    /// A pull finished.
+    PullDone {
+        /// The cookie of the pull command.
+        cookie: u32,
+        /// How it ended.
+        status: PullStatus,
+        /// Bytes written into our region.
+        transferred: u32,
+    },
+    /// The backend rejected one of our commands.
+    CommandError {
+        /// The command's kind byte.
+        cmd_kind: u8,
+        /// A [`CommandErrorCode`] value.
+        code: u8,
+    },
+}
+
+/// Why the backend rejected a command (carried by [`Event::CommandError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CommandErrorCode {
+    /// The command did not parse.
+    Malformed = 1,
+    /// It named a send-queue slot the endpoint does not have.
+    BadSendqSlot = 2,
+    /// It named a peer index the backend does not know.
+    BadPeer = 3,
+    /// It names a region that is not (fully) registered.
+    BadRegion = 4,
+    /// The length does not fit the profile.
+    BadLength = 5,
+}
+
+fn src(peer: U16, ep: u8) -> Source {
+    Source {
+        peer: peer.get(),
+        endpoint: ep,
+    }
+}
+
+fn read<T: FromBytes + KnownLayout + Immutable>(b: &[u8]) -> T {
+    match T::read_from_prefix(b) {
+        Ok((v, _)) => v,
+        Err(_) => unreachable!("raw event layouts fit in a slot"),
+    }
+}
+
+fn raw_recv(kind: EventKind, h: &RecvHdr, length: u32) -> RawRecvHdr {
+    RawRecvHdr {
+        kind: kind as u8,
+        src_ep: h.src.endpoint,
+        peer: h.src.peer.into(),
+        seqnum: h.seq.seqnum.into(),
+        piggyack: h.seq.piggyack.into(),
+        match_info: h.match_info.into(),
+        length: length.into(),
+    }
+}
+
+impl<'a> Event<'a> {
+    /// Parse and validate a slot the caller owns (already copied out of
+    /// shared memory).
+    ///
+    /// # Errors
+    /// [`MsgError`] when the kind is unknown or a field is out of range.
+    pub fn parse(slot: &'a EvtSlot) -> Result<Self, MsgError> {
+        let b = &slot.0[..];
+        let kind = EventKind::from_u8(b[0]).ok_or(MsgError::UnknownKind(b[0]))?;
+        let recv_hdr = |r: &RawRecvHdr| RecvHdr {
+            src: src(r.peer, r.src_ep),
+            seq: Seq {
+                seqnum: r.seqnum.get(),
+                piggyack: r.piggyack.get(),
+            },
+            match_info: r.match_info.get(),
+        };
+        Ok(match kind {
+            EventKind::RecvTiny => {
+                let r: RawRecvHdr = read(b);
+                let len = r.length.get();
+                if len as usize > TINY_INLINE_MAX {
+                    return Err(MsgError::BadLength { kind: b[0], len });
+                }
+                Event::RecvTiny {
+                    hdr: recv_hdr(&r),
+                    data: &b[24..24 + len as usize],
+                }
+            }
+            EventKind::RecvSmall => {
+                let r: RawRecvData = read(b);
+                let len = r.hdr.length.get();
+                if len as usize > super::SMALL_INLINE_MAX {
+                    return Err(MsgError::BadLength { kind: b[0], len });
+                }
+                Event::RecvSmall {
+                    hdr: recv_hdr(&r.hdr),
+                    length: len as u8,
+                    recvq_slot: r.a.get(),
+                }
+            }
+            EventKind::RecvMediumFrag => {
+                let r: RawRecvData = read(b);
+                let frag_length = r.c.get();
+                let msg_length = r.hdr.length.get();
+                if frag_length as usize > super::QUEUE_SLOT_SIZE || frag_length > msg_length {
+                    return Err(MsgError::BadLength {
+                        kind: b[0],
+                        len: frag_length,
+                    });
+                }
+                Event::RecvMediumFrag {
+                    hdr: recv_hdr(&r.hdr),
+                    msg_length,
+                    frag_seqnum: r.b.get() as u8,
+                    frag_length: frag_length as u16,
+                    recvq_slot: r.a.get(),
+                }
+            }
+            EventKind::RecvRndv => {
+                let r: RawRecvData = read(b);
+                let [id, seqnum] = r.a.get().to_le_bytes();
+                Event::RecvRndv {
+                    hdr: recv_hdr(&r.hdr),
+                    msg_length: r.hdr.length.get(),
+                    rdma: RdmaRef {
+                        id,
+                        seqnum,
+                        offset: r.c.get(),
+                    },
+                }
+            }
+            EventKind::RecvNotify => {
+                let r: RawRecvData = read(b);
+                let [rdma_id, rdma_seqnum] = r.a.get().to_le_bytes();
+                Event::RecvNotify {
+                    src: src(r.hdr.peer, r.hdr.src_ep),
+                    seq: Seq {
+                        seqnum: r.hdr.seqnum.get(),
+                        piggyack: r.hdr.piggyack.get(),
+                    },
+                    total_length: r.hdr.length.get(),
+                    rdma_id,
+                    rdma_seqnum,
+                }
+            }
+            EventKind::RecvConnectRequest => {
+                let r: RawConnect = read(b);
+                Event::RecvConnectRequest {
+                    src: src(r.peer, r.src_ep),
+                    src_session: r.src_session.get(),
+                    app_key: r.key_or_target.get(),
+                    target_recv_seqnum_start: r.target_recv_seqnum_start.get(),
+                    connect_seqnum: r.connect_seqnum,
+                }
+            }
+            EventKind::RecvConnectReply => {
+                let r: RawConnect = read(b);
+                Event::RecvConnectReply {
+                    src: src(r.peer, r.src_ep),
+                    src_session: r.src_session.get(),
+                    target_session: r.key_or_target.get(),
+                    target_recv_seqnum_start: r.target_recv_seqnum_start.get(),
+                    connect_seqnum: r.connect_seqnum,
+                    status: r.status,
+                }
+            }
+            EventKind::RecvLiback => {
+                let r: RawLiback = read(b);
+                Event::RecvLiback {
+                    src: src(r.peer, r.src_ep),
+                    lib_seqnum: r.lib_seqnum.get(),
+                    send_seq: r.send_seq.get(),
+                    acknum: r.acknum.get(),
+                }
+            }
+            EventKind::RecvNackLib => {
+                let r: RawNack = read(b);
+                if !(1..=3).contains(&r.nack_type) {
+                    return Err(MsgError::BadField("nack_type"));
+                }
+                Event::RecvNackLib {
+                    src: src(r.peer, r.peer_ep),
+                    nack_type: r.nack_type,
+                    lib_seqnum: r.lib_seqnum.get(),
+                }
+            }
+            EventKind::SendMediumDone => {
+                let r: RawDone = read(b);
+                Event::SendMediumDone {
+                    sendq_slot: r.slot.get(),
+                }
+            }
+            EventKind::PullDone => {
+                let r: RawDone = read(b);
+                Event::PullDone {
+                    cookie: r.cookie.get(),
+                    status: PullStatus::from_u8(r.status)
+                        .ok_or(MsgError::BadField("pull status"))?,
+                    transferred: r.transferred.get(),
+                }
+            }
+            EventKind::CommandError => Event::CommandError {
+                cmd_kind: b[1],
+                code: b[2],
+            },
+        })
+    }
+
+    /// Write this event into `slot` (whole-slot store: unused bytes zeroed).
+    ///
+    /// # Errors
+    /// [`MsgError::BadLength`] if a tiny payload exceeds 32 bytes.
+    pub fn emit(&self, slot: &mut EvtSlot) -> Result<(), MsgError> {
+        slot.0.fill(0);
+        let b = &mut slot.0[..];
+        fn put<T: IntoBytes + Immutable>(b: &mut [u8], v: &T) {
+            let s = v.as_bytes();
+            b[..s.len()].copy_from_slice(s);
+        }
+        let data = |kind, hdr: &RecvHdr, length: u32, a: u16, bb: u16, c: u32| RawRecvData {
+            hdr: raw_recv(kind, hdr, length),
+            a: a.into(),
+            b: bb.into(),
+            c: c.into(),
+        };
+        match self {
+            Event::RecvTiny { hdr, data } => {
+                if data.len() > TINY_INLINE_MAX {
+                    return Err(MsgError::BadLength {
+                        kind: EventKind::RecvTiny as u8,
+                        len: data.len() as u32,
+                    });
+                }
+                put(b, &raw_recv(EventKind::RecvTiny, hdr, data.len() as u32));
+                b[24..24 + data.len()].copy_from_slice(data);
+            }
+            Event::RecvSmall {
+                hdr,
+                length,
+                recvq_slot,
+            } => put(
+                b,
+                &data(
+                    EventKind::RecvSmall,
+                    hdr,
+                    (*length).into(),
+                    *recvq_slot,
+                    0,
+                    0,
+                ),
+            ),
+            Event::RecvMediumFrag {
+                hdr,
+                msg_length,
+                frag_seqnum,
+                frag_length,
+                recvq_slot,
+            } => put(
+                b,
+                &data(
+                    EventKind::RecvMediumFrag,
+                    hdr,
+                    *msg_length,
+                    *recvq_slot,
+                    (*frag_seqnum).into(),
+                    (*frag_length).into(),
+                ),
+            ),
+            Event::RecvRndv {
+                hdr,
+                msg_length,
+                rdma,
+            } => put(
+                b,
+                &data(
+                    EventKind::RecvRndv,
+                    hdr,
+                    *msg_length,
+                    u16::from_le_bytes([rdma.id, rdma.seqnum]),
+                    0,
+                    rdma.offset,
+                ),
+            ),
+            Event::RecvNotify {
+                src,
+                seq,
+                total_length,
+                rdma_id,
+                rdma_seqnum,
+            } => {
+                let hdr = RecvHdr {
+                    src: *src,
+                    seq: *seq,
+                    match_info: 0,
+                };
+                put(
+                    b,
+                    &data(
+                        EventKind::RecvNotify,
+                        &hdr,
+                        *total_length,
+                        u16::from_le_bytes([*rdma_id, *rdma_seqnum]),
+                        0,
+                        0,
+                    ),
+                )
+            }
+            Event::RecvConnectRequest {
+                src,
+                src_session,
+                app_key,
+                target_recv_seqnum_start,
+                connect_seqnum,
+            } => put(
+                b,
+                &RawConnect {
+                    kind: EventKind::RecvConnectRequest as u8,
+                    src_ep: src.endpoint,
+                    peer: src.peer.into(),
+                    src_session: (*src_session).into(),
+                    key_or_target: (*app_key).into(),
+                    target_recv_seqnum_start: (*target_recv_seqnum_start).into(),
+                    connect_seqnum: *connect_seqnum,
+                    status: 0,
+                },
+            ),
+            Event::RecvConnectReply {
+                src,
+                src_session,
+                target_session,
+                target_recv_seqnum_start,
+                connect_seqnum,
+                status,
+            } => put(
+                b,
+                &RawConnect {
+                    kind: EventKind::RecvConnectReply as u8,
+                    src_ep: src.endpoint,
+                    peer: src.peer.into(),
+                    src_session: (*src_session).into(),
+                    key_or_target: (*target_session).into(),
+                    target_recv_seqnum_start: (*target_recv_seqnum_start).into(),
+                    connect_seqnum: *connect_seqnum,
+                    status: *status,
+                },
+            ),
+            Event::RecvLiback {
+                src,
+                lib_seqnum,
+                send_seq,
+                acknum,
+            } => put(
+                b,
+                &RawLiback {
+                    kind: EventKind::RecvLiback as u8,
+                    src_ep: src.endpoint,
+                    peer: src.peer.into(),
+                    lib_seqnum: (*lib_seqnum).into(),
+                    send_seq: (*send_seq).into(),
+                    acknum: (*acknum).into(),
+                    resent: 0,
+                    _pad: [0; 3],
+                },
+            ),
+            Event::RecvNackLib {
+                src,
+                nack_type,
+                lib_seqnum,
+            } => put(
+                b,
+                &RawNack {
+                    kind: EventKind::RecvNackLib as u8,
+                    peer_ep: src.endpoint,
+                    peer: src.peer.into(),
+                    nack_type: *nack_type,
+                    _pad: 0,
+                    lib_seqnum: (*lib_seqnum).into(),
+                },
+            ),
+            Event::SendMediumDone { sendq_slot } => put(
+                b,
+                &RawDone {
+                    kind: EventKind::SendMediumDone as u8,
+                    status: 0,
+                    slot: (*sendq_slot).into(),
+                    cookie: 0.into(),
+                    transferred: 0.into(),
+                },
+            ),
+            Event::PullDone {
+                cookie,
+                status,
+                transferred,
+            } => put(
+                b,
+                &RawDone {
+                    kind: EventKind::PullDone as u8,
+                    status: *status as u8,
+                    slot: 0.into(),
+                    cookie: (*cookie).into(),
+                    transferred: (*transferred).into(),
+                },
+            ),
+            Event::CommandError { cmd_kind, code } => {
+                b[0] = EventKind::CommandError as u8;
+                b[1] = *cmd_kind;
+                b[2] = *code;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! Channel messages: emit then parse is identity; parsing junk never panics.
+
+use mx_proto::msg::command::{
+    ConnectReply, ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, Rndv,
+    SendHdr, REGION_SEGS_PER_CMD,
+};
+use mx_proto::msg::control::{
+    BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, PeerInfo,
+};
+use mx_proto::msg::event::PullStatus;
+use mx_proto::msg::{CmdSlot, Command, Dest, Event, EvtSlot, RdmaRef, Seq, Source};
+use proptest::prelude::*;
+
+fn dest() -> impl Strategy<Value = Dest> {
+    (any::<u16>(), any::<u8>()).prop_map(|(peer, endpoint)| Dest { peer, endpoint })
+}
+fn source() -> impl Strategy<Value = Source> {
+    (any::<u16>(), any::<u8>()).prop_map(|(peer, endpoint)| Source { peer, endpoint })
+}
+fn seq() -> impl Strategy<Value = Seq> {
+    (any::<u16>(), any::<u16>()).prop_map(|(seqnum, piggyack)| Seq { seqnum, piggyack })
+}
+fn rdma() -> impl Strategy<Value = RdmaRef> {
+    (any::<u8>(), any::<u8>(), any::<u32>()).prop_map(|(id, seqnum, offset)| RdmaRef {
+        id,
+        seqnum,
+        offset,
+    })
+}
+fn send_hdr() -> impl Strategy<Value = SendHdr> {
+    (dest(), any::<u32>(), seq(), any::<u64>()).prop_map(|(dest, session, seq, match_info)| {
+        SendHdr {
+            dest,
+            session,
+            seq,
+            match_info,
+        }
+    })
+}
+
+fn check_cmd(c: &Command<'_>) {
+    let mut slot = CmdSlot([0xa5; 192]);
+    c.emit(&mut slot).unwrap();
+    let back = Command::parse(&slot).unwrap();
+    assert_eq!(&back, c);
+}
+
+proptest! {
+    #[test]
+    fn tiny_small_roundtrip(h in send_hdr(), data in proptest::collection::vec(any::<u8>(), 0..=128)) {
+        if data.len() <= 32 {
+            check_cmd(&Command::Tiny { hdr: h, data: &data });
+        }
+        check_cmd(&Command::Small { hdr: h, data: &data });
+    }
+
+    #[test]
+    fn other_commands_roundtrip(
+        h in send_hdr(), d in dest(), s in seq(), r in rdma(),
+        a in any::<u32>(), b in any::<u32>(), c in any::<u16>(), e in any::<u8>(), f in any::<u8>(),
+        frag in 0u16..=8192, slot in any::<u16>(),
+    ) {
+        check_cmd(&Command::MediumFrag(MediumFrag {
+            hdr: h, msg_length: u32::from(frag).max(a), frag_seqnum: e, frag_length: frag, sendq_slot: slot,
+        }));
+        check_cmd(&Command::Rndv(Rndv { hdr: h, msg_length: a, rdma: r }));
+        check_cmd(&Command::Notify(Notify {
+            dest: d, session: a, seq: s, total_length: b, rdma_id: e, rdma_seqnum: f,
+        }));
+        check_cmd(&Command::ConnectRequest(ConnectRequest {
+            dest: d, src_session: a, app_key: b, target_recv_seqnum_start: c, connect_seqnum: e,
+        }));
+        check_cmd(&Command::ConnectReply(ConnectReply {
+            dest: d, src_session: a, target_session: b, target_recv_seqnum_start: c,
+            connect_seqnum: e, status: f,
+        }));
+        check_cmd(&Command::Liback(Liback {
+            dest: d, session: a, lib_seqnum: c, send_seq: c, acknum: b, resent: 0,
+        }));
+        check_cmd(&Command::Pull(Pull {
+            dest: d, session: a, length: b, cookie: a ^ b, local_region: e,
+            local_offset: b, remote: r,
+        }));
+        check_cmd(&Command::RegionDeregister { region_id: f });
+    }
+
+    #[test]
+    fn region_chunks_roundtrip(segs in proptest::collection::vec((any::<u64>(), any::<u32>()), 0..=256)) {
+        let raw: Vec<RawSeg> = segs.iter().map(|&(a, l)| RawSeg::new(a, l)).collect();
+        let chunks: Vec<RegionRegister> = RegionRegister::chunks(7, &raw).collect();
+        prop_assert!(chunks.first().unwrap().first);
+        prop_assert!(chunks.last().unwrap().last);
+        let mut rebuilt = Vec::new();
+        for ch in &chunks {
+            prop_assert!(ch.segs().len() <= REGION_SEGS_PER_CMD);
+            prop_assert_eq!(usize::from(ch.seg_base), rebuilt.len());
+            check_cmd(&Command::RegionRegister(*ch));
+            rebuilt.extend(ch.segs().iter().map(|s| (s.addr(), s.len())));
+        }
+        prop_assert_eq!(rebuilt, segs);
+    }
+
+    #[test]
+    fn events_roundtrip(
+        src in source(), s in seq(), m in any::<u64>(), r in rdma(),
+        a in any::<u32>(), b in any::<u32>(), c in any::<u16>(), e in any::<u8>(), f in any::<u8>(),
+        data in proptest::collection::vec(any::<u8>(), 0..=32), frag in 0u16..=8192,
+    ) {
+        let hdr = mx_proto::msg::event::RecvHdr { src, seq: s, match_info: m };
+        let evs = [
+            Event::RecvTiny { hdr, data: &data },
+            Event::RecvSmall { hdr, length: (a % 129) as u8, recvq_slot: c },
+            Event::RecvMediumFrag { hdr, msg_length: u32::from(frag).max(b), frag_seqnum: e, frag_length: frag, recvq_slot: c },
+            Event::RecvRndv { hdr, msg_length: a, rdma: r },
+            Event::RecvNotify { src, seq: s, total_length: a, rdma_id: e, rdma_seqnum: f },
+            Event::RecvConnectRequest { src, src_session: a, app_key: b, target_recv_seqnum_start: c, connect_seqnum: e },
+            Event::RecvConnectReply { src, src_session: a, target_session: b, target_recv_seqnum_start: c, connect_seqnum: e, status: f },
+            Event::RecvLiback { src, lib_seqnum: c, send_seq: c, acknum: a },
+            Event::RecvNackLib { src, nack_type: 1 + e % 3, lib_seqnum: c },
+            Event::SendMediumDone { sendq_slot: c },
+            Event::PullDone { cookie: a, status: PullStatus::BadRdmaWindow, transferred: b },
+            Event::CommandError { cmd_kind: e, code: f },
+        ];
+        for ev in &evs {
+            let mut slot = EvtSlot([0xa5; 64]);
+            ev.emit(&mut slot).unwrap();
+            prop_assert_eq!(&Event::parse(&slot).unwrap(), ev);
+        }
+    }
+
+    #[test]
+    fn junk_never_panics(bytes in proptest::collection::vec(any::<u8>(), 192)) {
+        let mut slot = CmdSlot([0; 192]);
+        slot.0.copy_from_slice(&bytes);
+        let _ = Command::parse(&slot);
+        let mut ev = EvtSlot([0; 64]);
+        ev.0.copy_from_slice(&bytes[..64]);
+        let _ = Event::parse(&ev);
+        let _ = ControlRequest::decode(&bytes);
+        let _ = ControlReply::decode(&bytes);
+        for n in 0..bytes.len().min(40) {
+            let _ = ControlRequest::decode(&bytes[..n]);
+            let _ = ControlReply::decode(&bytes[..n]);
+        }
+    }
+}
+
+#[test]
+fn oversized_inline_lengths_rejected() {
+    let mut slot = CmdSlot::default();
+    slot.0[0] = 1; // tiny
+    slot.0[12..16].copy_from_slice(&33u32.to_le_bytes());
+    assert!(Command::parse(&slot).is_err());
+    slot.0[0] = 2; // small
+    slot.0[12..16].copy_from_slice(&129u32.to_le_bytes());
+    assert!(Command::parse(&slot).is_err());
+    slot.0[0] = 200;
+    assert!(Command::parse(&slot).is_err());
+    let mut ev = EvtSlot::default();
+    ev.0[0] = 1;
+    ev.0[16..20].copy_from_slice(&33u32.to_le_bytes());
+    assert!(Event::parse(&ev).is_err());
+}
+
+#[test]
+fn control_roundtrip() {
+    let board = BoardInfo {
+        board: 0,
+        nic_id: 0x0200_0000_0001,
+        hostname: "node1:0".into(),
+        self_peer: 0,
+        max_endpoints: 32,
+        profile: 1,
+        mtu: 9000,
+        frag_max: 8192,
+        medium_max: 262_144,
+    };
+    let reqs = [
+        ControlRequest::Hello { version: 1 },
+        ControlRequest::OpenEndpoint {
+            board: 0,
+            endpoint: 0xffff_ffff,
+            sizes: ChannelSizes::default(),
+        },
+        ControlRequest::CloseEndpoint { endpoint: 3 },
+        ControlRequest::PeerByNicId { nic_id: 42 },
+        ControlRequest::PeerByHostname {
+            hostname: "node2:0".into(),
+        },
+        ControlRequest::PeerByIndex { index: 9 },
+        ControlRequest::Board { board: 0 },
+        ControlRequest::Counters { endpoint: 1 },
+    ];
+    for r in &reqs {
+        assert_eq!(&ControlRequest::decode(&r.encode()).unwrap(), r);
+    }
+    let reps = [
+        ControlReply::Error(ControlError::Busy),
+        ControlReply::Hello(board.clone()),
+        ControlReply::Opened {
+            endpoint: 2,
+            session: 0xdead_beef,
+        },
+        ControlReply::Closed,
+        ControlReply::Peer(PeerInfo {
+            index: 1,
+            nic_id: 7,
+            hostname: String::new(),
+            local: false,
+        }),
+        ControlReply::Board(board),
+        ControlReply::Counters(vec![1, 2, 3]),
+    ];
+    for r in &reps {
+        assert_eq!(&ControlReply::decode(&r.encode()).unwrap(), r);
+    }
+    // trailing bytes and truncation are errors
+    let mut b = reqs[0].encode();
+    b.push(0);
+    assert!(ControlRequest::decode(&b).is_err());
+    assert!(ControlRequest::decode(&b[..3]).is_err());
+}
