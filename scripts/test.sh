@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run every test of the project: set-up, the workspace tests (unit,
+# property, integration with the real mx-backend binary and gcc-built C
+# programs), then the loom model check of the shared ring.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+# The C ABI tests link gcc-built programs against the cdylib: build it first.
+cargo build --workspace --all-targets
+cargo test --workspace
+
+# Loom explores every interleaving of the ring's notify protocol; it needs its
+# own cfg, hence its own target dir so the normal build is not invalidated.
+if grep -q 'mod loom' crates/mx-proto/src/ring*.rs crates/mx-proto/src/ring/*.rs 2>/dev/null; then
+    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+        cargo test -p mx-proto --release --lib ring::loom
+fi
