@@ -1,2 +1,3 @@
 //! Split-driver contract.
 pub mod msg;
+pub mod ring;
