@@ -1,3 +1,4 @@
 //! Split-driver contract.
 pub mod msg;
+pub mod platform;
 pub mod ring;

@@ -1,0 +1,541 @@
+//! The `Platform` seam: what a split driver needs from a hypervisor.
+//!
+//! A split driver has two roles. The **guest** side (the frontend: in a VM,
+//! or locally an application process) offers shared pages and event
+//! channels to its backend. The **host** side (the backend daemon: in Dom0,
+//! or locally a daemon process) maps those pages, binds those channels,
+//! learns who the guest is from the platform (never from the guest), and may
+//! copy bulk data to and from the guest's memory.
+//!
+//! Code above this module is generic over the traits here and never forks on
+//! `cfg`: the top of a program picks the implementation at run time, e.g.
+//! `run::<LocalPlatform>()` or, later, `run::<XenPlatform>()`.
+//!
+//! | need | trait | [`local`] | xen (later) |
+//! |---|---|---|---|
+//! | pages offered by a guest | [`SharedMem`] via [`BackendLink::alloc_pages`] | memfd, sealed, `mmap(MAP_SHARED)` | `/dev/xen/gntalloc` grant refs |
+//! | pages mapped by the host | [`SharedMem`] via [`ReceivedResources::take_pages`] | `mmap` of the received memfd | `/dev/xen/gntdev` |
+//! | event channel | [`EventChannel`] | two eventfds (one per direction) | `/dev/xen/evtchn` port |
+//! | rendezvous | [`GuestPlatform::attach`], [`HostPlatform::listen`] | Unix `SOCK_SEQPACKET` socket, `SCM_RIGHTS` | xenstore `device/mx/<n>/` + XenbusState |
+//! | guest identity | [`GuestConn::guest_id`] | `SO_PEERCRED` | domid |
+//! | bulk copy | [`GuestMemory`] | `process_vm_readv`/`writev` | a pre-granted pool |
+//!
+//! Platform-independent pieces shared by both implementations (all Linux):
+//! [`Poller`] (epoll with `u64` tokens) and [`Wakeup`] (an eventfd that
+//! interrupts a blocked wait from another thread).
+//!
+//! # How resources travel with a control request
+//!
+//! A control request is a byte message of at most [`MAX_CONTROL_MSG`]
+//! bytes, plus an ordered list of at most [`MAX_RESOURCES`] resources
+//! ([`Resource::Pages`] or [`Resource::Event`]). The message bytes name
+//! resources by their *slot* (index in that list), which is
+//! platform-neutral; the platform moves the actual resources (local: file
+//! descriptors by `SCM_RIGHTS`; Xen: grant refs and ports written after the
+//! bytes). The host receives the bytes and a [`ReceivedResources`] from
+//! which it *takes* the slots the message says it needs, stating how many
+//! pages it expects, so nothing is mapped unless the backend asked for it.
+//! Slots not taken are released when the resources are dropped.
+//!
+//! # Safety rules the implementations keep
+//!
+//! - Shared memory is never exposed as `&[u8]`/`&mut [u8]`: the peer may
+//!   write it at any time. Copy in and out with [`SharedMem::read_at`] /
+//!   [`SharedMem::write_at`] (bounds-checked, volatile), or build atomics on
+//!   [`SharedMem::as_ptr`] (the ring does).
+//! - The host never blocks on a guest: every host-side operation is
+//!   non-blocking or bounded by a timeout.
+//! - All libc calls live in one private `sys` module; `unsafe` is denied
+//!   elsewhere (the `unsafe impl SharedMem` promises excepted).
+
+#![deny(unsafe_code)]
+
+use std::fmt::{self, Debug, Display};
+use std::hash::Hash;
+use std::io;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+pub mod local;
+mod poll;
+mod sys;
+
+pub use poll::{Events, Interest, PollEvent, Poller, Wakeup};
+
+/// The unit of sharing: 4 KiB, the Xen grant size. Page counts in this
+/// module are in these units whatever the host's MMU page size is.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Largest control message body, in bytes, in either direction.
+pub const MAX_CONTROL_MSG: usize = 4096;
+
+/// Largest number of resources attached to one control request.
+pub const MAX_RESOURCES: usize = 16;
+
+/// A platform: a matching pair of guest and host sides.
+///
+/// Code that runs both sides (tests, an embedded backend, demos) is generic
+/// over `P: Platform`; a frontend needs only [`GuestPlatform`], a backend
+/// only [`HostPlatform`].
+pub trait Platform: Send + Sync + 'static {
+    /// Short name for logs and `mx_info` ("local", "xen").
+    const NAME: &'static str;
+    /// The guest (frontend) side.
+    type Guest: GuestPlatform;
+    /// The host (backend) side.
+    type Host: HostPlatform;
+}
+
+// ------------------------------------------------------------- shared mem ---
+
+/// A bounds violation on a [`SharedMem`] copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfBounds {
+    /// Requested offset.
+    pub offset: usize,
+    /// Requested length.
+    pub len: usize,
+    /// Size of the shared region.
+    pub size: usize,
+}
+
+impl Display for OutOfBounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "range {}+{} outside shared region of {} bytes",
+            self.offset, self.len, self.size
+        )
+    }
+}
+
+impl std::error::Error for OutOfBounds {}
+
+impl From<OutOfBounds> for io::Error {
+    fn from(e: OutOfBounds) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, e)
+    }
+}
+
+/// A contiguous range of memory shared with the other side: pages a guest
+/// offered, or the host's mapping of them.
+///
+/// The memory may be written by the peer at any moment, so this trait never
+/// hands out a Rust reference into it: copy with [`read_at`](Self::read_at)
+/// and [`write_at`](Self::write_at), or build atomics on
+/// [`as_ptr`](Self::as_ptr) (the ring does). Dropping the owner unmaps the
+/// memory (and, on the guest side, stops offering it).
+///
+/// # Safety
+/// Implementors promise that `as_ptr() .. as_ptr() + len()` is mapped,
+/// readable and writable, page-aligned, and stays so for as long as the
+/// value lives (accesses through `&self` are therefore always in range), and
+/// that `len()` never changes. The default methods rely on it.
+///
+/// The local page types also implement the ring's
+/// [`SharedRegion`](crate::ring::SharedRegion), so a ring can live in them;
+/// bytes a ring uses are then accessed only by the ring's atomics, never by
+/// `read_at`/`write_at`.
+#[allow(unsafe_code)]
+pub unsafe trait SharedMem: Send + Sync {
+    /// Start of the shared memory (page-aligned).
+    fn as_ptr(&self) -> *mut u8;
+
+    /// Length in bytes (a multiple of [`PAGE_SIZE`]).
+    fn len(&self) -> usize;
+
+    /// True if the region is empty (never, for a valid region).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Length in [`PAGE_SIZE`] pages.
+    fn pages(&self) -> usize {
+        self.len() / PAGE_SIZE
+    }
+
+    /// Checks that `offset .. offset + len` lies inside the region.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if it does not (including on overflow).
+    fn check_range(&self, offset: usize, len: usize) -> Result<(), OutOfBounds> {
+        let size = self.len();
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(OutOfBounds { offset, len, size }),
+        }
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of shared memory.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range is outside the region; nothing is copied.
+    fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+        self.check_range(offset, dst.len())?;
+        // SAFETY: the range is inside the mapping (checked above), which the
+        // trait contract keeps mapped while `self` lives.
+        #[allow(unsafe_code)]
+        unsafe {
+            sys::copy_from_shared(self.as_ptr().add(offset), dst)
+        };
+        Ok(())
+    }
+
+    /// Copies `src` into shared memory at `offset`.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range is outside the region; nothing is copied.
+    fn write_at(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
+        self.check_range(offset, src.len())?;
+        // SAFETY: the range is inside the mapping (checked above), which the
+        // trait contract keeps mapped and writable while `self` lives.
+        #[allow(unsafe_code)]
+        unsafe {
+            sys::copy_to_shared(self.as_ptr().add(offset), src)
+        };
+        Ok(())
+    }
+
+    /// Fills `len` bytes at `offset` with `byte`.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range is outside the region; nothing is written.
+    fn fill_at(&self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfBounds> {
+        self.check_range(offset, len)?;
+        // SAFETY: the range is inside the mapping (checked above), which the
+        // trait contract keeps mapped and writable while `self` lives.
+        #[allow(unsafe_code)]
+        unsafe {
+            sys::fill_shared(self.as_ptr().add(offset), len, byte)
+        };
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------- event channel ---
+
+/// Why [`EventChannel::wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The peer notified (one or more notifications, coalesced).
+    Notified,
+    /// A [`Wakeup`] from this process interrupted the wait.
+    Interrupted,
+    /// The timeout passed with neither.
+    TimedOut,
+}
+
+/// One end of a bidirectional event channel: notify the peer, learn that the
+/// peer notified us.
+///
+/// Notifications coalesce: several `notify` calls before the peer consumes
+/// them are seen as one. They carry no data; the receiver re-checks its
+/// rings. [`AsFd`] gives the descriptor that becomes readable when the peer
+/// notifies, to register with a [`Poller`]; after the poller reports it,
+/// call [`consume`](Self::consume) (on Xen this also unmasks the port).
+pub trait EventChannel: AsFd + Send + Sync {
+    /// Signals the peer. Never blocks; allocation-free.
+    ///
+    /// # Errors
+    /// An OS error if the channel is broken (e.g. the peer's end is invalid).
+    fn notify(&self) -> io::Result<()>;
+
+    /// Clears pending notifications from the peer without blocking.
+    /// Returns `true` if there were any.
+    ///
+    /// # Errors
+    /// An OS error if the channel is broken.
+    fn consume(&self) -> io::Result<bool>;
+
+    /// Blocks until the peer notifies, a [`Wakeup`] from
+    /// [`wakeup`](Self::wakeup) fires, or `timeout` passes (`None` = no
+    /// limit). Consumes what it reports. If both a notification and a wakeup
+    /// are pending, reports `Notified` and leaves the wakeup for the next call.
+    ///
+    /// # Errors
+    /// An OS error if the channel is broken.
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<WaitOutcome>;
+
+    /// A handle that interrupts [`wait`](Self::wait) on this channel from
+    /// another thread of this process (MX's `mx_wakeup`). Each
+    /// [`Wakeup::wake`] ends one wait (the current one, or the next).
+    ///
+    /// # Errors
+    /// An OS error if the wakeup descriptor cannot be created.
+    fn wakeup(&self) -> io::Result<Wakeup>;
+}
+
+// ------------------------------------------------------------- rendezvous ---
+
+/// Kind of a resource attached to a control request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    /// A set of shared pages.
+    Pages,
+    /// An event channel.
+    Event,
+}
+
+/// A guest resource attached, by reference, to a control request. The guest
+/// keeps it; the host gets its own mapping or binding.
+#[derive(Debug)]
+pub enum Resource<'a, P, E> {
+    /// Shared pages to be mapped by the host.
+    Pages(&'a P),
+    /// An event channel to be bound by the host.
+    Event(&'a E),
+}
+
+impl<P, E> Clone for Resource<'_, P, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P, E> Copy for Resource<'_, P, E> {}
+
+impl<P, E> Resource<'_, P, E> {
+    /// The kind of this resource.
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            Resource::Pages(_) => ResourceKind::Pages,
+            Resource::Event(_) => ResourceKind::Event,
+        }
+    }
+}
+
+/// The guest side of a platform: how a frontend reaches its backend.
+pub trait GuestPlatform: Sized + Send + Sync + 'static {
+    /// Where the backend is (local: a socket path; Xen: a device index).
+    /// `Default` is the platform's standard location.
+    type Target: Clone + Debug + Default + Send + Sync;
+    /// Pages the guest allocated and offers to the backend.
+    type Pages: SharedMem + Debug;
+    /// The guest end of an event channel.
+    type Event: EventChannel + Debug;
+    /// An attached link to one backend.
+    type Link: BackendLink<Self>;
+
+    /// Finds the backend at `target` and attaches to it (local: connect;
+    /// Xen: the xenbus handshake), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// `NotFound`/`ConnectionRefused` if no backend is there, `TimedOut`,
+    /// or another OS error.
+    fn attach(target: &Self::Target, timeout: Duration) -> io::Result<Self::Link>;
+}
+
+/// A guest's attachment to its backend: the factory for resources that can
+/// be offered to that backend, and the control path to it.
+///
+/// The control path is a sequence of messages each way, not hot. `send` and
+/// `recv` are individually thread-safe; callers that pair requests with
+/// replies from several threads must serialise them (or match by an id in
+/// the message).
+pub trait BackendLink<G: GuestPlatform>: AsFd + Send + Sync + Debug {
+    /// Allocates `count` zeroed pages that can be offered to this backend.
+    ///
+    /// # Errors
+    /// `InvalidInput` for 0 pages, or an OS error (out of memory, grants).
+    fn alloc_pages(&self, count: usize) -> io::Result<G::Pages>;
+
+    /// Allocates an event channel whose other end this backend can bind.
+    ///
+    /// # Errors
+    /// An OS error.
+    fn alloc_event(&self) -> io::Result<G::Event>;
+
+    /// Sends one control request: `msg` (at most [`MAX_CONTROL_MSG`] bytes)
+    /// with `resources` in slot order (at most [`MAX_RESOURCES`]).
+    /// Does not block beyond `timeout` if the backend is not reading.
+    ///
+    /// # Errors
+    /// `InvalidInput` if a limit is exceeded, `TimedOut`, or
+    /// `BrokenPipe`/`ConnectionReset` if the backend went away.
+    fn send(
+        &self,
+        msg: &[u8],
+        resources: &[Resource<'_, G::Pages, G::Event>],
+        timeout: Duration,
+    ) -> io::Result<()>;
+
+    /// Receives one control message from the backend into `buf` (which
+    /// should hold [`MAX_CONTROL_MSG`] bytes), waiting at most `timeout`.
+    /// Returns its length.
+    ///
+    /// # Errors
+    /// `TimedOut`, `UnexpectedEof` if the backend closed the link,
+    /// `InvalidData` on a malformed message.
+    fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<usize>;
+
+    /// `send` then `recv`: one request/reply round trip.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send) and [`recv`](Self::recv).
+    fn call(
+        &self,
+        msg: &[u8],
+        resources: &[Resource<'_, G::Pages, G::Event>],
+        reply: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        self.send(msg, resources, timeout)?;
+        self.recv(reply, timeout)
+    }
+}
+
+/// The host side of a platform: what a backend daemon uses.
+pub trait HostPlatform: Sized + Send + Sync + 'static {
+    /// Where and how to listen (local: socket path and mode; Xen: the
+    /// xenstore device type). `Default` is the standard location.
+    type Config: Clone + Debug + Default + Send + Sync;
+    /// Who a guest is, as the platform knows it (local: `SO_PEERCRED`;
+    /// Xen: domid). Never taken from anything the guest says.
+    type GuestId: Copy + Eq + Hash + Debug + Display + Send + Sync;
+    /// The host's mapping of pages a guest offered.
+    type Pages: SharedMem + Debug;
+    /// The host end of a guest's event channel.
+    type Event: EventChannel + Debug;
+    /// Bulk access to one guest's memory.
+    type Memory: GuestMemory + Clone + Debug;
+    /// Resources attached to one received request, not yet mapped.
+    type Resources: ReceivedResources<Self>;
+    /// The control connection of one guest.
+    type Conn: GuestConn<Self>;
+    /// Accepts guests.
+    type Listener: GuestListener<Self>;
+
+    /// Starts listening for guests, as described by `config`.
+    ///
+    /// # Errors
+    /// `AddrInUse` if another backend listens there, or an OS error.
+    fn listen(config: &Self::Config) -> io::Result<Self::Listener>;
+}
+
+/// The host's listening endpoint. Non-blocking; register its descriptor
+/// ([`AsFd`]) with a [`Poller`] and call [`accept`](Self::accept) when it
+/// is readable.
+pub trait GuestListener<H: HostPlatform>: AsFd + Send + Debug {
+    /// Accepts one pending guest, or `Ok(None)` if none is pending.
+    ///
+    /// # Errors
+    /// An OS error on the listener, or if the guest's identity cannot be
+    /// established (such a guest is refused, not returned).
+    fn accept(&self) -> io::Result<Option<H::Conn>>;
+}
+
+/// What [`GuestConn::recv`] found.
+#[derive(Debug)]
+pub enum Incoming<R> {
+    /// A request: the first `len` bytes of the caller's buffer, and its
+    /// resources.
+    Request {
+        /// Length of the message body in the caller's buffer.
+        len: usize,
+        /// The resources attached, by slot.
+        resources: R,
+    },
+    /// Nothing pending now.
+    Empty,
+    /// The guest went away (process exit, domain destroyed, detach): clean
+    /// up everything it owned.
+    Closed,
+}
+
+/// The host's control connection to one guest. Non-blocking; register its
+/// descriptor ([`AsFd`]) with a [`Poller`] and call [`recv`](Self::recv)
+/// when it is readable or hung up.
+pub trait GuestConn<H: HostPlatform>: AsFd + Send + Debug {
+    /// The guest's identity, established by the platform at accept time.
+    fn guest_id(&self) -> H::GuestId;
+
+    /// Receives one control request into `buf` (which should hold
+    /// [`MAX_CONTROL_MSG`] bytes) without blocking.
+    ///
+    /// # Errors
+    /// `InvalidData` if the guest broke the control protocol (oversized
+    /// message, malformed resource header, too many resources): the backend
+    /// should treat the guest as broken and disconnect it.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Incoming<H::Resources>>;
+
+    /// Sends one reply or notice (at most [`MAX_CONTROL_MSG`] bytes) without
+    /// blocking.
+    ///
+    /// # Errors
+    /// `WouldBlock` if the guest is not reading its replies (treat it as
+    /// broken), `BrokenPipe` if it went away, `InvalidInput` if too long.
+    fn send(&self, msg: &[u8]) -> io::Result<()>;
+
+    /// A handle for bulk copies to and from this guest's memory, usable
+    /// from any thread for as long as the guest lives.
+    fn memory(&self) -> H::Memory;
+}
+
+/// The resources attached to one received request, by slot. Each slot can
+/// be taken once; slots not taken are released on drop.
+pub trait ReceivedResources<H: HostPlatform>: Send + Debug {
+    /// Number of slots.
+    fn len(&self) -> usize;
+
+    /// True if no resources were attached.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The kind of slot `slot`, or `None` if out of range or already taken.
+    fn kind(&self, slot: usize) -> Option<ResourceKind>;
+
+    /// Maps the pages in `slot`, which must hold exactly `expected_pages`
+    /// pages (the count the backend validated from the message).
+    ///
+    /// # Errors
+    /// `InvalidInput` if the slot is out of range, taken, or not pages;
+    /// `InvalidData` if the guest's pages do not match `expected_pages` or
+    /// are not safely shareable; an OS error if mapping fails.
+    fn take_pages(&mut self, slot: usize, expected_pages: usize) -> io::Result<H::Pages>;
+
+    /// Binds the event channel in `slot`.
+    ///
+    /// # Errors
+    /// `InvalidInput` if the slot is out of range, taken, or not an event
+    /// channel; `InvalidData` if the guest's channel is not usable.
+    fn take_event(&mut self, slot: usize) -> io::Result<H::Event>;
+}
+
+// --------------------------------------------------------------- bulk copy ---
+
+/// Bulk copies between the host and one guest's memory, for large messages.
+///
+/// A message is described by a list of guest [`Region`](Self::Region)s
+/// (segments) and a byte offset into their concatenation. Copies are bounded
+/// by the segments; an address the guest does not have mapped is an error,
+/// never a crash.
+pub trait GuestMemory: Send + Sync {
+    /// A reference to guest memory (local: [`local::GuestRange`], an
+    /// address and length in the guest process; Xen: a slot of the
+    /// pre-granted pool).
+    type Region: Copy + Eq + Debug + Send + Sync;
+
+    /// Total length in bytes of `segments`.
+    ///
+    /// # Errors
+    /// `InvalidInput` if the total overflows.
+    fn total_len(segments: &[Self::Region]) -> io::Result<u64>;
+
+    /// Fills `dst` from the guest bytes starting `offset` bytes into the
+    /// concatenation of `segments`.
+    ///
+    /// # Errors
+    /// `InvalidInput` if `offset + dst.len()` exceeds the segments (nothing
+    /// is copied); a `Bad address` (`EFAULT`) error if guest memory is not
+    /// mapped, in which case a prefix of the range may have been copied;
+    /// `ESRCH` if the guest is gone.
+    fn read(&self, segments: &[Self::Region], offset: u64, dst: &mut [u8]) -> io::Result<()>;
+
+    /// Writes `src` into the guest bytes starting `offset` bytes into the
+    /// concatenation of `segments`.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    fn write(&self, segments: &[Self::Region], offset: u64, src: &[u8]) -> io::Result<()>;
+}

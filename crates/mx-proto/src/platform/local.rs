@@ -1,0 +1,93 @@
+//! The `local` platform: no hypervisor, a guest is a process.
+//!
+//! | piece | how |
+//! |---|---|
+//! | pages | [`MemfdPages`]: a memfd, sized, sealed against shrinking, `mmap(MAP_SHARED)`; the host maps the received descriptor as [`MappedPages`] |
+//! | event channel | [`EventFdChannel`]: two eventfds, guest→host and host→guest |
+//! | rendezvous | a Unix `SOCK_SEQPACKET` socket ([`DEFAULT_SOCKET_PATH`], or `$MX_BACKEND_SOCKET`); resources travel as `SCM_RIGHTS` |
+//! | identity | [`PeerCred`] from `SO_PEERCRED`, plus a pidfd (`SO_PEERPIDFD`) |
+//! | bulk copy | [`ProcessMemory`]: `process_vm_readv`/`writev` on [`GuestRange`]s |
+//!
+//! # Permissions
+//!
+//! `process_vm_readv`/`writev` need ptrace access to the guest process: the
+//! backend must run as root (`CAP_SYS_PTRACE`) or as the same user as its
+//! guests, with Yama's `ptrace_scope` at most 1 for the same-user case (a
+//! backend that is not the guest's ancestor needs scope 0, or root). The
+//! socket is created with mode 0666 by default so any user can attach; what
+//! a guest can reach is decided by its credentials, which the kernel
+//! reports, not by what it says.
+//!
+//! # Trust
+//!
+//! The host validates what it receives: pages must be a memfd sealed with
+//! `F_SEAL_SHRINK` (so the guest cannot truncate it under the host's mapping
+//! and make the backend fault) of exactly the expected size; event channels
+//! must be eventfds in non-blocking mode. The host reads eventfds with
+//! `RWF_NOWAIT`, so a guest that clears `O_NONBLOCK` on the shared file
+//! description cannot block it on a read. Known residual: a malicious guest
+//! can clear `O_NONBLOCK` *and* saturate the host→guest counter, making the
+//! host's next notify block; the Xen event channel has no such state. A
+//! backend that serves hostile local users should notify from a thread that
+//! may stall, or the local platform should move to a socket-based channel.
+
+use std::time::Duration;
+
+use super::Platform;
+
+mod event;
+mod pages;
+mod rendezvous;
+mod vm;
+
+pub use event::EventFdChannel;
+pub use pages::{MappedPages, MemfdPages};
+pub use rendezvous::{
+    LocalConn, LocalHostConfig, LocalLink, LocalListener, LocalResources, LocalTarget, PeerCred,
+    DEFAULT_SOCKET_PATH, SOCKET_ENV,
+};
+pub use vm::{GuestRange, ProcessMemory};
+
+/// The local platform: [`LocalGuest`] and [`LocalHost`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalPlatform;
+
+impl Platform for LocalPlatform {
+    const NAME: &'static str = "local";
+    type Guest = LocalGuest;
+    type Host = LocalHost;
+}
+
+/// The guest side of the local platform (an application process).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalGuest;
+
+impl super::GuestPlatform for LocalGuest {
+    type Target = LocalTarget;
+    type Pages = MemfdPages;
+    type Event = EventFdChannel;
+    type Link = LocalLink;
+
+    fn attach(target: &LocalTarget, timeout: Duration) -> std::io::Result<LocalLink> {
+        LocalLink::connect(target, timeout)
+    }
+}
+
+/// The host side of the local platform (the backend daemon process).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalHost;
+
+impl super::HostPlatform for LocalHost {
+    type Config = LocalHostConfig;
+    type GuestId = PeerCred;
+    type Pages = MappedPages;
+    type Event = EventFdChannel;
+    type Memory = ProcessMemory;
+    type Resources = LocalResources;
+    type Conn = LocalConn;
+    type Listener = LocalListener;
+
+    fn listen(config: &LocalHostConfig) -> std::io::Result<LocalListener> {
+        LocalListener::bind(config)
+    }
+}
