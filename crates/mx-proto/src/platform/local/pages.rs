@@ -216,6 +216,10 @@ mod tests {
         assert!(h.read_at(usize::MAX, &mut [0u8; 2]).is_err());
         assert!(h.fill_at(1, usize::MAX, 0).is_err());
         assert!(h.read_at(size, &mut []).is_ok());
+
+        // The guest cannot shrink the file under the host's mapping.
+        assert!(sys::ftruncate(g.as_fd(), 0).is_err());
+        assert!(sys::ftruncate(g.as_fd(), PAGE_SIZE as u64).is_err());
     }
 
     #[test]

@@ -293,7 +293,9 @@ pub struct LocalListener {
 
 impl LocalListener {
     /// Creates the socket at `config.path`. A stale socket file (no one
-    /// listening) is replaced; a live one is `AddrInUse`.
+    /// listening) is replaced; a live one is `AddrInUse` (the probe that
+    /// found it alive shows up at that backend as a guest that attached and
+    /// left at once).
     ///
     /// # Errors
     /// `AddrInUse`, or an OS error from `socket`/`bind`/`listen`/`chmod`.
