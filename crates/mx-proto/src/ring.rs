@@ -128,7 +128,6 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use self::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
-#[cfg(not(loom))]
 pub mod layout;
 mod region;
 mod sync;
@@ -138,7 +137,6 @@ mod loom;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-#[cfg(not(loom))]
 pub use self::layout::{
     ControlPage, Direction, Features, Layout, LayoutError, RingSpec, Side, CONTROL_PAGE_SIZE,
     MAX_RINGS,
@@ -318,8 +316,10 @@ impl Indices {
     ///
     /// `block` must be 4-byte aligned and valid for atomic access to
     /// `INDEX_BLOCK_SIZE` bytes for as long as the result is used.
-    #[cfg(not(loom))]
     unsafe fn from_block(block: NonNull<u8>) -> Self {
+        if cfg!(loom) {
+            panic!("raw shared memory cannot be model-checked: loom atomics are not plain words");
+        }
         // SAFETY: every offset is inside the block the caller vouches for.
         let word = |off: usize| IndexWord(unsafe { block.add(off) }.cast::<AtomicU32>());
         Indices {
@@ -428,7 +428,6 @@ pub struct Consumer<T, K = ()> {
 // SAFETY: as for `Producer`.
 unsafe impl<T: Send, K: Send> Send for Consumer<T, K> {}
 
-#[cfg(not(loom))]
 impl<T: Slot> Producer<T> {
     /// Builds a producer over raw shared memory.
     ///
@@ -645,7 +644,6 @@ impl<T: Slot, K> Producer<T, K> {
     }
 }
 
-#[cfg(not(loom))]
 impl<T: Slot> Consumer<T> {
     /// Builds a consumer over raw shared memory. It starts at the `cons`
     /// value currently in the block.

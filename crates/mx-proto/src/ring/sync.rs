@@ -6,8 +6,9 @@
 //! C++20/Rust memory model allows. Only the ring engine (the `Producer` and
 //! `Consumer` of the parent module) goes through this shim; code that
 //! reinterprets raw shared memory as atomics (the control page and the raw
-//! constructors) is compiled out under loom, because loom's atomics are
-//! bookkeeping objects, not plain 4- or 8-byte cells.
+//! constructors) still compiles under loom, so that code built on it
+//! type-checks, but panics if run: loom's atomics are bookkeeping objects,
+//! not plain 4- or 8-byte cells.
 
 #[cfg(loom)]
 pub(crate) use ::loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
