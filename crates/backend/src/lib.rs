@@ -1,1 +1,74 @@
-//! Backend.
+//! The Dom0 backend of Xen2MX-rs: guests attach, open endpoints, and
+//! exchange MX messages; the backend moves them between endpoints of the
+//! same host (the intra-node shortcut) and, with a NIC, over MXoE.
+//!
+//! The daemon is `mx-backend`; tests and demos embed it with
+//! [`spawn_local`]. It trusts nothing a guest writes: commands are copied
+//! out of shared memory, then validated, then acted on; indices, lengths,
+//! slots and regions are checked against what that guest owns (see
+//! `docs/DESIGN.md`).
+
+pub mod config;
+pub mod counters;
+pub mod deliver;
+pub mod endpoint;
+pub mod peers;
+pub mod region;
+pub mod service;
+
+pub use config::{BackendConfig, IdlePolicy};
+pub use service::{Backend, StopHandle};
+
+use mx_proto::platform::local::{GuestRange, LocalHost, LocalHostConfig};
+use std::io;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+/// The bulk-copy reference of the local platform: an address range of the
+/// guest process.
+pub fn local_region(addr: u64, len: usize) -> GuestRange {
+    GuestRange::new(addr, len as u64)
+}
+
+/// A backend on the local platform running on a thread of this process;
+/// stopped and joined on drop.
+pub struct EmbeddedBackend {
+    stop: StopHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    socket: PathBuf,
+}
+
+impl EmbeddedBackend {
+    /// The rendezvous socket guests attach to.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+}
+
+impl Drop for EmbeddedBackend {
+    fn drop(&mut self) {
+        self.stop.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start a local-platform backend listening at `socket` on a new thread.
+///
+/// # Errors
+/// If the socket cannot be bound (e.g. another backend is listening there).
+pub fn spawn_local(cfg: BackendConfig, socket: impl Into<PathBuf>) -> io::Result<EmbeddedBackend> {
+    let socket = socket.into();
+    let mut backend =
+        Backend::<LocalHost>::new(cfg, &LocalHostConfig::new(socket.clone()), local_region)?;
+    let stop = backend.stop_handle();
+    let thread = std::thread::Builder::new()
+        .name("mx-backend".into())
+        .spawn(move || backend.run())?;
+    Ok(EmbeddedBackend {
+        stop,
+        thread: Some(thread),
+        socket,
+    })
+}

@@ -1,1 +1,144 @@
-fn main() {}
+//! `mx-backend`: the host daemon of Xen2MX-rs.
+
+use backend::{local_region, Backend, BackendConfig, IdlePolicy};
+use clap::{Parser, ValueEnum};
+use mx_proto::platform::local::{LocalHost, LocalHostConfig, DEFAULT_SOCKET_PATH, SOCKET_ENV};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PlatformArg {
+    /// Guests are local processes (memfd, eventfd, Unix socket). No hypervisor needed.
+    Local,
+    /// Guests are Xen domains (grant tables, event channels, xenstore).
+    Xen,
+    /// Xen if /dev/xen is present, else local.
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum IdleArg {
+    /// Busy-poll for the spin window, then sleep.
+    Spin,
+    /// Poll and yield the CPU for the spin window, then sleep (best on few cores).
+    Yield,
+    /// Sleep as soon as there is no work.
+    Block,
+}
+
+/// The MX backend daemon: serves MX endpoints of the guests (or local
+/// processes) of this host, delivers messages between them, and speaks
+/// MXoE on the network.
+#[derive(Debug, Parser)]
+#[command(name = "mx-backend", version, about, long_about = None)]
+struct Cli {
+    /// Where guests find the backend (local platform): a Unix socket path.
+    /// Defaults to $MX_BACKEND_SOCKET, else /run/mx-backend.sock.
+    #[arg(long, short = 's')]
+    socket: Option<PathBuf>,
+
+    /// Which hypervisor interface to serve guests through.
+    #[arg(long, value_enum, default_value = "local")]
+    platform: PlatformArg,
+
+    /// This board's hostname as MX reports it (default: <nodename>:0).
+    #[arg(long)]
+    hostname: Option<String>,
+
+    /// Most endpoints per board.
+    #[arg(long, default_value_t = 32)]
+    max_endpoints: u8,
+
+    /// What the service loop does when idle.
+    #[arg(long, value_enum, default_value = "yield")]
+    idle: IdleArg,
+
+    /// How long to keep polling after the last work before sleeping, in microseconds.
+    #[arg(long, default_value_t = 200)]
+    spin_us: u64,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let xen_present = std::path::Path::new("/dev/xen/evtchn").exists();
+    match cli.platform {
+        PlatformArg::Xen => {
+            eprintln!("mx-backend: the xen platform is not available in this build yet; use --platform local");
+            return ExitCode::from(2);
+        }
+        PlatformArg::Auto if xen_present => {
+            eprintln!("mx-backend: /dev/xen found but the xen platform is not available in this build yet; using local");
+        }
+        _ => {}
+    }
+
+    let mut cfg = BackendConfig::new();
+    if let Some(h) = cli.hostname {
+        cfg.nic_id = backend::config::local_nic_id(&h);
+        cfg.hostname = h;
+    }
+    cfg.max_endpoints = cli.max_endpoints;
+    cfg.idle = match cli.idle {
+        IdleArg::Spin => IdlePolicy::Spin,
+        IdleArg::Yield => IdlePolicy::Yield,
+        IdleArg::Block => IdlePolicy::Block,
+    };
+    cfg.spin = Duration::from_micros(cli.spin_us);
+
+    let socket = cli
+        .socket
+        .or_else(|| std::env::var_os(SOCKET_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
+    let mut backend =
+        match Backend::<LocalHost>::new(cfg, &LocalHostConfig::new(&socket), local_region) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("mx-backend: cannot listen on {}: {e}", socket.display());
+                return ExitCode::from(1);
+            }
+        };
+    let stop = backend.stop_handle();
+    install_signal_stop(stop);
+    match backend.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mx-backend: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Stop cleanly on SIGINT/SIGTERM (the socket file is removed on drop).
+fn install_signal_stop(stop: backend::StopHandle) {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset/sigaddset initialise the set we own; pthread_sigmask
+    // blocks the two signals in this thread (inherited by threads spawned
+    // after), so only the waiting thread below receives them via sigwait.
+    let set = unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+        let set = set.assume_init();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        // SAFETY: `set` is an initialised sigset; sigwait writes the signal number.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        stop.stop();
+    });
+}

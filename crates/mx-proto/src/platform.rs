@@ -212,6 +212,52 @@ pub unsafe trait SharedMem: Send + Sync {
     }
 }
 
+/// Copies `len` bytes from `src` at `src_off` to `dst` at `dst_off`, both
+/// shared memory (the backend's intra-node medium path: a sender's
+/// send-queue slot straight into a receiver's receive-queue slot).
+///
+/// # Errors
+/// [`OutOfBounds`] if either range is outside its region, or if the two
+/// ranges overlap within one region; nothing is copied.
+pub fn copy_shared<S: SharedMem + ?Sized, D: SharedMem + ?Sized>(
+    src: &S,
+    src_off: usize,
+    dst: &D,
+    dst_off: usize,
+    len: usize,
+) -> Result<(), OutOfBounds> {
+    src.check_range(src_off, len)?;
+    dst.check_range(dst_off, len)?;
+    let (s, d) = (src.as_ptr() as usize + src_off, dst.as_ptr() as usize + dst_off);
+    if len > 0 && s < d + len && d < s + len {
+        return Err(OutOfBounds {
+            offset: dst_off,
+            len,
+            size: dst.len(),
+        });
+    }
+    // SAFETY: both ranges are inside their mappings (checked above), which
+    // the SharedMem contract keeps mapped while the borrows live, and they do
+    // not overlap (checked above).
+    #[allow(unsafe_code)]
+    unsafe {
+        sys::copy_shared_to_shared(src.as_ptr().add(src_off), dst.as_ptr().add(dst_off), len)
+    };
+    Ok(())
+}
+
+// SAFETY: an `Arc` forwards to the value it owns, which keeps its promise for
+// as long as the `Arc` (and so the value) lives.
+#[allow(unsafe_code)]
+unsafe impl<T: SharedMem + ?Sized> SharedMem for std::sync::Arc<T> {
+    fn as_ptr(&self) -> *mut u8 {
+        (**self).as_ptr()
+    }
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+}
+
 // ---------------------------------------------------------- event channel ---
 
 /// Why [`EventChannel::wait`] returned.
@@ -310,7 +356,7 @@ pub trait GuestPlatform: Sized + Send + Sync + 'static {
     /// `Default` is the platform's standard location.
     type Target: Clone + Debug + Default + Send + Sync;
     /// Pages the guest allocated and offers to the backend.
-    type Pages: SharedMem + Debug;
+    type Pages: SharedMem + crate::ring::SharedRegion + Debug;
     /// The guest end of an event channel.
     type Event: EventChannel + Debug;
     /// An attached link to one backend.
@@ -393,7 +439,7 @@ pub trait HostPlatform: Sized + Send + Sync + 'static {
     /// Xen: domid). Never taken from anything the guest says.
     type GuestId: Copy + Eq + Hash + Debug + Display + Send + Sync;
     /// The host's mapping of pages a guest offered.
-    type Pages: SharedMem + Debug;
+    type Pages: SharedMem + crate::ring::SharedRegion + Debug;
     /// The host end of a guest's event channel.
     type Event: EventChannel + Debug;
     /// Bulk access to one guest's memory.

@@ -865,3 +865,55 @@ impl<T, K> fmt::Debug for Consumer<T, K> {
             .finish_non_exhaustive()
     }
 }
+
+/// In-place use of a ring's slots, for queues whose payload is written and
+/// read where it lies (the channel's receive queue: 8 KiB slots that would
+/// otherwise be copied through the stack). The indices and their checks
+/// are the ring's; the caller moves the bytes with the region's own
+/// bounds-checked copies.
+impl<T: Slot, K> Producer<T, K> {
+    /// Reserves the next slot without writing it and returns its position
+    /// (`0..slot_count`). Fill the slot before [`publish`](Self::publish).
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Full`] if no slot is free; [`PushError::Ring`] if the
+    /// consumer's index is corrupt.
+    pub fn claim(&mut self) -> Result<u32, PushError> {
+        if self.free_cached() == 0 || self.broken.is_some() {
+            self.refresh()?;
+            if self.free_cached() == 0 {
+                return Err(PushError::Full);
+            }
+        }
+        let pos = self.prod & (self.size - 1);
+        self.prod = self.prod.wrapping_add(1);
+        Ok(pos)
+    }
+}
+
+impl<T: Slot, K> Consumer<T, K> {
+    /// Consumes the next item without copying it and returns its slot
+    /// position (`0..slot_count`), or `Ok(None)` if the ring is empty.
+    /// Read the slot before [`release`](Self::release).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] if the producer's index is corrupt.
+    pub fn skip(&mut self) -> Result<Option<u32>, RingError> {
+        if self.available_cached() == 0 || self.broken.is_some() {
+            self.refresh()?;
+            if self.available_cached() == 0 {
+                return Ok(None);
+            }
+        }
+        let pos = self.cons & (self.size - 1);
+        self.cons = self.cons.wrapping_add(1);
+        Ok(Some(pos))
+    }
+
+    /// The free-running index of the next item to consume.
+    pub fn position(&self) -> u32 {
+        self.cons
+    }
+}

@@ -222,6 +222,28 @@ pub(crate) unsafe fn copy_to_shared(dst: *mut u8, src: &[u8]) {
     }
 }
 
+/// Copies `len` bytes from shared memory at `src` to shared memory at `dst`
+/// (two different mappings, or disjoint ranges of one) with volatile
+/// accesses, through a small stack buffer: both sides may be written by
+/// their peers at any time.
+///
+/// # Safety
+/// `src .. src + len` must be valid readable memory and `dst .. dst + len`
+/// valid writable memory for the whole call, and the ranges must not overlap.
+pub(crate) unsafe fn copy_shared_to_shared(src: *const u8, dst: *mut u8, len: usize) {
+    let mut buf = [0u8; 512];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len());
+        // SAFETY: done + n <= len: in range by the caller's contract.
+        unsafe {
+            copy_from_shared(src.add(done), &mut buf[..n]);
+            copy_to_shared(dst.add(done), &buf[..n]);
+        }
+        done += n;
+    }
+}
+
 /// Fills `len` bytes of shared memory at `dst` with `byte`, volatile stores.
 ///
 /// # Safety

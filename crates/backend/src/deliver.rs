@@ -1,0 +1,535 @@
+//! Command handling: what the backend does with one validated command of an
+//! endpoint. Intra-node destinations are served by the shortcut (straight
+//! into the destination endpoint's event ring and receive queue, no frame
+//! built); remote peers go to the NIC layer.
+//!
+//! Every handler first checks that everything it will write has room (the
+//! destination's event ring and receive queue, the source's event ring for a
+//! completion or a NACK) and only then writes, so a command either happens
+//! whole or not at all. "No room" is [`Outcome::Blocked`]: the caller keeps
+//! the command and retries it later, which back-pressures the sender instead
+//! of dropping a local message.
+
+use crate::counters::Counter;
+use crate::endpoint::{Chan, Endpoint};
+use mx_proto::msg::command::{CommandKind, MediumFrag, Pull};
+use mx_proto::msg::event::{CommandErrorCode, PullStatus, RecvHdr};
+use mx_proto::msg::{Command, Dest, Event, Source};
+use mx_proto::platform::{GuestMemory, HostPlatform};
+
+/// NACK types of the wire protocol (spec section 3).
+pub mod nack {
+    /// The endpoint id is out of range.
+    pub const BAD_ENDPT: u8 = 1;
+    /// The endpoint is not open.
+    pub const ENDPT_CLOSED: u8 = 2;
+    /// The session id does not match.
+    pub const BAD_SESSION: u8 = 3;
+}
+
+/// Result of handling one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done (delivered, NACKed, or rejected with an error event).
+    Done,
+    /// Not enough room at the destination or for our own completion: retry later.
+    Blocked,
+}
+
+/// The environment a command is handled in.
+pub struct Ctx<'a, H: HostPlatform> {
+    /// Peer index of this host.
+    pub self_peer: u16,
+    /// Whether a peer index names this host.
+    pub is_local: &'a dyn Fn(u16) -> bool,
+    /// Largest medium fragment of the profile.
+    pub frag_max: u32,
+    /// Largest medium message of the profile.
+    pub medium_max: u32,
+    /// Bounce buffer for bulk copies between two guests.
+    pub bounce: &'a mut Vec<u8>,
+    /// Scratch for region resolution.
+    pub segs: &'a mut Vec<(u64, usize)>,
+    /// Builds a platform region reference from a guest address range.
+    pub region_of: fn(u64, usize) -> <H::Memory as GuestMemory>::Region,
+}
+
+fn space<H: HostPlatform>(ch: &mut Chan<H>) -> u32 {
+    ch.event_space().unwrap_or(0)
+}
+
+fn recvq_space<H: HostPlatform>(ch: &mut Chan<H>) -> u32 {
+    ch.recvq_space().unwrap_or(0)
+}
+
+/// Post an event the caller has checked room for.
+fn post<H: HostPlatform>(ep: &mut Endpoint<H>, ev: &Event<'_>) {
+    if ep.chan.push_event(ev).is_ok() {
+        ep.counters.bump(Counter::EventsPosted);
+        ep.dirty = true;
+    } else {
+        // Room was checked; a failure means the guest corrupted its ring.
+        ep.counters.bump(Counter::DropEventRingFull);
+    }
+}
+
+fn reject<H: HostPlatform>(
+    src: &mut Endpoint<H>,
+    kind: CommandKind,
+    code: CommandErrorCode,
+) -> Outcome {
+    src.counters.bump(Counter::CmdsBadRef);
+    if space::<H>(&mut src.chan) == 0 {
+        return Outcome::Blocked;
+    }
+    post(
+        src,
+        &Event::CommandError {
+            cmd_kind: kind as u8,
+            code: code as u8,
+        },
+    );
+    Outcome::Done
+}
+
+/// The lib seqnum a NACK of this command reports, if the command can be
+/// NACKed (acks and pulls cannot; a connect reports 0).
+fn nackable(cmd: &Command<'_>) -> Option<u16> {
+    Some(match cmd {
+        Command::Tiny { hdr, .. } | Command::Small { hdr, .. } => hdr.seq.seqnum,
+        Command::MediumFrag(m) => m.hdr.seq.seqnum,
+        Command::Rndv(r) => r.hdr.seq.seqnum,
+        Command::Notify(n) => n.seq.seqnum,
+        Command::ConnectRequest(_) | Command::ConnectReply(_) => 0,
+        _ => return None,
+    })
+}
+
+fn dest_of(cmd: &Command<'_>) -> Option<(Dest, Option<u32>)> {
+    Some(match cmd {
+        Command::Tiny { hdr, .. } | Command::Small { hdr, .. } => (hdr.dest, Some(hdr.session)),
+        Command::MediumFrag(m) => (m.hdr.dest, Some(m.hdr.session)),
+        Command::Rndv(r) => (r.hdr.dest, Some(r.hdr.session)),
+        Command::Notify(n) => (n.dest, Some(n.session)),
+        Command::Liback(l) => (l.dest, Some(l.session)),
+        Command::Pull(p) => (p.dest, Some(p.session)),
+        Command::ConnectRequest(c) => (c.dest, None),
+        Command::ConnectReply(c) => (c.dest, None),
+        Command::RegionRegister(_) | Command::RegionDeregister { .. } => return None,
+    })
+}
+
+/// Handle one command of endpoint `src_id`. `eps` is the endpoint table
+/// indexed by endpoint id.
+pub fn handle<H: HostPlatform>(
+    ctx: &mut Ctx<'_, H>,
+    eps: &mut [Option<Endpoint<H>>],
+    src_id: usize,
+    cmd: &Command<'_>,
+) -> Outcome {
+    let kind = cmd.kind();
+    // Commands that touch only the source endpoint.
+    match cmd {
+        Command::RegionRegister(r) => {
+            let Some(src) = eps[src_id].as_mut() else {
+                return Outcome::Done;
+            };
+            return match src.regions.register(r) {
+                Ok(()) => Outcome::Done,
+                Err(_) => reject(src, kind, CommandErrorCode::BadRegion),
+            };
+        }
+        Command::RegionDeregister { region_id } => {
+            if let Some(src) = eps[src_id].as_mut() {
+                src.regions.deregister(*region_id);
+            }
+            return Outcome::Done;
+        }
+        _ => {}
+    }
+    let Some((dest, session)) = dest_of(cmd) else {
+        return Outcome::Done;
+    };
+    if !(ctx.is_local)(dest.peer) {
+        // Remote peers are served by the NIC layer; without one, the peer
+        // index is not one this backend can reach.
+        let Some(src) = eps[src_id].as_mut() else {
+            return Outcome::Done;
+        };
+        return reject(src, kind, CommandErrorCode::BadPeer);
+    }
+    let dst_id = dest.endpoint as usize;
+    let src_source = Source {
+        peer: ctx.self_peer,
+        endpoint: src_id as u8,
+    };
+
+    // Destination checks: out of range, closed, wrong session -> NACK.
+    let nack_type = if dst_id >= eps.len() {
+        Some(nack::BAD_ENDPT)
+    } else {
+        match eps[dst_id].as_ref() {
+            None => Some(nack::ENDPT_CLOSED),
+            Some(d) if session.is_some_and(|s| s != d.session) => Some(nack::BAD_SESSION),
+            Some(_) => None,
+        }
+    };
+    if let Some(nt) = nack_type {
+        let src = eps[src_id].as_mut().expect("source endpoint is open");
+        match nt {
+            nack::ENDPT_CLOSED => src.counters.bump(Counter::DropEndpointClosed),
+            nack::BAD_SESSION => src.counters.bump(Counter::DropBadSession),
+            _ => src.counters.bump(Counter::CmdsBadRef),
+        }
+        if let Command::Pull(p) = cmd {
+            let status = match nt {
+                nack::BAD_ENDPT => PullStatus::BadEndpoint,
+                nack::ENDPT_CLOSED => PullStatus::EndpointClosed,
+                _ => PullStatus::BadSession,
+            };
+            if space::<H>(&mut src.chan) == 0 {
+                return Outcome::Blocked;
+            }
+            post(
+                src,
+                &Event::PullDone {
+                    cookie: p.cookie,
+                    status,
+                    transferred: 0,
+                },
+            );
+            return Outcome::Done;
+        }
+        // Acks to a bad destination are dropped silently (spec: TRUC never
+        // causes a NACK).
+        let Some(seqnum) = nackable(cmd) else {
+            return Outcome::Done;
+        };
+        if space::<H>(&mut src.chan) == 0 {
+            return Outcome::Blocked;
+        }
+        src.counters.bump(Counter::NacksSent);
+        post(
+            src,
+            &Event::RecvNackLib {
+                src: Source {
+                    peer: ctx.self_peer,
+                    endpoint: dest.endpoint,
+                },
+                nack_type: nt,
+                lib_seqnum: seqnum,
+            },
+        );
+        return Outcome::Done;
+    }
+
+    if let Command::Pull(p) = cmd {
+        return pull(ctx, eps, src_id, dst_id, p);
+    }
+    if let Command::MediumFrag(m) = cmd {
+        return medium(ctx, eps, src_id, dst_id, src_source, m);
+    }
+
+    // Everything else is one event at the destination (plus a receive-queue
+    // slot for a small message).
+    let needs_slot = matches!(cmd, Command::Small { .. });
+    {
+        let d = eps[dst_id].as_mut().expect("checked open");
+        if space::<H>(&mut d.chan) == 0 || (needs_slot && recvq_space::<H>(&mut d.chan) == 0) {
+            d.counters
+                .bump(if needs_slot && space::<H>(&mut d.chan) > 0 {
+                    Counter::DropRecvqFull
+                } else {
+                    Counter::DropEventRingFull
+                });
+            eps[src_id]
+                .as_mut()
+                .expect("source endpoint is open")
+                .counters
+                .bump(Counter::BackPressured);
+            return Outcome::Blocked;
+        }
+    }
+    let (sent_counter, bytes) = match cmd {
+        Command::Tiny { data, .. } => (Counter::TinySent, data.len()),
+        Command::Small { data, .. } => (Counter::SmallSent, data.len()),
+        Command::Rndv(_) => (Counter::RndvSent, 0),
+        Command::Notify(_) => (Counter::NotifySent, 0),
+        Command::ConnectRequest(_) | Command::ConnectReply(_) => (Counter::ConnectSent, 0),
+        Command::Liback(_) => (Counter::LibackSent, 0),
+        _ => (Counter::CmdsProcessed, 0),
+    };
+    let d = eps[dst_id].as_mut().expect("checked open");
+    let recv = |h: &mx_proto::msg::command::SendHdr| RecvHdr {
+        src: src_source,
+        seq: h.seq,
+        match_info: h.match_info,
+    };
+    match cmd {
+        Command::Tiny { hdr, data } => post(
+            d,
+            &Event::RecvTiny {
+                hdr: recv(hdr),
+                data,
+            },
+        ),
+        Command::Small { hdr, data } => {
+            let Ok(slot) = d.chan.recvq_claim() else {
+                return Outcome::Blocked;
+            };
+            if d.chan.recvq_write(slot, data).is_err() {
+                d.counters.bump(Counter::DropRecvqFull);
+            }
+            post(
+                d,
+                &Event::RecvSmall {
+                    hdr: recv(hdr),
+                    length: data.len() as u8,
+                    recvq_slot: slot,
+                },
+            );
+        }
+        Command::Rndv(r) => post(
+            d,
+            &Event::RecvRndv {
+                hdr: recv(&r.hdr),
+                msg_length: r.msg_length,
+                rdma: r.rdma,
+            },
+        ),
+        Command::Notify(n) => post(
+            d,
+            &Event::RecvNotify {
+                src: src_source,
+                seq: n.seq,
+                total_length: n.total_length,
+                rdma_id: n.rdma_id,
+                rdma_seqnum: n.rdma_seqnum,
+            },
+        ),
+        Command::ConnectRequest(c) => post(
+            d,
+            &Event::RecvConnectRequest {
+                src: src_source,
+                src_session: c.src_session,
+                app_key: c.app_key,
+                target_recv_seqnum_start: c.target_recv_seqnum_start,
+                connect_seqnum: c.connect_seqnum,
+            },
+        ),
+        Command::ConnectReply(c) => post(
+            d,
+            &Event::RecvConnectReply {
+                src: src_source,
+                src_session: c.src_session,
+                target_session: c.target_session,
+                target_recv_seqnum_start: c.target_recv_seqnum_start,
+                connect_seqnum: c.connect_seqnum,
+                status: c.status,
+            },
+        ),
+        Command::Liback(l) => post(
+            d,
+            &Event::RecvLiback {
+                src: src_source,
+                lib_seqnum: l.lib_seqnum,
+                send_seq: l.send_seq,
+                acknum: l.acknum,
+            },
+        ),
+        _ => {}
+    }
+    d.counters.add(Counter::BytesReceived, bytes as u64);
+    let s = eps[src_id].as_mut().expect("source endpoint is open");
+    s.counters.bump(sent_counter);
+    s.counters.add(Counter::BytesSent, bytes as u64);
+    Outcome::Done
+}
+
+/// Two distinct endpoints mutably, or `None` when `a == b`.
+fn pair<T>(v: &mut [Option<T>], a: usize, b: usize) -> Option<(&mut T, &mut T)> {
+    if a == b {
+        return None;
+    }
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    let (left, right) = v.split_at_mut(hi);
+    let (x, y) = (left[lo].as_mut()?, right[0].as_mut()?);
+    Some(if a < b { (x, y) } else { (y, x) })
+}
+
+fn medium<H: HostPlatform>(
+    ctx: &mut Ctx<'_, H>,
+    eps: &mut [Option<Endpoint<H>>],
+    src_id: usize,
+    dst_id: usize,
+    src_source: Source,
+    m: &MediumFrag,
+) -> Outcome {
+    let frags_max = ctx.medium_max.div_ceil(ctx.frag_max.max(1));
+    {
+        let s = eps[src_id].as_mut().expect("source endpoint is open");
+        let bad = u32::from(m.sendq_slot) >= s.chan.sendq_slots()
+            || u32::from(m.frag_length) > ctx.frag_max
+            || m.msg_length > ctx.medium_max
+            || u32::from(m.frag_seqnum) >= frags_max;
+        if bad {
+            let code = if u32::from(m.sendq_slot) >= s.chan.sendq_slots() {
+                CommandErrorCode::BadSendqSlot
+            } else {
+                CommandErrorCode::BadLength
+            };
+            return reject(s, CommandKind::MediumFrag, code);
+        }
+    }
+    let recv_ev = |slot: u16| Event::RecvMediumFrag {
+        hdr: RecvHdr {
+            src: src_source,
+            seq: m.hdr.seq,
+            match_info: m.hdr.match_info,
+        },
+        msg_length: m.msg_length,
+        frag_seqnum: m.frag_seqnum,
+        frag_length: m.frag_length,
+        recvq_slot: slot,
+    };
+    let done_ev = Event::SendMediumDone {
+        sendq_slot: m.sendq_slot,
+    };
+    let len = usize::from(m.frag_length);
+    match pair(eps, src_id, dst_id) {
+        Some((s, d)) => {
+            if space::<H>(&mut d.chan) == 0
+                || recvq_space::<H>(&mut d.chan) == 0
+                || space::<H>(&mut s.chan) == 0
+            {
+                s.counters.bump(Counter::BackPressured);
+                return Outcome::Blocked;
+            }
+            let Ok(slot) = d.chan.recvq_claim() else {
+                return Outcome::Blocked;
+            };
+            if s.chan
+                .copy_sendq_to(m.sendq_slot, len, &d.chan, slot)
+                .is_err()
+            {
+                s.counters.bump(Counter::CmdsBadRef);
+            }
+            post(d, &recv_ev(slot));
+            d.counters.add(Counter::BytesReceived, len as u64);
+            post(s, &done_ev);
+            s.counters.bump(Counter::MediumFragsSent);
+            s.counters.add(Counter::BytesSent, len as u64);
+        }
+        None => {
+            // A send to our own endpoint through the backend (MX_DISABLE_SELF).
+            let e = eps[src_id].as_mut().expect("source endpoint is open");
+            if space::<H>(&mut e.chan) < 2 || recvq_space::<H>(&mut e.chan) == 0 {
+                e.counters.bump(Counter::BackPressured);
+                return Outcome::Blocked;
+            }
+            let Ok(slot) = e.chan.recvq_claim() else {
+                return Outcome::Blocked;
+            };
+            if e.chan
+                .copy_sendq_to(m.sendq_slot, len, &e.chan, slot)
+                .is_err()
+            {
+                e.counters.bump(Counter::CmdsBadRef);
+            }
+            post(e, &recv_ev(slot));
+            post(e, &done_ev);
+            e.counters.bump(Counter::MediumFragsSent);
+            e.counters.add(Counter::BytesSent, len as u64);
+            e.counters.add(Counter::BytesReceived, len as u64);
+        }
+    }
+    Outcome::Done
+}
+
+/// Intra-node pull: copy from the sender's window straight into the
+/// puller's region (through a bounce buffer in the backend: the two guests
+/// cannot see each other's memory), then complete the pull.
+fn pull<H: HostPlatform>(
+    ctx: &mut Ctx<'_, H>,
+    eps: &mut [Option<Endpoint<H>>],
+    puller: usize,
+    sender: usize,
+    p: &Pull,
+) -> Outcome {
+    if space::<H>(&mut eps[puller].as_mut().expect("puller is open").chan) == 0 {
+        return Outcome::Blocked;
+    }
+    let status = copy_pull(ctx, eps, puller, sender, p);
+    let transferred = if status == PullStatus::Success {
+        p.length
+    } else {
+        0
+    };
+    let e = eps[puller].as_mut().expect("puller is open");
+    if status == PullStatus::Success {
+        e.counters.bump(Counter::PullsDone);
+        e.counters.add(Counter::BytesReceived, u64::from(p.length));
+    } else {
+        e.counters.bump(Counter::CmdsBadRef);
+    }
+    post(
+        e,
+        &Event::PullDone {
+            cookie: p.cookie,
+            status,
+            transferred,
+        },
+    );
+    Outcome::Done
+}
+
+fn copy_pull<H: HostPlatform>(
+    ctx: &mut Ctx<'_, H>,
+    eps: &mut [Option<Endpoint<H>>],
+    puller: usize,
+    sender: usize,
+    p: &Pull,
+) -> PullStatus {
+    let len = u64::from(p.length);
+    let region_of = ctx.region_of;
+    let mut src_segs = Vec::new();
+    {
+        let s = eps[sender].as_ref().expect("sender is open");
+        if s.regions
+            .resolve(p.remote.id, u64::from(p.remote.offset), len, ctx.segs)
+            .is_err()
+        {
+            return PullStatus::BadRdmaWindow;
+        }
+        src_segs.extend(ctx.segs.iter().map(|&(a, l)| region_of(a, l)));
+    }
+    let mut dst_segs = Vec::new();
+    {
+        let d = eps[puller].as_ref().expect("puller is open");
+        if d.regions
+            .resolve(p.local_region, u64::from(p.local_offset), len, ctx.segs)
+            .is_err()
+        {
+            return PullStatus::BadLocalRegion;
+        }
+        dst_segs.extend(ctx.segs.iter().map(|&(a, l)| region_of(a, l)));
+    }
+    let (Some(s), Some(d)) = (eps[sender].as_ref(), eps[puller].as_ref()) else {
+        return PullStatus::EndpointClosed;
+    };
+    let (src_mem, dst_mem) = (&s.memory, &d.memory);
+    let chunk = ctx.bounce.len().max(1);
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(chunk as u64) as usize;
+        let buf = &mut ctx.bounce[..n];
+        if src_mem.read(&src_segs, off, buf).is_err() {
+            return PullStatus::Unreachable;
+        }
+        if dst_mem.write(&dst_segs, off, buf).is_err() {
+            return PullStatus::BadLocalRegion;
+        }
+        off += n as u64;
+    }
+    PullStatus::Success
+}

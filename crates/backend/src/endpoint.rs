@@ -1,0 +1,38 @@
+//! One open endpoint as the backend sees it: its channel, owner, session,
+//! regions and counters.
+
+use crate::counters::Counters;
+use crate::region::RegionTable;
+use mx_proto::channel::HostChannel;
+use mx_proto::msg::CmdSlot;
+use mx_proto::platform::HostPlatform;
+use std::sync::Arc;
+
+/// The channel type of an endpoint on host platform `H`.
+pub type Chan<H> = HostChannel<Arc<<H as HostPlatform>::Pages>>;
+
+/// An open endpoint.
+pub struct Endpoint<H: HostPlatform> {
+    /// Endpoint id (0..max_endpoints).
+    pub id: u8,
+    /// Slab key of the owning guest.
+    pub guest: usize,
+    /// Random session id given at open.
+    pub session: u32,
+    /// The shared rings and queues.
+    pub chan: Chan<H>,
+    /// The event channel to the guest.
+    pub event: H::Event,
+    /// Bulk access to the owning guest's memory.
+    pub memory: H::Memory,
+    /// Registered RDMA windows.
+    pub regions: RegionTable,
+    /// Counters.
+    pub counters: Counters,
+    /// A command copied out of the ring that could not complete yet because
+    /// its destination had no room (back-pressure): retried before any
+    /// newer command of this endpoint, so order is kept.
+    pub pending: Option<CmdSlot>,
+    /// Events or receive-queue slots were produced since the last publish.
+    pub dirty: bool,
+}

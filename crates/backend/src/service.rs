@@ -1,0 +1,589 @@
+//! The backend's service loop: accept guests, answer their control
+//! requests, drain their command rings, deliver, publish events, sleep when
+//! idle.
+//!
+//! # The loop
+//!
+//! A pass takes up to `cmd_batch` commands from every open endpoint (round
+//! robin, so one busy guest cannot starve the others), then publishes the
+//! events of every endpoint that got some and notifies only the guests that
+//! asked to be woken (their `prod_event`). When passes find work the loop
+//! goes on at once; when they stop finding work it keeps polling for the
+//! configured spin window (yielding the CPU between polls under
+//! [`IdlePolicy::Yield`]), then arms every command ring's `prod_event`,
+//! re-checks (the lost-wake-up guard) and sleeps in epoll on the guests'
+//! event channels and control sockets. An idle backend therefore uses no CPU.
+
+use crate::config::{BackendConfig, IdlePolicy};
+use crate::counters::Counter;
+use crate::deliver::{self, Ctx, Outcome};
+use crate::endpoint::Endpoint;
+use crate::peers::PeerTable;
+use mx_proto::channel::{HostChannel, MAX_QUEUE_SLOTS};
+use mx_proto::msg::control::{
+    BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, ANY_ENDPOINT,
+    CONTROL_VERSION,
+};
+use mx_proto::msg::{CmdSlot, Command};
+use mx_proto::platform::EventChannel;
+use mx_proto::platform::{
+    Events, GuestConn, GuestListener, GuestMemory, HostPlatform, Incoming, Interest, Poller,
+    ReceivedResources, Wakeup, MAX_CONTROL_MSG, PAGE_SIZE,
+};
+use slab::Slab;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+const TOKEN_LISTENER: u64 = 0;
+const TOKEN_STOP: u64 = 1;
+const TOKEN_GUEST: u64 = 1 << 32;
+const TOKEN_ENDPOINT: u64 = 2 << 32;
+
+/// Size of the bounce buffer for intra-node pulls: large enough to amortise
+/// the two system calls per chunk, small enough to stay in L2 so the second
+/// copy reads from cache.
+const BOUNCE: usize = 256 * 1024;
+
+struct Guest<H: HostPlatform> {
+    conn: H::Conn,
+    memory: H::Memory,
+    endpoints: Vec<u8>,
+}
+
+/// A handle that stops a running [`Backend`] from another thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    wake: Arc<Wakeup>,
+}
+
+impl StopHandle {
+    /// Ask the loop to exit; it returns from [`Backend::run`] promptly.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        let _ = self.wake.wake();
+    }
+}
+
+/// The backend of one host.
+pub struct Backend<H: HostPlatform> {
+    cfg: BackendConfig,
+    listener: H::Listener,
+    poller: Poller,
+    events: Events,
+    guests: Slab<Guest<H>>,
+    endpoints: Vec<Option<Endpoint<H>>>,
+    peers: PeerTable,
+    self_peer: u16,
+    stop: Arc<AtomicBool>,
+    stop_wake: Arc<Wakeup>,
+    bounce: Vec<u8>,
+    segs: Vec<(u64, usize)>,
+    ctl_buf: Vec<u8>,
+    rng: u64,
+    region_of: fn(u64, usize) -> <H::Memory as GuestMemory>::Region,
+}
+
+fn next_random(state: &mut u64) -> u32 {
+    // splitmix64: session ids need to differ between opens, not to be secret.
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as u32
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+impl<H: HostPlatform> Backend<H> {
+    /// Start listening for guests.
+    ///
+    /// `region_of` turns a guest address range from a region registration
+    /// into the platform's bulk-copy reference.
+    ///
+    /// # Errors
+    /// If the platform cannot listen (e.g. another backend holds the socket).
+    pub fn new(
+        cfg: BackendConfig,
+        platform_cfg: &H::Config,
+        region_of: fn(u64, usize) -> <H::Memory as GuestMemory>::Region,
+    ) -> io::Result<Self> {
+        let listener = H::listen(platform_cfg)?;
+        let poller = Poller::new()?;
+        poller.add(listener.as_fd(), TOKEN_LISTENER, Interest::READABLE)?;
+        let stop_wake = Arc::new(Wakeup::new()?);
+        poller.add(stop_wake.as_fd(), TOKEN_STOP, Interest::READABLE)?;
+        let peers = PeerTable::with_self(cfg.nic_id, &cfg.hostname);
+        let mut endpoints = Vec::new();
+        endpoints.resize_with(cfg.max_endpoints as usize, || None);
+        info!(hostname = %cfg.hostname, nic_id = format_args!("{:012x}", cfg.nic_id), "backend listening");
+        Ok(Backend {
+            listener,
+            poller,
+            events: Events::with_capacity(64),
+            guests: Slab::new(),
+            endpoints,
+            peers,
+            self_peer: 0,
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_wake,
+            bounce: vec![0; BOUNCE],
+            segs: Vec::with_capacity(256),
+            ctl_buf: vec![0; MAX_CONTROL_MSG],
+            rng: seed(),
+            region_of,
+            cfg,
+        })
+    }
+
+    /// A handle to stop [`run`](Self::run) from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            flag: self.stop.clone(),
+            wake: self.stop_wake.clone(),
+        }
+    }
+
+    /// The board this backend serves.
+    pub fn board_info(&self) -> BoardInfo {
+        BoardInfo {
+            board: 0,
+            nic_id: self.cfg.nic_id,
+            hostname: self.cfg.hostname.clone(),
+            self_peer: self.self_peer,
+            max_endpoints: u32::from(self.cfg.max_endpoints),
+            profile: self.cfg.profile,
+            mtu: self.cfg.mtu,
+            frag_max: self.cfg.frag_max,
+            medium_max: self.cfg.medium_max,
+        }
+    }
+
+    /// Number of attached guests.
+    pub fn guest_count(&self) -> usize {
+        self.guests.len()
+    }
+
+    /// Serve until stopped.
+    ///
+    /// # Errors
+    /// Only on a failure of the backend's own poller.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut last_work = Instant::now();
+        let mut passes: u32 = 0;
+        while !self.stop.load(Ordering::Acquire) {
+            let worked = self.pass();
+            passes = passes.wrapping_add(1);
+            if worked {
+                last_work = Instant::now();
+                // Control requests and hang-ups must not wait for traffic to
+                // stop: look at them every few dozen busy passes.
+                if passes.is_multiple_of(64) {
+                    self.poll_io(Some(Duration::ZERO))?;
+                }
+                continue;
+            }
+            let idle_for = last_work.elapsed();
+            if self.cfg.idle != IdlePolicy::Block && idle_for < self.cfg.spin {
+                if self.cfg.idle == IdlePolicy::Yield {
+                    std::thread::yield_now();
+                }
+                if passes.is_multiple_of(64) {
+                    self.poll_io(Some(Duration::ZERO))?;
+                }
+                continue;
+            }
+            if !self.arm_all() {
+                continue; // work arrived while arming
+            }
+            self.poll_io(None)?;
+            last_work = Instant::now();
+        }
+        info!("backend stopping");
+        Ok(())
+    }
+
+    /// Arm every command ring for a wake-up; false if one had work.
+    fn arm_all(&mut self) -> bool {
+        let mut all = true;
+        for ep in self.endpoints.iter_mut().flatten() {
+            match ep.chan.prepare_to_sleep() {
+                Ok(true) => {}
+                Ok(false) => all = false,
+                Err(_) => {} // a broken ring is handled in the next pass
+            }
+            if ep.pending.is_some() {
+                // a blocked command waits for its destination to drain,
+                // which the destination does not signal: poll again soon
+                all = false;
+            }
+        }
+        all
+    }
+
+    fn poll_io(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = timeout.or(Some(Duration::from_secs(1)));
+        self.poller.wait(&mut self.events, timeout)?;
+        let fired: Vec<_> = self.events.iter().collect();
+        for ev in fired {
+            match ev.token {
+                TOKEN_LISTENER => self.accept_all(),
+                TOKEN_STOP => {
+                    let _ = self.stop_wake.consume();
+                }
+                t if t & !0xffff_ffff == TOKEN_GUEST => {
+                    self.serve_control((t & 0xffff_ffff) as usize, ev.hangup)
+                }
+                t if t & !0xffff_ffff == TOKEN_ENDPOINT => {
+                    if let Some(Some(ep)) = self.endpoints.get((t & 0xffff_ffff) as usize) {
+                        let _ = ep.event.consume();
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok(Some(conn)) => {
+                    let memory = conn.memory();
+                    let entry = self.guests.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) =
+                        self.poller
+                            .add(conn.as_fd(), TOKEN_GUEST | key as u64, Interest::READABLE)
+                    {
+                        warn!("cannot poll guest connection: {e}");
+                        continue;
+                    }
+                    info!(guest = %conn.guest_id(), "guest attached");
+                    entry.insert(Guest {
+                        conn,
+                        memory,
+                        endpoints: Vec::new(),
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("accept: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn serve_control(&mut self, key: usize, hangup: bool) {
+        loop {
+            let Some(g) = self.guests.get(key) else {
+                return;
+            };
+            let mut buf = std::mem::take(&mut self.ctl_buf);
+            let incoming = g.conn.recv(&mut buf);
+            let outcome = match incoming {
+                Ok(Incoming::Request { len, resources }) => {
+                    let reply = self.control(key, &buf[..len], resources);
+                    if let Some(g) = self.guests.get(key) {
+                        if let Err(e) = g.conn.send(&reply.encode()) {
+                            warn!(guest = %g.conn.guest_id(), "control reply failed: {e}; detaching");
+                            self.ctl_buf = buf;
+                            self.detach(key);
+                            return;
+                        }
+                    }
+                    true
+                }
+                Ok(Incoming::Empty) => false,
+                Ok(Incoming::Closed) => {
+                    self.ctl_buf = buf;
+                    self.detach(key);
+                    return;
+                }
+                Err(e) => {
+                    warn!("guest broke the control protocol: {e}; detaching");
+                    self.ctl_buf = buf;
+                    self.detach(key);
+                    return;
+                }
+            };
+            self.ctl_buf = buf;
+            if !outcome {
+                break;
+            }
+        }
+        if hangup {
+            self.detach(key);
+        }
+    }
+
+    fn control(&mut self, key: usize, msg: &[u8], mut res: H::Resources) -> ControlReply {
+        let req = match ControlRequest::decode(msg) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!("malformed control request: {e}");
+                return ControlReply::Error(ControlError::Malformed);
+            }
+        };
+        match req {
+            ControlRequest::Hello { version } => {
+                if version != CONTROL_VERSION {
+                    ControlReply::Error(ControlError::BadVersion)
+                } else {
+                    ControlReply::Hello(self.board_info())
+                }
+            }
+            ControlRequest::Board { board } => {
+                if board != 0 {
+                    ControlReply::Error(ControlError::BoardUnknown)
+                } else {
+                    ControlReply::Board(self.board_info())
+                }
+            }
+            ControlRequest::OpenEndpoint {
+                board,
+                endpoint,
+                sizes,
+            } => match self.open(key, board, endpoint, sizes, &mut res) {
+                Ok((endpoint, session)) => ControlReply::Opened { endpoint, session },
+                Err(e) => ControlReply::Error(e),
+            },
+            ControlRequest::CloseEndpoint { endpoint } => {
+                let owned = self
+                    .endpoints
+                    .get(endpoint as usize)
+                    .and_then(|e| e.as_ref())
+                    .is_some_and(|e| e.guest == key);
+                if !owned {
+                    ControlReply::Error(ControlError::NotOwner)
+                } else {
+                    self.close(endpoint);
+                    ControlReply::Closed
+                }
+            }
+            ControlRequest::PeerByNicId { nic_id } => self.peers.by_nic_id(nic_id).map_or(
+                ControlReply::Error(ControlError::PeerNotFound),
+                ControlReply::Peer,
+            ),
+            ControlRequest::PeerByHostname { hostname } => {
+                self.peers.by_hostname(&hostname).map_or(
+                    ControlReply::Error(ControlError::PeerNotFound),
+                    ControlReply::Peer,
+                )
+            }
+            ControlRequest::PeerByIndex { index } => self.peers.info(index).map_or(
+                ControlReply::Error(ControlError::PeerNotFound),
+                ControlReply::Peer,
+            ),
+            ControlRequest::Counters { endpoint } => {
+                match self
+                    .endpoints
+                    .get(endpoint as usize)
+                    .and_then(|e| e.as_ref())
+                {
+                    Some(e) => ControlReply::Counters(e.counters.values().to_vec()),
+                    None => ControlReply::Error(ControlError::BadEndpoint),
+                }
+            }
+        }
+    }
+
+    fn check_sizes(&self, s: &ChannelSizes) -> Result<(), ControlError> {
+        let ring_ok = |n: u32| n.is_power_of_two() && n <= self.cfg.max_ring_slots;
+        let queue_ok =
+            |n: u32| n.is_power_of_two() && n <= self.cfg.max_queue_slots && n <= MAX_QUEUE_SLOTS;
+        if ring_ok(s.cmd_slots)
+            && ring_ok(s.evt_slots)
+            && queue_ok(s.sendq_slots)
+            && queue_ok(s.recvq_slots)
+        {
+            Ok(())
+        } else {
+            Err(ControlError::BadResources)
+        }
+    }
+
+    fn open(
+        &mut self,
+        key: usize,
+        board: u32,
+        endpoint: u32,
+        sizes: ChannelSizes,
+        res: &mut H::Resources,
+    ) -> Result<(u8, u32), ControlError> {
+        if board != 0 && board != 0xffff_ffff {
+            return Err(ControlError::BoardUnknown);
+        }
+        self.check_sizes(&sizes)?;
+        let id = if endpoint == ANY_ENDPOINT {
+            self.endpoints
+                .iter()
+                .position(Option::is_none)
+                .ok_or(ControlError::NoResources)?
+        } else {
+            let id = endpoint as usize;
+            match self.endpoints.get(id) {
+                None => return Err(ControlError::BadEndpoint),
+                Some(Some(_)) => return Err(ControlError::Busy),
+                Some(None) => id,
+            }
+        };
+        let layout_len = HostChannel::<Arc<H::Pages>>::region_len(&sizes)
+            .map_err(|_| ControlError::BadResources)?;
+        let pages = res
+            .take_pages(0, layout_len / PAGE_SIZE)
+            .map_err(|_| ControlError::BadResources)?;
+        let event = res.take_event(1).map_err(|_| ControlError::BadResources)?;
+        let chan = HostChannel::attach(Arc::new(pages), &sizes).map_err(|e| {
+            debug!("guest channel refused: {e:?}");
+            ControlError::BadResources
+        })?;
+        self.poller
+            .add(
+                event.as_fd(),
+                TOKEN_ENDPOINT | id as u64,
+                Interest::READABLE,
+            )
+            .map_err(|_| ControlError::NoResources)?;
+        let memory = self
+            .guests
+            .get(key)
+            .map(|g| g.memory.clone())
+            .ok_or(ControlError::NotOwner)?;
+        let session = next_random(&mut self.rng);
+        self.endpoints[id] = Some(Endpoint {
+            id: id as u8,
+            guest: key,
+            session,
+            chan,
+            event,
+            memory,
+            regions: Default::default(),
+            counters: Default::default(),
+            pending: None,
+            dirty: false,
+        });
+        if let Some(g) = self.guests.get_mut(key) {
+            g.endpoints.push(id as u8);
+            info!(guest = %g.conn.guest_id(), endpoint = id, "endpoint opened");
+        }
+        Ok((id as u8, session))
+    }
+
+    fn close(&mut self, id: u8) {
+        if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
+            let _ = self.poller.delete(ep.event.as_fd());
+            if let Some(g) = self.guests.get_mut(ep.guest) {
+                g.endpoints.retain(|&e| e != id);
+            }
+            debug!(endpoint = id, "endpoint closed");
+            // Dropping `ep` unmaps the guest's pages and unbinds its channel.
+        }
+    }
+
+    /// A guest went away: close its endpoints (their peers get
+    /// ENDPT_CLOSED NACKs from now on) and forget it.
+    fn detach(&mut self, key: usize) {
+        let Some(g) = self.guests.try_remove(key) else {
+            return;
+        };
+        let _ = self.poller.delete(g.conn.as_fd());
+        info!(guest = %g.conn.guest_id(), endpoints = g.endpoints.len(), "guest detached");
+        for id in g.endpoints {
+            if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
+                let _ = self.poller.delete(ep.event.as_fd());
+            }
+        }
+    }
+
+    /// One pass over every endpoint; true if any command was handled.
+    fn pass(&mut self) -> bool {
+        let mut worked = false;
+        let n = self.endpoints.len();
+        let peers = &self.peers;
+        let is_local = |p: u16| peers.is_local(p);
+        let endpoints_ptr = &mut self.endpoints;
+        let mut ctx = Ctx::<H> {
+            self_peer: self.self_peer,
+            is_local: &is_local,
+            frag_max: self.cfg.frag_max,
+            medium_max: self.cfg.medium_max,
+            bounce: &mut self.bounce,
+            segs: &mut self.segs,
+            region_of: self.region_of,
+        };
+        let mut broken = Vec::new();
+        for id in 0..n {
+            if endpoints_ptr[id].is_none() {
+                continue;
+            }
+            for _ in 0..self.cfg.cmd_batch {
+                let ep = endpoints_ptr[id].as_mut().expect("checked");
+                let slot: CmdSlot = match ep.pending.take() {
+                    Some(s) => s,
+                    None => match ep.chan.pop_command() {
+                        Ok(Some(s)) => s,
+                        Ok(None) => break,
+                        Err(e) => {
+                            warn!(endpoint = id, "command ring corrupt: {e:?}");
+                            broken.push(ep.guest);
+                            break;
+                        }
+                    },
+                };
+                worked = true;
+                let cmd = match Command::parse(&slot) {
+                    Ok(c) => c,
+                    Err(_) => {
+                        let ep = endpoints_ptr[id].as_mut().expect("checked");
+                        ep.counters.bump(Counter::CmdsMalformed);
+                        continue;
+                    }
+                };
+                match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
+                    Outcome::Done => {
+                        if let Some(ep) = endpoints_ptr[id].as_mut() {
+                            ep.counters.bump(Counter::CmdsProcessed);
+                        }
+                    }
+                    Outcome::Blocked => {
+                        if let Some(ep) = endpoints_ptr[id].as_mut() {
+                            ep.pending = Some(slot);
+                        }
+                        break;
+                    }
+                }
+            }
+            if let Some(ep) = endpoints_ptr[id].as_mut() {
+                // A guest blocked on a full command ring asked to be told.
+                if ep.chan.release_commands().is_needed() {
+                    let _ = ep.event.notify();
+                }
+            }
+        }
+        // Publish: one index store and at most one notification per endpoint.
+        for ep in endpoints_ptr.iter_mut().flatten() {
+            if ep.dirty {
+                ep.dirty = false;
+                if ep.chan.publish().is_needed() {
+                    let _ = ep.event.notify();
+                }
+            }
+        }
+        for key in broken {
+            self.detach(key);
+        }
+        worked
+    }
+}
