@@ -36,6 +36,31 @@
 //! let back = decode(&profile, &buf[..n]).unwrap();
 //! assert_eq!(back.packet, frame.packet);
 //! ```
+//!
+//! # Decisions beyond the specification's letter
+//!
+//! - Open-MX MTUs are accepted from 1280 to 65535 (see
+//!   [`WireProfile::OPEN_MX_MIN_MTU`] for why).
+//! - Besides the drops the specification names (TINY > 32, SMALL > 128,
+//!   fragment longer than the profile allows, declared length past the end
+//!   of the frame), the decoder rejects values that no conforming sender
+//!   produces and that would make a receiver misbehave: a MEDIUM fragment
+//!   whose length is not exactly what `msg_length` and `frag_seqnum` imply
+//!   (all fragments full but the last) or whose message exceeds the max
+//!   medium; an mx `frag_pipeline` other than 12; a RNDV whose MSG length
+//!   is not 8; TRUC and CONNECT lengths other than 16; a TRUC type other
+//!   than 0x55; a PULL whose `first_frame_offset` is not below the pull
+//!   reply length or that asks for more than one block; a hostname that is
+//!   empty, longer than 80 bytes with its NUL, not NUL-terminated or with
+//!   a NUL inside.
+//! - A CONNECT with any non-zero `is_reply` is a reply (the reference tests
+//!   it as a C truth value); it is re-encoded as 1.
+//! - Unknown NACK types and connect statuses survive as `Unknown(u8)`;
+//!   pull handles, magics, sessions and endpoints are not judged here (that
+//!   needs endpoint state).
+//! - Pads, `src_generation`, `checksum` and the head peer index of
+//!   PULL_REPLY / HOST_QUERY / HOST_REPLY are ignored on receive and
+//!   written as zero.
 #![no_std]
 #![forbid(unsafe_code)]
 
