@@ -1,1 +1,2 @@
 //! libmx.
+pub mod ffi;
