@@ -214,6 +214,18 @@ impl NicId {
     }
 }
 
+impl fmt::Display for NicId {
+    /// As a MAC address: `00:60:dd:47:1a:2b`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.to_mac();
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
 impl From<[u8; 6]> for NicId {
     fn from(mac: [u8; 6]) -> Self {
         Self::from_mac(mac)
@@ -504,6 +516,7 @@ mod tests {
         let id = NicId::from_mac(mac);
         assert_eq!(id.raw(), 0x0060_dd47_1a2b);
         assert_eq!(id.to_mac(), mac);
+        assert_eq!(id.to_string(), "00:60:dd:47:1a:2b");
         let id = NicId::from([0xff; 6]);
         assert_eq!(id.raw(), 0xffff_ffff_ffff);
         assert_eq!(<[u8; 6]>::from(id), [0xff; 6]);
