@@ -184,12 +184,14 @@ pub enum Notify {
 
 impl Notify {
     /// `true` for [`Notify::Yes`].
+    #[inline]
     pub fn is_needed(self) -> bool {
         self == Notify::Yes
     }
 
     /// ring.h's test: notify iff the peer's event index `event` lies in
     /// `(old, new]`, computed in wrapping arithmetic.
+    #[inline]
     fn crossed(old: u32, new: u32, event: u32) -> Notify {
         if new.wrapping_sub(event) < new.wrapping_sub(old) {
             Notify::Yes
@@ -283,6 +285,7 @@ impl std::error::Error for PushError {}
 struct IndexWord(NonNull<AtomicU32>);
 
 impl IndexWord {
+    #[inline]
     fn load(self, order: Ordering) -> u32 {
         // SAFETY: the ring constructors' contracts keep every index word
         // valid and aligned while the ring exists; shared access to an
@@ -290,6 +293,7 @@ impl IndexWord {
         u32::from_le(unsafe { self.0.as_ref() }.load(order))
     }
 
+    #[inline]
     fn store(self, value: u32, order: Ordering) {
         // SAFETY: as in `load`.
         unsafe { self.0.as_ref() }.store(value.to_le(), order);
