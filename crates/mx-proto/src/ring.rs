@@ -153,6 +153,16 @@ pub const MAX_SLOTS: u32 = 1 << 31;
 /// bytes (`IntoBytes`, `Immutable`), and its size is known. Blanket
 /// implemented; additionally `size_of::<T>()` must be a non-zero multiple
 /// of 8, which the ring constructors check at compile time.
+///
+/// ```compile_fail
+/// # use core::ptr::NonNull;
+/// # use mx_proto::ring::{HeapRegion, Producer, SharedRegion};
+/// // 12 bytes: not a whole number of 8-byte words, rejected at build time.
+/// let region = HeapRegion::new(8192);
+/// let base = NonNull::new(region.as_ptr()).unwrap();
+/// // SAFETY: (never runs) the block and 4 slots are inside `region`.
+/// let _tx = unsafe { Producer::<[u8; 12]>::from_raw(base, base.add(4096), 4) };
+/// ```
 pub trait Slot: FromBytes + IntoBytes + Immutable + KnownLayout + Sized {}
 impl<T: FromBytes + IntoBytes + Immutable + KnownLayout + Sized> Slot for T {}
 
