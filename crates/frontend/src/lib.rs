@@ -257,6 +257,16 @@ impl<G: GuestPlatform> EndpointChannel<G> {
         self.chan.push_command(cmd)
     }
 
+    /// Queue an already-encoded command slot (as the MX protocol core
+    /// produces them).
+    ///
+    /// # Errors
+    /// [`ChannelError::Full`] when the command ring is full.
+    #[inline]
+    pub fn post_slot(&mut self, slot: &mx_proto::msg::CmdSlot) -> Result<(), ChannelError> {
+        self.chan.push_slot(slot)
+    }
+
     /// Free command slots.
     ///
     /// # Errors

@@ -375,6 +375,18 @@ impl<R: SharedRegion + SharedMem + Clone> GuestChannel<R> {
         })
     }
 
+    /// Write an already-encoded command slot (visible at the next
+    /// [`publish_commands`](Self::publish_commands)).
+    ///
+    /// # Errors
+    /// [`ChannelError::Full`] when the backend is behind.
+    pub fn push_slot(&mut self, slot: &CmdSlot) -> Result<(), ChannelError> {
+        self.cmd.push(slot).map_err(|e| match e {
+            PushError::Full => ChannelError::Full,
+            PushError::Ring(r) => ChannelError::Ring(r),
+        })
+    }
+
     /// Free command slots.
     ///
     /// # Errors
