@@ -1,2 +1,3 @@
 //! libmx.
 pub mod ffi;
+pub mod core;

@@ -1,0 +1,888 @@
+//! The sans-IO protocol core of libmx: all MX semantics of one endpoint
+//! (partners, connect handshake, seqnums, acks, retransmission, matching,
+//! rendezvous), with no sockets, threads, clocks or OS randomness.
+//!
+//! The core speaks to the backend only through channel messages: it emits
+//! [`Command`](mx_proto::msg::Command)s and consumes
+//! [`Event`](mx_proto::msg::Event)s. Time is passed in by the caller
+//! ([`Time`], microseconds); randomness comes from [`Config::seed`].
+//!
+//! # Using a [`Core`]
+//!
+//! The shell (the C ABI or the safe Rust API) owns the loop:
+//!
+//! 1. Create it with [`Core::new`] from a [`Config`] (see
+//!    [`Config::from_board`]).
+//! 2. Application calls: [`Core::connect`], [`Core::isend`],
+//!    [`Core::issend`], [`Core::irecv`], [`Core::cancel`], [`Core::forget`],
+//!    [`Core::iprobe`], [`Core::disconnect`], [`Core::set_request_timeout`],
+//!    [`Core::set_unexp_handler`], ...
+//! 3. Inputs: every event read from the event ring goes to
+//!    [`Core::handle_event`] (with the receive queue, whose slot may be
+//!    released as soon as the call returns); when the time given by
+//!    [`Core::poll_timeout`] has passed, call [`Core::handle_timeout`].
+//! 4. Outputs, after any of the above: call [`Core::poll_command`] until it
+//!    returns `false`, pushing each filled slot to the command ring (it
+//!    also writes medium fragments into the send queue); then collect
+//!    finished requests with [`Core::poll_completion`], [`Core::test`],
+//!    [`Core::test_any`] or [`Core::peek`]; then re-arm the timer from
+//!    [`Core::poll_timeout`].
+//!
+//! `poll_command` returning `false` while a medium send waits for a free
+//! send-queue slot is normal: the slot frees on
+//! [`Event::SendMediumDone`](mx_proto::msg::Event::SendMediumDone).
+//!
+//! The traits the shell implements: [`MsgBuf`] (the application's message
+//! buffers), [`SendQueue`], [`RecvQueue`], and optionally [`UnexpHandler`].
+
+mod recv;
+mod send;
+mod seq;
+mod state;
+mod types;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+pub use types::{
+    CancelResult, Completion, Config, EndpointAddr, MsgBuf, NoRecvQueue, NoSendQueue, PartnerInfo,
+    Probe, RecvQueue, Rejected, ReqId, ReqType, Return, SendQueue, Stats, Status, Time,
+    UnexpAction, UnexpInfo, DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD, MAX_MEDIUM_FRAGS,
+};
+
+use mx_proto::msg::command::REGION_MAX_SEGS;
+use mx_proto::msg::{CmdSlot, Event};
+use slab::Slab;
+use state::{
+    Ctrl, DoneInfo, Kind, Partner, PartnerId, RecvPhase, RecvState, Region, Request, Timer, User,
+    TIMER_COUNT,
+};
+use std::collections::{HashMap, VecDeque};
+
+/// Region ids a core has (RDMA window ids 0..=255).
+const REGION_IDS: usize = 256;
+/// Region ids large sends may hold at once; the rest stay for pulls, so
+/// that two endpoints full of large sends to each other can still pull.
+const SEND_WINDOWS_MAX: usize = 224;
+/// First rdma seqnum of every window.
+const RDMA_SEQNUM_START: u8 = 23;
+/// Most early packets kept per partner.
+const EARLY_MAX: usize = 4096;
+
+/// The application's hook for messages that match no posted receive
+/// (`mx_register_unexp_handler`).
+///
+/// Called during [`Core::handle_event`] (or a self send) before the message
+/// is queued as unexpected. The handler may post receives through the
+/// [`HandlerCtx`]; the core matches again when it returns
+/// [`UnexpAction::Continue`].
+pub trait UnexpHandler<B: MsgBuf> {
+    /// Decide what to do with one unexpected message.
+    fn unexpected(&mut self, info: &UnexpInfo<'_>, ctx: &mut HandlerCtx<'_, B>) -> UnexpAction;
+}
+
+/// What an [`UnexpHandler`] may do while it runs: post receives.
+pub struct HandlerCtx<'c, B: MsgBuf> {
+    core: &'c mut Core<B>,
+}
+
+impl<B: MsgBuf> HandlerCtx<'_, B> {
+    /// Post a receive, as [`Core::irecv`].
+    ///
+    /// # Errors
+    /// As [`Core::irecv`].
+    pub fn irecv(
+        &mut self,
+        buf: B,
+        match_info: u64,
+        mask: u64,
+        context: u64,
+    ) -> Result<ReqId, Rejected<B>> {
+        self.core.irecv(buf, match_info, mask, context)
+    }
+
+    /// The core's configuration.
+    pub fn config(&self) -> &Config {
+        &self.core.cfg
+    }
+}
+
+/// The protocol state of one MX endpoint. See the [module docs](self) for
+/// the order of calls.
+pub struct Core<B: MsgBuf> {
+    cfg: Config,
+    rndv_threshold: u32,
+    resend_limit: u32,
+    reqs: Slab<Request<B>>,
+    next_gen: u32,
+    partners: Slab<Partner>,
+    partner_gen: u32,
+    by_dest: HashMap<(u16, u8), usize>,
+    self_partner: usize,
+    posted: Vec<VecDeque<ReqId>>,
+    unexp: Vec<VecDeque<ReqId>>,
+    done: VecDeque<ReqId>,
+    ctrl_q: VecDeque<Ctrl>,
+    data_q: VecDeque<ReqId>,
+    resend_q: VecDeque<(ReqId, Time)>,
+    ack_q: VecDeque<(PartnerId, Time)>,
+    sendq_free: VecDeque<u16>,
+    sendq_busy: Vec<bool>,
+    regions: Vec<Option<Region>>,
+    region_free: VecDeque<u8>,
+    send_windows: usize,
+    rdma_seq: [u8; REGION_IDS],
+    region_wait_partners: VecDeque<usize>,
+    pull_waiters: VecDeque<ReqId>,
+    pulls: HashMap<u32, ReqId>,
+    next_cookie: u32,
+    zombies: u32,
+    handler: Option<Box<dyn UnexpHandler<B> + Send>>,
+    timers: [Option<Time>; TIMER_COUNT],
+    stats: Stats,
+}
+
+impl<B: MsgBuf> core::fmt::Debug for Core<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Core")
+            .field("endpoint", &self.cfg.endpoint)
+            .field("requests", &self.reqs.len())
+            .field("partners", &self.partners.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: MsgBuf> Core<B> {
+    // ----------------------------------------------------------------
+    // Construction and getters
+    // ----------------------------------------------------------------
+
+    /// A core for one open endpoint.
+    ///
+    /// # Errors
+    /// [`Return::BadParamVal`] when [`Config::validate`] refuses `cfg`.
+    pub fn new(cfg: Config) -> Result<Self, Return> {
+        cfg.validate()?;
+        let nctx = cfg.context_id.map_or(1, |(bits, _)| 1usize << bits);
+        let rndv_threshold = cfg.rndv_threshold.clamp(128, cfg.medium_max);
+        let mut partners = Slab::new();
+        let mut me = Partner::new(1, cfg.self_peer, cfg.endpoint, Some(cfg.nic_id));
+        me.is_self = true;
+        me.true_session = Some(cfg.session);
+        me.back_session = Some(cfg.session);
+        me.send_ready = true;
+        let self_partner = partners.insert(me);
+        let mut by_dest = HashMap::new();
+        by_dest.insert((cfg.self_peer, cfg.endpoint), self_partner);
+        let seed = cfg.seed;
+        Ok(Core {
+            rndv_threshold,
+            resend_limit: cfg.resend_limit.max(1),
+            reqs: Slab::new(),
+            next_gen: (seed as u32) | 1,
+            partners,
+            partner_gen: 2,
+            by_dest,
+            self_partner,
+            posted: (0..nctx).map(|_| VecDeque::new()).collect(),
+            unexp: (0..nctx).map(|_| VecDeque::new()).collect(),
+            done: VecDeque::new(),
+            ctrl_q: VecDeque::new(),
+            data_q: VecDeque::new(),
+            resend_q: VecDeque::new(),
+            ack_q: VecDeque::new(),
+            sendq_free: (0..cfg.sendq_slots).collect(),
+            sendq_busy: vec![false; usize::from(cfg.sendq_slots)],
+            regions: (0..REGION_IDS).map(|_| None).collect(),
+            region_free: (0..=255u8).collect(),
+            send_windows: 0,
+            rdma_seq: [RDMA_SEQNUM_START; REGION_IDS],
+            region_wait_partners: VecDeque::new(),
+            pull_waiters: VecDeque::new(),
+            pulls: HashMap::new(),
+            next_cookie: (seed >> 32) as u32,
+            zombies: 0,
+            handler: None,
+            timers: [None; TIMER_COUNT],
+            stats: Stats::default(),
+            cfg,
+        })
+    }
+
+    /// The configuration the core runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Our own address (`mx_get_endpoint_addr`).
+    pub fn local_addr(&self) -> EndpointAddr {
+        self.addr_of(self.self_partner)
+    }
+
+    /// The current rendezvous threshold.
+    pub fn rndv_threshold(&self) -> u32 {
+        self.rndv_threshold
+    }
+
+    /// Set the rendezvous threshold (clamped to `[128, medium_max]`).
+    pub fn set_rndv_threshold(&mut self, bytes: u32) {
+        self.rndv_threshold = bytes.clamp(128, self.cfg.medium_max);
+    }
+
+    /// What an address names, if it is still valid.
+    pub fn partner_info(&self, addr: EndpointAddr) -> Option<PartnerInfo> {
+        let p = self.resolve(addr)?;
+        let pr = &self.partners[p];
+        Some(PartnerInfo {
+            peer: pr.peer,
+            endpoint: pr.endpoint,
+            nic_id: pr.nic_id,
+            context: pr.context,
+            is_self: pr.is_self,
+        })
+    }
+
+    /// Record a partner's board address (the shell learns it from the
+    /// control path when a partner connected to us first).
+    ///
+    /// # Errors
+    /// [`Return::BadAddrList`] for an unknown address.
+    pub fn set_partner_nic_id(&mut self, addr: EndpointAddr, nic_id: u64) -> Result<(), Return> {
+        let p = self.resolve(addr).ok_or(Return::BadAddrList)?;
+        self.partners[p].nic_id = Some(nic_id);
+        Ok(())
+    }
+
+    /// Set the address context (`mx_set_endpoint_addr_context`).
+    ///
+    /// # Errors
+    /// [`Return::BadAddrList`] for an unknown address.
+    pub fn set_addr_context(&mut self, addr: EndpointAddr, context: u64) -> Result<(), Return> {
+        let p = self.resolve(addr).ok_or(Return::BadAddrList)?;
+        self.partners[p].context = context;
+        Ok(())
+    }
+
+    /// Number of live request slots (user requests, zombies, unexpected
+    /// messages and internal notifies).
+    pub fn live_requests(&self) -> usize {
+        self.reqs.len()
+    }
+
+    /// Eager sends completed before their ack and not acked yet.
+    pub fn zombies(&self) -> u32 {
+        self.zombies
+    }
+
+    /// Whether the core has nothing left to do: no command to emit, no
+    /// message waiting for an ack, no pull or rendezvous in flight.
+    pub fn is_quiescent(&self) -> bool {
+        self.ctrl_q.is_empty()
+            && self.data_q.is_empty()
+            && self.timers.iter().all(Option::is_none)
+            && self.pulls.is_empty()
+            && self.send_windows == 0
+    }
+
+    // ----------------------------------------------------------------
+    // Application commands
+    // ----------------------------------------------------------------
+
+    /// Start connecting to endpoint `endpoint` on the peer with index `peer`
+    /// in the backend's table (board address `nic_id`), presenting `key`
+    /// (`mx_iconnect`). The request completes with the new address as its
+    /// status source. Connecting to ourselves completes at once.
+    ///
+    /// # Errors
+    /// None today; kept for the C ABI's `mx_return_t`.
+    pub fn connect(
+        &mut self,
+        peer: u16,
+        endpoint: u8,
+        nic_id: u64,
+        key: u32,
+        match_info: u64,
+        context: u64,
+    ) -> Result<ReqId, Return> {
+        let p = self.partner_for(peer, endpoint, Some(nic_id));
+        let connect_seqnum = self.partners[p].connect_seqnum;
+        let rid = self.new_req(
+            Kind::Connect(state::ConnectState {
+                partner: p,
+                key,
+                match_info,
+                connect_seqnum,
+                tx: state::Tx::new(self.resend_limit),
+                answered: false,
+            }),
+            context,
+            None,
+            User::Active,
+        );
+        if self.partners[p].is_self {
+            let addr = self.addr_of(p);
+            self.complete_connect(rid, Status::Success, addr);
+        } else {
+            let pr = &mut self.partners[p];
+            pr.connect_seqnum = pr.connect_seqnum.wrapping_add(1);
+            pr.connects.push_back(rid);
+            if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
+                tx.queued = true;
+            }
+            self.ctrl_q.push_back(Ctrl::Connect(rid));
+        }
+        self.finish();
+        Ok(rid)
+    }
+
+    /// Drop all state of a partner (`mx_disconnect`): its pending requests
+    /// fail with ENDPOINT_UNREACHABLE and the address becomes invalid.
+    ///
+    /// # Errors
+    /// [`Return::BadAddrList`] for an unknown address.
+    pub fn disconnect(&mut self, addr: EndpointAddr) -> Result<(), Return> {
+        let p = self.resolve(addr).ok_or(Return::BadAddrList)?;
+        if self.partners[p].is_self {
+            return Ok(());
+        }
+        self.cleanup_partner(p, Status::EndpointUnreachable, true);
+        let pr = self.partners.remove(p);
+        self.by_dest.remove(&(pr.peer, pr.endpoint));
+        self.region_wait_partners.retain(|&x| x != p);
+        self.finish();
+        Ok(())
+    }
+
+    /// Post an eager-or-rendezvous send (`mx_isend`).
+    ///
+    /// # Errors
+    /// [`Return::BadAddrList`] for an unknown address,
+    /// [`Return::BadSegCnt`] for more than 256 segments.
+    pub fn isend(
+        &mut self,
+        dest: EndpointAddr,
+        buf: B,
+        match_info: u64,
+        context: u64,
+    ) -> Result<ReqId, Rejected<B>> {
+        let r = self.post_send(dest, buf, match_info, context, false);
+        self.finish();
+        r
+    }
+
+    /// Post a synchronous send (`mx_issend`): always the rendezvous path,
+    /// completes once the receiver matched and pulled.
+    ///
+    /// # Errors
+    /// As [`Core::isend`].
+    pub fn issend(
+        &mut self,
+        dest: EndpointAddr,
+        buf: B,
+        match_info: u64,
+        context: u64,
+    ) -> Result<ReqId, Rejected<B>> {
+        let r = self.post_send(dest, buf, match_info, context, true);
+        self.finish();
+        r
+    }
+
+    /// Post a receive (`mx_irecv`): the unexpected queue is scanned first,
+    /// in arrival order.
+    ///
+    /// # Errors
+    /// [`Return::BadMatchMask`] when `match_info & !mask != 0`,
+    /// [`Return::BadMatchingForContextIdMask`] when the mask does not cover
+    /// the context id bits, [`Return::BadSegCnt`] for more than 256 segments.
+    pub fn irecv(
+        &mut self,
+        buf: B,
+        match_info: u64,
+        mask: u64,
+        context: u64,
+    ) -> Result<ReqId, Rejected<B>> {
+        if let Err(code) = self.check_mask(match_info, mask) {
+            return Err(Rejected { code, buf });
+        }
+        if buf.segment_count() > REGION_MAX_SEGS {
+            return Err(Rejected {
+                code: Return::BadSegCnt,
+                buf,
+            });
+        }
+        let ctx = self.ctx_of(match_info);
+        let rid = self.new_req(
+            Kind::Recv(RecvState {
+                match_info,
+                mask,
+                ctx,
+                phase: RecvPhase::Posted,
+            }),
+            context,
+            Some(buf),
+            User::Active,
+        );
+        let found = self.unexp[ctx].iter().position(|&u| {
+            matches!(self.req(u).map(|r| &r.kind), Some(Kind::Unexp(s)) if s.match_info & mask == match_info)
+        });
+        match found {
+            Some(i) => {
+                let u = self.unexp[ctx].remove(i).expect("index from position");
+                self.consume_unexp(rid, u);
+            }
+            None => self.posted[ctx].push_back(rid),
+        }
+        self.finish();
+        Ok(rid)
+    }
+
+    /// Cancel a request (`mx_cancel`): unmatched receives and unanswered
+    /// connects are cancelled and freed.
+    ///
+    /// # Errors
+    /// [`Return::BadRequest`] for a send or an unknown request.
+    pub fn cancel(&mut self, req: ReqId) -> Result<CancelResult<B>, Return> {
+        let r = self.user_req(req).ok_or(Return::BadRequest)?;
+        let done = r.user == User::Done;
+        let res = match &r.kind {
+            Kind::Send(_) => return Err(Return::BadRequest),
+            Kind::Recv(rs) if !done && matches!(rs.phase, RecvPhase::Posted) => {
+                let ctx = rs.ctx;
+                self.posted[ctx].retain(|&x| x != req);
+                let r = self.reqs.remove(req.index as usize);
+                CancelResult::Cancelled(r.buf)
+            }
+            Kind::Connect(c) if !done && !c.answered => {
+                let p = c.partner;
+                if let Some(pr) = self.partners.get_mut(p) {
+                    pr.connects.retain(|&x| x != req);
+                }
+                self.reqs.remove(req.index as usize);
+                CancelResult::Cancelled(None)
+            }
+            _ => CancelResult::NotCancelled,
+        };
+        self.finish();
+        Ok(res)
+    }
+
+    /// Free a request when it completes, without reporting it
+    /// (`mx_forget`).
+    ///
+    /// # Errors
+    /// [`Return::BadRequest`] for an unknown request.
+    pub fn forget(&mut self, req: ReqId) -> Result<(), Return> {
+        let r = self.user_req(req).ok_or(Return::BadRequest)?;
+        if r.user == User::Done {
+            self.done.retain(|&x| x != req);
+        }
+        let r = self.req_mut(req).expect("checked above");
+        match r.user {
+            User::Done => r.user = User::Released,
+            _ => r.forget = true,
+        }
+        self.try_free(req);
+        self.finish();
+        Ok(())
+    }
+
+    /// Set the request timeout (`mx_set_request_timeout`): for one request,
+    /// or (with `None`) the endpoint default used by later requests. The
+    /// timeout becomes a resend limit, `(ms*2+1023)/1024`; 0 means no limit.
+    ///
+    /// # Errors
+    /// [`Return::BadRequest`] for an unknown request.
+    pub fn set_request_timeout(&mut self, req: Option<ReqId>, ms: u32) -> Result<(), Return> {
+        let n = Config::resends_for_timeout(ms);
+        match req {
+            None => self.resend_limit = n,
+            Some(id) => {
+                self.user_req(id).ok_or(Return::BadRequest)?;
+                if let Some(tx) = self.req_mut(id).and_then(Request::tx_mut) {
+                    tx.sends_max = n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Register (or with `None`, remove) the unexpected-message handler.
+    pub fn set_unexp_handler(&mut self, handler: Option<Box<dyn UnexpHandler<B> + Send>>) {
+        self.handler = handler;
+    }
+
+    /// Whether an eager send's buffer may be reused (`mx_ibuffered`): true
+    /// for tiny and small sends, for medium sends once written to the send
+    /// queue; false for rendezvous sends.
+    ///
+    /// # Errors
+    /// [`Return::BadRequest`] for anything but a send.
+    pub fn ibuffered(&self, req: ReqId) -> Result<bool, Return> {
+        match &self.user_req(req).ok_or(Return::BadRequest)?.kind {
+            Kind::Send(s) => Ok(match s.class {
+                state::Class::Tiny | state::Class::Small => true,
+                state::Class::Medium => s.written_once || s.completed,
+                state::Class::Large => false,
+            }),
+            _ => Err(Return::BadRequest),
+        }
+    }
+
+    /// Look for an unexpected message matching `(match_info, mask)` without
+    /// consuming it (`mx_iprobe`).
+    ///
+    /// # Errors
+    /// As the mask checks of [`Core::irecv`].
+    pub fn iprobe(&self, match_info: u64, mask: u64) -> Result<Option<Probe>, Return> {
+        self.check_mask(match_info, mask)?;
+        let ctx = self.ctx_of(match_info);
+        Ok(self.unexp[ctx]
+            .iter()
+            .find_map(|&u| match self.req(u).map(|r| &r.kind) {
+                Some(Kind::Unexp(s)) if s.match_info & mask == match_info => Some(Probe {
+                    source: s.source,
+                    match_info: s.match_info,
+                    msg_length: s.msg_length,
+                }),
+                _ => None,
+            }))
+    }
+
+    /// Queue an explicit ack to every partner with unacked messages (call
+    /// before closing the endpoint, then drain [`Core::poll_command`]).
+    pub fn flush_acks(&mut self) {
+        let ids: Vec<usize> = self.partners.iter().map(|(i, _)| i).collect();
+        for p in ids {
+            let pr = &mut self.partners[p];
+            if pr.unacked_recv() > 0
+                && pr.back_session.is_some()
+                && pr.ack != state::AckState::Queued
+            {
+                pr.ack = state::AckState::Queued;
+                let pid = PartnerId {
+                    idx: p,
+                    gen: pr.gen,
+                };
+                self.ctrl_q.push_back(Ctrl::Liback {
+                    partner: pid,
+                    force: false,
+                });
+            }
+        }
+        self.finish();
+    }
+
+    // ----------------------------------------------------------------
+    // Completions
+    // ----------------------------------------------------------------
+
+    /// Take the oldest finished request.
+    pub fn poll_completion(&mut self) -> Option<Completion<B>> {
+        let rid = *self.done.front()?;
+        Some(self.take_completion(rid))
+    }
+
+    /// Take `req` if it finished (`mx_test`); `Ok(None)` while pending.
+    ///
+    /// # Errors
+    /// [`Return::BadRequest`] for an unknown or already taken request.
+    pub fn test(&mut self, req: ReqId) -> Result<Option<Completion<B>>, Return> {
+        let r = self.user_req(req).ok_or(Return::BadRequest)?;
+        Ok((r.user == User::Done).then(|| self.take_completion(req)))
+    }
+
+    /// Whether `req` finished, without taking it.
+    ///
+    /// # Errors
+    /// [`Return::BadRequest`] for an unknown or already taken request.
+    pub fn is_done(&self, req: ReqId) -> Result<bool, Return> {
+        Ok(self.user_req(req).ok_or(Return::BadRequest)?.user == User::Done)
+    }
+
+    /// Take the first finished receive or connect (completion order) whose
+    /// match info satisfies `(match_info & mask) == match` (`mx_test_any`).
+    ///
+    /// # Errors
+    /// [`Return::BadMatchMask`] when `match_info & !mask != 0`.
+    pub fn test_any(
+        &mut self,
+        match_info: u64,
+        mask: u64,
+    ) -> Result<Option<Completion<B>>, Return> {
+        if match_info & !mask != 0 {
+            return Err(Return::BadMatchMask);
+        }
+        let found = self.done.iter().copied().find(|&id| {
+            self.req(id)
+                .and_then(|r| r.done)
+                .is_some_and(|d| d.kind != ReqType::Send && d.match_info & mask == match_info)
+        });
+        Ok(found.map(|id| self.take_completion(id)))
+    }
+
+    /// The first finished request, not taken (`mx_ipeek`).
+    pub fn peek(&self) -> Option<ReqId> {
+        self.done.front().copied()
+    }
+
+    // ----------------------------------------------------------------
+    // Inputs
+    // ----------------------------------------------------------------
+
+    /// Process one event from the backend. Small and medium payloads are
+    /// copied out of `recvq` during the call. Events that lie (bad slot,
+    /// impossible fragment, unknown cookie) are dropped and counted.
+    pub fn handle_event<Q: RecvQueue + ?Sized>(&mut self, now: Time, ev: &Event<'_>, recvq: &Q) {
+        self.dispatch_event(now, ev, recvq);
+        self.finish();
+    }
+
+    /// Run the timers that expired at `now`: retransmissions (and the
+    /// resend limit) and delayed acks.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.run_timers(now);
+        self.finish();
+    }
+
+    // ----------------------------------------------------------------
+    // Outputs
+    // ----------------------------------------------------------------
+
+    /// Write the next command into `out`; medium fragments are also written
+    /// into a free slot of `sendq`. Returns `false` when there is nothing to
+    /// send now.
+    pub fn poll_command<Q: SendQueue + ?Sized>(
+        &mut self,
+        now: Time,
+        out: &mut CmdSlot,
+        sendq: &mut Q,
+    ) -> bool {
+        let r = self.next_command(now, out, sendq);
+        self.finish();
+        r
+    }
+
+    /// When [`Core::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.iter().flatten().copied().min()
+    }
+
+    // ----------------------------------------------------------------
+    // Internal helpers shared by the submodules
+    // ----------------------------------------------------------------
+
+    fn req(&self, id: ReqId) -> Option<&Request<B>> {
+        slot_req(&self.reqs, id)
+    }
+
+    fn req_mut(&mut self, id: ReqId) -> Option<&mut Request<B>> {
+        slot_req_mut(&mut self.reqs, id)
+    }
+
+    /// A request the application may still name.
+    fn user_req(&self, id: ReqId) -> Option<&Request<B>> {
+        self.req(id).filter(|r| r.user != User::Released)
+    }
+
+    fn new_req(&mut self, kind: Kind, context: u64, buf: Option<B>, user: User) -> ReqId {
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let index = self.reqs.insert(Request {
+            gen,
+            context,
+            user,
+            forget: false,
+            internal: true,
+            done: None,
+            buf,
+            kind,
+        }) as u32;
+        ReqId { index, gen }
+    }
+
+    /// Free a request nobody references any more.
+    fn try_free(&mut self, id: ReqId) {
+        if let Some(r) = self.req(id) {
+            if r.user == User::Released && !r.internal {
+                self.reqs.remove(id.index as usize);
+            }
+        }
+    }
+
+    /// Record a request's completion and queue it for the application.
+    fn complete(&mut self, id: ReqId, info: DoneInfo) {
+        let Some(r) = self.req_mut(id) else { return };
+        if r.done.is_some() {
+            return;
+        }
+        r.done = Some(info);
+        if r.user == User::Active {
+            if r.forget {
+                r.user = User::Released;
+            } else {
+                r.user = User::Done;
+                self.done.push_back(id);
+            }
+        }
+        self.try_free(id);
+    }
+
+    fn take_completion(&mut self, id: ReqId) -> Completion<B> {
+        if self.done.front() == Some(&id) {
+            self.done.pop_front();
+        } else {
+            self.done.retain(|&x| x != id);
+        }
+        let r = self.req_mut(id).expect("done requests are live");
+        r.user = User::Released;
+        let d = r.done.expect("done requests have a status");
+        let c = Completion {
+            req: id,
+            kind: d.kind,
+            status: d.status,
+            source: d.source,
+            match_info: d.match_info,
+            msg_length: d.msg_length,
+            xfer_length: d.xfer_length,
+            context: r.context,
+            buf: r.buf.take(),
+        };
+        self.try_free(id);
+        c
+    }
+
+    fn pid(&self, p: usize) -> PartnerId {
+        PartnerId {
+            idx: p,
+            gen: self.partners[p].gen,
+        }
+    }
+
+    fn partner_idx(&self, pid: PartnerId) -> Option<usize> {
+        self.partners
+            .get(pid.idx)
+            .filter(|p| p.gen == pid.gen)
+            .map(|_| pid.idx)
+    }
+
+    fn resolve(&self, addr: EndpointAddr) -> Option<usize> {
+        let p = addr.partner as usize;
+        self.partners
+            .get(p)
+            .filter(|pr| pr.gen == addr.gen)
+            .map(|_| p)
+    }
+
+    fn addr_of(&self, p: usize) -> EndpointAddr {
+        let pr = &self.partners[p];
+        EndpointAddr {
+            partner: p as u32,
+            gen: pr.gen,
+            session: pr.true_session.or(pr.back_session).unwrap_or(0),
+        }
+    }
+
+    /// The partner for `(peer, endpoint)`, created if needed.
+    fn partner_for(&mut self, peer: u16, endpoint: u8, nic_id: Option<u64>) -> usize {
+        if let Some(&p) = self.by_dest.get(&(peer, endpoint)) {
+            if nic_id.is_some() {
+                self.partners[p].nic_id = nic_id;
+            }
+            return p;
+        }
+        let gen = self.partner_gen;
+        self.partner_gen = self.partner_gen.wrapping_add(1);
+        let p = self
+            .partners
+            .insert(Partner::new(gen, peer, endpoint, nic_id));
+        self.by_dest.insert((peer, endpoint), p);
+        p
+    }
+
+    fn ctx_of(&self, match_info: u64) -> usize {
+        match self.cfg.context_id {
+            None | Some((0, _)) => 0,
+            Some((bits, shift)) => {
+                let m = (1u64 << bits) - 1;
+                (match_info.checked_shr(u32::from(shift)).unwrap_or(0) & m) as usize
+            }
+        }
+    }
+
+    fn check_mask(&self, match_info: u64, mask: u64) -> Result<(), Return> {
+        if match_info & !mask != 0 {
+            return Err(Return::BadMatchMask);
+        }
+        if let Some((bits, shift)) = self.cfg.context_id {
+            if bits > 0 {
+                let m = (1u64 << bits) - 1;
+                if mask.checked_shr(u32::from(shift)).unwrap_or(0) & m != m {
+                    return Err(Return::BadMatchingForContextIdMask);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// End of every public mutating call: serve resource waiters, re-arm
+    /// the timers.
+    fn finish(&mut self) {
+        self.serve_region_waiters();
+        self.refresh_timers();
+    }
+
+    fn refresh_timers(&mut self) {
+        while let Some(&(rid, t)) = self.resend_q.front() {
+            if self.resend_live(rid, t) {
+                break;
+            }
+            self.resend_q.pop_front();
+        }
+        while let Some(&(pid, t)) = self.ack_q.front() {
+            let live = self
+                .partner_idx(pid)
+                .is_some_and(|p| self.partners[p].ack == state::AckState::Delayed(t));
+            if live {
+                break;
+            }
+            self.ack_q.pop_front();
+        }
+        self.timers[Timer::Resend as usize] = self
+            .resend_q
+            .front()
+            .map(|&(_, t)| t.saturating_add(self.cfg.resend_delay));
+        self.timers[Timer::Ack as usize] = self.ack_q.front().map(|&(_, t)| t);
+    }
+
+    fn resend_live(&self, rid: ReqId, t: Time) -> bool {
+        let Some(r) = self.req(rid) else { return false };
+        if !r.internal {
+            return false;
+        }
+        match &r.kind {
+            Kind::Send(s) => !s.tx.acked && s.tx.last_send == Some(t),
+            Kind::Notify(n) => !n.tx.acked && n.tx.last_send == Some(t),
+            Kind::Connect(c) => !c.answered && c.tx.last_send == Some(t),
+            _ => false,
+        }
+    }
+}
+
+/// A request by handle, borrowing only the slab (lets callers use other
+/// fields of the core at the same time).
+fn slot_req<B>(reqs: &Slab<Request<B>>, id: ReqId) -> Option<&Request<B>> {
+    reqs.get(id.index as usize).filter(|r| r.gen == id.gen)
+}
+
+/// Mutable form of [`slot_req`].
+fn slot_req_mut<B>(reqs: &mut Slab<Request<B>>, id: ReqId) -> Option<&mut Request<B>> {
+    reqs.get_mut(id.index as usize).filter(|r| r.gen == id.gen)
+}

@@ -1,0 +1,1163 @@
+//! The receive side: event validation, sequencing (expected, partial,
+//! early, obsolete), acks, matching, the unexpected queue and handler,
+//! rendezvous and notify, the connect handshake, NACKs, self delivery.
+
+use super::seq;
+use super::state::{
+    Ctrl, DoneInfo, Early, Kind, LargeRecv, OwnedMsg, Partial, RecvPhase, RegionUse, Request,
+    UnexpBody, UnexpState, User,
+};
+use super::{
+    Core, EndpointAddr, HandlerCtx, MsgBuf, RecvQueue, ReqId, ReqType, Status, Time, UnexpAction,
+    UnexpInfo, EARLY_MAX,
+};
+use mx_proto::msg::command::ConnectReply;
+use mx_proto::msg::event::PullStatus;
+use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
+
+/// A seqnum'd message, borrowed from the event, the receive queue, or an
+/// early packet.
+#[derive(Clone, Copy)]
+enum Msg<'a> {
+    Whole {
+        match_info: u64,
+        data: &'a [u8],
+    },
+    Frag {
+        match_info: u64,
+        msg_length: u32,
+        frag_seqnum: u8,
+        data: &'a [u8],
+    },
+    Rndv {
+        match_info: u64,
+        msg_length: u32,
+        rdma: RdmaRef,
+    },
+    Notify {
+        total_length: u32,
+        rdma_id: u8,
+        rdma_seqnum: u8,
+    },
+}
+
+impl Msg<'_> {
+    fn into_owned(self) -> OwnedMsg {
+        match self {
+            Msg::Whole { match_info, data } => OwnedMsg::Whole {
+                match_info,
+                data: data.to_vec(),
+            },
+            Msg::Frag {
+                match_info,
+                msg_length,
+                frag_seqnum,
+                data,
+            } => OwnedMsg::Frag {
+                match_info,
+                msg_length,
+                frag_seqnum,
+                data: data.to_vec(),
+            },
+            Msg::Rndv {
+                match_info,
+                msg_length,
+                rdma,
+            } => OwnedMsg::Rndv {
+                match_info,
+                msg_length,
+                rdma,
+            },
+            Msg::Notify {
+                total_length,
+                rdma_id,
+                rdma_seqnum,
+            } => OwnedMsg::Notify {
+                total_length,
+                rdma_id,
+                rdma_seqnum,
+            },
+        }
+    }
+    fn frag(&self) -> u8 {
+        match self {
+            Msg::Frag { frag_seqnum, .. } => *frag_seqnum,
+            _ => 0,
+        }
+    }
+}
+
+fn as_msg(m: &OwnedMsg) -> Msg<'_> {
+    match m {
+        OwnedMsg::Whole { match_info, data } => Msg::Whole {
+            match_info: *match_info,
+            data,
+        },
+        OwnedMsg::Frag {
+            match_info,
+            msg_length,
+            frag_seqnum,
+            data,
+        } => Msg::Frag {
+            match_info: *match_info,
+            msg_length: *msg_length,
+            frag_seqnum: *frag_seqnum,
+            data,
+        },
+        OwnedMsg::Rndv {
+            match_info,
+            msg_length,
+            rdma,
+        } => Msg::Rndv {
+            match_info: *match_info,
+            msg_length: *msg_length,
+            rdma: *rdma,
+        },
+        OwnedMsg::Notify {
+            total_length,
+            rdma_id,
+            rdma_seqnum,
+        } => Msg::Notify {
+            total_length: *total_length,
+            rdma_id: *rdma_id,
+            rdma_seqnum: *rdma_seqnum,
+        },
+    }
+}
+
+/// How a new message reaches the matching code.
+#[derive(Clone, Copy)]
+enum Incoming<'a> {
+    Whole(&'a [u8]),
+    Frag { frag_seqnum: u8, data: &'a [u8] },
+    Rndv(RdmaRef),
+    SelfLarge(ReqId),
+}
+
+impl<B: MsgBuf> Core<B> {
+    pub(super) fn dispatch_event<Q: RecvQueue + ?Sized>(
+        &mut self,
+        now: Time,
+        ev: &Event<'_>,
+        recvq: &Q,
+    ) {
+        match *ev {
+            Event::RecvTiny { hdr, data } => self.recv_data(
+                now,
+                hdr.src,
+                hdr.seq,
+                Msg::Whole {
+                    match_info: hdr.match_info,
+                    data,
+                },
+            ),
+            Event::RecvSmall {
+                hdr,
+                length,
+                recvq_slot,
+            } => match self.slot_bytes(recvq, recvq_slot, usize::from(length)) {
+                Some(data) => self.recv_data(
+                    now,
+                    hdr.src,
+                    hdr.seq,
+                    Msg::Whole {
+                        match_info: hdr.match_info,
+                        data,
+                    },
+                ),
+                None => self.stats.drop_bad_event += 1,
+            },
+            Event::RecvMediumFrag {
+                hdr,
+                msg_length,
+                frag_seqnum,
+                frag_length,
+                recvq_slot,
+            } => {
+                if !self.frag_geometry_ok(msg_length, frag_seqnum, frag_length) {
+                    self.stats.drop_bad_event += 1;
+                    return;
+                }
+                match self.slot_bytes(recvq, recvq_slot, usize::from(frag_length)) {
+                    Some(data) => self.recv_data(
+                        now,
+                        hdr.src,
+                        hdr.seq,
+                        Msg::Frag {
+                            match_info: hdr.match_info,
+                            msg_length,
+                            frag_seqnum,
+                            data,
+                        },
+                    ),
+                    None => self.stats.drop_bad_event += 1,
+                }
+            }
+            Event::RecvRndv {
+                hdr,
+                msg_length,
+                rdma,
+            } => self.recv_data(
+                now,
+                hdr.src,
+                hdr.seq,
+                Msg::Rndv {
+                    match_info: hdr.match_info,
+                    msg_length,
+                    rdma,
+                },
+            ),
+            Event::RecvNotify {
+                src,
+                seq,
+                total_length,
+                rdma_id,
+                rdma_seqnum,
+            } => self.recv_data(
+                now,
+                src,
+                seq,
+                Msg::Notify {
+                    total_length,
+                    rdma_id,
+                    rdma_seqnum,
+                },
+            ),
+            Event::RecvConnectRequest {
+                src,
+                src_session,
+                app_key,
+                target_recv_seqnum_start,
+                connect_seqnum,
+            } => self.recv_connect_request(
+                src,
+                src_session,
+                app_key,
+                target_recv_seqnum_start,
+                connect_seqnum,
+            ),
+            Event::RecvConnectReply {
+                src,
+                src_session,
+                target_session,
+                target_recv_seqnum_start,
+                connect_seqnum,
+                status,
+            } => self.recv_connect_reply(
+                src,
+                src_session,
+                target_session,
+                target_recv_seqnum_start,
+                connect_seqnum,
+                status,
+            ),
+            Event::RecvLiback {
+                src,
+                lib_seqnum,
+                acknum,
+                ..
+            } => self.recv_liback(src, lib_seqnum, acknum),
+            Event::RecvNackLib {
+                src,
+                nack_type,
+                lib_seqnum,
+            } => self.recv_nack(src, nack_type, lib_seqnum),
+            Event::SendMediumDone { sendq_slot } => {
+                let i = usize::from(sendq_slot);
+                if i < self.sendq_busy.len() && self.sendq_busy[i] {
+                    self.sendq_busy[i] = false;
+                    self.sendq_free.push_back(sendq_slot);
+                } else {
+                    self.stats.drop_bad_event += 1;
+                }
+            }
+            Event::PullDone {
+                cookie,
+                status,
+                transferred,
+            } => self.pull_done(cookie, status, transferred),
+            Event::CommandError { .. } => self.stats.command_errors += 1,
+        }
+    }
+
+    fn slot_bytes<'q, Q: RecvQueue + ?Sized>(
+        &self,
+        recvq: &'q Q,
+        slot: u16,
+        len: usize,
+    ) -> Option<&'q [u8]> {
+        if slot >= self.cfg.recvq_slots {
+            return None;
+        }
+        recvq.slot(slot).get(..len)
+    }
+
+    fn frag_geometry_ok(&self, msg_length: u32, frag_seqnum: u8, frag_length: u16) -> bool {
+        let fm = self.cfg.frag_max;
+        let off = u64::from(frag_seqnum) * u64::from(fm);
+        msg_length > 0
+            && msg_length <= self.cfg.medium_max
+            && off < u64::from(msg_length)
+            && u64::from(frag_length) == u64::from(fm).min(u64::from(msg_length) - off)
+    }
+
+    // ----------------------------------------------------------------
+    // Sequencing
+    // ----------------------------------------------------------------
+
+    fn recv_data(&mut self, now: Time, src: Source, sq: Seq, msg: Msg<'_>) {
+        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+            self.stats.drop_unknown_partner += 1;
+            return;
+        };
+        let pr = &self.partners[p];
+        if seq::sesnum(sq.seqnum) != seq::sesnum(pr.next_match_recv_seq)
+            || !pr.send_ready
+            || seq::sesnum(sq.piggyack) != seq::sesnum(pr.next_send_seq)
+        {
+            self.stats.drop_bad_sesnum += 1;
+            return;
+        }
+        self.apply_ack(p, sq.piggyack);
+        let s = sq.seqnum;
+        let pr = &self.partners[p];
+        let off = seq::diff(s, pr.next_match_recv_seq);
+        let partial = pr.partials.iter().any(|x| x.seq == s);
+        if off == 0 {
+            self.process_expected(p, s, msg);
+            self.drain_early(p, s);
+        } else if partial && matches!(msg, Msg::Frag { .. }) {
+            self.apply_msg_frag(p, s, msg);
+        } else if off <= seq::EARLY_OFFSET_MAX {
+            let frag = msg.frag();
+            let pr = &mut self.partners[p];
+            if pr.early.iter().any(|e| e.seq == s && e.msg.frag() == frag) {
+                self.stats.duplicates += 1;
+            } else if pr.early.len() >= EARLY_MAX {
+                self.stats.drop_too_early += 1;
+            } else {
+                pr.early.push(Early {
+                    seq: s,
+                    msg: msg.into_owned(),
+                });
+                self.stats.early_kept += 1;
+            }
+        } else {
+            self.stats.drop_obsolete += 1;
+            if off != 0 && seq::diff(self.partners[p].next_frag_recv_seq, s) == 1 {
+                // Our ack was probably lost: ack at once.
+                let pid = self.pid(p);
+                self.ctrl_q.push_back(Ctrl::Liback {
+                    partner: pid,
+                    force: true,
+                });
+            }
+        }
+        if let Some(pr) = self.partners.get_mut(p) {
+            pr.recompute_next_frag();
+            self.schedule_ack(now, p);
+        }
+    }
+
+    /// Apply an ack value (piggybacked or explicit) to our sends.
+    fn apply_ack(&mut self, p: usize, ack: u16) {
+        let pr = &self.partners[p];
+        if !pr.send_ready || seq::sesnum(ack) != seq::sesnum(pr.next_send_seq) {
+            return;
+        }
+        let next_acked = pr.next_acked_send_seq;
+        let Some(new) = seq::ack_advance(ack, next_acked, pr.next_send_seq) else {
+            if seq::diff(ack, next_acked) != 0 {
+                self.stats.bad_acks += 1;
+            }
+            return;
+        };
+        while let Some(&rid) = self.partners[p].non_acked.front() {
+            let s = self
+                .req_mut(rid)
+                .and_then(Request::tx_mut)
+                .and_then(|t| t.seqnum);
+            match s {
+                Some(s) if seq::diff(s, next_acked) < new => {
+                    self.partners[p].non_acked.pop_front();
+                    self.on_acked(rid);
+                }
+                Some(_) => break,
+                None => {
+                    self.partners[p].non_acked.pop_front();
+                }
+            }
+        }
+        self.partners[p].next_acked_send_seq = ack;
+        self.pump_partner(p);
+    }
+
+    fn process_expected(&mut self, p: usize, s: u16, msg: Msg<'_>) {
+        self.partners[p].next_match_recv_seq = seq::add(s, 1);
+        match msg {
+            Msg::Whole { match_info, data } => {
+                self.new_message(p, s, match_info, data.len() as u32, Incoming::Whole(data));
+            }
+            Msg::Frag {
+                match_info,
+                msg_length,
+                frag_seqnum,
+                data,
+            } => self.new_message(
+                p,
+                s,
+                match_info,
+                msg_length,
+                Incoming::Frag { frag_seqnum, data },
+            ),
+            Msg::Rndv {
+                match_info,
+                msg_length,
+                rdma,
+            } => self.new_message(p, s, match_info, msg_length, Incoming::Rndv(rdma)),
+            Msg::Notify {
+                total_length,
+                rdma_id,
+                rdma_seqnum,
+            } => self.recv_notify(p, total_length, rdma_id, rdma_seqnum),
+        }
+        if let Some(pr) = self.partners.get_mut(p) {
+            pr.recompute_next_frag();
+        }
+    }
+
+    /// After the expected message `s`: feed its early fragments, then any
+    /// early packets that became expected.
+    fn drain_early(&mut self, p: usize, mut s: u16) {
+        loop {
+            let Some(pr) = self.partners.get_mut(p) else {
+                return;
+            };
+            if pr.early.is_empty() {
+                return;
+            }
+            while let Some(i) = self.partners[p].early.iter().position(|e| e.seq == s) {
+                let e = self.partners[p].early.remove(i);
+                if self.partners[p].partials.iter().any(|x| x.seq == s) {
+                    self.apply_msg_frag(p, s, as_msg(&e.msg));
+                } else {
+                    self.stats.duplicates += 1;
+                }
+            }
+            let nm = self.partners[p].next_match_recv_seq;
+            let next = self.partners[p]
+                .early
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.seq == nm)
+                .min_by_key(|(_, e)| e.msg.frag())
+                .map(|(i, _)| i);
+            let Some(i) = next else { return };
+            let e = self.partners[p].early.remove(i);
+            self.process_expected(p, nm, as_msg(&e.msg));
+            s = nm;
+        }
+    }
+
+    fn apply_msg_frag(&mut self, p: usize, s: u16, msg: Msg<'_>) {
+        if let Msg::Frag {
+            match_info,
+            msg_length,
+            frag_seqnum,
+            data,
+        } = msg
+        {
+            self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
+        }
+    }
+
+    /// Add one fragment to the partial message `s` of partner `p`.
+    fn apply_frag(
+        &mut self,
+        p: usize,
+        s: u16,
+        match_info: u64,
+        msg_length: u32,
+        frag_seqnum: u8,
+        data: &[u8],
+    ) {
+        let Some(i) = self.partners[p].partials.iter().position(|x| x.seq == s) else {
+            return;
+        };
+        let part = &mut self.partners[p].partials[i];
+        if part.msg_length != msg_length || part.match_info != match_info {
+            self.stats.drop_bad_event += 1;
+            return;
+        }
+        let bit = 1u64 << frag_seqnum;
+        if part.frags & bit != 0 {
+            self.stats.duplicates += 1;
+            return;
+        }
+        part.frags |= bit;
+        part.got += data.len() as u32;
+        let target = part.target;
+        let complete = part.got == part.msg_length;
+        let off = u32::from(frag_seqnum) * self.cfg.frag_max;
+        if let Some(t) = target {
+            self.write_into(t, off, data);
+        }
+        if complete {
+            let part = self.partners[p].partials.remove(i);
+            self.partners[p].recompute_next_frag();
+            if let Some(t) = part.target {
+                let source = self.addr_of(p);
+                match self.req_mut(t).map(|r| &mut r.kind) {
+                    Some(Kind::Recv(_)) => {
+                        let blen = self.buf_len(t);
+                        let xfer = msg_length.min(blen);
+                        self.complete_recv(t, source, match_info, msg_length, xfer);
+                    }
+                    Some(Kind::Unexp(u)) => {
+                        if let UnexpBody::Eager { complete, .. } = &mut u.body {
+                            *complete = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn buf_len(&self, rid: ReqId) -> u32 {
+        self.req(rid)
+            .and_then(|r| r.buf.as_ref())
+            .map_or(0, MsgBuf::len)
+    }
+
+    /// Copy fragment bytes into a receive (clipped to its buffer) or an
+    /// unexpected message's storage.
+    fn write_into(&mut self, t: ReqId, off: u32, data: &[u8]) {
+        let Some(r) = self.req_mut(t) else { return };
+        match &mut r.kind {
+            Kind::Recv(_) => {
+                if let Some(b) = &mut r.buf {
+                    let blen = b.len();
+                    if off < blen {
+                        let n = (data.len() as u32).min(blen - off) as usize;
+                        b.write_at(off, &data[..n]);
+                    }
+                }
+            }
+            Kind::Unexp(u) => {
+                if let UnexpBody::Eager { data: v, .. } = &mut u.body {
+                    let o = off as usize;
+                    if let Some(dst) = v.get_mut(o..o + data.len()) {
+                        dst.copy_from_slice(data);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ----------------------------------------------------------------
+    // Matching
+    // ----------------------------------------------------------------
+
+    fn find_posted(&mut self, ctx: usize, match_info: u64) -> Option<ReqId> {
+        let i = self.posted[ctx].iter().position(|&r| {
+            matches!(self.req(r).map(|r| &r.kind), Some(Kind::Recv(rs)) if match_info & rs.mask == rs.match_info)
+        })?;
+        self.posted[ctx].remove(i)
+    }
+
+    fn call_handler(&mut self, info: &UnexpInfo<'_>) -> UnexpAction {
+        let Some(mut h) = self.handler.take() else {
+            return UnexpAction::Continue;
+        };
+        let act = h.unexpected(info, &mut HandlerCtx { core: self });
+        if self.handler.is_none() {
+            self.handler = Some(h);
+        }
+        act
+    }
+
+    /// A new message (in matching order) from partner `p`.
+    fn new_message(
+        &mut self,
+        p: usize,
+        s: u16,
+        match_info: u64,
+        msg_length: u32,
+        inc: Incoming<'_>,
+    ) {
+        let source = self.addr_of(p);
+        let ctx = self.ctx_of(match_info);
+        let mut target = self.find_posted(ctx, match_info);
+        if target.is_none() && self.handler.is_some() {
+            let data = match inc {
+                Incoming::Whole(d) if msg_length <= self.cfg.frag_max => Some(d),
+                Incoming::Frag { data, .. } if data.len() as u32 == msg_length => Some(data),
+                _ => None,
+            };
+            let info = UnexpInfo {
+                source,
+                match_info,
+                msg_length,
+                data,
+            };
+            match self.call_handler(&info) {
+                UnexpAction::Continue => target = self.find_posted(ctx, match_info),
+                UnexpAction::Finished => {
+                    self.discard_message(p, s, match_info, msg_length, inc);
+                    return;
+                }
+            }
+        }
+        match target {
+            Some(r) => self.deliver(r, p, s, source, match_info, msg_length, inc),
+            None => {
+                self.stats.unexpected += 1;
+                let body = match inc {
+                    Incoming::Whole(d) => UnexpBody::Eager {
+                        data: d.to_vec(),
+                        complete: true,
+                    },
+                    Incoming::Frag { .. } => UnexpBody::Eager {
+                        data: vec![0; msg_length as usize],
+                        complete: false,
+                    },
+                    Incoming::Rndv(rdma) => UnexpBody::Rndv { rdma },
+                    Incoming::SelfLarge(send) => UnexpBody::SelfLarge { send },
+                };
+                let u = self.new_req(
+                    Kind::Unexp(UnexpState {
+                        partner: p,
+                        source,
+                        match_info,
+                        msg_length,
+                        ctx,
+                        body,
+                    }),
+                    0,
+                    None,
+                    User::Released,
+                );
+                self.unexp[ctx].push_back(u);
+                if let Incoming::Frag { frag_seqnum, data } = inc {
+                    self.partners[p].partials.push(Partial {
+                        seq: s,
+                        msg_length,
+                        match_info,
+                        frags: 0,
+                        got: 0,
+                        target: Some(u),
+                    });
+                    self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
+                }
+            }
+        }
+    }
+
+    /// The unexpected handler said FINISHED: drop the message.
+    fn discard_message(
+        &mut self,
+        p: usize,
+        s: u16,
+        match_info: u64,
+        msg_length: u32,
+        inc: Incoming<'_>,
+    ) {
+        match inc {
+            Incoming::Whole(_) => {}
+            Incoming::Frag { frag_seqnum, data } => {
+                self.partners[p].partials.push(Partial {
+                    seq: s,
+                    msg_length,
+                    match_info,
+                    frags: 0,
+                    got: 0,
+                    target: None,
+                });
+                self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
+            }
+            Incoming::Rndv(rdma) => {
+                let pid = self.pid(p);
+                self.queue_notify(pid, 0, rdma);
+            }
+            Incoming::SelfLarge(send) => {
+                self.finish_large_send(send, 0);
+            }
+        }
+    }
+
+    /// Hand a new message to the receive `r` that matched it.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        r: ReqId,
+        p: usize,
+        s: u16,
+        source: EndpointAddr,
+        match_info: u64,
+        msg_length: u32,
+        inc: Incoming<'_>,
+    ) {
+        match inc {
+            Incoming::Whole(d) => {
+                let n = msg_length.min(self.buf_len(r));
+                if let Some(b) = self.req_mut(r).and_then(|x| x.buf.as_mut()) {
+                    b.write_at(0, &d[..n as usize]);
+                }
+                self.complete_recv(r, source, match_info, msg_length, n);
+            }
+            Incoming::Frag { frag_seqnum, data } => {
+                if let Some(Request {
+                    kind: Kind::Recv(rs),
+                    ..
+                }) = self.req_mut(r)
+                {
+                    rs.phase = RecvPhase::Partial;
+                }
+                self.partners[p].partials.push(Partial {
+                    seq: s,
+                    msg_length,
+                    match_info,
+                    frags: 0,
+                    got: 0,
+                    target: Some(r),
+                });
+                self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
+            }
+            Incoming::Rndv(rdma) => {
+                self.start_large_recv(r, p, source, match_info, msg_length, rdma)
+            }
+            Incoming::SelfLarge(send) => self.self_copy(send, r),
+        }
+    }
+
+    /// A posted receive takes an unexpected message.
+    pub(super) fn consume_unexp(&mut self, r: ReqId, u: ReqId) {
+        let Some(ur) = self.req(u) else { return };
+        let Kind::Unexp(_) = &ur.kind else { return };
+        let ur = self.reqs.remove(u.index as usize);
+        let Kind::Unexp(us) = ur.kind else { return };
+        match us.body {
+            UnexpBody::Eager { data, complete } => {
+                let n = us.msg_length.min(self.buf_len(r));
+                if let Some(b) = self.req_mut(r).and_then(|x| x.buf.as_mut()) {
+                    b.write_at(0, &data[..n as usize]);
+                }
+                if complete {
+                    self.complete_recv(r, us.source, us.match_info, us.msg_length, n);
+                } else {
+                    if let Some(Request {
+                        kind: Kind::Recv(rs),
+                        ..
+                    }) = self.req_mut(r)
+                    {
+                        rs.phase = RecvPhase::Partial;
+                    }
+                    if let Some(pr) = self.partners.get_mut(us.partner) {
+                        for part in &mut pr.partials {
+                            if part.target == Some(u) {
+                                part.target = Some(r);
+                            }
+                        }
+                    }
+                }
+            }
+            UnexpBody::Rndv { rdma } => {
+                self.start_large_recv(r, us.partner, us.source, us.match_info, us.msg_length, rdma);
+            }
+            UnexpBody::SelfLarge { send } => self.self_copy(send, r),
+        }
+    }
+
+    /// Free an unexpected message (already out of its queue).
+    pub(super) fn drop_unexp(&mut self, u: ReqId) {
+        if let Some(Kind::Unexp(us)) = self.req(u).map(|r| &r.kind) {
+            let ctx = us.ctx;
+            self.unexp[ctx].retain(|&x| x != u);
+            self.reqs.remove(u.index as usize);
+        }
+    }
+
+    pub(super) fn complete_recv(
+        &mut self,
+        r: ReqId,
+        source: EndpointAddr,
+        match_info: u64,
+        msg_length: u32,
+        xfer: u32,
+    ) {
+        let status = if xfer < msg_length {
+            Status::Truncated
+        } else {
+            Status::Success
+        };
+        self.complete_recv_status(r, source, match_info, msg_length, xfer, status);
+    }
+
+    pub(super) fn complete_recv_status(
+        &mut self,
+        r: ReqId,
+        source: EndpointAddr,
+        match_info: u64,
+        msg_length: u32,
+        xfer: u32,
+        status: Status,
+    ) {
+        let Some(Request {
+            kind: Kind::Recv(rs),
+            internal,
+            ..
+        }) = self.req_mut(r)
+        else {
+            return;
+        };
+        rs.phase = RecvPhase::Finished;
+        *internal = false;
+        self.complete(
+            r,
+            DoneInfo {
+                kind: ReqType::Recv,
+                status,
+                source,
+                match_info,
+                msg_length,
+                xfer_length: xfer,
+            },
+        );
+    }
+
+    // ----------------------------------------------------------------
+    // Self delivery (inside the core)
+    // ----------------------------------------------------------------
+
+    pub(super) fn self_send(&mut self, rid: ReqId) {
+        let Some(Request {
+            kind: Kind::Send(s),
+            buf,
+            ..
+        }) = self.req(rid)
+        else {
+            return;
+        };
+        let (len, match_info, large) = (s.len, s.match_info, s.class == super::state::Class::Large);
+        let p = self.self_partner;
+        if large {
+            self.new_message(p, 0, match_info, len, Incoming::SelfLarge(rid));
+        } else {
+            let mut data = vec![0u8; len as usize];
+            if let Some(b) = buf {
+                b.read_at(0, &mut data);
+            }
+            if let Some(r) = self.req_mut(rid) {
+                r.internal = false;
+            }
+            self.complete_send(rid, Status::Success, len);
+            self.new_message(p, 0, match_info, len, Incoming::Whole(&data));
+        }
+    }
+
+    /// A large self send meets its receive: copy buffer to buffer.
+    fn self_copy(&mut self, send: ReqId, r: ReqId) {
+        let Some(Request {
+            kind: Kind::Send(s),
+            ..
+        }) = self.req(send)
+        else {
+            return;
+        };
+        let (len, match_info, source) = (s.len, s.match_info, s.dest);
+        let sbuf = self.req_mut(send).and_then(|x| x.buf.take());
+        let mut rbuf = self.req_mut(r).and_then(|x| x.buf.take());
+        let n = len.min(rbuf.as_ref().map_or(0, MsgBuf::len));
+        if let (Some(sb), Some(rb)) = (&sbuf, &mut rbuf) {
+            let mut chunk = vec![0u8; (n as usize).min(64 * 1024)];
+            let mut off = 0;
+            while off < n {
+                let k = (n - off).min(chunk.len() as u32);
+                sb.read_at(off, &mut chunk[..k as usize]);
+                rb.write_at(off, &chunk[..k as usize]);
+                off += k;
+            }
+        }
+        if let Some(x) = self.req_mut(send) {
+            x.buf = sbuf;
+        }
+        if let Some(x) = self.req_mut(r) {
+            x.buf = rbuf;
+        }
+        self.complete_recv(r, source, match_info, len, n);
+        self.finish_large_send(send, n);
+    }
+
+    /// A large send is done (notified, or dropped by the receiver's
+    /// handler): it sees TRUNCATED if fewer bytes than sent were taken.
+    fn finish_large_send(&mut self, send: ReqId, xfer: u32) {
+        let Some(r) = self.req_mut(send) else { return };
+        let Kind::Send(s) = &mut r.kind else { return };
+        if s.completed {
+            return;
+        }
+        let xfer = xfer.min(s.len);
+        let status = if xfer < s.len {
+            Status::Truncated
+        } else {
+            Status::Success
+        };
+        let region = s.region.take().map(|(id, _)| id);
+        let unacked = !s.tx.acked && s.tx.seqnum.is_some();
+        s.tx.acked = true;
+        let p = s.partner;
+        r.internal = false;
+        if unacked {
+            if let Some(pr) = self.partners.get_mut(p) {
+                pr.non_acked.retain(|&x| x != send);
+            }
+        }
+        if let Some(id) = region {
+            self.release_region(id);
+        }
+        self.complete_send(send, status, xfer);
+        self.try_free(send);
+    }
+
+    // ----------------------------------------------------------------
+    // Rendezvous
+    // ----------------------------------------------------------------
+
+    fn start_large_recv(
+        &mut self,
+        r: ReqId,
+        p: usize,
+        source: EndpointAddr,
+        match_info: u64,
+        msg_length: u32,
+        rdma: RdmaRef,
+    ) {
+        let length = msg_length.min(self.buf_len(r));
+        let pid = self.pid(p);
+        if length == 0 {
+            self.complete_recv(r, source, match_info, msg_length, 0);
+            self.queue_notify(pid, 0, rdma);
+            return;
+        }
+        if let Some(Request {
+            kind: Kind::Recv(rs),
+            ..
+        }) = self.req_mut(r)
+        {
+            rs.phase = RecvPhase::NeedRegion(LargeRecv {
+                partner: pid,
+                source,
+                msg_match: match_info,
+                msg_length,
+                length,
+                rdma,
+                region: 0,
+                cookie: 0,
+            });
+        }
+        self.start_pull(r);
+    }
+
+    fn pull_done(&mut self, cookie: u32, status: PullStatus, transferred: u32) {
+        let Some(r) = self.pulls.remove(&cookie) else {
+            self.stats.drop_bad_event += 1;
+            return;
+        };
+        let l = match self.req(r).map(|x| &x.kind) {
+            Some(Kind::Recv(rs)) => match rs.phase {
+                RecvPhase::Pulling(l) => l,
+                _ => return,
+            },
+            _ => return,
+        };
+        self.release_region(l.region);
+        let xfer = if status == PullStatus::Success {
+            let xfer = transferred.min(l.length);
+            self.complete_recv(r, l.source, l.msg_match, l.msg_length, xfer);
+            xfer
+        } else {
+            let st = match status {
+                PullStatus::Success | PullStatus::Unreachable => Status::EndpointUnreachable,
+                PullStatus::EndpointClosed => Status::EndpointClosed,
+                PullStatus::BadEndpoint => Status::BadEndpoint,
+                PullStatus::BadSession => Status::BadSession,
+                PullStatus::BadRdmaWindow => Status::BadRdmawin,
+                PullStatus::BadLocalRegion => Status::Aborted,
+            };
+            self.complete_recv_status(r, l.source, l.msg_match, l.msg_length, 0, st);
+            0
+        };
+        self.queue_notify(l.partner, xfer, l.rdma);
+    }
+
+    /// The puller of one of our large sends says it is done.
+    fn recv_notify(&mut self, p: usize, total_length: u32, rdma_id: u8, rdma_seqnum: u8) {
+        let owner = match &self.regions[usize::from(rdma_id)] {
+            Some(reg) if reg.usage == RegionUse::Window && reg.rdma_seqnum == rdma_seqnum => {
+                reg.owner
+            }
+            _ => {
+                self.stats.drop_bad_event += 1;
+                return;
+            }
+        };
+        let mine =
+            matches!(self.req(owner).map(|r| &r.kind), Some(Kind::Send(s)) if s.partner == p);
+        if !mine {
+            self.stats.drop_bad_event += 1;
+            return;
+        }
+        self.finish_large_send(owner, total_length);
+    }
+
+    // ----------------------------------------------------------------
+    // Connect, acks, NACKs
+    // ----------------------------------------------------------------
+
+    fn recv_connect_request(
+        &mut self,
+        src: Source,
+        src_session: u32,
+        app_key: u32,
+        start: u16,
+        connect_seqnum: u8,
+    ) {
+        let p = self.partner_for(src.peer, src.endpoint, None);
+        let ok = app_key == self.cfg.app_key;
+        if ok {
+            let back = self.partners[p].back_session;
+            if back != Some(src_session) {
+                if back.is_some() {
+                    // A new instance of this partner: forget the old one.
+                    self.cleanup_partner(p, Status::EndpointUnreachable, false);
+                }
+                let pr = &mut self.partners[p];
+                pr.next_match_recv_seq = seq::reset(pr.next_match_recv_seq);
+                pr.next_frag_recv_seq = pr.next_match_recv_seq;
+                pr.last_acked_recv_seq = pr.next_match_recv_seq;
+            }
+            let pr = &mut self.partners[p];
+            if pr.true_session != Some(src_session) {
+                pr.next_send_seq = start;
+                pr.next_acked_send_seq = start;
+            }
+            pr.send_ready = true;
+            pr.true_session = Some(src_session);
+            pr.back_session = Some(src_session);
+            self.pump_partner(p);
+        }
+        let pr = &self.partners[p];
+        self.ctrl_q.push_back(Ctrl::ConnectReply(ConnectReply {
+            dest: Dest {
+                peer: src.peer,
+                endpoint: src.endpoint,
+            },
+            src_session,
+            target_session: self.cfg.session,
+            target_recv_seqnum_start: pr.next_match_recv_seq,
+            connect_seqnum,
+            status: if ok { 0 } else { 11 },
+        }));
+    }
+
+    fn recv_connect_reply(
+        &mut self,
+        src: Source,
+        src_session: u32,
+        target_session: u32,
+        start: u16,
+        connect_seqnum: u8,
+        status: u8,
+    ) {
+        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+            self.stats.drop_unknown_partner += 1;
+            return;
+        };
+        if src_session != self.cfg.session {
+            return;
+        }
+        let st = match status {
+            0 => Status::Success,
+            11 => Status::BadKey,
+            _ => return,
+        };
+        let found = self.partners[p].connects.iter().position(|&c| {
+            matches!(self.req(c).map(|r| &r.kind), Some(Kind::Connect(cs)) if cs.connect_seqnum == connect_seqnum)
+        });
+        let Some(i) = found else { return };
+        let rid = self.partners[p]
+            .connects
+            .remove(i)
+            .expect("index from position");
+        if st == Status::Success {
+            let back = self.partners[p].back_session;
+            if back.is_some() && back != Some(target_session) {
+                self.cleanup_partner(p, Status::EndpointUnreachable, false);
+            }
+            let pr = &mut self.partners[p];
+            if pr.true_session != Some(target_session) {
+                pr.next_send_seq = start;
+                pr.next_acked_send_seq = start;
+            }
+            pr.send_ready = true;
+            pr.true_session = Some(target_session);
+            // Acks and notifies towards this partner need its session even
+            // if it never connects to us.
+            pr.back_session.get_or_insert(target_session);
+        }
+        let addr = self.addr_of(p);
+        self.complete_connect(rid, st, addr);
+        self.pump_partner(p);
+    }
+
+    fn recv_liback(&mut self, src: Source, lib_seqnum: u16, acknum: u32) {
+        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+            self.stats.drop_unknown_partner += 1;
+            return;
+        };
+        let pr = &mut self.partners[p];
+        if (acknum.wrapping_sub(pr.last_recv_acknum) as i32) <= 0 {
+            self.stats.stale_acks += 1;
+            return;
+        }
+        pr.last_recv_acknum = acknum;
+        self.apply_ack(p, lib_seqnum);
+    }
+
+    fn recv_nack(&mut self, src: Source, nack_type: u8, lib_seqnum: u16) {
+        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+            self.stats.drop_unknown_partner += 1;
+            return;
+        };
+        self.stats.nacks += 1;
+        let status = match nack_type {
+            1 => Status::BadEndpoint,
+            2 => Status::EndpointClosed,
+            3 => Status::BadSession,
+            _ => return,
+        };
+        if lib_seqnum == 0 {
+            if let Some(c) = self.partners[p].connects.pop_front() {
+                let addr = self.addr_of(p);
+                self.complete_connect(c, status, addr);
+                return;
+            }
+        }
+        let found = self.partners[p].non_acked.iter().position(|&r| {
+            self.req(r).is_some_and(|x| match &x.kind {
+                Kind::Send(s) => s.tx.seqnum == Some(lib_seqnum),
+                Kind::Notify(n) => n.tx.seqnum == Some(lib_seqnum),
+                _ => false,
+            })
+        });
+        if let Some(i) = found {
+            let rid = self.partners[p]
+                .non_acked
+                .remove(i)
+                .expect("index from position");
+            self.fail_tx(rid, status);
+        }
+    }
+}

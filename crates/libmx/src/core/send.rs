@@ -1,0 +1,935 @@
+//! The send side: posting, seqnum assignment and throttling, regions,
+//! command emission, retransmission and the resend limit, partner cleanup.
+
+use super::seq;
+use super::state::{
+    AckState, Class, Ctrl, DoneInfo, Kind, LargeRecv, PartnerId, RecvPhase, Region, RegionUse,
+    Request, SendState, Tx, User,
+};
+use super::types::raw_segs;
+use super::{
+    slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, Return,
+    SendQueue, Status, Time, REGION_IDS, SEND_WINDOWS_MAX,
+};
+use mx_proto::msg::command::{
+    ConnectRequest, Liback, MediumFrag, Notify, Pull, RegionRegister, Rndv, SendHdr,
+    REGION_MAX_SEGS, REGION_SEGS_PER_CMD,
+};
+use mx_proto::msg::{CmdSlot, Command, Dest, RdmaRef, Seq, SMALL_INLINE_MAX, TINY_INLINE_MAX};
+
+/// What emitting the head of the data queue did.
+enum Emit {
+    /// A command was written; `finished` when the message is fully out.
+    Wrote { finished: bool },
+    /// Waiting for a send-queue slot.
+    Blocked,
+    /// The entry is no longer needed.
+    Stale,
+}
+
+impl<B: MsgBuf> Core<B> {
+    pub(super) fn post_send(
+        &mut self,
+        dest: EndpointAddr,
+        buf: B,
+        match_info: u64,
+        context: u64,
+        sync: bool,
+    ) -> Result<ReqId, Rejected<B>> {
+        let Some(p) = self.resolve(dest) else {
+            return Err(Rejected {
+                code: Return::BadAddrList,
+                buf,
+            });
+        };
+        let len = buf.len();
+        let class = if sync || len > self.rndv_threshold {
+            Class::Large
+        } else if len as usize <= TINY_INLINE_MAX {
+            Class::Tiny
+        } else if len as usize <= SMALL_INLINE_MAX {
+            Class::Small
+        } else {
+            Class::Medium
+        };
+        if class == Class::Large && buf.segment_count() > REGION_MAX_SEGS {
+            return Err(Rejected {
+                code: Return::BadSegCnt,
+                buf,
+            });
+        }
+        let mut inline = [0u8; SMALL_INLINE_MAX];
+        if matches!(class, Class::Tiny | Class::Small) {
+            buf.read_at(0, &mut inline[..len as usize]);
+        }
+        let nfrags = if class == Class::Medium {
+            len.div_ceil(self.cfg.frag_max) as u8
+        } else {
+            0
+        };
+        let addr = self.addr_of(p);
+        let rid = self.new_req(
+            Kind::Send(SendState {
+                partner: p,
+                dest: addr,
+                class,
+                len,
+                match_info,
+                inline,
+                copy: None,
+                tx: Tx::new(self.resend_limit),
+                completed: false,
+                zombie: false,
+                next_frag: 0,
+                nfrags,
+                written_once: false,
+                region: None,
+            }),
+            context,
+            Some(buf),
+            User::Active,
+        );
+        if self.partners[p].is_self && !self.cfg.disable_self {
+            self.self_send(rid);
+        } else if !self.partners[p].send_ready {
+            self.fail_tx(rid, Status::EndpointUnreachable);
+        } else {
+            self.partners[p].need_seq.push_back(rid);
+            self.pump_partner(p);
+        }
+        Ok(rid)
+    }
+
+    /// Give seqnums to the partner's waiting messages, in order, while the
+    /// throttle and the region ids allow.
+    pub(super) fn pump_partner(&mut self, p: usize) {
+        loop {
+            let Some(pr) = self.partners.get(p) else {
+                return;
+            };
+            let Some(&rid) = pr.need_seq.front() else {
+                return;
+            };
+            if !pr.send_ready || pr.unacked_send() >= self.cfg.throttle {
+                return;
+            }
+            let needs_window = matches!(
+                self.req(rid).map(|r| &r.kind),
+                Some(Kind::Send(s)) if s.class == Class::Large && s.region.is_none()
+            );
+            if needs_window {
+                match self.alloc_region(true) {
+                    Some(id) => self.open_send_window(rid, id),
+                    None => {
+                        if !self.region_wait_partners.contains(&p) {
+                            self.region_wait_partners.push_back(p);
+                        }
+                        return;
+                    }
+                }
+            }
+            let pr = &mut self.partners[p];
+            pr.need_seq.pop_front();
+            let s = pr.next_send_seq;
+            pr.next_send_seq = seq::add(s, 1);
+            pr.non_acked.push_back(rid);
+            if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
+                tx.seqnum = Some(s);
+                tx.queued = true;
+            }
+            self.data_q.push_back(rid);
+        }
+    }
+
+    fn alloc_region(&mut self, window: bool) -> Option<u8> {
+        if window && self.send_windows >= SEND_WINDOWS_MAX {
+            return None;
+        }
+        let id = self.region_free.pop_front()?;
+        if window {
+            self.send_windows += 1;
+        }
+        Some(id)
+    }
+
+    fn open_send_window(&mut self, rid: ReqId, id: u8) {
+        let rdma_seqnum = self.rdma_seq[usize::from(id)];
+        self.rdma_seq[usize::from(id)] = rdma_seqnum.wrapping_add(1);
+        let Some(r) = self.req_mut(rid) else { return };
+        let segs = r.buf.as_ref().map(raw_segs).unwrap_or_default();
+        if let Kind::Send(s) = &mut r.kind {
+            s.region = Some((id, rdma_seqnum));
+        }
+        let register = !segs.is_empty();
+        self.regions[usize::from(id)] = Some(Region {
+            owner: rid,
+            rdma_seqnum,
+            usage: RegionUse::Window,
+            segs,
+        });
+        if register {
+            self.ctrl_q.push_back(Ctrl::Register {
+                region: id,
+                chunk: 0,
+            });
+        }
+    }
+
+    /// Register a receive buffer and issue its pull (or wait for an id).
+    pub(super) fn start_pull(&mut self, rid: ReqId) {
+        let Some(r) = self.req(rid) else { return };
+        let Kind::Recv(rs) = &r.kind else { return };
+        let RecvPhase::NeedRegion(l) = rs.phase else {
+            return;
+        };
+        let Some(id) = self.alloc_region(false) else {
+            if !self.pull_waiters.contains(&rid) {
+                self.pull_waiters.push_back(rid);
+            }
+            return;
+        };
+        let segs = self
+            .req(rid)
+            .and_then(|r| r.buf.as_ref())
+            .map(raw_segs)
+            .unwrap_or_default();
+        self.regions[usize::from(id)] = Some(Region {
+            owner: rid,
+            rdma_seqnum: 0,
+            usage: RegionUse::Pull,
+            segs,
+        });
+        self.ctrl_q.push_back(Ctrl::Register {
+            region: id,
+            chunk: 0,
+        });
+        let cookie = self.next_cookie;
+        self.next_cookie = self.next_cookie.wrapping_add(1);
+        self.pulls.insert(cookie, rid);
+        if let Some(Request {
+            kind: Kind::Recv(rs),
+            ..
+        }) = self.req_mut(rid)
+        {
+            rs.phase = RecvPhase::Pulling(LargeRecv {
+                region: id,
+                cookie,
+                ..l
+            });
+        }
+        self.ctrl_q.push_back(Ctrl::Pull(rid));
+    }
+
+    /// Forget a region: deregister it at the backend, free its id.
+    pub(super) fn release_region(&mut self, id: u8) {
+        if let Some(r) = self.regions[usize::from(id)].take() {
+            if !r.segs.is_empty() {
+                self.ctrl_q.push_back(Ctrl::Deregister(id));
+            }
+            if r.usage == RegionUse::Window {
+                self.send_windows -= 1;
+            }
+            self.region_free.push_back(id);
+        }
+    }
+
+    pub(super) fn serve_region_waiters(&mut self) {
+        while !self.region_free.is_empty() {
+            let Some(rid) = self.pull_waiters.pop_front() else {
+                break;
+            };
+            self.start_pull(rid);
+        }
+        let n = self.region_wait_partners.len();
+        for _ in 0..n {
+            if self.region_free.is_empty() || self.send_windows >= SEND_WINDOWS_MAX {
+                break;
+            }
+            let Some(p) = self.region_wait_partners.pop_front() else {
+                break;
+            };
+            self.pump_partner(p);
+        }
+    }
+
+    /// Queue a NOTIFY (seqnum'd, retransmitted until acked) to a partner.
+    pub(super) fn queue_notify(&mut self, pid: PartnerId, total_length: u32, rdma: RdmaRef) {
+        let Some(p) = self.partner_idx(pid) else {
+            return;
+        };
+        if !self.partners[p].send_ready {
+            return;
+        }
+        let rid = self.new_req(
+            Kind::Notify(super::state::NotifyState {
+                partner: p,
+                total_length,
+                rdma_id: rdma.id,
+                rdma_seqnum: rdma.seqnum,
+                tx: Tx::new(self.resend_limit),
+            }),
+            0,
+            None,
+            User::Released,
+        );
+        self.partners[p].need_seq.push_back(rid);
+        self.pump_partner(p);
+    }
+
+    // ----------------------------------------------------------------
+    // Completion helpers
+    // ----------------------------------------------------------------
+
+    pub(super) fn complete_send(&mut self, rid: ReqId, status: Status, xfer: u32) {
+        let Some(Request {
+            kind: Kind::Send(s),
+            ..
+        }) = self.req_mut(rid)
+        else {
+            return;
+        };
+        if s.completed {
+            return;
+        }
+        s.completed = true;
+        let info = DoneInfo {
+            kind: ReqType::Send,
+            status,
+            source: s.dest,
+            match_info: s.match_info,
+            msg_length: s.len,
+            xfer_length: xfer,
+        };
+        self.complete(rid, info);
+    }
+
+    pub(super) fn complete_connect(&mut self, rid: ReqId, status: Status, source: EndpointAddr) {
+        let Some(r) = self.req_mut(rid) else { return };
+        let Kind::Connect(c) = &mut r.kind else {
+            return;
+        };
+        c.answered = true;
+        let info = DoneInfo {
+            kind: ReqType::Connect,
+            status,
+            source,
+            match_info: c.match_info,
+            msg_length: 0,
+            xfer_length: 0,
+        };
+        r.internal = false;
+        self.complete(rid, info);
+    }
+
+    /// An eager send may complete once its data is safe: written once to
+    /// the queue and acked, or kept as a zombie (private copy) before its
+    /// ack.
+    fn maybe_complete_eager(&mut self, rid: ReqId) {
+        let zombie_ok = self.zombies < self.cfg.zombie_max;
+        let Some(r) = slot_req_mut(&mut self.reqs, rid) else {
+            return;
+        };
+        let Kind::Send(s) = &mut r.kind else { return };
+        if s.completed {
+            return;
+        }
+        let ready = match s.class {
+            Class::Tiny | Class::Small => s.tx.sends >= 1,
+            Class::Medium => s.written_once,
+            Class::Large => false,
+        };
+        if !ready {
+            return;
+        }
+        if !s.tx.acked {
+            if !zombie_ok {
+                return;
+            }
+            if s.class == Class::Medium && s.copy.is_none() {
+                let mut v = vec![0u8; s.len as usize];
+                if let Some(b) = &r.buf {
+                    b.read_at(0, &mut v);
+                }
+                s.copy = Some(v);
+            }
+            s.zombie = true;
+            self.zombies += 1;
+        }
+        let len = s.len;
+        self.complete_send(rid, Status::Success, len);
+    }
+
+    /// A seqnum'd message was acked.
+    pub(super) fn on_acked(&mut self, rid: ReqId) {
+        let Some(r) = slot_req_mut(&mut self.reqs, rid) else {
+            return;
+        };
+        match &mut r.kind {
+            Kind::Send(s) => {
+                s.tx.acked = true;
+                if s.zombie {
+                    s.zombie = false;
+                    s.copy = None;
+                    self.zombies -= 1;
+                }
+                if s.class == Class::Large {
+                    if s.completed {
+                        r.internal = false;
+                    }
+                } else {
+                    r.internal = false;
+                    let len = s.len;
+                    self.complete_send(rid, Status::Success, len);
+                }
+            }
+            Kind::Notify(n) => {
+                n.tx.acked = true;
+                r.internal = false;
+            }
+            _ => {}
+        }
+        self.try_free(rid);
+    }
+
+    /// A send or notify failed (NACK, resend limit, partner cleanup).
+    pub(super) fn fail_tx(&mut self, rid: ReqId, status: Status) {
+        let Some(r) = slot_req_mut(&mut self.reqs, rid) else {
+            return;
+        };
+        r.internal = false;
+        let mut region = None;
+        if let Kind::Send(s) = &mut r.kind {
+            s.tx.acked = true;
+            if s.zombie {
+                s.zombie = false;
+                s.copy = None;
+                self.zombies -= 1;
+            }
+            region = s.region.take().map(|(id, _)| id);
+        }
+        if let Some(id) = region {
+            self.release_region(id);
+        }
+        self.complete_send(rid, status, 0);
+        self.try_free(rid);
+    }
+
+    /// Drop a partner's state: fail its requests with `status`, reset its
+    /// sessions and seqnums; with `bump`, move to the next session number
+    /// so that stale packets are dropped.
+    pub(super) fn cleanup_partner(&mut self, p: usize, status: Status, bump: bool) {
+        let pr = &mut self.partners[p];
+        let non_acked = std::mem::take(&mut pr.non_acked);
+        let need_seq = std::mem::take(&mut pr.need_seq);
+        let connects = std::mem::take(&mut pr.connects);
+        let partials = std::mem::take(&mut pr.partials);
+        pr.early.clear();
+        for rid in non_acked.into_iter().chain(need_seq) {
+            self.fail_tx(rid, status);
+        }
+        let addr = self.addr_of(p);
+        for rid in connects {
+            self.complete_connect(rid, status, addr);
+        }
+        for part in partials {
+            let Some(t) = part.target else { continue };
+            let is_recv = matches!(self.req(t).map(|r| &r.kind), Some(Kind::Recv(_)));
+            if is_recv {
+                let got = part.got;
+                self.complete_recv_status(t, addr, part.match_info, part.msg_length, got, status);
+            } else {
+                self.drop_unexp(t);
+            }
+        }
+        // Large sends whose rendezvous was acked, waiting for a notify.
+        for id in 0..REGION_IDS {
+            let owner = match &self.regions[id] {
+                Some(r) if r.usage == RegionUse::Window => r.owner,
+                _ => continue,
+            };
+            let mine =
+                matches!(self.req(owner).map(|r| &r.kind), Some(Kind::Send(s)) if s.partner == p);
+            if mine {
+                self.fail_tx(owner, status);
+            }
+        }
+        // Unexpected messages from this partner.
+        let mut dropped = Vec::new();
+        for q in &mut self.unexp {
+            q.retain(|&u| {
+                let from_p = matches!(self.reqs.get(u.index as usize).map(|r| &r.kind), Some(Kind::Unexp(s)) if s.partner == p);
+                if from_p {
+                    dropped.push(u);
+                }
+                !from_p
+            });
+        }
+        for u in dropped {
+            self.drop_unexp(u);
+        }
+        // Receives waiting for a region to pull from this partner.
+        let pid = self.pid(p);
+        let waiting: Vec<ReqId> = self
+            .pull_waiters
+            .iter()
+            .copied()
+            .filter(|&r| {
+                matches!(self.req(r).map(|r| &r.kind), Some(Kind::Recv(rs)) if matches!(rs.phase, RecvPhase::NeedRegion(l) if l.partner == pid))
+            })
+            .collect();
+        self.pull_waiters.retain(|r| !waiting.contains(r));
+        for r in waiting {
+            if let Some(Request {
+                kind: Kind::Recv(rs),
+                ..
+            }) = self.req(r)
+            {
+                if let RecvPhase::NeedRegion(l) = rs.phase {
+                    self.complete_recv_status(r, l.source, l.msg_match, l.msg_length, 0, status);
+                }
+            }
+        }
+        self.region_wait_partners.retain(|&x| x != p);
+        let pr = &mut self.partners[p];
+        if !pr.is_self {
+            pr.true_session = None;
+            pr.back_session = None;
+            pr.send_ready = false;
+        }
+        let mut r = seq::reset(pr.next_match_recv_seq);
+        if bump {
+            r = r.wrapping_add(seq::SESNUM_ONE);
+        }
+        if pr.is_self {
+            // Our own endpoint stays connected; both directions restart.
+            pr.next_send_seq = r;
+            pr.next_acked_send_seq = r;
+        }
+        pr.next_match_recv_seq = r;
+        pr.next_frag_recv_seq = r;
+        pr.last_acked_recv_seq = r;
+        pr.connect_seqnum = 0;
+        pr.last_send_acknum = 0;
+        pr.last_recv_acknum = 0;
+        pr.ack = AckState::None;
+    }
+
+    fn partner_failed(&mut self, p: usize) {
+        self.stats.partners_failed += 1;
+        self.cleanup_partner(p, Status::EndpointUnreachable, true);
+    }
+
+    // ----------------------------------------------------------------
+    // Timers
+    // ----------------------------------------------------------------
+
+    pub(super) fn run_timers(&mut self, now: Time) {
+        while let Some(&(rid, t)) = self.resend_q.front() {
+            if t.saturating_add(self.cfg.resend_delay) > now {
+                break;
+            }
+            self.resend_q.pop_front();
+            if !self.resend_live(rid, t) {
+                continue;
+            }
+            let Some(r) = self.req_mut(rid) else { continue };
+            let (partner, is_connect) = match &r.kind {
+                Kind::Send(s) => (s.partner, false),
+                Kind::Notify(n) => (n.partner, false),
+                Kind::Connect(c) => (c.partner, true),
+                _ => continue,
+            };
+            let Some(tx) = r.tx_mut() else { continue };
+            if tx.queued {
+                continue;
+            }
+            if tx.sends >= tx.sends_max {
+                self.partner_failed(partner);
+                continue;
+            }
+            tx.queued = true;
+            self.stats.resends += 1;
+            if is_connect {
+                self.ctrl_q.push_back(Ctrl::Connect(rid));
+            } else {
+                self.data_q.push_back(rid);
+            }
+        }
+        while let Some(&(pid, t)) = self.ack_q.front() {
+            if t > now {
+                break;
+            }
+            self.ack_q.pop_front();
+            let Some(p) = self.partner_idx(pid) else {
+                continue;
+            };
+            let pr = &mut self.partners[p];
+            if pr.ack == AckState::Delayed(t) {
+                pr.ack = AckState::Queued;
+                self.ctrl_q.push_back(Ctrl::Liback {
+                    partner: pid,
+                    force: false,
+                });
+            }
+        }
+    }
+
+    /// After receiving from a partner: ack now, later, or not at all.
+    pub(super) fn schedule_ack(&mut self, now: Time, p: usize) {
+        let pid = self.pid(p);
+        let thr = self.cfg.ack_threshold;
+        let delay = self.cfg.ack_delay;
+        let pr = &mut self.partners[p];
+        let unacked = pr.unacked_recv();
+        if unacked == 0 || pr.ack == AckState::Queued {
+            return;
+        }
+        if unacked >= thr {
+            pr.ack = AckState::Queued;
+            self.ctrl_q.push_back(Ctrl::Liback {
+                partner: pid,
+                force: false,
+            });
+        } else if pr.ack == AckState::None {
+            let t = now.saturating_add(delay);
+            pr.ack = AckState::Delayed(t);
+            self.ack_q.push_back((pid, t));
+        }
+    }
+
+    /// We just told the partner `ack` (piggybacked or explicit).
+    fn note_ack_sent(&mut self, p: usize, ack: u16) {
+        let pr = &mut self.partners[p];
+        pr.last_acked_recv_seq = ack;
+        if pr.unacked_recv() == 0 && matches!(pr.ack, AckState::Delayed(_)) {
+            pr.ack = AckState::None;
+        }
+    }
+
+    // ----------------------------------------------------------------
+    // Emission
+    // ----------------------------------------------------------------
+
+    pub(super) fn next_command<Q: SendQueue + ?Sized>(
+        &mut self,
+        now: Time,
+        out: &mut CmdSlot,
+        sendq: &mut Q,
+    ) -> bool {
+        loop {
+            if let Some(c) = self.ctrl_q.pop_front() {
+                if self.emit_ctrl(now, c, out) {
+                    return true;
+                }
+                continue;
+            }
+            let Some(&rid) = self.data_q.front() else {
+                return false;
+            };
+            match self.emit_data(now, rid, out, sendq) {
+                Emit::Wrote { finished } => {
+                    if finished {
+                        self.data_q.pop_front();
+                    }
+                    return true;
+                }
+                Emit::Blocked => return false,
+                Emit::Stale => {
+                    self.data_q.pop_front();
+                    if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
+                        tx.queued = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn dest_of(&self, p: usize) -> Dest {
+        let pr = &self.partners[p];
+        Dest {
+            peer: pr.peer,
+            endpoint: pr.endpoint,
+        }
+    }
+
+    fn emit_ctrl(&mut self, now: Time, c: Ctrl, out: &mut CmdSlot) -> bool {
+        let cmd = match c {
+            Ctrl::Connect(rid) => {
+                let Some(r) = self.req(rid) else { return false };
+                let Kind::Connect(cs) = &r.kind else {
+                    return false;
+                };
+                if cs.answered || !r.internal {
+                    return false;
+                }
+                let (p, key, connect_seqnum) = (cs.partner, cs.key, cs.connect_seqnum);
+                let Some(pr) = self.partners.get(p) else {
+                    return false;
+                };
+                let cmd = Command::ConnectRequest(ConnectRequest {
+                    dest: Dest {
+                        peer: pr.peer,
+                        endpoint: pr.endpoint,
+                    },
+                    src_session: self.cfg.session,
+                    app_key: key,
+                    target_recv_seqnum_start: pr.next_match_recv_seq,
+                    connect_seqnum,
+                });
+                if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
+                    tx.queued = false;
+                    tx.last_send = Some(now);
+                    tx.sends += 1;
+                }
+                self.resend_q.push_back((rid, now));
+                cmd
+            }
+            Ctrl::ConnectReply(r) => Command::ConnectReply(r),
+            Ctrl::Liback { partner, force } => {
+                let Some(p) = self.partner_idx(partner) else {
+                    return false;
+                };
+                let pr = &mut self.partners[p];
+                if pr.ack == AckState::Queued {
+                    pr.ack = AckState::None;
+                }
+                let Some(session) = pr.back_session else {
+                    return false;
+                };
+                if !force && pr.unacked_recv() == 0 {
+                    return false;
+                }
+                pr.last_send_acknum = pr.last_send_acknum.wrapping_add(1);
+                let ack = pr.next_frag_recv_seq;
+                let cmd = Command::Liback(Liback {
+                    dest: Dest {
+                        peer: pr.peer,
+                        endpoint: pr.endpoint,
+                    },
+                    session,
+                    lib_seqnum: ack,
+                    send_seq: ack,
+                    acknum: pr.last_send_acknum,
+                    resent: 0,
+                });
+                self.stats.acks_sent += 1;
+                self.note_ack_sent(p, ack);
+                cmd
+            }
+            Ctrl::Register { region, chunk } => {
+                let Some(reg) = &self.regions[usize::from(region)] else {
+                    return false;
+                };
+                let n = reg.segs.len();
+                let nchunks = n.div_ceil(REGION_SEGS_PER_CMD).max(1);
+                let lo = usize::from(chunk) * REGION_SEGS_PER_CMD;
+                if lo >= n.max(1) {
+                    return false;
+                }
+                let hi = (lo + REGION_SEGS_PER_CMD).min(n);
+                let last = usize::from(chunk) + 1 == nchunks;
+                let rr =
+                    RegionRegister::new(region, chunk == 0, last, lo as u16, &reg.segs[lo..hi]);
+                if !last {
+                    self.ctrl_q.push_front(Ctrl::Register {
+                        region,
+                        chunk: chunk + 1,
+                    });
+                }
+                Command::RegionRegister(rr)
+            }
+            Ctrl::Deregister(id) => Command::RegionDeregister { region_id: id },
+            Ctrl::Pull(rid) => {
+                let Some(Request {
+                    kind: Kind::Recv(rs),
+                    ..
+                }) = self.req(rid)
+                else {
+                    return false;
+                };
+                let RecvPhase::Pulling(l) = rs.phase else {
+                    return false;
+                };
+                let session = self
+                    .partner_idx(l.partner)
+                    .and_then(|p| self.partners[p].back_session.map(|s| (p, s)));
+                let Some((p, session)) = session else {
+                    // The sender is gone: the pull cannot be issued.
+                    self.pulls.remove(&l.cookie);
+                    self.release_region(l.region);
+                    self.complete_recv_status(
+                        rid,
+                        l.source,
+                        l.msg_match,
+                        l.msg_length,
+                        0,
+                        Status::EndpointUnreachable,
+                    );
+                    return false;
+                };
+                Command::Pull(Pull {
+                    dest: self.dest_of(p),
+                    session,
+                    length: l.length,
+                    cookie: l.cookie,
+                    local_region: l.region,
+                    local_offset: 0,
+                    remote: l.rdma,
+                })
+            }
+        };
+        cmd.emit(out).is_ok()
+    }
+
+    fn emit_data<Q: SendQueue + ?Sized>(
+        &mut self,
+        now: Time,
+        rid: ReqId,
+        out: &mut CmdSlot,
+        sendq: &mut Q,
+    ) -> Emit {
+        let Some(r) = slot_req(&self.reqs, rid) else {
+            return Emit::Stale;
+        };
+        if !r.internal {
+            return Emit::Stale;
+        }
+        let (p, seqnum) = match &r.kind {
+            Kind::Send(s) if !s.tx.acked => match s.tx.seqnum {
+                Some(n) => (s.partner, n),
+                None => return Emit::Stale,
+            },
+            Kind::Notify(n) if !n.tx.acked => match n.tx.seqnum {
+                Some(s) => (n.partner, s),
+                None => return Emit::Stale,
+            },
+            _ => return Emit::Stale,
+        };
+        let Some(pr) = self.partners.get(p) else {
+            return Emit::Stale;
+        };
+        if !pr.send_ready {
+            return Emit::Stale;
+        }
+        let dest = Dest {
+            peer: pr.peer,
+            endpoint: pr.endpoint,
+        };
+        let piggyack = pr.next_frag_recv_seq;
+        let seq = Seq { seqnum, piggyack };
+        let (true_session, back_session) = (pr.true_session, pr.back_session);
+        let frag_max = self.cfg.frag_max;
+        let mut finished = true;
+        match &r.kind {
+            Kind::Send(s) => {
+                let Some(session) = true_session else {
+                    return Emit::Stale;
+                };
+                let hdr = SendHdr {
+                    dest,
+                    session,
+                    seq,
+                    match_info: s.match_info,
+                };
+                let res = match s.class {
+                    Class::Tiny => Command::Tiny {
+                        hdr,
+                        data: &s.inline[..s.len as usize],
+                    }
+                    .emit(out),
+                    Class::Small => Command::Small {
+                        hdr,
+                        data: &s.inline[..s.len as usize],
+                    }
+                    .emit(out),
+                    Class::Large => {
+                        let Some((id, rdma_seqnum)) = s.region else {
+                            return Emit::Stale;
+                        };
+                        Command::Rndv(Rndv {
+                            hdr,
+                            msg_length: s.len,
+                            rdma: RdmaRef {
+                                id,
+                                seqnum: rdma_seqnum,
+                                offset: 0,
+                            },
+                        })
+                        .emit(out)
+                    }
+                    Class::Medium => {
+                        let Some(slot) = self.sendq_free.pop_front() else {
+                            return Emit::Blocked;
+                        };
+                        self.sendq_busy[usize::from(slot)] = true;
+                        let frag = s.next_frag;
+                        let off = u32::from(frag) * frag_max;
+                        let flen = frag_max.min(s.len - off);
+                        let dst = sendq.slot_mut(slot);
+                        let n = (flen as usize).min(dst.len());
+                        debug_assert_eq!(n, flen as usize, "send queue slot shorter than frag_max");
+                        match (&s.copy, &r.buf) {
+                            (Some(c), _) => {
+                                dst[..n].copy_from_slice(&c[off as usize..off as usize + n]);
+                            }
+                            (None, Some(b)) => b.read_at(off, &mut dst[..n]),
+                            (None, None) => {}
+                        }
+                        finished = frag + 1 == s.nfrags;
+                        Command::MediumFrag(MediumFrag {
+                            hdr,
+                            msg_length: s.len,
+                            frag_seqnum: frag,
+                            frag_length: flen as u16,
+                            sendq_slot: slot,
+                        })
+                        .emit(out)
+                    }
+                };
+                if res.is_err() {
+                    return Emit::Stale;
+                }
+            }
+            Kind::Notify(n) => {
+                let Some(session) = back_session.or(true_session) else {
+                    return Emit::Stale;
+                };
+                let res = Command::Notify(Notify {
+                    dest,
+                    session,
+                    seq,
+                    total_length: n.total_length,
+                    rdma_id: n.rdma_id,
+                    rdma_seqnum: n.rdma_seqnum,
+                })
+                .emit(out);
+                if res.is_err() {
+                    return Emit::Stale;
+                }
+            }
+            _ => return Emit::Stale,
+        }
+        self.note_ack_sent(p, piggyack);
+        let r = self.req_mut(rid).expect("checked above");
+        if let Kind::Send(s) = &mut r.kind {
+            if s.class == Class::Medium {
+                if finished {
+                    s.next_frag = 0;
+                    s.written_once = true;
+                } else {
+                    s.next_frag += 1;
+                }
+            }
+        }
+        if finished {
+            if let Some(tx) = r.tx_mut() {
+                tx.queued = false;
+                tx.last_send = Some(now);
+                tx.sends += 1;
+            }
+            self.resend_q.push_back((rid, now));
+            self.maybe_complete_eager(rid);
+        }
+        Emit::Wrote { finished }
+    }
+}

@@ -1,0 +1,913 @@
+//! A Pair-style test harness: several cores, a simulated backend that turns
+//! each core's commands into its peers' events, and a seeded lossy wire
+//! (drop, duplicate, reorder) on virtual time.
+//!
+//! Commands go through their real byte encoding (`emit` by the core,
+//! `parse` here); small and medium payloads travel through real send and
+//! receive queue slots; rendezvous data is copied by the "pull engine"
+//! between the two buffers' registered regions. Buffers are [`SimBuf`]s:
+//! shared byte vectors that the harness finds again from the addresses in
+//! the registered segments, so no unsafe code is needed.
+
+use super::{Completion, Config, Core, EndpointAddr, MsgBuf, RecvQueue, ReqId, SendQueue, Time};
+use mx_proto::msg::command::RawSeg;
+use mx_proto::msg::event::{PullStatus, RecvHdr};
+use mx_proto::msg::{CmdSlot, Command, Event, EvtSlot, Source, QUEUE_SLOT_SIZE};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+/// splitmix64: a tiny seeded PRNG.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+    /// True with probability `p` (0..=1).
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// A message buffer shared between a test and the simulated backend.
+#[derive(Debug, Clone)]
+pub(crate) struct SimBuf {
+    id: u32,
+    data: Rc<RefCell<Vec<u8>>>,
+    /// Length of each segment reported for registration.
+    seg: u32,
+}
+
+impl SimBuf {
+    pub fn bytes(&self) -> Vec<u8> {
+        self.data.borrow().clone()
+    }
+}
+
+impl MsgBuf for SimBuf {
+    fn len(&self) -> u32 {
+        self.data.borrow().len() as u32
+    }
+    fn read_at(&self, off: u32, out: &mut [u8]) {
+        let d = self.data.borrow();
+        out.copy_from_slice(&d[off as usize..off as usize + out.len()]);
+    }
+    fn write_at(&mut self, off: u32, data: &[u8]) {
+        let mut d = self.data.borrow_mut();
+        d[off as usize..off as usize + data.len()].copy_from_slice(data);
+    }
+    fn segments(&self, out: &mut Vec<(u64, u32)>) {
+        let len = self.len();
+        let mut off = 0;
+        while off < len {
+            let l = self.seg.min(len - off);
+            out.push(((u64::from(self.id) << 32) | u64::from(off), l));
+            off += l;
+        }
+    }
+}
+
+/// Send or receive queue of a simulated channel.
+#[derive(Debug)]
+pub(crate) struct SimQueue(Vec<Vec<u8>>);
+
+impl SimQueue {
+    fn new(n: u16) -> Self {
+        SimQueue((0..n).map(|_| vec![0xa5; QUEUE_SLOT_SIZE]).collect())
+    }
+}
+
+impl SendQueue for SimQueue {
+    fn slot_mut(&mut self, idx: u16) -> &mut [u8] {
+        &mut self.0[usize::from(idx)]
+    }
+}
+
+impl RecvQueue for SimQueue {
+    fn slot(&self, idx: u16) -> &[u8] {
+        &self.0[usize::from(idx)]
+    }
+}
+
+/// Wire behaviour between nodes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WireCfg {
+    /// One-way latency (µs).
+    pub latency: Time,
+    /// Probability a packet is dropped.
+    pub drop: f64,
+    /// Probability a packet is duplicated.
+    pub dup: f64,
+    /// Probability a packet is delayed by up to `jitter` (reordering).
+    pub reorder: f64,
+    /// Largest extra delay of a reordered packet (µs).
+    pub jitter: Time,
+}
+
+impl Default for WireCfg {
+    fn default() -> Self {
+        WireCfg {
+            latency: 5,
+            drop: 0.0,
+            dup: 0.0,
+            reorder: 0.0,
+            jitter: 200,
+        }
+    }
+}
+
+impl WireCfg {
+    pub fn lossy(drop: f64, dup: f64, reorder: f64) -> Self {
+        WireCfg {
+            drop,
+            dup,
+            reorder,
+            ..WireCfg::default()
+        }
+    }
+}
+
+/// What travels on the simulated wire (or between backend and guest).
+#[derive(Debug, Clone)]
+pub(crate) enum Payload {
+    /// An event carried whole in its slot bytes.
+    Evt(EvtSlot),
+    /// A small message: the receiver's backend puts it in a recvq slot.
+    Small { hdr: RecvHdr, data: Vec<u8> },
+    /// A medium fragment.
+    Frag {
+        hdr: RecvHdr,
+        msg_length: u32,
+        frag_seqnum: u8,
+        data: Vec<u8>,
+    },
+}
+
+/// A packet in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct Packet {
+    pub from: usize,
+    pub to: usize,
+    /// The destination session the packet names (checked on arrival).
+    pub session: Option<u32>,
+    /// Lib seqnum to NACK with when refused (0 for a connect).
+    pub nack_seq: Option<u16>,
+    pub payload: Payload,
+}
+
+impl Packet {
+    /// The event kind byte (for targeted losses).
+    pub fn kind(&self) -> u8 {
+        match &self.payload {
+            Payload::Evt(s) => s.0[0],
+            Payload::Small { .. } => mx_proto::msg::event::EventKind::RecvSmall as u8,
+            Payload::Frag { .. } => mx_proto::msg::event::EventKind::RecvMediumFrag as u8,
+        }
+    }
+}
+
+/// A drop filter: return true to lose the packet.
+pub(crate) type Filter = Box<dyn FnMut(&Packet) -> bool>;
+
+#[derive(Debug, Default)]
+struct RegionBuild {
+    segs: Vec<RawSeg>,
+    complete: bool,
+}
+
+/// One simulated endpoint: a core, its channel, its backend-side state.
+pub(crate) struct Node {
+    pub core: Core<SimBuf>,
+    pub peer: u16,
+    pub ep: u8,
+    pub session: u32,
+    /// The endpoint is open (else NACK ENDPT_CLOSED).
+    pub alive: bool,
+    /// The host is gone: packets to it vanish, nothing answers.
+    pub vanished: bool,
+    sendq: SimQueue,
+    recvq: SimQueue,
+    regions: HashMap<u8, RegionBuild>,
+    /// Completions collected by the harness.
+    pub completions: Vec<Completion<SimBuf>>,
+    /// Commands emitted.
+    pub commands: u64,
+    /// Commands the backend refused (would be `CommandError`).
+    pub bad_commands: u64,
+}
+
+/// The harness.
+pub(crate) struct Sim {
+    pub now: Time,
+    pub nodes: Vec<Node>,
+    pub wire: WireCfg,
+    rng: Rng,
+    mem: HashMap<u32, Rc<RefCell<Vec<u8>>>>,
+    next_buf: u32,
+    seg_size: u32,
+    flight: Vec<(Time, u64, Packet)>,
+    local: VecDeque<(Time, usize, EvtSlot)>,
+    pkt_seq: u64,
+    filter: Option<Filter>,
+    /// Packets put on the wire, dropped, duplicated.
+    pub sent: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    /// Pulls fail with this status instead of copying, when set.
+    pub pull_fail: Option<PullStatus>,
+}
+
+impl Sim {
+    pub fn new(seed: u64, wire: WireCfg) -> Self {
+        Sim {
+            now: 1_000,
+            nodes: Vec::new(),
+            wire,
+            rng: Rng::new(seed),
+            mem: HashMap::new(),
+            next_buf: 1,
+            seg_size: u32::MAX,
+            flight: Vec::new(),
+            local: VecDeque::new(),
+            pkt_seq: 0,
+            filter: None,
+            sent: 0,
+            dropped: 0,
+            duplicated: 0,
+            pull_fail: None,
+        }
+    }
+
+    /// A small-queue configuration good for tests: 1 KiB fragments, 8 KiB
+    /// medium max, rendezvous above 4 KiB.
+    pub fn test_config(peer: u16, ep: u8, session: u32) -> Config {
+        let mut c = Config::new(
+            ep,
+            peer,
+            0x0002_c900_0000 + u64::from(peer),
+            session,
+            0x1234,
+        );
+        c.frag_max = 1024;
+        c.medium_max = 8 * 1024;
+        c.rndv_threshold = 4096;
+        c.sendq_slots = 16;
+        c.recvq_slots = 16;
+        c.seed = u64::from(session);
+        c
+    }
+
+    /// Add a node on its own host; `tweak` adjusts the configuration.
+    pub fn add_node(&mut self, tweak: impl FnOnce(&mut Config)) -> usize {
+        let i = self.nodes.len();
+        let peer = i as u16;
+        self.add_node_at(peer, 1, tweak)
+    }
+
+    /// Add a node with the given peer index and endpoint id.
+    pub fn add_node_at(&mut self, peer: u16, ep: u8, tweak: impl FnOnce(&mut Config)) -> usize {
+        let session = (self.rng.next_u64() as u32) | 1;
+        let mut cfg = Sim::test_config(peer, ep, session);
+        tweak(&mut cfg);
+        let (sq, rq) = (cfg.sendq_slots, cfg.recvq_slots);
+        let core = Core::new(cfg).expect("valid test config");
+        self.nodes.push(Node {
+            core,
+            peer,
+            ep,
+            session,
+            alive: true,
+            vanished: false,
+            sendq: SimQueue::new(sq),
+            recvq: SimQueue::new(rq),
+            regions: HashMap::new(),
+            completions: Vec::new(),
+            commands: 0,
+            bad_commands: 0,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Report buffers as segments of at most `n` bytes (to exercise
+    /// multi-command region registration).
+    pub fn set_segment_size(&mut self, n: u32) {
+        self.seg_size = n.max(1);
+    }
+
+    pub fn set_filter(&mut self, f: impl FnMut(&Packet) -> bool + 'static) {
+        self.filter = Some(Box::new(f));
+    }
+
+    pub fn clear_filter(&mut self) {
+        self.filter = None;
+    }
+
+    /// A buffer holding `data`.
+    pub fn buf(&mut self, data: Vec<u8>) -> SimBuf {
+        let id = self.next_buf;
+        self.next_buf += 1;
+        let rc = Rc::new(RefCell::new(data));
+        self.mem.insert(id, rc.clone());
+        SimBuf {
+            id,
+            data: rc,
+            seg: self.seg_size,
+        }
+    }
+
+    /// A zeroed buffer of `len` bytes.
+    pub fn zbuf(&mut self, len: usize) -> SimBuf {
+        self.buf(vec![0; len])
+    }
+
+    pub fn core(&mut self, n: usize) -> &mut Core<SimBuf> {
+        &mut self.nodes[n].core
+    }
+
+    /// Connect `a` to `b` (one way) and return the address.
+    pub fn connect(&mut self, a: usize, b: usize) -> EndpointAddr {
+        let (peer, ep) = (self.nodes[b].peer, self.nodes[b].ep);
+        let key = self.nodes[b].core.config().app_key;
+        let nic = self.nodes[b].core.config().nic_id;
+        let req = self.nodes[a]
+            .core
+            .connect(peer, ep, nic, key, 0, 0)
+            .expect("connect");
+        self.drive_until(1_000_000, |s| s.completion(a, req).is_some())
+            .expect("connect completes");
+        let c = self.completion(a, req).expect("completed");
+        assert_eq!(c.status, super::Status::Success, "connect status");
+        c.source
+    }
+
+    /// Connect both ways; returns (address of b at a, address of a at b).
+    pub fn connect_pair(&mut self, a: usize, b: usize) -> (EndpointAddr, EndpointAddr) {
+        let ab = self.connect(a, b);
+        let ba = self.connect(b, a);
+        (ab, ba)
+    }
+
+    /// The collected completion of `req` on node `n`.
+    pub fn completion(&self, n: usize, req: ReqId) -> Option<&Completion<SimBuf>> {
+        self.nodes[n].completions.iter().find(|c| c.req == req)
+    }
+
+    fn node_by_dest(&self, peer: u16, ep: u8) -> Option<usize> {
+        self.nodes.iter().position(|n| n.peer == peer && n.ep == ep)
+    }
+
+    fn put_wire(&mut self, pkt: Packet) {
+        if let Some(f) = &mut self.filter {
+            if f(&pkt) {
+                self.dropped += 1;
+                return;
+            }
+        }
+        if self.rng.chance(self.wire.drop) {
+            self.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.wire.dup) {
+            self.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut at = self.now + self.wire.latency;
+            if self.rng.chance(self.wire.reorder) {
+                at += self.rng.below(self.wire.jitter.max(1));
+            }
+            self.pkt_seq += 1;
+            self.sent += 1;
+            self.flight.push((at, self.pkt_seq, pkt.clone()));
+        }
+    }
+
+    fn put_local(&mut self, to: usize, delay: Time, ev: &Event<'_>) {
+        let mut slot = EvtSlot::default();
+        ev.emit(&mut slot).expect("event fits");
+        self.local.push_back((self.now + delay, to, slot));
+    }
+
+    fn src_of(&self, i: usize) -> Source {
+        Source {
+            peer: self.nodes[i].peer,
+            endpoint: self.nodes[i].ep,
+        }
+    }
+
+    fn evt(ev: &Event<'_>) -> Payload {
+        let mut slot = EvtSlot::default();
+        ev.emit(&mut slot).expect("event fits");
+        Payload::Evt(slot)
+    }
+
+    /// The simulated backend: one command of node `i`.
+    fn backend(&mut self, i: usize, slot: &CmdSlot) {
+        let Ok(cmd) = Command::parse(slot) else {
+            self.nodes[i].bad_commands += 1;
+            return;
+        };
+        let src = self.src_of(i);
+        let dest_of = |s: &Sim, peer, ep| s.node_by_dest(peer, ep);
+        let recv_hdr = |h: &mx_proto::msg::command::SendHdr| RecvHdr {
+            src,
+            seq: h.seq,
+            match_info: h.match_info,
+        };
+        match cmd {
+            Command::Tiny { hdr, data } => {
+                let Some(j) = dest_of(self, hdr.dest.peer, hdr.dest.endpoint) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let payload = Sim::evt(&Event::RecvTiny {
+                    hdr: recv_hdr(&hdr),
+                    data,
+                });
+                self.put_wire(Packet {
+                    from: i,
+                    to: j,
+                    session: Some(hdr.session),
+                    nack_seq: Some(hdr.seq.seqnum),
+                    payload,
+                });
+            }
+            Command::Small { hdr, data } => {
+                let Some(j) = dest_of(self, hdr.dest.peer, hdr.dest.endpoint) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let payload = Payload::Small {
+                    hdr: recv_hdr(&hdr),
+                    data: data.to_vec(),
+                };
+                self.put_wire(Packet {
+                    from: i,
+                    to: j,
+                    session: Some(hdr.session),
+                    nack_seq: Some(hdr.seq.seqnum),
+                    payload,
+                });
+            }
+            Command::MediumFrag(m) => {
+                let sq = usize::from(m.sendq_slot);
+                if sq >= self.nodes[i].sendq.0.len() {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                }
+                let data = self.nodes[i].sendq.0[sq][..usize::from(m.frag_length)].to_vec();
+                self.put_local(
+                    i,
+                    1,
+                    &Event::SendMediumDone {
+                        sendq_slot: m.sendq_slot,
+                    },
+                );
+                let Some(j) = dest_of(self, m.hdr.dest.peer, m.hdr.dest.endpoint) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let payload = Payload::Frag {
+                    hdr: recv_hdr(&m.hdr),
+                    msg_length: m.msg_length,
+                    frag_seqnum: m.frag_seqnum,
+                    data,
+                };
+                self.put_wire(Packet {
+                    from: i,
+                    to: j,
+                    session: Some(m.hdr.session),
+                    nack_seq: Some(m.hdr.seq.seqnum),
+                    payload,
+                });
+            }
+            Command::Rndv(r) => {
+                let Some(j) = dest_of(self, r.hdr.dest.peer, r.hdr.dest.endpoint) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let payload = Sim::evt(&Event::RecvRndv {
+                    hdr: recv_hdr(&r.hdr),
+                    msg_length: r.msg_length,
+                    rdma: r.rdma,
+                });
+                self.put_wire(Packet {
+                    from: i,
+                    to: j,
+                    session: Some(r.hdr.session),
+                    nack_seq: Some(r.hdr.seq.seqnum),
+                    payload,
+                });
+            }
+            Command::Notify(n) => {
+                let Some(j) = dest_of(self, n.dest.peer, n.dest.endpoint) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let payload = Sim::evt(&Event::RecvNotify {
+                    src,
+                    seq: n.seq,
+                    total_length: n.total_length,
+                    rdma_id: n.rdma_id,
+                    rdma_seqnum: n.rdma_seqnum,
+                });
+                self.put_wire(Packet {
+                    from: i,
+                    to: j,
+                    session: Some(n.session),
+                    nack_seq: Some(n.seq.seqnum),
+                    payload,
+                });
+            }
+            Command::ConnectRequest(c) => {
+                let Some(j) = dest_of(self, c.dest.peer, c.dest.endpoint) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let payload = Sim::evt(&Event::RecvConnectRequest {
+                    src,
+                    src_session: c.src_session,
+                    app_key: c.app_key,
+                    target_recv_seqnum_start: c.target_recv_seqnum_start,
+                    connect_seqnum: c.connect_seqnum,
+                });
+                self.put_wire(Packet {
+                    from: i,
+                    to: j,
+                    session: None,
+                    nack_seq: Some(0),
+                    payload,
+                });
+            }
+            Command::ConnectReply(c) => {
+                let Some(j) = dest_of(self, c.dest.peer, c.dest.endpoint) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let payload = Sim::evt(&Event::RecvConnectReply {
+                    src,
+                    src_session: c.src_session,
+                    target_session: c.target_session,
+                    target_recv_seqnum_start: c.target_recv_seqnum_start,
+                    connect_seqnum: c.connect_seqnum,
+                    status: c.status,
+                });
+                self.put_wire(Packet {
+                    from: i,
+                    to: j,
+                    session: None,
+                    nack_seq: None,
+                    payload,
+                });
+            }
+            Command::Liback(l) => {
+                let Some(j) = dest_of(self, l.dest.peer, l.dest.endpoint) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let payload = Sim::evt(&Event::RecvLiback {
+                    src,
+                    lib_seqnum: l.lib_seqnum,
+                    send_seq: l.send_seq,
+                    acknum: l.acknum,
+                });
+                self.put_wire(Packet {
+                    from: i,
+                    to: j,
+                    session: Some(l.session),
+                    nack_seq: None,
+                    payload,
+                });
+            }
+            Command::Pull(p) => {
+                let (status, transferred, delay) = self.do_pull(i, &p);
+                self.put_local(
+                    i,
+                    delay,
+                    &Event::PullDone {
+                        cookie: p.cookie,
+                        status,
+                        transferred,
+                    },
+                );
+            }
+            Command::RegionRegister(r) => {
+                let regions = &mut self.nodes[i].regions;
+                if r.first {
+                    regions.insert(r.region_id, RegionBuild::default());
+                }
+                let Some(b) = regions.get_mut(&r.region_id) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let base = usize::from(r.seg_base);
+                if b.segs.len() != base {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                }
+                b.segs.extend_from_slice(r.segs());
+                b.complete = r.last;
+            }
+            Command::RegionDeregister { region_id } => {
+                if self.nodes[i].regions.remove(&region_id).is_none() {
+                    self.nodes[i].bad_commands += 1;
+                }
+            }
+        }
+    }
+
+    /// The pull engine: copy from the remote window into the local region.
+    fn do_pull(&mut self, i: usize, p: &mx_proto::msg::command::Pull) -> (PullStatus, u32, Time) {
+        let lat = 2 * self.wire.latency + 10;
+        let Some(j) = self.node_by_dest(p.dest.peer, p.dest.endpoint) else {
+            return (PullStatus::BadEndpoint, 0, lat);
+        };
+        if self.nodes[j].vanished {
+            return (PullStatus::Unreachable, 0, 2_000_000);
+        }
+        if !self.nodes[j].alive {
+            return (PullStatus::EndpointClosed, 0, lat);
+        }
+        if self.nodes[j].session != p.session {
+            return (PullStatus::BadSession, 0, lat);
+        }
+        if let Some(st) = self.pull_fail {
+            return (st, 0, lat);
+        }
+        let remote = match self.nodes[j].regions.get(&p.remote.id) {
+            Some(r) if r.complete => r.segs.clone(),
+            _ => return (PullStatus::BadRdmaWindow, 0, lat),
+        };
+        let local = match self.nodes[i].regions.get(&p.local_region) {
+            Some(r) if r.complete => r.segs.clone(),
+            _ => return (PullStatus::BadLocalRegion, 0, lat),
+        };
+        let Some(data) = self.read_region(&remote, p.remote.offset, p.length) else {
+            return (PullStatus::BadRdmaWindow, 0, lat);
+        };
+        if !self.write_region(&local, p.local_offset, &data) {
+            return (PullStatus::BadLocalRegion, 0, lat);
+        }
+        (PullStatus::Success, p.length, lat)
+    }
+
+    fn region_len(segs: &[RawSeg]) -> u64 {
+        segs.iter().map(|s| u64::from(s.len())).sum()
+    }
+
+    fn read_region(&self, segs: &[RawSeg], off: u32, len: u32) -> Option<Vec<u8>> {
+        if u64::from(off) + u64::from(len) > Sim::region_len(segs) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        let mut skip = u64::from(off);
+        for s in segs {
+            if out.len() == len as usize {
+                break;
+            }
+            let sl = u64::from(s.len());
+            if skip >= sl {
+                skip -= sl;
+                continue;
+            }
+            let buf = self.mem.get(&((s.addr() >> 32) as u32))?.borrow();
+            let base = (s.addr() & 0xFFFF_FFFF) as usize + skip as usize;
+            let n = ((sl - skip) as usize).min(len as usize - out.len());
+            out.extend_from_slice(buf.get(base..base + n)?);
+            skip = 0;
+        }
+        Some(out)
+    }
+
+    fn write_region(&self, segs: &[RawSeg], off: u32, data: &[u8]) -> bool {
+        if u64::from(off) + data.len() as u64 > Sim::region_len(segs) {
+            return false;
+        }
+        let mut done = 0usize;
+        let mut skip = u64::from(off);
+        for s in segs {
+            if done == data.len() {
+                break;
+            }
+            let sl = u64::from(s.len());
+            if skip >= sl {
+                skip -= sl;
+                continue;
+            }
+            let Some(buf) = self.mem.get(&((s.addr() >> 32) as u32)) else {
+                return false;
+            };
+            let mut buf = buf.borrow_mut();
+            let base = (s.addr() & 0xFFFF_FFFF) as usize + skip as usize;
+            let n = ((sl - skip) as usize).min(data.len() - done);
+            let Some(dst) = buf.get_mut(base..base + n) else {
+                return false;
+            };
+            dst.copy_from_slice(&data[done..done + n]);
+            done += n;
+            skip = 0;
+        }
+        true
+    }
+
+    /// Deliver one packet to its destination's backend and core.
+    fn deliver(&mut self, pkt: Packet) {
+        let to = pkt.to;
+        if self.nodes[to].vanished {
+            return;
+        }
+        let refuse = if !self.nodes[to].alive {
+            Some(2u8)
+        } else if pkt.session.is_some_and(|s| s != self.nodes[to].session) {
+            Some(3u8)
+        } else {
+            None
+        };
+        if let Some(nack_type) = refuse {
+            if let Some(lib_seqnum) = pkt.nack_seq {
+                let src = self.src_of(to);
+                let payload = Sim::evt(&Event::RecvNackLib {
+                    src,
+                    nack_type,
+                    lib_seqnum,
+                });
+                self.put_wire(Packet {
+                    from: to,
+                    to: pkt.from,
+                    session: None,
+                    nack_seq: None,
+                    payload,
+                });
+            }
+            return;
+        }
+        let now = self.now;
+        match pkt.payload {
+            Payload::Evt(slot) => {
+                let ev = Event::parse(&slot).expect("sim events parse");
+                let n = &mut self.nodes[to];
+                n.core.handle_event(now, &ev, &n.recvq);
+            }
+            Payload::Small { hdr, data } => {
+                let slot = self.fill_recvq(to, &data);
+                let ev = Event::RecvSmall {
+                    hdr,
+                    length: data.len() as u8,
+                    recvq_slot: slot,
+                };
+                let n = &mut self.nodes[to];
+                n.core.handle_event(now, &ev, &n.recvq);
+            }
+            Payload::Frag {
+                hdr,
+                msg_length,
+                frag_seqnum,
+                data,
+            } => {
+                let slot = self.fill_recvq(to, &data);
+                let ev = Event::RecvMediumFrag {
+                    hdr,
+                    msg_length,
+                    frag_seqnum,
+                    frag_length: data.len() as u16,
+                    recvq_slot: slot,
+                };
+                let n = &mut self.nodes[to];
+                n.core.handle_event(now, &ev, &n.recvq);
+            }
+        }
+    }
+
+    fn fill_recvq(&mut self, to: usize, data: &[u8]) -> u16 {
+        let nslots = self.nodes[to].recvq.0.len() as u64;
+        let slot = self.rng.below(nslots) as u16;
+        let s = &mut self.nodes[to].recvq.0[usize::from(slot)];
+        s.fill(0x5a);
+        s[..data.len()].copy_from_slice(data);
+        slot
+    }
+
+    /// One round: emit all commands, deliver what is due, run due timers,
+    /// collect completions. Returns whether anything happened.
+    pub fn step(&mut self) -> bool {
+        let mut progress = false;
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            let mut slot = CmdSlot::default();
+            loop {
+                let n = &mut self.nodes[i];
+                if !n.alive || n.vanished {
+                    break;
+                }
+                if !n.core.poll_command(now, &mut slot, &mut n.sendq) {
+                    break;
+                }
+                n.commands += 1;
+                progress = true;
+                self.backend(i, &slot);
+            }
+        }
+        // Due wire packets, in time order.
+        self.flight
+            .sort_by_key(|&(at, seq, _)| std::cmp::Reverse((at, seq)));
+        while self.flight.last().is_some_and(|&(at, _, _)| at <= now) {
+            let (_, _, pkt) = self.flight.pop().expect("checked");
+            self.deliver(pkt);
+            progress = true;
+        }
+        let mut rest = VecDeque::new();
+        while let Some((at, to, slot)) = self.local.pop_front() {
+            if at <= now {
+                let ev = Event::parse(&slot).expect("sim events parse");
+                let n = &mut self.nodes[to];
+                if n.alive && !n.vanished {
+                    n.core.handle_event(now, &ev, &n.recvq);
+                }
+                progress = true;
+            } else {
+                rest.push_back((at, to, slot));
+            }
+        }
+        self.local = rest;
+        for n in &mut self.nodes {
+            if !n.alive || n.vanished {
+                continue;
+            }
+            if n.core.poll_timeout().is_some_and(|t| t <= now) {
+                n.core.handle_timeout(now);
+                progress = true;
+            }
+            while let Some(c) = n.core.poll_completion() {
+                n.completions.push(c);
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    /// Jump virtual time to the next thing to happen; false when nothing is
+    /// scheduled.
+    pub fn advance(&mut self) -> bool {
+        let wire = self.flight.iter().map(|f| f.0).min();
+        let local = self.local.iter().map(|l| l.0).min();
+        let timers = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive && !n.vanished)
+            .filter_map(|n| n.core.poll_timeout())
+            .min();
+        let next = [wire, local, timers].into_iter().flatten().min();
+        match next {
+            Some(t) => {
+                self.now = self.now.max(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Run until nothing is left to do; `Err` after `max_steps` rounds
+    /// (a livelock).
+    pub fn drive_bounded(&mut self, max_steps: usize) -> Result<usize, String> {
+        self.drive_until(max_steps, |_| false)
+    }
+
+    /// Run until `done` holds or nothing is left to do.
+    pub fn drive_until(
+        &mut self,
+        max_steps: usize,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Result<usize, String> {
+        for steps in 0..max_steps {
+            if done(self) {
+                return Ok(steps);
+            }
+            if !self.step() && !self.advance() {
+                return Ok(steps);
+            }
+        }
+        Err(format!(
+            "no quiescence after {max_steps} steps at t={} µs ({} packets in flight)",
+            self.now,
+            self.flight.len()
+        ))
+    }
+}

@@ -1,0 +1,388 @@
+//! Internal state: requests, partners, receive bookkeeping, regions and the
+//! command queue entries.
+
+use super::types::{EndpointAddr, ReqId, ReqType, Status, Time};
+use mx_proto::msg::command::{ConnectReply, RawSeg};
+use mx_proto::msg::{RdmaRef, SMALL_INLINE_MAX};
+use std::collections::VecDeque;
+
+/// Handle of a partner slot with its generation (for references that may
+/// outlive the partner: timers, pulls, queued acks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartnerId {
+    pub idx: usize,
+    pub gen: u32,
+}
+
+/// How the application holds a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum User {
+    /// Handed out, not finished.
+    Active,
+    /// Finished, waiting in the done queue.
+    Done,
+    /// Not held (taken, forgotten, or internal).
+    Released,
+}
+
+/// The status of a finished request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DoneInfo {
+    pub kind: ReqType,
+    pub status: Status,
+    pub source: EndpointAddr,
+    pub match_info: u64,
+    pub msg_length: u32,
+    pub xfer_length: u32,
+}
+
+/// Transmission bookkeeping of a seqnum'd message or a connect.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tx {
+    /// Lib seqnum, once assigned.
+    pub seqnum: Option<u16>,
+    /// Acked by the partner.
+    pub acked: bool,
+    /// Sitting in the data (or control) queue.
+    pub queued: bool,
+    /// Time of the last complete transmission.
+    pub last_send: Option<Time>,
+    /// Complete transmissions so far.
+    pub sends: u32,
+    /// Transmissions allowed before the partner is declared unreachable.
+    pub sends_max: u32,
+}
+
+impl Tx {
+    pub fn new(sends_max: u32) -> Self {
+        Tx {
+            seqnum: None,
+            acked: false,
+            queued: false,
+            last_send: None,
+            sends: 0,
+            sends_max,
+        }
+    }
+}
+
+/// Size class of a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Tiny,
+    Small,
+    Medium,
+    Large,
+}
+
+#[derive(Debug)]
+pub(crate) struct SendState {
+    pub partner: usize,
+    pub dest: EndpointAddr,
+    pub class: Class,
+    pub len: u32,
+    pub match_info: u64,
+    /// Copy of a tiny or small payload.
+    pub inline: [u8; SMALL_INLINE_MAX],
+    /// Private copy of a medium payload once completed early (zombie).
+    pub copy: Option<Vec<u8>>,
+    pub tx: Tx,
+    /// Completed towards the application.
+    pub completed: bool,
+    /// Completed before its ack (counted in the zombies).
+    pub zombie: bool,
+    /// Medium: next fragment to write in the current transmission.
+    pub next_frag: u8,
+    /// Medium: fragment count.
+    pub nfrags: u8,
+    /// Medium: every fragment written to the send queue at least once.
+    pub written_once: bool,
+    /// Large: reserved window id and its rdma seqnum.
+    pub region: Option<(u8, u8)>,
+}
+
+#[derive(Debug)]
+pub(crate) enum RecvPhase {
+    /// In a posted queue.
+    Posted,
+    /// Matched a medium message being received (a partial).
+    Partial,
+    /// Matched a rendezvous; waiting for a region id.
+    NeedRegion(LargeRecv),
+    /// Region registered, pull issued.
+    Pulling(LargeRecv),
+    /// Finished.
+    Finished,
+}
+
+/// A rendezvous being pulled into a receive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LargeRecv {
+    pub partner: PartnerId,
+    pub source: EndpointAddr,
+    pub msg_match: u64,
+    pub msg_length: u32,
+    pub length: u32,
+    pub rdma: RdmaRef,
+    pub region: u8,
+    pub cookie: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct RecvState {
+    pub match_info: u64,
+    pub mask: u64,
+    pub ctx: usize,
+    pub phase: RecvPhase,
+}
+
+#[derive(Debug)]
+pub(crate) struct ConnectState {
+    pub partner: usize,
+    pub key: u32,
+    pub match_info: u64,
+    pub connect_seqnum: u8,
+    pub tx: Tx,
+    pub answered: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum UnexpBody {
+    /// Tiny, small or medium payload (maybe still arriving).
+    Eager { data: Vec<u8>, complete: bool },
+    /// A rendezvous waiting for a receive.
+    Rndv { rdma: RdmaRef },
+    /// A large (or synchronous) send to ourselves waiting for a receive.
+    SelfLarge { send: ReqId },
+}
+
+#[derive(Debug)]
+pub(crate) struct UnexpState {
+    pub partner: usize,
+    pub source: EndpointAddr,
+    pub match_info: u64,
+    pub msg_length: u32,
+    pub ctx: usize,
+    pub body: UnexpBody,
+}
+
+#[derive(Debug)]
+pub(crate) struct NotifyState {
+    pub partner: usize,
+    pub total_length: u32,
+    pub rdma_id: u8,
+    pub rdma_seqnum: u8,
+    pub tx: Tx,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Send(SendState),
+    Recv(RecvState),
+    Connect(ConnectState),
+    Unexp(UnexpState),
+    Notify(NotifyState),
+}
+
+#[derive(Debug)]
+pub(crate) struct Request<B> {
+    pub gen: u32,
+    pub context: u64,
+    pub user: User,
+    pub forget: bool,
+    /// The protocol still references it (unacked, awaiting notify, queued
+    /// unexpected message, ...).
+    pub internal: bool,
+    pub done: Option<DoneInfo>,
+    pub buf: Option<B>,
+    pub kind: Kind,
+}
+
+impl<B> Request<B> {
+    /// The seqnum'd transmission state, for sends and notifies.
+    pub fn tx_mut(&mut self) -> Option<&mut Tx> {
+        match &mut self.kind {
+            Kind::Send(s) => Some(&mut s.tx),
+            Kind::Notify(n) => Some(&mut n.tx),
+            Kind::Connect(c) => Some(&mut c.tx),
+            _ => None,
+        }
+    }
+}
+
+/// A medium message being received fragment by fragment.
+#[derive(Debug)]
+pub(crate) struct Partial {
+    pub seq: u16,
+    pub msg_length: u32,
+    pub match_info: u64,
+    pub frags: u64,
+    pub got: u32,
+    /// The matched receive or unexpected message; `None` when discarded by
+    /// the unexpected handler.
+    pub target: Option<ReqId>,
+}
+
+/// A message received ahead of its turn, owned.
+#[derive(Debug)]
+pub(crate) enum OwnedMsg {
+    Whole {
+        match_info: u64,
+        data: Vec<u8>,
+    },
+    Frag {
+        match_info: u64,
+        msg_length: u32,
+        frag_seqnum: u8,
+        data: Vec<u8>,
+    },
+    Rndv {
+        match_info: u64,
+        msg_length: u32,
+        rdma: RdmaRef,
+    },
+    Notify {
+        total_length: u32,
+        rdma_id: u8,
+        rdma_seqnum: u8,
+    },
+}
+
+impl OwnedMsg {
+    pub fn frag(&self) -> u8 {
+        match self {
+            OwnedMsg::Frag { frag_seqnum, .. } => *frag_seqnum,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Early {
+    pub seq: u16,
+    pub msg: OwnedMsg,
+}
+
+/// Ack state towards a partner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckState {
+    None,
+    Delayed(Time),
+    Queued,
+}
+
+#[derive(Debug)]
+pub(crate) struct Partner {
+    pub gen: u32,
+    pub peer: u16,
+    pub endpoint: u8,
+    pub nic_id: Option<u64>,
+    pub context: u64,
+    pub is_self: bool,
+    pub true_session: Option<u32>,
+    pub back_session: Option<u32>,
+    pub send_ready: bool,
+    pub next_send_seq: u16,
+    pub next_acked_send_seq: u16,
+    pub next_match_recv_seq: u16,
+    pub next_frag_recv_seq: u16,
+    pub last_acked_recv_seq: u16,
+    pub connect_seqnum: u8,
+    pub last_send_acknum: u32,
+    pub last_recv_acknum: u32,
+    /// Sent, unacked messages in seqnum order.
+    pub non_acked: VecDeque<ReqId>,
+    /// Messages waiting for a seqnum (throttle, region id), in post order.
+    pub need_seq: VecDeque<ReqId>,
+    /// Unanswered connects, oldest first.
+    pub connects: VecDeque<ReqId>,
+    pub partials: Vec<Partial>,
+    pub early: Vec<Early>,
+    pub ack: AckState,
+}
+
+impl Partner {
+    pub fn new(gen: u32, peer: u16, endpoint: u8, nic_id: Option<u64>) -> Self {
+        let start = super::seq::reset(0);
+        Partner {
+            gen,
+            peer,
+            endpoint,
+            nic_id,
+            context: 0,
+            is_self: false,
+            true_session: None,
+            back_session: None,
+            send_ready: false,
+            next_send_seq: start,
+            next_acked_send_seq: start,
+            next_match_recv_seq: start,
+            next_frag_recv_seq: start,
+            last_acked_recv_seq: start,
+            connect_seqnum: 0,
+            last_send_acknum: 0,
+            last_recv_acknum: 0,
+            non_acked: VecDeque::new(),
+            need_seq: VecDeque::new(),
+            connects: VecDeque::new(),
+            partials: Vec::new(),
+            early: Vec::new(),
+            ack: AckState::None,
+        }
+    }
+
+    /// The ack value: oldest seqnum not fully received.
+    pub fn recompute_next_frag(&mut self) {
+        self.next_frag_recv_seq = self
+            .partials
+            .first()
+            .map_or(self.next_match_recv_seq, |p| p.seq);
+    }
+
+    /// Messages received but not acked yet.
+    pub fn unacked_recv(&self) -> u16 {
+        super::seq::diff(self.next_frag_recv_seq, self.last_acked_recv_seq)
+    }
+
+    /// Messages sent but not acked yet.
+    pub fn unacked_send(&self) -> u16 {
+        super::seq::diff(self.next_send_seq, self.next_acked_send_seq)
+    }
+}
+
+/// What a registered region is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegionUse {
+    /// The window of a large send.
+    Window,
+    /// The target of a pull.
+    Pull,
+}
+
+#[derive(Debug)]
+pub(crate) struct Region {
+    pub owner: ReqId,
+    pub rdma_seqnum: u8,
+    pub usage: RegionUse,
+    pub segs: Vec<RawSeg>,
+}
+
+/// A control command waiting in the command queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ctrl {
+    Connect(ReqId),
+    ConnectReply(ConnectReply),
+    Liback { partner: PartnerId, force: bool },
+    Register { region: u8, chunk: u16 },
+    Deregister(u8),
+    Pull(ReqId),
+}
+
+/// Timers of the core (one next deadline each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    Resend = 0,
+    Ack = 1,
+}
+
+pub(crate) const TIMER_COUNT: usize = 2;
