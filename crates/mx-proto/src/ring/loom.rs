@@ -208,10 +208,13 @@ fn producer_waiting_for_space_is_always_notified() {
 /// through a 2-slot ring and a consumer taking them never deadlock, and
 /// the items arrive in order. A lost wakeup on either side would leave a
 /// thread blocked forever, which loom reports.
+///
+/// Explored with a preemption bound of 4 (about 10 s); unbounded, this model
+/// takes many minutes. The other tests here are exhaustive.
 #[test]
 fn blocking_both_ways_never_deadlocks() {
     let mut builder = ::loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
+    builder.preemption_bound = Some(4);
     builder.check(|| {
         let shared = Shared::new(2, 0);
         let mut tx = Shared::producer(&shared);
