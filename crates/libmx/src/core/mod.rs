@@ -42,6 +42,8 @@ mod state;
 mod types;
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;

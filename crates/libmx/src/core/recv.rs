@@ -905,14 +905,11 @@ impl<B: MsgBuf> Core<B> {
             Status::Success
         };
         let region = s.region.take().map(|(id, _)| id);
-        let unacked = !s.tx.acked && s.tx.seqnum.is_some();
-        s.tx.acked = true;
-        let p = s.partner;
-        r.internal = false;
-        if unacked {
-            if let Some(pr) = self.partners.get_mut(p) {
-                pr.non_acked.retain(|&x| x != send);
-            }
+        // A rendezvous not acked yet stays in the partner's unacked queue
+        // (and is retransmitted, harmlessly) until an ack covers it: the
+        // receiver re-acks only what is retransmitted.
+        if s.tx.acked || s.tx.seqnum.is_none() {
+            r.internal = false;
         }
         if let Some(id) = region {
             self.release_region(id);

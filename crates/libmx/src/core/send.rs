@@ -84,6 +84,7 @@ impl<B: MsgBuf> Core<B> {
                 nfrags,
                 written_once: false,
                 region: None,
+                rndv: None,
             }),
             context,
             Some(buf),
@@ -115,7 +116,7 @@ impl<B: MsgBuf> Core<B> {
             }
             let needs_window = matches!(
                 self.req(rid).map(|r| &r.kind),
-                Some(Kind::Send(s)) if s.class == Class::Large && s.region.is_none()
+                Some(Kind::Send(s)) if s.class == Class::Large && s.rndv.is_none()
             );
             if needs_window {
                 match self.alloc_region(true) {
@@ -159,6 +160,11 @@ impl<B: MsgBuf> Core<B> {
         let segs = r.buf.as_ref().map(raw_segs).unwrap_or_default();
         if let Kind::Send(s) = &mut r.kind {
             s.region = Some((id, rdma_seqnum));
+            s.rndv = Some(RdmaRef {
+                id,
+                seqnum: rdma_seqnum,
+                offset: 0,
+            });
         }
         let register = !segs.is_empty();
         self.regions[usize::from(id)] = Some(Region {
@@ -843,17 +849,13 @@ impl<B: MsgBuf> Core<B> {
                     }
                     .emit(out),
                     Class::Large => {
-                        let Some((id, rdma_seqnum)) = s.region else {
+                        let Some(rdma) = s.rndv else {
                             return Emit::Stale;
                         };
                         Command::Rndv(Rndv {
                             hdr,
                             msg_length: s.len,
-                            rdma: RdmaRef {
-                                id,
-                                seqnum: rdma_seqnum,
-                                offset: 0,
-                            },
+                            rdma,
                         })
                         .emit(out)
                     }

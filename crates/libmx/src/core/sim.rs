@@ -911,3 +911,53 @@ impl Sim {
         ))
     }
 }
+
+impl<B: MsgBuf> Core<B> {
+    /// A readable dump of the protocol state, for failing tests.
+    pub(crate) fn dump(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        for (i, p) in self.partners.iter() {
+            let _ = writeln!(
+                s,
+                "partner {i}: send {:#x} acked {:#x} match {:#x} frag {:#x} lastack {:#x} ready {} true {:?} back {:?} non_acked {:?} need_seq {:?} partials {:?} early {} ack {:?}",
+                p.next_send_seq,
+                p.next_acked_send_seq,
+                p.next_match_recv_seq,
+                p.next_frag_recv_seq,
+                p.last_acked_recv_seq,
+                p.send_ready,
+                p.true_session,
+                p.back_session,
+                p.non_acked,
+                p.need_seq,
+                p.partials.iter().map(|x| (x.seq, x.got, x.msg_length)).collect::<Vec<_>>(),
+                p.early.len(),
+                p.ack
+            );
+        }
+        for (i, r) in self.reqs.iter() {
+            let kind = match &r.kind {
+                super::state::Kind::Send(x) => format!(
+                    "send {:?} len {} tx {:?} completed {} region {:?}",
+                    x.class, x.len, x.tx, x.completed, x.region
+                ),
+                other => format!("{other:?}"),
+            };
+            let _ = writeln!(
+                s,
+                "req {i}: user {:?} internal {} done {:?} {kind}",
+                r.user,
+                r.internal,
+                r.done.map(|d| d.status)
+            );
+        }
+        let _ = writeln!(s, "stats {:?}", self.stats);
+        let _ = writeln!(
+            s,
+            "ctrl {:?}\ndata {:?}\nresend {:?}\nack {:?}\nsendq_free {:?}\nregion waiters {:?} pulls {:?} windows {}",
+            self.ctrl_q, self.data_q, self.resend_q, self.ack_q, self.sendq_free, self.region_wait_partners, self.pulls, self.send_windows
+        );
+        s
+    }
+}

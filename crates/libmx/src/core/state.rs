@@ -97,8 +97,11 @@ pub(crate) struct SendState {
     pub nfrags: u8,
     /// Medium: every fragment written to the send queue at least once.
     pub written_once: bool,
-    /// Large: reserved window id and its rdma seqnum.
+    /// Large: reserved window id and its rdma seqnum (released on notify).
     pub region: Option<(u8, u8)>,
+    /// Large: the window reference the rendezvous announces (kept after
+    /// the window is released, for retransmissions until acked).
+    pub rndv: Option<RdmaRef>,
 }
 
 #[derive(Debug)]
