@@ -13,6 +13,11 @@
 //! [`IdlePolicy::Yield`]), then arms every command ring's `prod_event`,
 //! re-checks (the lost-wake-up guard) and sleeps in epoll on the guests'
 //! event channels and control sockets. An idle backend therefore uses no CPU.
+//! A command blocked by back-pressure (its destination's event ring or
+//! receive queue is full) is retried every pass while the loop spins, then
+//! every millisecond (`PENDING_POLL`): guests free room without notifying,
+//! and a guest that never drains must not make the backend spin. A guest
+//! whose event ring or receive queue index is corrupt is detached.
 
 use crate::config::{BackendConfig, IdlePolicy};
 use crate::counters::Counter;
@@ -47,6 +52,21 @@ const TOKEN_ENDPOINT: u64 = 2 << 32;
 /// the two system calls per chunk, small enough to stay in L2 so the second
 /// copy reads from cache.
 const BOUNCE: usize = 256 * 1024;
+
+/// How often commands blocked by back-pressure are retried once the loop
+/// has gone idle: a guest frees event-ring and receive-queue room without
+/// notifying, so the loop polls for it instead of spinning on it.
+const PENDING_POLL: Duration = Duration::from_millis(1);
+
+/// What [`Backend::arm_all`] found.
+enum Armed {
+    /// Every command ring is armed: sleep until notified.
+    Idle,
+    /// Commands wait for room at a destination: sleep briefly.
+    Pending,
+    /// A command arrived while arming: go on at once.
+    Work,
+}
 
 struct Guest<H: HostPlatform> {
     conn: H::Conn,
@@ -203,32 +223,39 @@ impl<H: HostPlatform> Backend<H> {
                 }
                 continue;
             }
-            if !self.arm_all() {
-                continue; // work arrived while arming
+            match self.arm_all() {
+                Armed::Work => continue,
+                Armed::Pending => self.poll_io(Some(PENDING_POLL))?,
+                Armed::Idle => {
+                    self.poll_io(None)?;
+                    last_work = Instant::now();
+                }
             }
-            self.poll_io(None)?;
-            last_work = Instant::now();
         }
         info!("backend stopping");
         Ok(())
     }
 
-    /// Arm every command ring for a wake-up; false if one had work.
-    fn arm_all(&mut self) -> bool {
-        let mut all = true;
+    /// Arm every command ring for a wake-up.
+    fn arm_all(&mut self) -> Armed {
+        let mut armed = Armed::Idle;
         for ep in self.endpoints.iter_mut().flatten() {
+            if ep.pending.is_some() {
+                // A blocked command waits for its destination to drain,
+                // which the destination does not signal: poll again soon.
+                // The commands queued behind it cannot run before it.
+                if matches!(armed, Armed::Idle) {
+                    armed = Armed::Pending;
+                }
+                continue;
+            }
             match ep.chan.prepare_to_sleep() {
                 Ok(true) => {}
-                Ok(false) => all = false,
+                Ok(false) => return Armed::Work,
                 Err(_) => {} // a broken ring is handled in the next pass
             }
-            if ep.pending.is_some() {
-                // a blocked command waits for its destination to drain,
-                // which the destination does not signal: poll again soon
-                all = false;
-            }
         }
-        all
+        armed
     }
 
     fn poll_io(&mut self, timeout: Option<Duration>) -> io::Result<()> {
@@ -524,16 +551,17 @@ impl<H: HostPlatform> Backend<H> {
             region_of: self.region_of,
         };
         let mut broken = Vec::new();
+        let mut blocked = false;
         for id in 0..n {
             if endpoints_ptr[id].is_none() {
                 continue;
             }
             for _ in 0..self.cfg.cmd_batch {
                 let ep = endpoints_ptr[id].as_mut().expect("checked");
-                let slot: CmdSlot = match ep.pending.take() {
-                    Some(s) => s,
+                let (slot, retry): (CmdSlot, bool) = match ep.pending.take() {
+                    Some(s) => (s, true),
                     None => match ep.chan.pop_command() {
-                        Ok(Some(s)) => s,
+                        Ok(Some(s)) => (s, false),
                         Ok(None) => break,
                         Err(e) => {
                             warn!(endpoint = id, "command ring corrupt: {e:?}");
@@ -542,7 +570,8 @@ impl<H: HostPlatform> Backend<H> {
                         }
                     },
                 };
-                worked = true;
+                // Retrying a blocked command is work only once it goes through.
+                worked |= !retry;
                 let cmd = match Command::parse(&slot) {
                     Ok(c) => c,
                     Err(_) => {
@@ -553,6 +582,7 @@ impl<H: HostPlatform> Backend<H> {
                 };
                 match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
                     Outcome::Done => {
+                        worked = true;
                         if let Some(ep) = endpoints_ptr[id].as_mut() {
                             ep.counters.bump(Counter::CmdsProcessed);
                         }
@@ -561,6 +591,7 @@ impl<H: HostPlatform> Backend<H> {
                         if let Some(ep) = endpoints_ptr[id].as_mut() {
                             ep.pending = Some(slot);
                         }
+                        blocked = true;
                         break;
                     }
                 }
@@ -578,6 +609,18 @@ impl<H: HostPlatform> Backend<H> {
                 ep.dirty = false;
                 if ep.chan.publish().is_needed() {
                     let _ = ep.event.notify();
+                }
+            }
+        }
+        if blocked {
+            // A command waits for room in an event ring or a receive queue.
+            // If the guest owning that ring corrupted its index the room
+            // never comes (the ring reports no space forever): such guests
+            // are broken.
+            for ep in endpoints_ptr.iter_mut().flatten() {
+                if ep.chan.event_space().is_err() || ep.chan.recvq_space().is_err() {
+                    warn!(endpoint = ep.id, "event ring or receive queue corrupt");
+                    broken.push(ep.guest);
                 }
             }
         }
