@@ -1,0 +1,541 @@
+//! The hostile guest: works below the frontend (raw pages, raw control
+//! requests) so that it can write anything anywhere in its own channel.
+//!
+//! It attaches twice (two guests as far as the backend knows) and opens one
+//! endpoint on each:
+//!
+//! 1. endpoint A posts random well-formed-but-wrong commands and raw garbage
+//!    commands, and drains its events (`MXCOUNTERS1 <values>` after);
+//! 2. the same while also scribbling random bytes over everything of its
+//!    channel except the four ring indices: control page header, event
+//!    words, padding, all four slot areas (`MXCOUNTERS2 <values>` after);
+//! 3. endpoint B corrupts only its event ring's and receive queue's `cons`
+//!    (what the backend, as their producer, reads) and keeps posting valid
+//!    sends to itself, which need room in those rings;
+//! 4. endpoint A scribbles everything, indices included.
+//!
+//! The backend is notified all along. Output: `MXREADY <epA> <sessionA>
+//! <epB> <sessionB> <seed>`, the counters lines, and
+//! `MXHOSTILE b_detached=<bool> b_ms=<ms> a_detached=<bool> a_ms=<ms>`
+//! where "detached" means the backend closed the endpoint (its control
+//! link is gone, or the endpoint is unknown).
+
+use super::{Rng, HOSTILE_MS_ENV};
+use mx_proto::channel::{layout, GuestChannel, RING_CMD, RING_EVT, RING_RECVQ, RING_SENDQ};
+use mx_proto::msg::command::{
+    ConnectReply, ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, Rndv,
+    SendHdr,
+};
+use mx_proto::msg::control::{
+    BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, ANY_ENDPOINT,
+    CONTROL_VERSION,
+};
+use mx_proto::msg::{Command, Dest, Event, RdmaRef, Seq, CMD_SLOT_SIZE};
+use mx_proto::platform::local::{EventFdChannel, LocalGuest, LocalLink, LocalTarget, MemfdPages};
+use mx_proto::platform::{
+    BackendLink, EventChannel, GuestPlatform, Resource, SharedMem, MAX_CONTROL_MSG, PAGE_SIZE,
+};
+use mx_proto::ring::layout::offset;
+use mx_proto::ring::Layout;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SIZES: ChannelSizes = ChannelSizes {
+    cmd_slots: 64,
+    evt_slots: 64,
+    sendq_slots: 16,
+    recvq_slots: 16,
+};
+
+fn call(
+    link: &LocalLink,
+    req: &ControlRequest,
+    res: &[Resource<'_, MemfdPages, EventFdChannel>],
+) -> io::Result<ControlReply> {
+    let mut buf = vec![0u8; MAX_CONTROL_MSG];
+    let n = link.call(&req.encode(), res, &mut buf, Duration::from_secs(10))?;
+    ControlReply::decode(&buf[..n]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// One hostile endpoint with raw access to its pages.
+struct Hostile {
+    link: LocalLink,
+    board: BoardInfo,
+    pages: Arc<MemfdPages>,
+    chan: GuestChannel<Arc<MemfdPages>>,
+    event: EventFdChannel,
+    layout: Layout,
+    ep: u8,
+    session: u32,
+    pushed: u32,
+    /// A real buffer of ours, registered as region 1 (pulls use it).
+    buf: Vec<u8>,
+}
+
+impl Hostile {
+    /// Attach and open an endpoint exactly as `Frontend::open_endpoint`
+    /// does, keeping the raw pages.
+    fn open(socket: &Path) -> Hostile {
+        let link =
+            LocalGuest::attach(&LocalTarget::new(socket), Duration::from_secs(10)).expect("attach");
+        let board = match call(
+            &link,
+            &ControlRequest::Hello {
+                version: CONTROL_VERSION,
+            },
+            &[],
+        )
+        .expect("hello")
+        {
+            ControlReply::Hello(b) => b,
+            other => panic!("hello: {other:?}"),
+        };
+        let layout = layout(&SIZES).expect("layout");
+        let len = layout.region_len();
+        let pages = Arc::new(link.alloc_pages(len / PAGE_SIZE).expect("pages"));
+        let chan = GuestChannel::create(pages.clone(), &SIZES).expect("channel");
+        let event = link.alloc_event().expect("event channel");
+        let reply = call(
+            &link,
+            &ControlRequest::OpenEndpoint {
+                board: 0,
+                endpoint: ANY_ENDPOINT,
+                sizes: SIZES,
+            },
+            &[Resource::Pages(&*pages), Resource::Event(&event)],
+        )
+        .expect("open");
+        let ControlReply::Opened { endpoint, session } = reply else {
+            panic!("open: {reply:?}");
+        };
+        Hostile {
+            link,
+            board,
+            pages,
+            chan,
+            event,
+            layout,
+            ep: endpoint,
+            session,
+            pushed: 0,
+            buf: vec![0x5a; 64 * 1024],
+        }
+    }
+
+    fn area(&self, ring: usize) -> (usize, usize) {
+        let r = self.layout.rings[ring].expect("ring");
+        (r.area_offset as usize, r.area_len() as usize)
+    }
+
+    fn index_word(ring: usize, word: usize) -> usize {
+        offset::INDEX_BLOCK + ring * offset::INDEX_BLOCK_SIZE + word
+    }
+
+    fn write(&self, off: usize, bytes: &[u8]) {
+        SharedMem::write_at(&*self.pages, off, bytes).expect("inside our pages");
+    }
+
+    /// Our own endpoint's counters, or `None` once the backend closed it.
+    fn counters(&self) -> Option<Vec<u64>> {
+        match call(
+            &self.link,
+            &ControlRequest::Counters { endpoint: self.ep },
+            &[],
+        ) {
+            Ok(ControlReply::Counters(v)) => Some(v),
+            Ok(ControlReply::Error(ControlError::BadEndpoint)) | Err(_) => None,
+            Ok(other) => panic!("counters: {other:?}"),
+        }
+    }
+
+    fn push(&mut self, cmd: &Command<'_>) -> bool {
+        if self.chan.push_command(cmd).is_ok() {
+            self.pushed = self.pushed.wrapping_add(1);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Post a command slot of raw random bytes (a random kind byte, or a
+    /// valid one followed by random fields).
+    fn push_raw(&mut self, rng: &mut Rng) {
+        let pos = self.pushed & (SIZES.cmd_slots - 1);
+        if !self.push(&Command::RegionDeregister { region_id: 0 }) {
+            return;
+        }
+        let mut slot = [0u8; CMD_SLOT_SIZE];
+        rng.fill(&mut slot);
+        if rng.below(2) == 0 {
+            slot[0] = 1 + rng.below(11) as u8;
+        }
+        let (area, _) = self.area(RING_CMD);
+        self.write(area + pos as usize * CMD_SLOT_SIZE, &slot);
+    }
+
+    fn hdr(&self, rng: &mut Rng, peer: u16, ep: u8, session: u32) -> SendHdr {
+        SendHdr {
+            dest: Dest { peer, endpoint: ep },
+            session,
+            seq: Seq {
+                seqnum: rng.next() as u16,
+                piggyack: rng.next() as u16,
+            },
+            match_info: rng.next(),
+        }
+    }
+
+    /// Post a well-formed command that is wrong in some way (or, now and
+    /// then, right: sends to ourselves and pulls from our own region).
+    fn push_wrong(&mut self, rng: &mut Rng) {
+        let me = self.board.self_peer;
+        let any_ep = rng.below(40) as u8;
+        let any_session = rng.next() as u32;
+        let mut data = [0u8; 128];
+        rng.fill(&mut data);
+        let medium = |h: SendHdr, msg_length: u32, frag_seqnum: u8, frag_length: u16, slot: u16| {
+            Command::MediumFrag(MediumFrag {
+                hdr: h,
+                msg_length,
+                frag_seqnum,
+                frag_length,
+                sendq_slot: slot,
+            })
+        };
+        let own = (self.ep, self.session);
+        let cmd = match rng.below(14) {
+            0 => {
+                let peer = 1 + rng.below(u64::from(u16::MAX)) as u16;
+                Command::Tiny {
+                    hdr: self.hdr(rng, peer, any_ep, any_session),
+                    data: &data[..rng.below(33) as usize],
+                }
+            }
+            1 => Command::Small {
+                hdr: self.hdr(rng, me, any_ep, any_session),
+                data: &data[..33 + rng.below(96) as usize],
+            },
+            2 => medium(
+                self.hdr(rng, me, own.0, own.1),
+                8192,
+                0,
+                rng.below(8193) as u16,
+                SIZES.sendq_slots as u16 + rng.below(60000) as u16,
+            ),
+            3 => medium(
+                self.hdr(rng, me, own.0, own.1),
+                (self.board.medium_max + 1).saturating_add(rng.next() as u32 % 1_000_000),
+                0,
+                rng.below(8193) as u16,
+                rng.below(16) as u16,
+            ),
+            4 => medium(
+                self.hdr(rng, me, own.0, own.1),
+                self.board.medium_max,
+                32 + rng.below(200) as u8,
+                100,
+                rng.below(16) as u16,
+            ),
+            5 => {
+                let fl = 1 + rng.below(8192) as u16;
+                medium(
+                    self.hdr(rng, me, own.0, own.1),
+                    u32::from(fl) + rng.below(4096) as u32,
+                    0,
+                    fl,
+                    rng.below(16) as u16,
+                )
+            }
+            6 => Command::Pull(Pull {
+                dest: Dest {
+                    peer: me,
+                    endpoint: if rng.below(2) == 0 { own.0 } else { any_ep },
+                },
+                session: if rng.below(2) == 0 {
+                    own.1
+                } else {
+                    any_session
+                },
+                length: if rng.below(2) == 0 {
+                    rng.below(2 * self.buf.len() as u64) as u32
+                } else {
+                    rng.next() as u32
+                },
+                cookie: rng.next() as u32,
+                local_region: rng.below(3) as u8,
+                local_offset: rng.below(70_000) as u32,
+                remote: RdmaRef {
+                    id: rng.below(3) as u8,
+                    seqnum: rng.next() as u8,
+                    offset: rng.below(70_000) as u32,
+                },
+            }),
+            7 => {
+                let n = rng.below(12) as usize;
+                let segs: Vec<RawSeg> = (0..n)
+                    .map(|_| RawSeg::new(rng.next(), rng.next() as u32))
+                    .collect();
+                Command::RegionRegister(RegionRegister::new(
+                    2 + rng.below(254) as u8,
+                    rng.below(2) == 0,
+                    rng.below(2) == 0,
+                    rng.below(300) as u16,
+                    &segs,
+                ))
+            }
+            8 => {
+                // (Re-)register our real buffer as region 1: pulls can succeed.
+                let seg = RawSeg::new(self.buf.as_ptr() as u64, self.buf.len() as u32);
+                Command::RegionRegister(RegionRegister::new(1, true, true, 0, &[seg]))
+            }
+            9 => Command::Rndv(Rndv {
+                hdr: self.hdr(rng, me, any_ep, any_session),
+                msg_length: rng.next() as u32,
+                rdma: RdmaRef {
+                    id: rng.next() as u8,
+                    seqnum: rng.next() as u8,
+                    offset: rng.next() as u32,
+                },
+            }),
+            10 => Command::Notify(Notify {
+                dest: Dest {
+                    peer: me,
+                    endpoint: any_ep,
+                },
+                session: any_session,
+                seq: Seq {
+                    seqnum: 1,
+                    piggyack: 2,
+                },
+                total_length: rng.next() as u32,
+                rdma_id: rng.next() as u8,
+                rdma_seqnum: rng.next() as u8,
+            }),
+            11 => Command::Liback(Liback {
+                dest: Dest {
+                    peer: me,
+                    endpoint: any_ep,
+                },
+                session: any_session,
+                lib_seqnum: 7,
+                send_seq: 7,
+                acknum: rng.next() as u32,
+                resent: rng.next() as u8,
+            }),
+            12 => {
+                let dest = Dest {
+                    peer: me,
+                    endpoint: any_ep,
+                };
+                if rng.below(2) == 0 {
+                    Command::ConnectRequest(ConnectRequest {
+                        dest,
+                        src_session: rng.next() as u32,
+                        app_key: rng.next() as u32,
+                        target_recv_seqnum_start: 0,
+                        connect_seqnum: rng.next() as u8,
+                    })
+                } else {
+                    Command::ConnectReply(ConnectReply {
+                        dest,
+                        src_session: rng.next() as u32,
+                        target_session: rng.next() as u32,
+                        target_recv_seqnum_start: 0,
+                        connect_seqnum: rng.next() as u8,
+                        status: rng.next() as u8,
+                    })
+                }
+            }
+            _ => Command::RegionDeregister {
+                region_id: 2 + rng.below(254) as u8,
+            },
+        };
+        self.push(&cmd);
+    }
+
+    /// Post a valid tiny to ourselves.
+    fn push_self_tiny(&mut self, rng: &mut Rng) {
+        let h = self.hdr(rng, self.board.self_peer, self.ep, self.session);
+        self.push(&Command::Tiny { hdr: h, data: &[] });
+    }
+
+    /// Publish and notify, always.
+    fn kick(&mut self) {
+        let _ = self.chan.publish_commands();
+        let _ = self.event.notify();
+    }
+
+    /// Consume events (sloppily: errors of our own broken channel are ignored).
+    fn drain(&mut self) {
+        for _ in 0..256 {
+            let Ok(Some(slot)) = self.chan.pop_event() else {
+                break;
+            };
+            match Event::parse(&slot) {
+                Ok(Event::RecvSmall { recvq_slot, .. })
+                | Ok(Event::RecvMediumFrag { recvq_slot, .. }) => {
+                    let _ = self.chan.recvq_release(recvq_slot);
+                }
+                _ => {}
+            }
+        }
+        let _ = self.chan.release_events();
+    }
+
+    /// Scribble random bytes somewhere in our channel; with
+    /// `indices == false` the four index words of every ring are spared.
+    fn scribble(&self, rng: &mut Rng, indices: bool) {
+        let mut bytes = [0u8; 256];
+        rng.fill(&mut bytes);
+        match rng.below(6) {
+            0 => {
+                // The header: magic, version, features, ring descriptors.
+                let off = rng.below(0x100) as usize;
+                let n = 1 + rng.below((0x100 - off) as u64) as usize;
+                self.write(off, &bytes[..n]);
+            }
+            1 => {
+                let ring = rng.below(4) as usize;
+                let word = match (indices, rng.below(4)) {
+                    (true, 0) => offset::PROD,
+                    (true, 1) => offset::CONS,
+                    (_, 2) => offset::PROD_EVENT,
+                    _ => offset::CONS_EVENT,
+                };
+                self.write(Self::index_word(ring, word), &bytes[..4]);
+            }
+            2 => {
+                // Padding next to the index words.
+                let ring = rng.below(4) as usize;
+                let off = Self::index_word(ring, 4 + 0x40 * rng.below(4) as usize);
+                self.write(off, &bytes[..60]);
+            }
+            ring => {
+                let ring = match ring {
+                    3 => RING_EVT,
+                    4 => RING_SENDQ,
+                    _ => {
+                        if rng.below(2) == 0 {
+                            RING_RECVQ
+                        } else {
+                            RING_CMD
+                        }
+                    }
+                };
+                let (start, len) = self.area(ring);
+                let n = 1 + rng.below(256) as usize;
+                let off = start + rng.below((len - n) as u64) as usize;
+                self.write(off, &bytes[..n]);
+            }
+        }
+    }
+}
+
+fn print_counters(tag: &str, v: Option<Vec<u64>>) {
+    let v = v.unwrap_or_else(|| panic!("the backend closed the hostile endpoint during {tag}"));
+    let s: Vec<String> = v.iter().map(u64::to_string).collect();
+    println!("{tag} {}", s.join(" "));
+}
+
+/// Run `f` on `h` with notifications until the backend closes the
+/// endpoint or `limit` passes; returns (closed, milliseconds).
+fn until_detached(
+    h: &mut Hostile,
+    rng: &mut Rng,
+    limit: Duration,
+    mut f: impl FnMut(&mut Hostile, &mut Rng),
+) -> (bool, u128) {
+    let t0 = Instant::now();
+    let mut i = 0u32;
+    while t0.elapsed() < limit {
+        f(h, rng);
+        h.kick();
+        h.drain();
+        i += 1;
+        if i.is_multiple_of(8) {
+            std::thread::sleep(Duration::from_millis(2));
+            if h.counters().is_none() {
+                return (true, t0.elapsed().as_millis());
+            }
+        }
+    }
+    (false, t0.elapsed().as_millis())
+}
+
+/// The hostile role.
+pub fn run_hostile(socket: &Path) {
+    let total = Duration::from_millis(
+        std::env::var(HOSTILE_MS_ENV)
+            .ok()
+            .map_or(3000, |s| s.parse().expect("ms")),
+    );
+    let (mut rng, seed) = Rng::from_entropy();
+    let mut a = Hostile::open(socket);
+    let mut b = Hostile::open(socket);
+    println!(
+        "MXREADY {} {} {} {} {seed}",
+        a.ep, a.session, b.ep, b.session
+    );
+    let phase = total / 2;
+    // 1: wrong and garbage commands.
+    let t0 = Instant::now();
+    let mut i = 0u32;
+    while t0.elapsed() < phase {
+        for _ in 0..16 {
+            if rng.below(4) == 0 {
+                a.push_raw(&mut rng);
+            } else {
+                a.push_wrong(&mut rng);
+            }
+        }
+        a.kick();
+        a.drain();
+        i += 1;
+        if i.is_multiple_of(4) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    print_counters("MXCOUNTERS1", a.counters());
+    // 2: the same plus scribbles that spare the ring indices.
+    let t0 = Instant::now();
+    while t0.elapsed() < phase {
+        for _ in 0..16 {
+            match rng.below(3) {
+                0 => a.push_raw(&mut rng),
+                1 => a.push_wrong(&mut rng),
+                _ => a.scribble(&mut rng, false),
+            }
+        }
+        a.kick();
+        a.drain();
+        i += 1;
+        if i.is_multiple_of(4) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    print_counters("MXCOUNTERS2", a.counters());
+    // 3: B breaks the indices the backend reads as a producer (event ring
+    // and receive queue `cons`) and keeps sending to itself.
+    let (evt_cons, recvq_cons) = (
+        Hostile::index_word(RING_EVT, offset::CONS),
+        Hostile::index_word(RING_RECVQ, offset::CONS),
+    );
+    let (b_detached, b_ms) = until_detached(&mut b, &mut rng, Duration::from_secs(4), |h, rng| {
+        let w = (rng.next() as u32 | 0x8000_0000).to_le_bytes();
+        h.write(evt_cons, &w);
+        h.write(recvq_cons, &w);
+        h.push_self_tiny(rng);
+        h.push_wrong(rng);
+    });
+    // 4: A scribbles everything.
+    let (a_detached, a_ms) = until_detached(&mut a, &mut rng, Duration::from_secs(4), |h, rng| {
+        for _ in 0..4 {
+            h.scribble(rng, true);
+        }
+        h.push_wrong(rng);
+        h.push_raw(rng);
+    });
+    println!("MXHOSTILE b_detached={b_detached} b_ms={b_ms} a_detached={a_detached} a_ms={a_ms}");
+}
