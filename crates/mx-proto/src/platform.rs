@@ -228,7 +228,10 @@ pub fn copy_shared<S: SharedMem + ?Sized, D: SharedMem + ?Sized>(
 ) -> Result<(), OutOfBounds> {
     src.check_range(src_off, len)?;
     dst.check_range(dst_off, len)?;
-    let (s, d) = (src.as_ptr() as usize + src_off, dst.as_ptr() as usize + dst_off);
+    let (s, d) = (
+        src.as_ptr() as usize + src_off,
+        dst.as_ptr() as usize + dst_off,
+    );
     if len > 0 && s < d + len && d < s + len {
         return Err(OutOfBounds {
             offset: dst_off,
