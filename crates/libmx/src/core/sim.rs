@@ -88,7 +88,7 @@ impl MsgBuf for SimBuf {
 pub(crate) struct SimQueue(Vec<Vec<u8>>);
 
 impl SimQueue {
-    fn new(n: u16) -> Self {
+    pub(crate) fn new(n: u16) -> Self {
         SimQueue((0..n).map(|_| vec![0xa5; QUEUE_SLOT_SIZE]).collect())
     }
 }

@@ -1157,3 +1157,10 @@ fn many_large_sends_share_region_ids() {
     }
     assert!(sim.core(a).is_quiescent() && sim.core(b).is_quiescent());
 }
+
+#[test]
+fn core_is_send_for_the_threaded_shell() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Core<Vec<u8>>>();
+    assert_send::<Completion<Vec<u8>>>();
+}
