@@ -4,7 +4,7 @@
 //!
 //! The core speaks to the backend only through channel messages: it emits
 //! [`Command`](mx_proto::msg::Command)s and consumes
-//! [`Event`](mx_proto::msg::Event)s. Time is passed in by the caller
+//! [`Event`]s. Time is passed in by the caller
 //! ([`Time`], microseconds); randomness comes from [`Config::seed`].
 //!
 //! # Using a [`Core`]
@@ -30,10 +30,37 @@
 //!
 //! `poll_command` returning `false` while a medium send waits for a free
 //! send-queue slot is normal: the slot frees on
-//! [`Event::SendMediumDone`](mx_proto::msg::Event::SendMediumDone).
+//! [`Event::SendMediumDone`].
 //!
 //! The traits the shell implements: [`MsgBuf`] (the application's message
 //! buffers), [`SendQueue`], [`RecvQueue`], and optionally [`UnexpHandler`].
+//!
+//! # Decisions where the specs are silent
+//!
+//! - Eager sends complete before their ack ("zombies", at most
+//!   [`Config::zombie_max`]): tiny and small ones once emitted (their bytes
+//!   are copied into the request at post time), medium ones once every
+//!   fragment was written to the send queue, after taking a private copy of
+//!   the message for retransmissions (send-queue slots are freed on
+//!   `SendMediumDone`). Past the limit they complete on their ack.
+//! - A successful connect reply also sets the partner's back session when
+//!   it has none, so acks and notifies reach a partner that never connects
+//!   back; a connect request with a wrong key changes no partner state.
+//! - A rendezvous completed by its notify stays in the unacked queue (and is
+//!   retransmitted, harmlessly) until an ack covers it: the receiver re-acks
+//!   only a duplicate exactly one behind, so the sender must keep
+//!   retransmitting everything unacked.
+//! - Large sends hold at most 224 of the 256 region ids at once; the rest
+//!   stay for pulls, so two endpoints full of large sends to each other can
+//!   still pull. Waiting sends keep their order per partner.
+//! - Sending to a partner that was reset (resend limit, new instance) fails
+//!   at once with ENDPOINT_UNREACHABLE until it is connected again. An
+//!   address naming no partner is refused with [`Return::BadAddrList`].
+//! - A request timeout of 0 (MX_INFINITE) means no resend limit.
+//! - At most 4096 early packets are kept per partner; more are dropped
+//!   (the sender retransmits them).
+//! - `CommandError` events are only counted: the backend cannot say which
+//!   command it refused.
 
 mod recv;
 mod send;
