@@ -319,13 +319,28 @@ impl<B> CancelResult<B> {
 }
 
 /// A refused post: the error and the buffer, handed back.
-#[derive(Debug)]
 pub struct Rejected<B> {
     /// Why.
     pub code: Return,
     /// The buffer that was passed in.
     pub buf: B,
 }
+
+impl<B> core::fmt::Debug for Rejected<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Rejected")
+            .field("code", &self.code)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> core::fmt::Display for Rejected<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "post refused: {}", self.code)
+    }
+}
+
+impl<B> std::error::Error for Rejected<B> {}
 
 /// A message about to be queued as unexpected (`mx_unexp_handler_t`'s
 /// arguments).
