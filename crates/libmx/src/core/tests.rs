@@ -1164,3 +1164,61 @@ fn core_is_send_for_the_threaded_shell() {
     assert_send::<Core<Vec<u8>>>();
     assert_send::<Completion<Vec<u8>>>();
 }
+
+#[test]
+fn peer_restart_with_new_session_is_a_new_partner_instance() {
+    let (mut sim, a, b, ab, _) = pair();
+    // traffic both ways, then a large send from a that b never receives
+    let s = sim.buf(vec![1; 3000]);
+    sim.core(a).isend(ab, s, 1, 0).expect("isend");
+    let stuck = sim.buf(vec![2; 30_000]);
+    let stuck = sim.core(a).isend(ab, stuck, 2, 0).expect("isend");
+    sim.drive_bounded(STEPS).expect("quiesce");
+    // b's process restarts: new core, new session, same endpoint
+    let new_session = sim.nodes[b].session ^ 0x00ff_ff00;
+    let mut cfg = Sim::test_config(sim.nodes[b].peer, sim.nodes[b].ep, new_session);
+    cfg.seed = 99;
+    sim.nodes[b].core = Core::new(cfg).expect("core");
+    sim.nodes[b].session = new_session;
+    // the new b connects to a: a drops the old instance's state
+    let ba = sim.connect(b, a);
+    assert_eq!(done(&sim, a, stuck).status, Status::EndpointUnreachable);
+    // a reconnects to the new instance and both directions work
+    let ab2 = sim.connect(a, b);
+    assert_eq!(ab2.session, new_session);
+    let r = sim.zbuf(5000);
+    let r = sim.core(b).irecv(r, 3, !0, 0).expect("irecv");
+    let s = sim.buf(pattern(5000, 3));
+    sim.core(a).isend(ab2, s, 3, 0).expect("isend");
+    let r2 = sim.zbuf(100);
+    let r2 = sim.core(a).irecv(r2, 4, !0, 0).expect("irecv");
+    let s = sim.buf(pattern(100, 4));
+    sim.core(b).isend(ba, s, 4, 0).expect("isend");
+    sim.drive_bounded(STEPS).expect("quiesce");
+    assert_eq!(
+        done(&sim, b, r).buf.as_ref().expect("b").bytes(),
+        pattern(5000, 3)
+    );
+    assert_eq!(
+        done(&sim, a, r2).buf.as_ref().expect("b").bytes(),
+        pattern(100, 4)
+    );
+    assert!(sim.core(a).is_quiescent() && sim.core(b).is_quiescent());
+}
+
+#[test]
+fn flush_acks_at_close_acks_everything() {
+    let (mut sim, a, b, ab, _) = pair();
+    let s = sim.buf(vec![1; 8]);
+    sim.core(a).isend(ab, s, 0, 0).expect("isend");
+    // deliver the message but stop before the delayed ack fires
+    sim.drive_until(STEPS, |s| s.nodes[b].core.stats().unexpected == 1)
+        .expect("delivered");
+    assert_eq!(sim.core(b).stats().acks_sent, 0);
+    sim.core(b).flush_acks();
+    sim.step();
+    assert_eq!(sim.core(b).stats().acks_sent, 1);
+    sim.drive_bounded(STEPS).expect("quiesce");
+    assert_eq!(sim.core(b).stats().acks_sent, 1, "nothing left to ack");
+    assert!(sim.core(a).is_quiescent());
+}
