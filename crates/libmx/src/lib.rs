@@ -1,3 +1,10 @@
-//! libmx.
-pub mod ffi;
+//! libmx: MX semantics (Open-MX compatible) for applications in guests.
+//!
+//! - [`core`]: the sans-IO protocol core (partners, connect, seqnums, acks,
+//!   retransmission, matching, rendezvous), tested on a simulated lossy wire.
+//! - [`endpoint`]: the shell that runs a core against the backend through the
+//!   frontend: progress, blocking waits, wake-ups, background progression.
+//! - [`ffi`]: the C ABI of `libmyriexpress.so` (MX API 0x301).
 pub mod core;
+pub mod endpoint;
+pub mod ffi;

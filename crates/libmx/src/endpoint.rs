@@ -1,0 +1,556 @@
+//! The shell around the protocol core: one MX endpoint with its channel to
+//! the backend, its progress engine and its blocking waits.
+//!
+//! The core ([`crate::core::Core`]) holds every MX rule and never blocks;
+//! this module owns the loop the core asks for: copy events out of the
+//! event ring into the core, run its timers, push its commands into the
+//! command ring, and block on the endpoint's doorbell when there is nothing
+//! to do. One mutex guards the core and the rings; no thread holds it while
+//! blocked. One waiting thread at a time sleeps on the doorbell (the event
+//! channel); the others sleep on a condition variable that the doorbell
+//! sleeper signals when it wakes, so every waiter re-checks its condition
+//! after every event. [`Endpoint::wakeup`] ends every current wait.
+//!
+//! Waits spin briefly before they block: on this kind of machine a
+//! cross-core wake-up costs 20-30 µs while a message round trip through the
+//! backend costs a few, so sleeping at once would multiply small-message
+//! latency. The spin window is `MX_SPIN_US` (default 100 µs; 0 blocks at
+//! once).
+
+use crate::core::{
+    Completion, Config, Core, MsgBuf, RecvQueue, Rejected, ReqId, Return, SendQueue, Time,
+};
+use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
+use mx_proto::msg::control::{ChannelSizes, ControlError};
+use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
+use mx_proto::platform::local::{LocalGuest, LocalTarget};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Period of the background progression thread.
+pub const PROGRESSION_TICK: Duration = Duration::from_millis(2);
+
+/// The guest platform the library runs on.
+pub type Guest = LocalGuest;
+
+/// How an endpoint is opened.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Endpoint id, or `None` for any free one.
+    pub endpoint: Option<u8>,
+    /// Key incoming connects must present.
+    pub key: u32,
+    /// Channel sizes.
+    pub sizes: ChannelSizes,
+    /// Context id (bits, shift), if any.
+    pub context_id: Option<(u8, u8)>,
+    /// Spin this long in waits before blocking.
+    pub spin: Duration,
+    /// Send to ourselves through the backend (MX_DISABLE_SELF).
+    pub disable_self: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        let env_u64 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        OpenOptions {
+            endpoint: None,
+            key: 0,
+            sizes: ChannelSizes::default(),
+            context_id: None,
+            spin: Duration::from_micros(env_u64("MX_SPIN_US").unwrap_or(100)),
+            disable_self: env_u64("MX_DISABLE_SELF").is_some_and(|v| v != 0),
+        }
+    }
+}
+
+/// Map a frontend failure to the MX return code a caller expects.
+pub fn frontend_error(e: &FrontendError) -> Return {
+    match e {
+        FrontendError::Io(_) => Return::NoDev,
+        FrontendError::Refused(ControlError::Busy) => Return::Busy,
+        FrontendError::Refused(ControlError::BadEndpoint) => Return::BadEndpointId,
+        FrontendError::Refused(ControlError::BoardUnknown) => Return::BoardUnknown,
+        FrontendError::Refused(ControlError::NoResources) => Return::NoResources,
+        FrontendError::Refused(ControlError::PeerNotFound) => Return::NicNotFound,
+        FrontendError::Refused(_) | FrontendError::Protocol(_) | FrontendError::Channel(_) => {
+            Return::Failure
+        }
+    }
+}
+
+struct State<B: MsgBuf> {
+    core: Core<B>,
+    chan: EndpointChannel<Guest>,
+    /// A medium fragment is built here by the core, then copied into the
+    /// send-queue slot with volatile stores (shared memory is never handed
+    /// out as a Rust slice).
+    send_scratch: Vec<u8>,
+    /// Receive-queue payloads are copied here before the core reads them.
+    recv_scratch: Vec<u8>,
+    /// A thread is blocked on the doorbell.
+    sleeper: bool,
+    /// The channel broke (the backend corrupted shared state or went away).
+    broken: bool,
+}
+
+struct Inner<B: MsgBuf> {
+    state: Mutex<State<B>>,
+    cond: Condvar,
+    doorbell: Doorbell<Guest>,
+    wake_gen: AtomicU64,
+    epoch: Instant,
+    spin: Duration,
+    frontend: Frontend<Guest>,
+    /// Microseconds since `epoch` of the last progress by any thread.
+    last_progress: AtomicU64,
+    /// `mx_disable_progression` depth: the background thread pauses while > 0.
+    progression_disabled: AtomicU64,
+}
+
+/// An open MX endpoint. Cloning gives another handle to the same endpoint;
+/// every method may be called from any thread.
+pub struct Endpoint<B: MsgBuf> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B: MsgBuf> Clone for Endpoint<B> {
+    fn clone(&self) -> Self {
+        Endpoint {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Scratch<'a>(&'a mut [u8]);
+
+impl SendQueue for Scratch<'_> {
+    fn slot_mut(&mut self, _idx: u16) -> &mut [u8] {
+        self.0
+    }
+}
+
+struct OneSlot<'a> {
+    idx: u16,
+    bytes: &'a [u8],
+}
+
+impl RecvQueue for OneSlot<'_> {
+    fn slot(&self, idx: u16) -> &[u8] {
+        if idx == self.idx {
+            self.bytes
+        } else {
+            &[]
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<B: MsgBuf + Send + 'static> Endpoint<B> {
+    /// Attach to the backend at `target` (or the default socket) and open
+    /// an endpoint.
+    ///
+    /// # Errors
+    /// `NoDev` without a backend, `Busy` when the id is taken, ...
+    pub fn open(target: Option<&LocalTarget>, opts: &OpenOptions) -> Result<Self, Return> {
+        let default = LocalTarget::default();
+        let frontend = Frontend::<Guest>::attach(target.unwrap_or(&default))
+            .map_err(|e| frontend_error(&e))?;
+        let id = opts
+            .endpoint
+            .map_or(mx_proto::msg::control::ANY_ENDPOINT, u32::from);
+        let (chan, doorbell) = frontend
+            .open_endpoint(id, opts.sizes)
+            .map_err(|e| frontend_error(&e))?;
+        let mut cfg = Config::from_board(
+            frontend.board(),
+            &opts.sizes,
+            chan.id(),
+            chan.session(),
+            opts.key,
+        );
+        cfg.context_id = opts.context_id;
+        cfg.disable_self = opts.disable_self;
+        cfg.seed = u64::from(chan.session()) ^ (u64::from(std::process::id()) << 32);
+        let core = Core::new(cfg)?;
+        Ok(Endpoint {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    core,
+                    chan,
+                    send_scratch: vec![0; QUEUE_SLOT_SIZE],
+                    recv_scratch: vec![0; QUEUE_SLOT_SIZE],
+                    sleeper: false,
+                    broken: false,
+                }),
+                cond: Condvar::new(),
+                doorbell,
+                wake_gen: AtomicU64::new(0),
+                epoch: Instant::now(),
+                spin: opts.spin,
+                frontend,
+                last_progress: AtomicU64::new(0),
+                progression_disabled: AtomicU64::new(0),
+            }),
+        })
+        .inspect(|ep| ep.start_progression())
+    }
+
+    /// Background progression: MX answers connects, acks and retransmits
+    /// even while the application is not calling into the library. A thread
+    /// per endpoint makes progress every [`PROGRESSION_TICK`] unless an
+    /// application thread did so meanwhile; it does not arm the doorbell,
+    /// so it costs the backend no notifications and polling applications no
+    /// wake-ups. It exits when the endpoint is dropped.
+    fn start_progression(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let _ = std::thread::Builder::new()
+            .name("mx-progress".into())
+            .spawn(move || loop {
+                std::thread::sleep(PROGRESSION_TICK);
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.progression_disabled.load(Ordering::Acquire) > 0 {
+                    continue;
+                }
+                let now = inner.epoch.elapsed().as_micros() as Time;
+                let tick = PROGRESSION_TICK.as_micros() as Time;
+                if now.saturating_sub(inner.last_progress.load(Ordering::Relaxed)) < tick {
+                    continue;
+                }
+                let Ok(mut st) = inner.state.try_lock() else {
+                    continue;
+                };
+                progress(&mut st, now);
+                inner.last_progress.store(now, Ordering::Relaxed);
+            });
+    }
+
+    /// Pause background progression (`mx_disable_progression`); nests.
+    pub fn disable_progression(&self) {
+        self.inner
+            .progression_disabled
+            .fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Undo one [`disable_progression`](Self::disable_progression).
+    pub fn reenable_progression(&self) {
+        let _ = self.inner.progression_disabled.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |v| v.checked_sub(1),
+        );
+    }
+
+    /// The frontend (board information, peer look-ups, counters).
+    pub fn frontend(&self) -> &Frontend<Guest> {
+        &self.inner.frontend
+    }
+
+    fn now(&self) -> Time {
+        self.inner.epoch.elapsed().as_micros() as Time
+    }
+
+    /// Run `f` on the core, then let the endpoint make progress (events in,
+    /// commands out).
+    pub fn with_core<R>(&self, f: impl FnOnce(&mut Core<B>) -> R) -> R {
+        let mut st = lock(&self.inner.state);
+        let r = f(&mut st.core);
+        let now = self.now();
+        progress(&mut st, now);
+        self.inner.last_progress.store(now, Ordering::Relaxed);
+        r
+    }
+
+    /// Make progress once without blocking (`mx_progress`).
+    pub fn progress(&self) {
+        let mut st = lock(&self.inner.state);
+        let now = self.now();
+        progress(&mut st, now);
+    }
+
+    /// Post a send.
+    ///
+    /// # Errors
+    /// The core's refusal, with the buffer handed back.
+    pub fn isend(
+        &self,
+        dest: crate::core::EndpointAddr,
+        buf: B,
+        match_info: u64,
+        context: u64,
+        synchronous: bool,
+    ) -> Result<ReqId, Rejected<B>> {
+        self.with_core(|c| {
+            if synchronous {
+                c.issend(dest, buf, match_info, context)
+            } else {
+                c.isend(dest, buf, match_info, context)
+            }
+        })
+    }
+
+    /// Post a receive.
+    ///
+    /// # Errors
+    /// The core's refusal, with the buffer handed back.
+    pub fn irecv(
+        &self,
+        buf: B,
+        match_info: u64,
+        mask: u64,
+        context: u64,
+    ) -> Result<ReqId, Rejected<B>> {
+        self.with_core(|c| c.irecv(buf, match_info, mask, context))
+    }
+
+    /// Block until `done` returns `Some`, the timeout passes (`None`:
+    /// forever) or [`wakeup`](Self::wakeup) is called. `done` runs under
+    /// the endpoint lock after each round of progress.
+    ///
+    /// Returns `None` on timeout or wake-up.
+    pub fn wait_for<R>(
+        &self,
+        timeout: Option<Duration>,
+        mut done: impl FnMut(&mut Core<B>) -> Option<R>,
+    ) -> Option<R> {
+        let inner = &*self.inner;
+        let gen = inner.wake_gen.load(Ordering::Acquire);
+        let start = Instant::now();
+        let deadline = timeout.map(|t| start + t);
+        let spin_until = start + inner.spin;
+        loop {
+            let mut st = lock(&inner.state);
+            let now = self.now();
+            progress(&mut st, now);
+            inner.last_progress.store(now, Ordering::Relaxed);
+            if let Some(r) = done(&mut st.core) {
+                return Some(r);
+            }
+            if inner.wake_gen.load(Ordering::Acquire) != gen || st.broken {
+                return None;
+            }
+            let t = Instant::now();
+            if deadline.is_some_and(|d| t >= d) {
+                return None;
+            }
+            if t < spin_until {
+                drop(st);
+                std::thread::yield_now();
+                continue;
+            }
+            // Sleep until the next core timer, the deadline, or an event.
+            let timer = st
+                .core
+                .poll_timeout()
+                .map(|at| Duration::from_micros(at.saturating_sub(now)));
+            let mut sleep = [timer, deadline.map(|d| d.saturating_duration_since(t))]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(Duration::from_secs(1));
+            // Wake up now and then even without a timer: a lost
+            // notification must cost latency, never a hang.
+            sleep = sleep.min(Duration::from_millis(200));
+            if st.sleeper {
+                let (g, _) = inner
+                    .cond
+                    .wait_timeout(st, sleep)
+                    .unwrap_or_else(|p| p.into_inner());
+                drop(g);
+                continue;
+            }
+            let armed = match st.chan.prepare_to_sleep() {
+                Ok(armed) => armed,
+                Err(_) => {
+                    st.broken = true;
+                    return None;
+                }
+            };
+            if !armed {
+                continue;
+            }
+            st.sleeper = true;
+            drop(st);
+            let _ = inner.doorbell.wait(Some(sleep));
+            let mut st = lock(&inner.state);
+            st.sleeper = false;
+            drop(st);
+            inner.cond.notify_all();
+        }
+    }
+
+    /// Wait for request `req` to finish and take it (`mx_wait`).
+    ///
+    /// # Errors
+    /// `BadRequest` for an unknown request.
+    pub fn wait(
+        &self,
+        req: ReqId,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Completion<B>>, Return> {
+        let mut err = None;
+        let r = self.wait_for(timeout, |c| match c.test(req) {
+            Ok(Some(done)) => Some(Some(done)),
+            Ok(None) => None,
+            Err(e) => {
+                err = Some(e);
+                Some(None)
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(r.flatten()),
+        }
+    }
+
+    /// End every wait currently blocked on this endpoint (`mx_wakeup`).
+    pub fn wakeup(&self) {
+        self.inner.wake_gen.fetch_add(1, Ordering::AcqRel);
+        let _ = self.inner.doorbell.wake();
+        // Take the lock so a waiter between its check and its wait cannot
+        // miss the notification.
+        drop(lock(&self.inner.state));
+        self.inner.cond.notify_all();
+    }
+
+    /// Connect to endpoint `endpoint` of the board `nic_id` with `key` and
+    /// wait up to `timeout` (`mx_connect`).
+    ///
+    /// # Errors
+    /// `NicNotFound` for an unknown board, `Timeout`, `BadConnectionKey`,
+    /// `ConnectionFailed`, `BadEndpointId`.
+    pub fn connect(
+        &self,
+        nic_id: u64,
+        endpoint: u8,
+        key: u32,
+        timeout: Option<Duration>,
+    ) -> Result<crate::core::EndpointAddr, Return> {
+        let peer = self
+            .inner
+            .frontend
+            .peer_by_nic_id(nic_id)
+            .map_err(|e| frontend_error(&e))?;
+        let req = self.with_core(|c| c.connect(peer.index, endpoint, nic_id, key, 0, 0))?;
+        match self.wait(req, timeout)? {
+            Some(done) => connect_status(&done).map(|()| done.source),
+            None => {
+                // Timed out or woken: withdraw the connect.
+                let _ = self.with_core(|c| c.cancel(req));
+                Err(Return::Timeout)
+            }
+        }
+    }
+}
+
+/// The return code of a finished connect.
+fn connect_status<B>(done: &Completion<B>) -> Result<(), Return> {
+    use crate::core::Status;
+    match done.status {
+        Status::Success => Ok(()),
+        Status::BadKey => Err(Return::BadConnectionKey),
+        Status::BadEndpoint => Err(Return::BadEndpointId),
+        Status::Timeout | Status::EndpointUnreachable => Err(Return::Timeout),
+        _ => Err(Return::ConnectionFailed),
+    }
+}
+
+/// Events in, timers, commands out, until nothing moves.
+fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
+    if st.broken {
+        return;
+    }
+    let State {
+        core,
+        chan,
+        send_scratch,
+        recv_scratch,
+        broken,
+        ..
+    } = st;
+    loop {
+        let mut moved = false;
+        // Events in.
+        loop {
+            let slot = match chan.next_event() {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(_) => {
+                    *broken = true;
+                    return;
+                }
+            };
+            moved = true;
+            let Ok(ev) = Event::parse(&slot) else {
+                continue; // a backend that sends garbage events: dropped
+            };
+            let payload = match ev {
+                Event::RecvSmall {
+                    recvq_slot, length, ..
+                } => Some((recvq_slot, usize::from(length))),
+                Event::RecvMediumFrag {
+                    recvq_slot,
+                    frag_length,
+                    ..
+                } => Some((recvq_slot, usize::from(frag_length))),
+                _ => None,
+            };
+            match payload {
+                Some((idx, len)) => {
+                    let bytes = &mut recv_scratch[..len.min(QUEUE_SLOT_SIZE)];
+                    if chan.recvq_read(idx, 0, bytes).is_err() || chan.recvq_release(idx).is_err() {
+                        *broken = true;
+                        return;
+                    }
+                    core.handle_event(now, &ev, &OneSlot { idx, bytes });
+                }
+                None => core.handle_event(now, &ev, &crate::core::NoRecvQueue),
+            }
+        }
+        if moved && chan.release_events().is_err() {
+            *broken = true;
+            return;
+        }
+        // Timers.
+        if core.poll_timeout().is_some_and(|at| at <= now) {
+            core.handle_timeout(now);
+        }
+        // Commands out, as many as the ring takes.
+        let mut pushed = false;
+        while chan.command_space().unwrap_or(0) > 0 {
+            let mut slot = CmdSlot::default();
+            if !core.poll_command(now, &mut slot, &mut Scratch(send_scratch)) {
+                break;
+            }
+            if let Ok(Command::MediumFrag(m)) = Command::parse(&slot) {
+                let len = usize::from(m.frag_length).min(QUEUE_SLOT_SIZE);
+                if chan
+                    .sendq_write(m.sendq_slot, &send_scratch[..len])
+                    .is_err()
+                {
+                    *broken = true;
+                    return;
+                }
+            }
+            if chan.post_slot(&slot).is_err() {
+                *broken = true;
+                return;
+            }
+            pushed = true;
+        }
+        if pushed {
+            moved = true;
+            if chan.flush().is_err() {
+                *broken = true;
+                return;
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
