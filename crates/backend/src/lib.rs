@@ -12,6 +12,7 @@ pub mod config;
 pub mod counters;
 pub mod deliver;
 pub mod endpoint;
+pub mod nic;
 pub mod peers;
 pub mod region;
 pub mod service;
