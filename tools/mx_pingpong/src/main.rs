@@ -1,1 +1,3 @@
+//! mx_pingpong: MX ping-pong latency and bandwidth (being written).
+
 fn main() {}
