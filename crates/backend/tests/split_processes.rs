@@ -68,10 +68,13 @@ fn many_to_one_and_a_pair_both_ways() {
     s2.cmd(&format!("send {} {} 2 {N} all", rr.ep, rr.session));
     p.cmd(&format!("send {} {} 3 {N} all", rq.ep, rq.session));
     q.cmd(&format!("send {} {} 4 {N} all", rp.ep, rp.session));
-    for g in [&mut r, &mut s1, &mut s2, &mut p, &mut q] {
+    // Receivers finish first: a sender that exits may take its last
+    // unprocessed commands with it.
+    r.cmd("finish");
+    let done_r = find_line(&r.wait_ok(FINISH), "MXDONE");
+    for g in [&mut s1, &mut s2, &mut p, &mut q] {
         g.cmd("finish");
     }
-    let done_r = find_line(&r.wait_ok(FINISH), "MXDONE");
     assert_eq!(done_count(&done_r, "recv", 1), N);
     assert_eq!(done_count(&done_r, "recv", 2), N);
     for (g, tag) in [(&mut s1, 1), (&mut s2, 2)] {
@@ -124,10 +127,12 @@ fn hostile_guest_hurts_only_itself() {
     let end = h.expect("MXHOSTILE");
     h.wait_ok(FINISH);
     a.cmd("stop 5");
-    a.cmd("finish");
+    // The receiver finishes first: a sender that exits may take its last
+    // unprocessed commands (here the end marker) with it.
     b.cmd("finish");
-    let da = find_line(&a.wait_ok(FINISH), "MXDONE");
     let db = find_line(&b.wait_ok(FINISH), "MXDONE");
+    a.cmd("finish");
+    let da = find_line(&a.wait_ok(FINISH), "MXDONE");
     let sent = done_count(&da, "sent", 5);
     assert_eq!(done_count(&db, "recv", 5), sent);
     assert!(sent >= 32, "honest stream too short: {sent}");
@@ -200,17 +205,22 @@ fn sigkilled_guest_is_cleaned_up() {
 
     y.expect_where("MXRECV", |f| f[0] == "7");
     x.cmd("stop 7");
-    for g in [&mut x, &mut y, &mut v, &mut n] {
+    // Receivers finish first: a sender that exits may take its last
+    // unprocessed commands (the end marker) with it.
+    for g in [&mut y, &mut n] {
+        g.cmd("finish");
+    }
+    let dy = find_line(&y.wait_ok(FINISH), "MXDONE");
+    let dn = find_line(&n.wait_ok(FINISH), "MXDONE");
+    for g in [&mut x, &mut v] {
         g.cmd("finish");
     }
     let dx = find_line(&x.wait_ok(FINISH), "MXDONE");
-    let dy = find_line(&y.wait_ok(FINISH), "MXDONE");
+    let dv = find_line(&v.wait_ok(FINISH), "MXDONE");
     assert_eq!(done_count(&dy, "recv", 7), done_count(&dx, "sent", 7));
     assert_eq!(field(&dx, "errors"), Some("0"), "{dx:?}");
-    let dv = find_line(&v.wait_ok(FINISH), "MXDONE");
     assert!(done_count(&dv, "recv", 6) >= 32);
     assert_eq!(done_count(&dv, "sent", 8), 20);
-    let dn = find_line(&n.wait_ok(FINISH), "MXDONE");
     assert_eq!(done_count(&dn, "recv", 8), 20);
     assert!(be.alive(), "backend died: {}", be.log());
 }

@@ -11,6 +11,11 @@
 //! | `killed <ep> <session>` | the sender `ep` was killed: accept a truncated stream, then probe `ep` until the backend NACKs ENDPT_CLOSED |
 //! | `finish` | exit once every stream and probe is complete |
 //!
+//! Finish receivers before their senders: tiny and small sends have no
+//! completion, and the backend drops the commands an endpoint has not
+//! consumed yet when it closes, so a sender that exits right after posting
+//! may take its last messages (an end marker) with it.
+//!
 //! Output: `MXREADY <ep> <session> <self_peer> <frag_max> <medium_max>`,
 //! `MXRECV <tag> <n>` every 16 messages, `MXNACKED <ep>`, and at exit
 //! `MXDONE recv=<tag>:<n>,.. sent=<tag>:<n>,.. nacks=<n> errors=<n> other=<n>`.
