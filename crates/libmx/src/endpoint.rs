@@ -93,6 +93,9 @@ struct State<B: MsgBuf> {
     sleeper: bool,
     /// The channel broke (the backend corrupted shared state or went away).
     broken: bool,
+    /// Slots of the command ring (all free once the backend consumed
+    /// everything we posted).
+    cmd_slots: u32,
 }
 
 struct Inner<B: MsgBuf> {
@@ -186,6 +189,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                     recv_scratch: vec![0; QUEUE_SLOT_SIZE],
                     sleeper: false,
                     broken: false,
+                    cmd_slots: opts.sizes.cmd_slots,
                 }),
                 cond: Condvar::new(),
                 doorbell,
@@ -263,6 +267,52 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         progress(&mut st, now);
         self.inner.last_progress.store(now, Ordering::Relaxed);
         r
+    }
+
+    /// Make progress, run `f` on the core, then make progress again: what a
+    /// polling call (`mx_test`, `mx_iprobe`, ...) needs to see events that
+    /// arrived since the last call.
+    pub fn poll_with<R>(&self, f: impl FnOnce(&mut Core<B>) -> R) -> R {
+        let mut st = lock(&self.inner.state);
+        let now = self.now();
+        progress(&mut st, now);
+        let r = f(&mut st.core);
+        progress(&mut st, now);
+        self.inner.last_progress.store(now, Ordering::Relaxed);
+        r
+    }
+
+    /// Whether the channel to the backend broke (the backend went away or
+    /// corrupted shared state): waits can never succeed any more.
+    pub fn is_broken(&self) -> bool {
+        lock(&self.inner.state).broken
+    }
+
+    /// Close gracefully: end every wait, queue explicit acks, then keep
+    /// making progress until the backend consumed every posted command and
+    /// the core is quiescent (everything we sent was acked), for at most
+    /// `linger`. The backend drops unconsumed commands when the endpoint
+    /// closes, so without this the last messages of a program that closes
+    /// right after its sends completed would be lost. The endpoint itself
+    /// closes when the last handle is dropped.
+    pub fn shutdown(&self, linger: Duration) {
+        self.wakeup();
+        self.with_core(|c| c.flush_acks());
+        let deadline = Instant::now() + linger;
+        loop {
+            let done = {
+                let mut st = lock(&self.inner.state);
+                let now = self.now();
+                progress(&mut st, now);
+                let total = st.cmd_slots;
+                let drained = st.chan.command_space().map_or(true, |n| n >= total);
+                st.broken || (drained && st.core.is_quiescent())
+            };
+            if done || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
     }
 
     /// Make progress once without blocking (`mx_progress`).
@@ -414,6 +464,16 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         // Take the lock so a waiter between its check and its wait cannot
         // miss the notification.
         drop(lock(&self.inner.state));
+        self.inner.cond.notify_all();
+    }
+
+    /// [`wakeup`](Self::wakeup) for a thread that already holds the
+    /// endpoint lock (an unexpected-message handler runs under it): no
+    /// waiter can be between its check and its wait then, since that needs
+    /// the lock too.
+    pub fn wakeup_locked(&self) {
+        self.inner.wake_gen.fetch_add(1, Ordering::AcqRel);
+        let _ = self.inner.doorbell.wake();
         self.inner.cond.notify_all();
     }
 

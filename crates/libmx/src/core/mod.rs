@@ -136,6 +136,12 @@ impl<B: MsgBuf> HandlerCtx<'_, B> {
     pub fn config(&self) -> &Config {
         &self.core.cfg
     }
+
+    /// What an address names, as [`Core::partner_info`] (the C ABI needs
+    /// the endpoint id to hand the message's source to the handler).
+    pub fn partner_info(&self, addr: EndpointAddr) -> Option<PartnerInfo> {
+        self.core.partner_info(addr)
+    }
 }
 
 /// The protocol state of one MX endpoint. See the [module docs](self) for
@@ -626,6 +632,15 @@ impl<B: MsgBuf> Core<B> {
     pub fn test(&mut self, req: ReqId) -> Result<Option<Completion<B>>, Return> {
         let r = self.user_req(req).ok_or(Return::BadRequest)?;
         Ok((r.user == User::Done).then(|| self.take_completion(req)))
+    }
+
+    /// The context value of a request the application still holds
+    /// (`mx_context`).
+    ///
+    /// # Errors
+    /// [`Return::BadRequest`] for an unknown or already taken request.
+    pub fn context(&self, req: ReqId) -> Result<u64, Return> {
+        Ok(self.user_req(req).ok_or(Return::BadRequest)?.context)
     }
 
     /// Whether `req` finished, without taking it.

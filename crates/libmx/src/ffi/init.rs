@@ -64,11 +64,21 @@ pub extern "C" fn mx__init_api(api: c_int) -> MxReturn {
 }
 mx_symbol_version!("mx__init_api", "MX_0.92");
 
-/// `mx_return_t mx_finalize(void)`: shut the library down.
-/// `MX_NOT_INITIALIZED` (through the handler) without a prior `mx_init`.
+/// `mx_return_t mx_finalize(void)`: shut the library down, closing every
+/// endpoint still open. `MX_NOT_INITIALIZED` (through the handler) without
+/// a prior `mx_init`.
 #[no_mangle]
 pub extern "C" fn mx_finalize() -> MxReturn {
     ffi_guard("mx_finalize", || {
+        if !is_initialized() {
+            return error(
+                MxReturn::NOT_INITIALIZED,
+                "mx_finalize: mx_init() was not called",
+            );
+        }
+        // Endpoints still open are closed (as mx_close_endpoint would).
+        super::endpoint_api::close_all();
+        super::info::drop_global();
         if INITIALIZED
             .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
             .is_err()

@@ -1,7 +1,18 @@
 //! The `libmyriexpress` C ABI: what programs built against the MX 0x301
 //! `myriexpress.h` call (our headers are in `crates/libmx/include/`).
 //!
-//! This module holds the parts that need no protocol engine:
+//! The engine-backed entry points run on [`crate::endpoint::Endpoint`]
+//! over [`segbuf::SegBuf`] (the application's segments):
+//! - [`handle`]: what `mx_endpoint_t`, `mx_request_t` and the partner
+//!   handle of an address are (see there for the encodings);
+//! - [`endpoint_api`]: open/close, wakeup, progression, request timeouts,
+//!   the unexpected handler; [`xfer`]: isend/issend/irecv/cancel/forget;
+//!   [`completion`]: test/wait/test_any/wait_any/peek/probe/ibuffered/
+//!   context; [`connect`]: connections and addresses; [`info`]:
+//!   `mx_get_info` and naming; [`raw`]: the raw API (not supported yet);
+//! - [`common`]: shared helpers and the unexpected-handler bridge.
+//!
+//! The parts that need no protocol engine:
 //! - [`types`]: `#[repr(C)]` mirrors of every public type, with
 //!   compile-time layout checks, and the numeric constants;
 //! - [`error`]: the error-handler machinery and [`error()`], through which
@@ -38,13 +49,22 @@
 //! | endpoint id, context, board handle, ...)        |                       |
 
 pub mod addr;
+pub mod common;
+pub mod completion;
+pub mod connect;
+pub mod endpoint_api;
 pub mod error;
 pub mod guard;
+pub mod handle;
+pub mod info;
 pub mod init;
 pub mod obsolete;
+pub mod raw;
+pub mod segbuf;
 pub mod strings;
 pub mod symver;
 pub mod types;
+pub mod xfer;
 
 pub use error::{error, error_with, mx_set_error_handler, MX_ERRORS_ARE_FATAL, MX_ERRORS_RETURN};
 pub use guard::{ffi_guard, ffi_guard_or};
