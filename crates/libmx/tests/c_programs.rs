@@ -1,0 +1,289 @@
+//! MX programs of our own (`tests/c/*.c`, classic-MX style) compiled with
+//! gcc against our headers, linked against the cdylib of this test run
+//! (`liblibmx.so` next to the test executable, installed under the
+//! `libmyriexpress.so` names), and run as separate processes against a
+//! backend embedded in this test process (`backend::spawn_local`; the
+//! programs find it through `MX_BACKEND_SOCKET`). Every program has its own
+//! watchdog (`alarm`) and every run a deadline here. Needs gcc.
+
+use backend::{spawn_local, BackendConfig, EmbeddedBackend};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
+const TMP: &str = env!("CARGO_TARGET_TMPDIR");
+
+/// The cdylib built by cargo for this test run.
+fn cdylib() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("exe dir");
+    for cand in [
+        deps.join("liblibmx.so"),
+        deps.parent().expect("profile dir").join("liblibmx.so"),
+    ] {
+        if cand.exists() {
+            return cand;
+        }
+    }
+    panic!("liblibmx.so not found next to {}", exe.display());
+}
+
+/// A test's scratch directory, its library names and its backend.
+struct Env {
+    dir: PathBuf,
+    lib: PathBuf,
+    sock: PathBuf,
+    hostname: String,
+    _backend: EmbeddedBackend,
+}
+
+impl Env {
+    fn new(test: &str) -> Env {
+        let dir = Path::new(TMP).join("c_programs").join(test);
+        let _ = std::fs::remove_dir_all(&dir);
+        let lib = dir.join("lib");
+        std::fs::create_dir_all(&lib).expect("mkdir scratch");
+        let so = cdylib();
+        for name in ["libmyriexpress.so", "libmyriexpress.so.0"] {
+            std::os::unix::fs::symlink(&so, lib.join(name)).expect("symlink");
+        }
+        // Unix socket paths are short: keep the socket in /tmp.
+        let sock = std::env::temp_dir().join(format!("mxc-{}-{test}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock);
+        let cfg = BackendConfig::new();
+        let hostname = cfg.hostname.clone();
+        let backend = spawn_local(cfg, &sock).expect("embedded backend");
+        Env {
+            dir,
+            lib,
+            sock,
+            hostname,
+            _backend: backend,
+        }
+    }
+
+    /// Compile `tests/c/<name>.c`.
+    fn build(&self, name: &str) -> PathBuf {
+        let exe = self.dir.join(name);
+        let out = Command::new("gcc")
+            .args(["-std=gnu99", "-Wall", "-Wextra", "-Werror", "-O1", "-pthread", "-I"])
+            .arg(Path::new(MANIFEST).join("include"))
+            .arg(Path::new(MANIFEST).join("tests/c").join(format!("{name}.c")))
+            .arg("-L")
+            .arg(&self.lib)
+            .args(["-lmyriexpress", "-o"])
+            .arg(&exe)
+            .output()
+            .expect("run gcc");
+        assert!(
+            out.status.success(),
+            "gcc {name}.c failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        exe
+    }
+
+    fn command(&self, exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
+            .env("LD_LIBRARY_PATH", &self.lib)
+            .env("MX_BACKEND_SOCKET", &self.sock)
+            .env_remove("MX_ERRORS_ARE_FATAL")
+            .env_remove("MX_DISABLE_SELF")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Start a program; its stdout lines arrive on a channel.
+    fn start(&self, exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut child = self
+            .command(exe, args, env)
+            .spawn()
+            .expect("spawn test program");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().expect("stderr");
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Proc {
+            name: format!("{} {}", exe.display(), args.join(" ")),
+            child,
+            lines: rx,
+            out: Vec::new(),
+            err: Some(err),
+        }
+    }
+
+    /// Run a program to its end (within `deadline`).
+    fn run(&self, exe: &Path, args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Done {
+        self.start(exe, args, env).finish(deadline)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    out: Vec<String>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+/// A finished program.
+struct Done {
+    name: String,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Done {
+    fn assert_ok(&self, marker: &str) -> &Self {
+        eprintln!("--- {}:\n{}", self.name, self.stdout);
+        assert!(
+            self.code == Some(0) && self.stdout.contains(marker),
+            "{} failed (exit {:?}, want {marker:?}):\nstdout:\n{}\nstderr:\n{}",
+            self.name,
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+impl Proc {
+    /// Wait for a stdout line containing `marker`.
+    fn wait_line(&mut self, marker: &str, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.out.push(l.clone());
+                    if l.contains(marker) {
+                        return l;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let d = self.collect();
+                    panic!(
+                        "{}: no {marker:?} line (exit {:?}):\nstdout:\n{}\nstderr:\n{}",
+                        d.name, d.code, d.stdout, d.stderr
+                    );
+                }
+            }
+        }
+    }
+
+    fn collect(&mut self) -> Done {
+        let status = self.child.wait().expect("wait");
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.out.push(l);
+        }
+        Done {
+            name: self.name.clone(),
+            code: status.code(),
+            stdout: self.out.join("\n"),
+            stderr: self.err.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+        }
+    }
+
+    /// Wait for the end (killed after `deadline`).
+    fn finish(mut self, deadline: Duration) -> Done {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.collect();
+            }
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                let d = self.collect();
+                panic!(
+                    "{} timed out after {deadline:?}:\nstdout:\n{}\nstderr:\n{}",
+                    d.name, d.stdout, d.stderr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+const T: Duration = Duration::from_secs(60);
+
+/// A receiver on endpoint `eid` and a sender to it: both must pass.
+fn pair(env: &Env, prog: &str, eid: &str, send_args: &[&str], env_vars: &[(&str, &str)]) -> (Done, Done) {
+    let exe = env.build(prog);
+    let mut recv = env.start(&exe, &["recv", eid], env_vars);
+    recv.wait_line("ready", T);
+    let mut args = vec!["send", env.hostname.as_str(), eid];
+    args.extend_from_slice(send_args);
+    let send = env.run(&exe, &args, env_vars, T);
+    let recv = recv.finish(T);
+    (recv, send)
+}
+
+#[test]
+fn pingpong_every_size_class_two_processes() {
+    let env = Env::new("pingpong");
+    for (i, mode) in ["wait", "test", "sync"].iter().enumerate() {
+        let eid = (1 + i).to_string();
+        let (r, s) = pair(&env, "pingpong", &eid, &[mode], &[]);
+        r.assert_ok("pingpong-recv: ok");
+        s.assert_ok("pingpong-send: ok");
+        assert!(s.stdout.contains("  4194304 "), "{}", s.stdout);
+    }
+}
+
+#[test]
+fn stream_with_eight_in_flight() {
+    let env = Env::new("stream");
+    for (i, (len, count)) in [("8192", "400"), ("100000", "60"), ("0", "200")].iter().enumerate() {
+        let eid = (1 + i).to_string();
+        let (r, s) = pair(&env, "stream", &eid, &[len, count], &[]);
+        r.assert_ok("stream-recv: ok");
+        s.assert_ok("stream-send: ok");
+        assert!(s.stdout.contains(&format!("Total: {len} ")), "{}", s.stdout);
+    }
+}
+
+#[test]
+fn msg_loop_random_sizes_parallel_self() {
+    let env = Env::new("msg_loop");
+    let exe = env.build("msg_loop");
+    for (vars, args) in [
+        (&[][..], &["2", "300000", "11"][..]),
+        (&[("MX_DISABLE_SELF", "1")][..], &["2", "300000", "11"][..]),
+        (&[("MX_DISABLE_SELF", "1")][..], &["1", "100000", "11", "sync"][..]),
+        (&[][..], &["1", "100000", "11", "sync"][..]),
+    ] {
+        let d = env.run(&exe, args, vars, T);
+        d.assert_ok("msg_loop: ok");
+        assert!(!d.stdout.contains(" 0 rounds"), "{}", d.stdout);
+    }
+}
