@@ -16,7 +16,9 @@ use mx_proto::platform::SharedMem;
 use std::io;
 use std::os::fd::RawFd;
 
+pub mod packet;
 pub mod sim;
+mod sys;
 
 /// The payload part of a frame being sent.
 #[derive(Clone, Copy)]
