@@ -287,3 +287,19 @@ fn msg_loop_random_sizes_parallel_self() {
         assert!(!d.stdout.contains(" 0 rounds"), "{}", d.stdout);
     }
 }
+
+#[test]
+fn wait_any_with_context_id() {
+    let env = Env::new("wait_any");
+    let (r, s) = pair(&env, "wait_any", "3", &[], &[]);
+    r.assert_ok("wait_any-recv: ok");
+    s.assert_ok("wait_any-send: ok");
+    assert!(r.stdout.contains("wait_any: got 131072 bytes"), "{}", r.stdout);
+}
+
+#[test]
+fn wakeup_releases_twelve_blocked_threads() {
+    let env = Env::new("wakeup");
+    let exe = env.build("wakeup");
+    env.run(&exe, &[], &[], T).assert_ok("wakeup: ok");
+}
