@@ -303,3 +303,29 @@ fn wakeup_releases_twelve_blocked_threads() {
     let exe = env.build("wakeup");
     env.run(&exe, &[], &[], T).assert_ok("wakeup: ok");
 }
+
+#[test]
+fn unexpected_handler_data_finished_and_irecv_inside() {
+    let env = Env::new("unexp");
+    let (r, s) = pair(&env, "unexp", "4", &[], &[]);
+    r.assert_ok("unexp-recv: ok");
+    s.assert_ok("unexp-send: ok");
+}
+
+#[test]
+fn truncated_receives_and_sends() {
+    let env = Env::new("truncate");
+    let (r, s) = pair(&env, "truncate", "2", &[], &[]);
+    r.assert_ok("truncate-recv: ok");
+    s.assert_ok("truncate-send: ok");
+    // With the default (fatal) handler a truncated receive ends the process.
+    let exe = env.build("truncate");
+    let mut recv = env.start(&exe, &["recv-fatal", "3"], &[]);
+    recv.wait_line("ready", T);
+    env.run(&exe, &["send-one", &env.hostname, "3"], &[], T)
+        .assert_ok("truncate-send: ok");
+    let r = recv.finish(T);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("survived"), "{}", r.stdout);
+    assert!(r.stderr.contains("Message truncated"), "stderr: {}", r.stderr);
+}
