@@ -329,3 +329,19 @@ fn truncated_receives_and_sends() {
     assert!(!r.stdout.contains("survived"), "{}", r.stdout);
     assert!(r.stderr.contains("Message truncated"), "stderr: {}", r.stderr);
 }
+
+#[test]
+fn segment_vectors_tiny_to_large() {
+    let env = Env::new("vectors");
+    let (r, s) = pair(&env, "vectors", "6", &[], &[]);
+    r.assert_ok("vectors-recv: ok");
+    s.assert_ok("vectors-send: ok");
+    assert!(r.stdout.contains("vector of 3357814 bytes: ok"), "{}", r.stdout);
+}
+
+#[test]
+fn api_cancel_connect_errors_info_and_requests() {
+    let env = Env::new("api");
+    let exe = env.build("api");
+    env.run(&exe, &[], &[], T).assert_ok("api: ok");
+}
