@@ -86,7 +86,7 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub demo: bool,
     /// Move at most MIB mebibytes each way per length (fewer iterations
-    /// for large lengths, at least 10); 0 = no cap [default: 0; --demo: 64].
+    /// for large lengths, at least 10); 0 = no cap [default: 0; --demo: 256].
     #[arg(long, value_name = "MIB")]
     pub budget: Option<u32>,
     /// Exit when standard input closes (the --demo receiver dies with its parent).

@@ -167,7 +167,7 @@ impl<'a> Io<'a> {
         let mut next_check = ALIVE_CHECK;
         let mut spins = 0u32;
         loop {
-            match self.ep.with_core(|c| c.test(req)) {
+            match self.test(req) {
                 Ok(Some(c)) => return Ok(c),
                 Ok(None) => {}
                 Err(e) => return Err(format!("{}: {e}", what())),
@@ -189,11 +189,18 @@ impl<'a> Io<'a> {
         }
     }
 
+    /// `mx_test`: make progress, then take `req` if it is done.
+    /// (`with_core` alone would look before it makes progress, and see a
+    /// completion one poll late.)
+    fn test(&self, req: ReqId) -> Result<Option<Completion<Vec<u8>>>, Return> {
+        self.ep
+            .wait_for(Some(Duration::ZERO), |c| c.test(req).transpose())
+            .transpose()
+    }
+
     /// Take `req` if it is done, without waiting.
     fn try_take(&self, req: ReqId) -> Res<Option<Completion<Vec<u8>>>> {
-        self.ep
-            .with_core(|c| c.test(req))
-            .map_err(|e| format!("request lost: {e}"))
+        self.test(req).map_err(|e| format!("request lost: {e}"))
     }
 }
 
@@ -418,7 +425,7 @@ pub struct Plan {
 
 impl Plan {
     /// The plan of `cli` (its -S/-E/-I/-M/-L/-N/-W/-V/-R/-f/--budget);
-    /// `demo` changes the defaults to 0 .. 4 MiB doubling, 64 MiB budget.
+    /// `demo` changes the defaults to 0 .. 4 MiB doubling, 256 MiB budget.
     pub fn from_cli(cli: &Cli, dest: String, demo: bool) -> Res<Self> {
         let list = match &cli.lengths_file {
             Some(f) => {
@@ -437,7 +444,7 @@ impl Plan {
             _ => 0,
         };
         let end = cli.end.unwrap_or(if demo { (4 << 20) + 1 } else { 128 });
-        let budget = cli.budget.unwrap_or(if demo { 64 } else { 0 });
+        let budget = cli.budget.unwrap_or(if demo { 256 } else { 0 });
         let params = Params {
             nic_id: 0,
             endpoint: 0,
