@@ -48,7 +48,7 @@ pub(crate) struct Cli {
     /// Endpoint key (both sides).
     #[arg(short = 'f', value_name = "KEY", default_value = "0x12345", value_parser = parse_u32)]
     pub key: u32,
-    /// Start length.
+    /// Start length [default: 0].
     #[arg(short = 'S', value_name = "LEN", value_parser = parse_u32)]
     pub start: Option<u32>,
     /// End length, exclusive (at most 1 GiB) [default: 128; --demo: 4 MiB + 1].
