@@ -69,9 +69,21 @@ impl Env {
     fn build(&self, name: &str) -> PathBuf {
         let exe = self.dir.join(name);
         let out = Command::new("gcc")
-            .args(["-std=gnu99", "-Wall", "-Wextra", "-Werror", "-O1", "-pthread", "-I"])
+            .args([
+                "-std=gnu99",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-O1",
+                "-pthread",
+                "-I",
+            ])
             .arg(Path::new(MANIFEST).join("include"))
-            .arg(Path::new(MANIFEST).join("tests/c").join(format!("{name}.c")))
+            .arg(
+                Path::new(MANIFEST)
+                    .join("tests/c")
+                    .join(format!("{name}.c")),
+            )
             .arg("-L")
             .arg(&self.lib)
             .args(["-lmyriexpress", "-o"])
@@ -210,7 +222,11 @@ impl Proc {
             name: self.name.clone(),
             code: status.code(),
             stdout: self.out.join("\n"),
-            stderr: self.err.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+            stderr: self
+                .err
+                .take()
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default(),
         }
     }
 
@@ -237,7 +253,13 @@ impl Proc {
 const T: Duration = Duration::from_secs(60);
 
 /// A receiver on endpoint `eid` and a sender to it: both must pass.
-fn pair(env: &Env, prog: &str, eid: &str, send_args: &[&str], env_vars: &[(&str, &str)]) -> (Done, Done) {
+fn pair(
+    env: &Env,
+    prog: &str,
+    eid: &str,
+    send_args: &[&str],
+    env_vars: &[(&str, &str)],
+) -> (Done, Done) {
     let exe = env.build(prog);
     let mut recv = env.start(&exe, &["recv", eid], env_vars);
     recv.wait_line("ready", T);
@@ -263,7 +285,10 @@ fn pingpong_every_size_class_two_processes() {
 #[test]
 fn stream_with_eight_in_flight() {
     let env = Env::new("stream");
-    for (i, (len, count)) in [("8192", "400"), ("100000", "60"), ("0", "200")].iter().enumerate() {
+    for (i, (len, count)) in [("8192", "400"), ("100000", "60"), ("0", "200")]
+        .iter()
+        .enumerate()
+    {
         let eid = (1 + i).to_string();
         let (r, s) = pair(&env, "stream", &eid, &[len, count], &[]);
         r.assert_ok("stream-recv: ok");
@@ -279,7 +304,10 @@ fn msg_loop_random_sizes_parallel_self() {
     for (vars, args) in [
         (&[][..], &["2", "300000", "11"][..]),
         (&[("MX_DISABLE_SELF", "1")][..], &["2", "300000", "11"][..]),
-        (&[("MX_DISABLE_SELF", "1")][..], &["1", "100000", "11", "sync"][..]),
+        (
+            &[("MX_DISABLE_SELF", "1")][..],
+            &["1", "100000", "11", "sync"][..],
+        ),
         (&[][..], &["1", "100000", "11", "sync"][..]),
     ] {
         let d = env.run(&exe, args, vars, T);
@@ -294,7 +322,11 @@ fn wait_any_with_context_id() {
     let (r, s) = pair(&env, "wait_any", "3", &[], &[]);
     r.assert_ok("wait_any-recv: ok");
     s.assert_ok("wait_any-send: ok");
-    assert!(r.stdout.contains("wait_any: got 131072 bytes"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("wait_any: got 131072 bytes"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -327,7 +359,11 @@ fn truncated_receives_and_sends() {
     let r = recv.finish(T);
     assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
     assert!(!r.stdout.contains("survived"), "{}", r.stdout);
-    assert!(r.stderr.contains("Message truncated"), "stderr: {}", r.stderr);
+    assert!(
+        r.stderr.contains("Message truncated"),
+        "stderr: {}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -336,7 +372,11 @@ fn segment_vectors_tiny_to_large() {
     let (r, s) = pair(&env, "vectors", "6", &[], &[]);
     r.assert_ok("vectors-recv: ok");
     s.assert_ok("vectors-send: ok");
-    assert!(r.stdout.contains("vector of 3357814 bytes: ok"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("vector of 3357814 bytes: ok"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
