@@ -56,9 +56,11 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+pub mod auto;
 pub mod local;
 mod poll;
 mod sys;
+pub mod xen;
 
 pub use poll::{Events, Interest, PollEvent, Poller, Wakeup};
 
