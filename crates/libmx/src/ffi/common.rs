@@ -7,7 +7,7 @@ use core::ffi::c_void;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::{Completion, Core, HandlerCtx, Status, UnexpAction, UnexpHandler, UnexpInfo};
+use crate::core::{Completion, Core, HandlerCtx, UnexpAction, UnexpHandler, UnexpInfo};
 
 use super::error::error;
 use super::handle::{lookup, pack_addr, EpShared};
@@ -90,11 +90,6 @@ pub fn report_status(ep: &EpShared, func: &str, st: &MxStatus) {
             st.code.0, st.match_info, st.xfer_length, st.msg_length
         ),
     );
-}
-
-/// Whether `status` is an error a completed request reports.
-pub fn is_error(status: Status) -> bool {
-    status != Status::Success
 }
 
 thread_local! {

@@ -95,8 +95,9 @@ unsafe fn parse_params(params: *const MxParam, count: u32) -> Result<Params, (Mx
 /// `MX_PARAM_ERROR_HANDLER` (this endpoint's handler, also used for this
 /// call's own failures once parsed), `MX_PARAM_UNEXP_QUEUE_MAX` (ignored),
 /// `MX_PARAM_CONTEXT_ID` (bits <= 16, bits + shift <= 64, else
-/// `MX_BAD_PARAM_VAL`). `MX_DISABLE_SELF` in the environment sends
-/// messages to oneself through the backend.
+/// `MX_BAD_PARAM_VAL`). Environment: `MX_DISABLE_SELF` (non-zero) sends
+/// messages to oneself through the backend; `MX_MAX_RETRIES` (n > 0) sets
+/// the endpoint's resend limit to n.
 ///
 /// # Safety
 /// `params` NULL or `count` readable entries; `endpoint` NULL or writable.
@@ -160,6 +161,15 @@ pub unsafe extern "C" fn mx_open_endpoint(
                 )
             }
         };
+        // MX_MAX_RETRIES: the endpoint's resend limit (a request timeout
+        // of 512 ms per retry, see Config::resends_for_timeout).
+        if let Some(n) = std::env::var("MX_MAX_RETRIES")
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|&n| n > 0)
+        {
+            let _ = ep.with_core(|c| c.set_request_timeout(None, n.saturating_mul(512)));
+        }
         let Some(shared) = handle::register(|slot| EpShared {
             ep,
             slot,
