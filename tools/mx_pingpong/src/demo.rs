@@ -79,7 +79,7 @@ pub fn run(cli: &Cli) -> Res<()> {
         .arg(&sock)
         .args([
             "-e",
-            "1",
+            &cli.remote_endpoint.to_string(),
             "-f",
             &format!("{:#x}", cli.key),
             "--die-with-parent",
@@ -112,7 +112,7 @@ pub fn run(cli: &Cli) -> Res<()> {
             Ok(Some(st)) => format!("the receiver process failed to start ({st})"),
             _ => "the receiver process did not start in time".into(),
         })?;
-    println!("{first}");
+    crate::say!("{first}")?;
 
     let r = (|| {
         let ep = pingpong::open(&sock, None, cli.key)?;
@@ -127,7 +127,7 @@ pub fn run(cli: &Cli) -> Res<()> {
         Err(e) => return Err(e),
     };
     for line in rx.try_iter() {
-        println!("{line}");
+        crate::say!("{line}")?;
     }
     drop(child);
     drop(backend);

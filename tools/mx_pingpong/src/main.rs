@@ -12,10 +12,6 @@
 //! connects back; ping `k` carries match `0x1000 + k`, pong `k` match `k`,
 //! counting across the whole run; the receiver keeps two receives posted.
 
-mod demo;
-mod params;
-mod pingpong;
-
 use clap::Parser;
 use mx_proto::platform::local::{DEFAULT_SOCKET_PATH, SOCKET_ENV};
 use std::path::PathBuf;
@@ -146,6 +142,23 @@ pub(crate) fn parse_nic_id(s: &str) -> Result<u64, String> {
     }
     Ok(v)
 }
+
+/// Print a line on stdout; a closed stdout (`| head`) is an error, not a
+/// panic, so the caller still cleans up.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, $($arg)*)
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write to stdout: {e}"))
+    }};
+}
+pub(crate) use say;
+
+mod demo;
+mod params;
+mod pingpong;
 
 /// A NIC id as a MAC address.
 pub(crate) fn mac(nic_id: u64) -> String {

@@ -238,6 +238,11 @@ impl Params {
     pub fn warmup_for(&self, len: u32) -> u32 {
         self.warmup.min(self.iterations_for(len))
     }
+
+    /// Round trips for messages of `len` bytes, warm-up included.
+    pub fn messages_for(&self, len: u32) -> u64 {
+        u64::from(self.warmup_for(len)) + u64::from(self.iterations_for(len))
+    }
 }
 
 /// Encode a length list (the [`LIST_MATCH`] message).

@@ -236,10 +236,10 @@ pub fn receiver_main(cli: &Cli) -> Res<()> {
     let eid = cli.endpoint.unwrap_or(1);
     let ep = open(&cli.socket_path(), Some(eid), cli.key)?;
     check_board(&ep, cli)?;
-    println!(
+    crate::say!(
         "Starting pingpong receiver on {}, endpoint={eid}",
         ep.frontend().board().hostname
-    );
+    )?;
     let io = Io::new(&ep, cli.block);
     loop {
         match serve_one(&ep, &io, cli.key) {
@@ -299,8 +299,7 @@ fn serve_one(ep: &Ep, io: &Io<'_>, key: u32) -> Res<()> {
         Some(l) => Box::new(l.into_iter()),
         None => Box::new(p.generated_lengths()),
     };
-    let msgs = lengths
-        .flat_map(|l| std::iter::repeat_n(l, (p.warmup_for(l) + p.iterations_for(l)) as usize));
+    let msgs = lengths.flat_map(|l| std::iter::repeat_n(l, p.messages_for(l) as usize));
     let mut echo = Echo {
         ep,
         io,
@@ -520,7 +519,7 @@ pub fn resolve(ep: &Ep, dest: &str) -> Res<u64> {
 /// Connect, send the parameters, and time every length.
 pub fn send_run(ep: &Ep, plan: &Plan) -> Res<()> {
     let nic = resolve(ep, &plan.dest)?;
-    println!("Starting pingpong send to host {}", plan.dest);
+    crate::say!("Starting pingpong send to host {}", plan.dest)?;
     let dest = ep
         .connect(
             nic,
@@ -558,15 +557,15 @@ pub fn send_run(ep: &Ep, plan: &Plan) -> Res<()> {
         io.finish(s, Some(RUN_TIMEOUT), &|| "length list send".into())?;
     }
 
-    println!("Running {} iterations.", p.iterations);
+    crate::say!("Running {} iterations.", p.iterations)?;
     if p.budget > 0 {
-        println!(
+        crate::say!(
             "(at most {} MiB each way per length: fewer iterations for long messages, at least {})",
             p.budget >> 20,
             p.iterations.min(params::MIN_BUDGET_ITERS)
-        );
+        )?;
     }
-    println!("{HEADER}");
+    crate::say!("{HEADER}")?;
     let lengths: Box<dyn Iterator<Item = u32>> = match &plan.list {
         Some(l) => Box::new(l.iter().copied()),
         None => Box::new(p.generated_lengths()),
@@ -575,9 +574,9 @@ pub fn send_run(ep: &Ep, plan: &Plan) -> Res<()> {
     let mut ping = Vec::new();
     let mut pong = Vec::new();
     for len in lengths {
-        let (warm, n) = (p.warmup_for(len), p.iterations_for(len));
+        let (warm, n) = (u64::from(p.warmup_for(len)), p.iterations_for(len));
         let mut t0 = Instant::now();
-        for i in 0..warm + n {
+        for i in 0..p.messages_for(len) {
             if i == warm {
                 t0 = Instant::now();
             }
@@ -625,7 +624,7 @@ pub fn send_run(ep: &Ep, plan: &Plan) -> Res<()> {
         let usec = usec.max(1e-3);
         let latency = usec / (2.0 * f64::from(n));
         let bandwidth = 2.0 * f64::from(n) * f64::from(len) / usec;
-        println!("{}", row(len, latency, bandwidth));
+        crate::say!("{}", row(len, latency, bandwidth))?;
     }
     Ok(())
 }
