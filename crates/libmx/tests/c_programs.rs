@@ -385,3 +385,10 @@ fn api_cancel_connect_errors_info_and_requests() {
     let exe = env.build("api");
     env.run(&exe, &[], &[], T).assert_ok("api: ok");
 }
+
+#[test]
+fn threads_share_wait_any_and_open_close_concurrently() {
+    let env = Env::new("multithread");
+    let exe = env.build("multithread");
+    env.run(&exe, &[], &[], T).assert_ok("multithread: ok");
+}

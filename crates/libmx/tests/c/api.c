@@ -116,6 +116,10 @@ int main(void) {
   EXPECT_RET(mx_connect(ep, nic, 2, MXT_KEY, 5000, &a), MX_BAD_CONNECTION_KEY);
   EXPECT_RET(mx_connect(ep, nic, 9, MXT_KEY, 5000, &a), MX_CONNECTION_FAILED);
   EXPECT_RET(mx_connect(ep, nic, 300, MXT_KEY, 5000, &a), MX_BAD_ENDPOINT_ID);
+  /* An id the board does not have (it has MAX_NATIVE_ENDPOINTS). */
+  uint32_t maxep;
+  CHECK(mx_get_info(ep, MX_MAX_NATIVE_ENDPOINTS, NULL, 0, &maxep, sizeof maxep));
+  EXPECT_RET(mx_connect(ep, nic, maxep + 1, MXT_KEY, 5000, &a), MX_BAD_ENDPOINT_ID);
   EXPECT_RET(mx_connect(ep, 0x123, 2, MXT_KEY, 5000, &a), MX_NIC_NOT_FOUND);
   double t0 = mxt_now();
   EXPECT_RET(mx_connect(ep, nic, PEER_EID, MXT_KEY, 300, &a), MX_TIMEOUT);
