@@ -499,9 +499,20 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         match self.wait(req, timeout)? {
             Some(done) => connect_status(&done).map(|()| done.source),
             None => {
-                // Timed out or woken: withdraw the connect.
-                let _ = self.with_core(|c| c.cancel(req));
-                Err(Return::Timeout)
+                // Timed out or woken: withdraw the connect. Too late to
+                // cancel (answered meanwhile): report the answer if it is
+                // there, else have the core drop the request when it
+                // completes, so it never shows up in test_any/peek.
+                self.with_core(|c| match c.cancel(req) {
+                    Ok(crate::core::CancelResult::NotCancelled) => match c.test(req) {
+                        Ok(Some(done)) => connect_status(&done).map(|()| done.source),
+                        _ => {
+                            let _ = c.forget(req);
+                            Err(Return::Timeout)
+                        }
+                    },
+                    _ => Err(Return::Timeout),
+                })
             }
         }
     }

@@ -105,6 +105,11 @@ pub fn in_handler(slot: u8) -> bool {
     IN_HANDLER.with(|h| h.get().is_some_and(|(s, _)| s == slot))
 }
 
+/// Whether this thread runs any endpoint's unexpected handler.
+pub fn in_any_handler() -> bool {
+    IN_HANDLER.with(|h| h.get().is_some())
+}
+
 /// Run `f(ctx, arg)` with the `HandlerCtx` of the handler this thread is
 /// running for the endpoint in `slot`; `Err(arg)` when not inside it.
 pub fn with_handler_ctx<T, R>(

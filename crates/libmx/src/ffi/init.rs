@@ -76,6 +76,12 @@ pub extern "C" fn mx_finalize() -> MxReturn {
                 "mx_finalize: mx_init() was not called",
             );
         }
+        if super::common::in_any_handler() {
+            return error(
+                MxReturn::CLOSE_IN_HANDLER,
+                "mx_finalize: called from an unexpected handler",
+            );
+        }
         // Endpoints still open are closed (as mx_close_endpoint would).
         super::endpoint_api::close_all();
         super::info::drop_global();
