@@ -445,3 +445,33 @@ fn bind_the_bridge_not_its_port() {
     assert_eq!(seq_of(&got[0]), 77);
     assert!(drain(&mut port, Duration::from_millis(10)).is_empty());
 }
+
+#[test]
+fn netem_applies_or_says_why_not() {
+    match netns::netem_available() {
+        Ok(()) => {
+            let Some(net) = Net::new(2, 1500) else {
+                return;
+            };
+            net.netem(0, &netns::Netem::LOSSY).unwrap();
+            net.netem_to(1, &netns::Netem::LOSSY).unwrap();
+            let mut a = nic(&net, 0, RingVersion::V2);
+            let mut b = nic(&net, 1, RingVersion::V2);
+            let (am, bm) = (a.mac(), b.mac());
+            for i in 0..200 {
+                a.send(&header(bm, am, ETHERTYPE_MXOE, 0, i), Payload::None)
+                    .unwrap();
+            }
+            a.flush().unwrap();
+            let got = drain(&mut b, Duration::from_millis(300));
+            println!("netem: {} of 200 frames arrived", got.len());
+            assert!(got.len() > 100 && got.len() < 260, "{}", got.len());
+            net.clear_netem(0);
+            net.clear_netem(1);
+        }
+        Err(netns::NetemError::Unavailable(why)) => {
+            println!("SKIP netem: {why}");
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
