@@ -1,6 +1,8 @@
 //! Backend configuration: everything the daemon's CLI sets, with defaults a
 //! newcomer can run with.
 
+use mxoe_wire::WireProfile;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How the service loop waits when it has nothing to do.
@@ -44,6 +46,46 @@ pub struct BackendConfig {
     pub idle: IdlePolicy,
     /// How long to keep polling after the last work before sleeping.
     pub spin: Duration,
+    /// Static peers file (`MAC hostname` per line, `#` comments), read at
+    /// start when the board has a NIC.
+    pub peers_file: Option<PathBuf>,
+    /// Announce ourselves and learn peers with mapper broadcasts and host
+    /// queries (spec section 6). Only with a NIC.
+    pub discovery: bool,
+    /// Timing of the wire side (pull retransmission, discovery).
+    pub wire: WireTiming,
+}
+
+/// Timing of the wire side. The defaults are the specification's; tests
+/// shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireTiming {
+    /// The puller re-requests every incomplete block this often (1000 ms).
+    pub pull_resend: Duration,
+    /// A pull fails with `Unreachable` after this long without progress
+    /// (about 500 s, the MX request timeout).
+    pub pull_timeout: Duration,
+    /// Interval of the mapper announcements of a burst (1 s).
+    pub announce_burst: Duration,
+    /// Interval of the mapper announcements after a burst (180 s).
+    pub announce_steady: Duration,
+    /// Announcements per burst (8).
+    pub burst_count: u32,
+    /// A peer without a hostname is queried this often (5 s).
+    pub host_query: Duration,
+}
+
+impl Default for WireTiming {
+    fn default() -> Self {
+        WireTiming {
+            pull_resend: Duration::from_millis(1000),
+            pull_timeout: Duration::from_secs(500),
+            announce_burst: mxoe_wire::mapper::BURST_INTERVAL,
+            announce_steady: mxoe_wire::mapper::STEADY_INTERVAL,
+            burst_count: mxoe_wire::mapper::BURST_COUNT,
+            host_query: Duration::from_secs(5),
+        }
+    }
 }
 
 impl BackendConfig {
@@ -64,6 +106,28 @@ impl BackendConfig {
             cmd_batch: 32,
             idle: IdlePolicy::Yield,
             spin: Duration::from_micros(200),
+            peers_file: None,
+            discovery: true,
+            wire: WireTiming::default(),
+        }
+    }
+
+    /// Use wire profile `p`: sets `profile`, `mtu`, `frag_max` and
+    /// `medium_max` (what the board reports to guest libraries).
+    pub fn set_profile(&mut self, p: WireProfile) {
+        self.profile = u8::from(!p.is_mx());
+        self.mtu = p.frame_budget();
+        self.frag_max = p.frag_max();
+        self.medium_max = p.max_medium();
+    }
+
+    /// The wire profile `profile` and `mtu` name (`open-mx` 9000 when the
+    /// MTU is out of the profile's range).
+    pub fn wire_profile(&self) -> WireProfile {
+        if self.profile == 0 {
+            WireProfile::MX
+        } else {
+            WireProfile::open_mx(self.mtu).unwrap_or(WireProfile::OPEN_MX_9000)
         }
     }
 }
@@ -112,5 +176,20 @@ mod tests {
         let mac0 = (a >> 40) as u8;
         assert_eq!(mac0 & 0x03, 0x02);
         assert!(a < (1 << 48));
+    }
+
+    #[test]
+    fn profiles_set_board_sizes() {
+        let mut c = BackendConfig::new();
+        assert_eq!(c.wire_profile(), WireProfile::OPEN_MX_9000);
+        c.set_profile(WireProfile::MX);
+        assert_eq!(
+            (c.profile, c.mtu, c.frag_max, c.medium_max),
+            (0, 4144, 4096, 32768)
+        );
+        assert_eq!(c.wire_profile(), WireProfile::MX);
+        c.set_profile(WireProfile::OPEN_MX_1500);
+        assert_eq!((c.profile, c.mtu, c.frag_max), (1, 1500, 1452));
+        assert_eq!(c.wire_profile(), WireProfile::OPEN_MX_1500);
     }
 }

@@ -1,7 +1,9 @@
-//! Per-endpoint counters, in the order of
-//! [`mx_proto::msg::control::COUNTER_LABELS`].
+//! Counters: per endpoint, in the order of
+//! [`mx_proto::msg::control::COUNTER_LABELS`], and per NIC, in the order of
+//! [`mx_proto::msg::control::NIC_COUNTER_LABELS`].
 
-use mx_proto::msg::control::COUNTER_LABELS;
+use mx_proto::msg::control::{COUNTER_LABELS, NIC_COUNTER_LABELS};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One counter of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +30,14 @@ pub enum Counter {
     DropEndpointClosed,
     NacksSent,
     BackPressured,
+    WireSent,
+    WireReceived,
+    NacksReceived,
+    PullsFailed,
+    PullResent,
 }
 
-const N: usize = Counter::BackPressured as usize + 1;
+const N: usize = Counter::PullResent as usize + 1;
 const _: () = assert!(N == COUNTER_LABELS.len());
 
 /// The counters of one endpoint.
@@ -55,5 +62,120 @@ impl Counters {
     /// All values, in label order.
     pub fn values(&self) -> &[u64] {
         &self.0
+    }
+}
+
+/// One counter of the NIC (the wire side of a board).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+#[allow(missing_docs)]
+pub enum NicCounter {
+    RxFrames,
+    TxFrames,
+    TxErrors,
+    // received, by packet type
+    RxRaw,
+    RxHostQuery,
+    RxHostReply,
+    RxTruc,
+    RxConnect,
+    RxTiny,
+    RxSmall,
+    RxMedium,
+    RxRndv,
+    RxPull,
+    RxPullReply,
+    RxNotify,
+    RxNackLib,
+    RxNackMcp,
+    // sent, by packet type
+    TxRaw,
+    TxHostQuery,
+    TxHostReply,
+    TxTruc,
+    TxConnect,
+    TxTiny,
+    TxSmall,
+    TxMedium,
+    TxRndv,
+    TxPull,
+    TxPullReply,
+    TxNotify,
+    TxNackLib,
+    TxNackMcp,
+    // drops, by reason
+    DropTruncated,
+    DropBadEtherType,
+    DropUnknownType,
+    DropUnsupportedType,
+    DropLengthBeyondFrame,
+    DropBadValue,
+    DropNotForUs,
+    DropOwnFrame,
+    DropUnknownSender,
+    DropBadEndpoint,
+    DropEndpointClosed,
+    DropBadSession,
+    DropTrucRefused,
+    DropEventRingFull,
+    DropRecvqFull,
+    DropConnectStatus,
+    DropPullBadWindow,
+    DropPullBounds,
+    DropPullReplyStray,
+    DropPullReplyDuplicate,
+    DropNackForNothing,
+    DropBadMapper,
+    DropHostQueryRefused,
+    DropHostReplyRefused,
+    // pull engine
+    PullsStarted,
+    PullsDone,
+    PullsFailed,
+    PullResent,
+    PullBytes,
+    // discovery
+    PeersDiscovered,
+    PeerRestarts,
+}
+
+const NN: usize = NicCounter::PeerRestarts as usize + 1;
+const _: () = assert!(NN == NIC_COUNTER_LABELS.len());
+
+/// The counters of a NIC. Atomic so that a handle on another thread (tests,
+/// a monitoring thread) can read them while the service loop runs; the
+/// loop is their only writer, so relaxed adds suffice.
+#[derive(Debug)]
+pub struct NicCounters([AtomicU64; NN]);
+
+impl Default for NicCounters {
+    fn default() -> Self {
+        NicCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl NicCounters {
+    /// Add one.
+    #[inline]
+    pub fn bump(&self, c: NicCounter) {
+        self.0[c as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Add `n`.
+    #[inline]
+    pub fn add(&self, c: NicCounter, n: u64) {
+        self.0[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+    /// Read one.
+    pub fn get(&self, c: NicCounter) -> u64 {
+        self.0[c as usize].load(Ordering::Relaxed)
+    }
+    /// All values, in label order.
+    pub fn values(&self) -> Vec<u64> {
+        self.0.iter().map(|v| v.load(Ordering::Relaxed)).collect()
+    }
+    /// The value of the counter labelled `label`, if there is one.
+    pub fn by_label(&self, label: &str) -> Option<u64> {
+        let i = NIC_COUNTER_LABELS.iter().position(|l| *l == label)?;
+        Some(self.0[i].load(Ordering::Relaxed))
     }
 }

@@ -12,10 +12,13 @@
 
 use crate::counters::Counter;
 use crate::endpoint::{Chan, Endpoint};
+use crate::peers::PeerTable;
+use crate::wire::Wire;
 use mx_proto::msg::command::{CommandKind, MediumFrag, Pull};
 use mx_proto::msg::event::{CommandErrorCode, PullStatus, RecvHdr};
 use mx_proto::msg::{Command, Dest, Event, Source};
 use mx_proto::platform::{GuestMemory, HostPlatform};
+use std::time::Instant;
 
 /// NACK types of the wire protocol (spec section 3).
 pub mod nack {
@@ -40,8 +43,12 @@ pub enum Outcome {
 pub struct Ctx<'a, H: HostPlatform> {
     /// Peer index of this host.
     pub self_peer: u16,
-    /// Whether a peer index names this host.
-    pub is_local: &'a dyn Fn(u16) -> bool,
+    /// The peer table (whether a peer index names this host, remote MACs).
+    pub peers: &'a PeerTable,
+    /// The wire side, when the board has a NIC.
+    pub net: Option<&'a mut Wire<H>>,
+    /// Time of this pass.
+    pub now: Instant,
     /// Largest medium fragment of the profile.
     pub frag_max: u32,
     /// Largest medium message of the profile.
@@ -150,9 +157,12 @@ pub fn handle<H: HostPlatform>(
     let Some((dest, session)) = dest_of(cmd) else {
         return Outcome::Done;
     };
-    if !(ctx.is_local)(dest.peer) {
+    if !ctx.peers.is_local(dest.peer) {
         // Remote peers are served by the NIC layer; without one, the peer
         // index is not one this backend can reach.
+        if ctx.net.is_some() {
+            return crate::wire::send::command(ctx, eps, src_id, cmd, dest);
+        }
         let Some(src) = eps[src_id].as_mut() else {
             return Outcome::Done;
         };

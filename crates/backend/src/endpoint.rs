@@ -21,6 +21,11 @@ pub struct Endpoint<H: HostPlatform> {
     pub session: u32,
     /// The shared rings and queues.
     pub chan: Chan<H>,
+    /// The mapping the channel lives in (the NIC reads medium fragments
+    /// straight from its send-queue slots).
+    pub pages: Arc<H::Pages>,
+    /// Offset of send-queue slot 0 in `pages`.
+    pub sendq_off: usize,
     /// The event channel to the guest.
     pub event: H::Event,
     /// Bulk access to the owning guest's memory.

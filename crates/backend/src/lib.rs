@@ -3,7 +3,8 @@
 //! same host (the intra-node shortcut) and, with a NIC, over MXoE.
 //!
 //! The daemon is `mx-backend`; tests and demos embed it with
-//! [`spawn_local`]. It trusts nothing a guest writes: commands are copied
+//! [`spawn_local`] (no NIC: one host) or [`spawn_local_with_nic`] (MXoE
+//! on a [`nic::Nic`], e.g. the in-memory [`nic::sim`] wire). It trusts nothing a guest writes: commands are copied
 //! out of shared memory, then validated, then acted on; indices, lengths,
 //! slots and regions are checked against what that guest owns (see
 //! `docs/DESIGN.md`).
@@ -11,18 +12,23 @@
 pub mod config;
 pub mod counters;
 pub mod deliver;
+pub mod discovery;
 pub mod endpoint;
 pub mod nic;
 pub mod peers;
+pub mod pull;
 pub mod region;
 pub mod service;
+pub mod wire;
 
-pub use config::{BackendConfig, IdlePolicy};
+pub use config::{BackendConfig, IdlePolicy, WireTiming};
+pub use counters::NicCounters;
 pub use service::{Backend, StopHandle};
 
 use mx_proto::platform::local::{GuestRange, LocalHost, LocalHostConfig};
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// The bulk-copy reference of the local platform: an address range of the
@@ -37,12 +43,24 @@ pub struct EmbeddedBackend {
     stop: StopHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
     socket: PathBuf,
+    nic_id: u64,
+    nic_counters: Option<Arc<NicCounters>>,
 }
 
 impl EmbeddedBackend {
     /// The rendezvous socket guests attach to.
     pub fn socket(&self) -> &std::path::Path {
         &self.socket
+    }
+
+    /// The board address (the NIC's MAC with a NIC).
+    pub fn nic_id(&self) -> u64 {
+        self.nic_id
+    }
+
+    /// The NIC counters, live (`None` without a NIC).
+    pub fn nic_counters(&self) -> Option<&NicCounters> {
+        self.nic_counters.as_deref()
     }
 }
 
@@ -60,9 +78,35 @@ impl Drop for EmbeddedBackend {
 /// # Errors
 /// If the socket cannot be bound (e.g. another backend is listening there).
 pub fn spawn_local(cfg: BackendConfig, socket: impl Into<PathBuf>) -> io::Result<EmbeddedBackend> {
-    let socket = socket.into();
-    let mut backend =
-        Backend::<LocalHost>::new(cfg, &LocalHostConfig::new(socket.clone()), local_region)?;
+    spawn(cfg, socket.into(), None)
+}
+
+/// Start a local-platform backend listening at `socket` that speaks MXoE
+/// on `nic`, on a new thread.
+///
+/// # Errors
+/// If the socket cannot be bound or the peers file cannot be read.
+pub fn spawn_local_with_nic(
+    cfg: BackendConfig,
+    socket: impl Into<PathBuf>,
+    nic: Box<dyn nic::Nic>,
+) -> io::Result<EmbeddedBackend> {
+    spawn(cfg, socket.into(), Some(nic))
+}
+
+fn spawn(
+    cfg: BackendConfig,
+    socket: PathBuf,
+    nic: Option<Box<dyn nic::Nic>>,
+) -> io::Result<EmbeddedBackend> {
+    let mut backend = Backend::<LocalHost>::new_with_nic(
+        cfg,
+        &LocalHostConfig::new(socket.clone()),
+        local_region,
+        nic,
+    )?;
+    let nic_id = backend.board_info().nic_id;
+    let nic_counters = backend.nic_counters();
     let stop = backend.stop_handle();
     let thread = std::thread::Builder::new()
         .name("mx-backend".into())
@@ -71,5 +115,7 @@ pub fn spawn_local(cfg: BackendConfig, socket: impl Into<PathBuf>) -> io::Result
         stop,
         thread: Some(thread),
         socket,
+        nic_id,
+        nic_counters,
     })
 }

@@ -1,7 +1,18 @@
 //! The peer table: every host the backend can address, indexed by u16.
 //! The local host is a peer too (the intra-node shortcut applies to it).
+//!
+//! Besides the address and hostname the control path serves, each remote
+//! peer carries what the wire side learned about it (spec section 6): its
+//! own index for us (the `dst_src_peer_index` our frames to it carry,
+//! learned from its CONNECT and HOST_QUERY/HOST_REPLY), the serial of its
+//! mapper, and whether a HOST_QUERY is due. Peers are never removed, so an
+//! index stays valid for the life of the backend.
 
 use mx_proto::msg::control::PeerInfo;
+use mxoe_wire::{Head, NicId, PeerIndex};
+use std::io;
+use std::path::Path;
+use std::time::Instant;
 
 /// Most peers (indices 0..MAX_PEERS; 0xFFFF means "unknown" on the wire).
 pub const MAX_PEERS: usize = 0xfffe;
@@ -11,12 +22,37 @@ struct Peer {
     nic_id: u64,
     hostname: String,
     local: bool,
+    /// The peer's index for us (unknown until learned).
+    reverse: PeerIndex,
+    /// The serial of the peer's last mapper announcement.
+    serial: Option<u32>,
+    /// When to send the next HOST_QUERY (`None`: not needed).
+    query_at: Option<Instant>,
 }
 
 /// Peers by index, with look-ups by address and by hostname.
 #[derive(Debug, Default)]
 pub struct PeerTable {
     peers: Vec<Peer>,
+}
+
+/// How a received frame's sender was identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// By the head's peer index, which names the frame's source MAC.
+    ByIndex(u16),
+    /// By the source MAC (the head's index was unknown, out of range or
+    /// named another peer).
+    ByMac(u16),
+}
+
+impl Sender {
+    /// The sender's index in our table.
+    pub fn index(self) -> u16 {
+        match self {
+            Sender::ByIndex(i) | Sender::ByMac(i) => i,
+        }
+    }
 }
 
 impl PeerTable {
@@ -43,6 +79,9 @@ impl PeerTable {
             nic_id,
             hostname: hostname.to_string(),
             local,
+            reverse: PeerIndex::UNKNOWN,
+            serial: None,
+            query_at: None,
         });
         Some((self.peers.len() - 1) as u16)
     }
@@ -55,9 +94,108 @@ impl PeerTable {
             .map(|i| i as u16)
     }
 
+    /// Index of the peer with this MAC.
+    pub fn index_of_mac(&self, mac: [u8; 6]) -> Option<u16> {
+        self.index_of(NicId::from_mac(mac).raw())
+    }
+
     /// Whether `index` names this host.
     pub fn is_local(&self, index: u16) -> bool {
         self.peers.get(index as usize).is_some_and(|p| p.local)
+    }
+
+    /// The MAC of remote peer `index` (`None` for unknown or local peers).
+    pub fn mac_of(&self, index: u16) -> Option<[u8; 6]> {
+        let p = self.peers.get(index as usize)?;
+        if p.local {
+            return None;
+        }
+        NicId::new(p.nic_id).map(NicId::to_mac)
+    }
+
+    /// The peer's index for us, as learned ([`PeerIndex::UNKNOWN`] if not).
+    pub fn reverse(&self, index: u16) -> PeerIndex {
+        self.peers
+            .get(index as usize)
+            .map_or(PeerIndex::UNKNOWN, |p| p.reverse)
+    }
+
+    /// Learn the peer's index for us (ignored when `theirs` is unknown).
+    pub fn set_reverse(&mut self, index: u16, theirs: PeerIndex) {
+        if theirs.is_unknown() {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(index as usize) {
+            p.reverse = theirs;
+        }
+    }
+
+    /// Who sent a frame: the head's peer index if it is in range and names
+    /// the frame's source MAC, else the peer with the source MAC; `None`
+    /// for unknown senders (and for our own address).
+    pub fn sender(&self, head: &Head) -> Option<Sender> {
+        let by_mac = || {
+            self.index_of_mac(head.src)
+                .filter(|&i| !self.is_local(i))
+                .map(Sender::ByMac)
+        };
+        match head.peer_index.get() {
+            Some(i) => match self.peers.get(i as usize) {
+                Some(p) if !p.local && p.nic_id == NicId::from_mac(head.src).raw() => {
+                    Some(Sender::ByIndex(i))
+                }
+                _ => by_mac(),
+            },
+            None => by_mac(),
+        }
+    }
+
+    /// Record a mapper serial of `index`; true if it differs from the one
+    /// seen before (the peer's mapper, hence probably its node, restarted).
+    pub fn note_serial(&mut self, index: u16, serial: u32) -> bool {
+        let Some(p) = self.peers.get_mut(index as usize) else {
+            return false;
+        };
+        let changed = p.serial.is_some_and(|s| s != serial);
+        p.serial = Some(serial);
+        changed
+    }
+
+    /// Forget what the peer knew about us (it restarted): its index for us.
+    pub fn forget_reverse(&mut self, index: u16) {
+        if let Some(p) = self.peers.get_mut(index as usize) {
+            p.reverse = PeerIndex::UNKNOWN;
+        }
+    }
+
+    /// Schedule a HOST_QUERY to `index` at `at` (`None`: stop querying).
+    pub fn set_query(&mut self, index: u16, at: Option<Instant>) {
+        if let Some(p) = self.peers.get_mut(index as usize) {
+            if !p.local {
+                p.query_at = at;
+            }
+        }
+    }
+
+    /// Peers whose HOST_QUERY is due at `now`.
+    pub fn queries_due(&self, now: Instant) -> impl Iterator<Item = u16> + '_ {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(move |(_, p)| p.query_at.is_some_and(|t| t <= now))
+            .map(|(i, _)| i as u16)
+    }
+
+    /// The earliest scheduled HOST_QUERY.
+    pub fn next_query(&self) -> Option<Instant> {
+        self.peers.iter().filter_map(|p| p.query_at).min()
+    }
+
+    /// Set a peer's hostname.
+    pub fn set_hostname(&mut self, index: u16, hostname: &str) {
+        if let Some(p) = self.peers.get_mut(index as usize) {
+            p.hostname = hostname.to_string();
+        }
     }
 
     /// Describe a peer by index.
@@ -72,6 +210,9 @@ impl PeerTable {
 
     /// Describe a peer by exact hostname.
     pub fn by_hostname(&self, hostname: &str) -> Option<PeerInfo> {
+        if hostname.is_empty() {
+            return None;
+        }
         let i = self.peers.iter().position(|p| p.hostname == hostname)?;
         self.info(i as u16)
     }
@@ -92,6 +233,63 @@ impl PeerTable {
     }
 }
 
+/// Parse a MAC address `aa:bb:cc:dd:ee:ff` (or with `-`) into a board address.
+pub fn parse_mac(s: &str) -> Option<u64> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(&parts) {
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(NicId::from_mac(mac).raw())
+}
+
+/// Parse a static peers file: one `MAC hostname` per line (the hostname
+/// usually `<node>:<iface index>`), blank lines and `#` comments ignored.
+///
+/// # Errors
+/// `InvalidData` naming the first bad line (bad MAC, missing hostname,
+/// hostname longer than 79 bytes, extra fields).
+pub fn parse_peers(text: &str) -> io::Result<Vec<(u64, String)>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("peers file line {}: {why}: {line:?}", n + 1),
+            )
+        };
+        let mut f = line.split_whitespace();
+        let mac = f.next().and_then(parse_mac).ok_or_else(|| bad("bad MAC"))?;
+        let host = f.next().ok_or_else(|| bad("missing hostname"))?;
+        if f.next().is_some() {
+            return Err(bad("extra fields"));
+        }
+        if host.len() >= mxoe_wire::HOSTNAME_MAX {
+            return Err(bad("hostname too long"));
+        }
+        out.push((mac, host.to_string()));
+    }
+    Ok(out)
+}
+
+/// Read a static peers file (see [`parse_peers`]).
+///
+/// # Errors
+/// I/O errors, or `InvalidData` for a bad line.
+pub fn read_peers_file(path: &Path) -> io::Result<Vec<(u64, String)>> {
+    parse_peers(&std::fs::read_to_string(path)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,9 +304,78 @@ mod tests {
         assert!(!t.is_local(7));
         assert_eq!(t.by_hostname("a:0").unwrap().index, 0);
         assert!(t.by_hostname("b:0").is_none());
+        assert!(
+            t.by_hostname("").is_none(),
+            "unnamed peers are not found by name"
+        );
         assert_eq!(t.add(0x0200_0000_0002, "b:0", false), Some(1));
         assert_eq!(t.by_hostname("b:0").unwrap().nic_id, 0x0200_0000_0002);
         assert_eq!(t.by_nic_id(0x0200_0000_0001).unwrap().hostname, "a:0");
         assert!(t.info(9).is_none());
+        assert_eq!(t.mac_of(1), Some([2, 0, 0, 0, 0, 2]));
+        assert_eq!(t.mac_of(0), None, "the local host is not reached by MAC");
+    }
+
+    #[test]
+    fn sender_by_index_then_mac() {
+        let mut t = PeerTable::with_self(0x0200_0000_0001, "a:0");
+        t.add(0x0200_0000_0002, "b:0", false);
+        t.add(0x0200_0000_0003, "c:0", false);
+        let head = |src: [u8; 6], idx: u16| Head {
+            dst: [2, 0, 0, 0, 0, 1],
+            src,
+            peer_index: PeerIndex(idx),
+        };
+        let b = [2, 0, 0, 0, 0, 2];
+        assert_eq!(t.sender(&head(b, 1)), Some(Sender::ByIndex(1)));
+        assert_eq!(t.sender(&head(b, 0xffff)), Some(Sender::ByMac(1)));
+        // An index naming another peer or out of range: the MAC decides.
+        assert_eq!(t.sender(&head(b, 2)), Some(Sender::ByMac(1)));
+        assert_eq!(t.sender(&head(b, 77)), Some(Sender::ByMac(1)));
+        // Our own index or address, or an unknown MAC: nobody.
+        assert_eq!(t.sender(&head([2, 0, 0, 0, 0, 1], 0)), None);
+        assert_eq!(t.sender(&head([2, 0, 0, 0, 0, 9], 1)), None);
+    }
+
+    #[test]
+    fn reverse_serial_query() {
+        let mut t = PeerTable::with_self(0x0200_0000_0001, "a:0");
+        let b = t.add(0x0200_0000_0002, "", false).unwrap();
+        assert!(t.reverse(b).is_unknown());
+        t.set_reverse(b, PeerIndex(5));
+        t.set_reverse(b, PeerIndex::UNKNOWN);
+        assert_eq!(t.reverse(b), PeerIndex(5));
+        assert!(!t.note_serial(b, 10));
+        assert!(!t.note_serial(b, 10));
+        assert!(t.note_serial(b, 11));
+        t.forget_reverse(b);
+        assert!(t.reverse(b).is_unknown());
+        let now = Instant::now();
+        t.set_query(b, Some(now));
+        t.set_query(0, Some(now)); // never query ourselves
+        assert_eq!(t.queries_due(now).collect::<Vec<_>>(), vec![b]);
+        assert_eq!(t.next_query(), Some(now));
+        t.set_query(b, None);
+        assert_eq!(t.next_query(), None);
+    }
+
+    #[test]
+    fn peers_file() {
+        let text =
+            "# the fabric\n\n02:00:00:00:00:02 node2:0\n02-00-00-00-00-03   node3:0 # comment\n";
+        let v = parse_peers(text).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                (0x0200_0000_0002, "node2:0".to_string()),
+                (0x0200_0000_0003, "node3:0".to_string())
+            ]
+        );
+        assert!(parse_peers("02:00:00:00:00 x:0").is_err());
+        assert!(parse_peers("02:00:00:00:00:zz x:0").is_err());
+        assert!(parse_peers("02:00:00:00:00:01").is_err());
+        assert!(parse_peers("02:00:00:00:00:01 a b").is_err());
+        assert!(parse_peers(&format!("02:00:00:00:00:01 {}", "x".repeat(80))).is_err());
+        assert_eq!(parse_mac("ff:ff:ff:ff:ff:ff"), Some(0xffff_ffff_ffff));
     }
 }

@@ -18,12 +18,21 @@
 //! every millisecond (`PENDING_POLL`): guests free room without notifying,
 //! and a guest that never drains must not make the backend spin. A guest
 //! whose event ring or receive queue index is corrupt is detached.
+//!
+//! With a NIC ([`Backend::new_with_nic`]) a pass also serves the wire
+//! ([`crate::wire::service`]): received frames, the replies they cause,
+//! pull and discovery timers, pull completions, and one NIC flush, before
+//! the events are published. The NIC's descriptor joins the poller, and
+//! the idle sleep ends at the earliest wire timer.
 
 use crate::config::{BackendConfig, IdlePolicy};
-use crate::counters::Counter;
+use crate::counters::{Counter, NicCounters};
 use crate::deliver::{self, Ctx, Outcome};
 use crate::endpoint::Endpoint;
+use crate::nic::Nic;
 use crate::peers::PeerTable;
+use crate::wire::Wire;
+use mx_proto::channel::RING_SENDQ;
 use mx_proto::channel::{HostChannel, MAX_QUEUE_SLOTS};
 use mx_proto::msg::control::{
     BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, ANY_ENDPOINT,
@@ -37,7 +46,7 @@ use mx_proto::platform::{
 };
 use slab::Slab;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +54,7 @@ use tracing::{debug, info, warn};
 
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_STOP: u64 = 1;
+const TOKEN_NIC: u64 = 2;
 const TOKEN_GUEST: u64 = 1 << 32;
 const TOKEN_ENDPOINT: u64 = 2 << 32;
 
@@ -57,6 +67,9 @@ const BOUNCE: usize = 256 * 1024;
 /// has gone idle: a guest frees event-ring and receive-queue room without
 /// notifying, so the loop polls for it instead of spinning on it.
 const PENDING_POLL: Duration = Duration::from_millis(1);
+
+/// How often a NIC without a pollable descriptor is polled when idle.
+const NIC_POLL: Duration = Duration::from_millis(1);
 
 /// What [`Backend::arm_all`] found.
 enum Armed {
@@ -106,6 +119,9 @@ pub struct Backend<H: HostPlatform> {
     ctl_buf: Vec<u8>,
     rng: u64,
     region_of: fn(u64, usize) -> <H::Memory as GuestMemory>::Region,
+    wire: Option<Wire<H>>,
+    /// The NIC has no descriptor to sleep on: poll it.
+    nic_needs_polling: bool,
 }
 
 fn next_random(state: &mut u64) -> u32 {
@@ -138,15 +154,84 @@ impl<H: HostPlatform> Backend<H> {
         platform_cfg: &H::Config,
         region_of: fn(u64, usize) -> <H::Memory as GuestMemory>::Region,
     ) -> io::Result<Self> {
+        Self::new_with_nic(cfg, platform_cfg, region_of, None)
+    }
+
+    /// Start listening for guests, and speak MXoE on `nic` if given.
+    ///
+    /// With a NIC the board address is the NIC's MAC, the wire profile is
+    /// `cfg`'s (`profile`, `mtu`; the board then reports that profile's
+    /// sizes), the peers file is read and discovery starts.
+    ///
+    /// # Errors
+    /// If the platform cannot listen, the peers file cannot be read, or
+    /// the NIC's descriptor cannot be polled.
+    pub fn new_with_nic(
+        mut cfg: BackendConfig,
+        platform_cfg: &H::Config,
+        region_of: fn(u64, usize) -> <H::Memory as GuestMemory>::Region,
+        nic: Option<Box<dyn Nic>>,
+    ) -> io::Result<Self> {
+        let mut rng = seed();
+        let now = Instant::now();
+        let wire = nic.map(|nic| {
+            let profile = cfg.wire_profile();
+            cfg.set_profile(profile);
+            if u64::from(nic.mtu()) + 14 < u64::from(profile.frame_budget()) {
+                warn!(
+                    nic_mtu = nic.mtu(),
+                    needed = profile.frame_budget(),
+                    "the NIC's MTU is smaller than the wire profile's frames"
+                );
+            }
+            let w = Wire::new(
+                nic,
+                profile,
+                &cfg.hostname,
+                cfg.max_endpoints,
+                cfg.wire,
+                cfg.discovery,
+                next_random(&mut rng),
+                region_of,
+                now,
+            );
+            cfg.nic_id = w.nic_id();
+            w
+        });
         let listener = H::listen(platform_cfg)?;
         let poller = Poller::new()?;
         poller.add(listener.as_fd(), TOKEN_LISTENER, Interest::READABLE)?;
         let stop_wake = Arc::new(Wakeup::new()?);
         poller.add(stop_wake.as_fd(), TOKEN_STOP, Interest::READABLE)?;
-        let peers = PeerTable::with_self(cfg.nic_id, &cfg.hostname);
+        let mut peers = PeerTable::with_self(cfg.nic_id, &cfg.hostname);
+        let mut nic_needs_polling = false;
+        if let Some(w) = &wire {
+            match w.nic.poll_fd() {
+                Some(fd) => {
+                    // SAFETY: the descriptor belongs to the NIC, which the
+                    // backend owns for as long as the poller exists (both
+                    // are fields of the same value, the poller declared
+                    // first so it is dropped first); epoll keeps no
+                    // reference beyond the registration.
+                    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+                    poller.add(bfd, TOKEN_NIC, Interest::READABLE)?;
+                }
+                None => nic_needs_polling = true,
+            }
+            if let Some(path) = &cfg.peers_file {
+                for (nic_id, host) in crate::peers::read_peers_file(path)? {
+                    if nic_id != cfg.nic_id {
+                        peers.add(nic_id, &host, false);
+                    }
+                }
+                info!(peers = peers.len() - 1, file = %path.display(), "static peers");
+            }
+        } else if cfg.peers_file.is_some() {
+            warn!("a peers file without a NIC is ignored");
+        }
         let mut endpoints = Vec::new();
         endpoints.resize_with(cfg.max_endpoints as usize, || None);
-        info!(hostname = %cfg.hostname, nic_id = format_args!("{:012x}", cfg.nic_id), "backend listening");
+        info!(hostname = %cfg.hostname, nic_id = format_args!("{:012x}", cfg.nic_id), nic = wire.is_some(), "backend listening");
         Ok(Backend {
             listener,
             poller,
@@ -160,10 +245,29 @@ impl<H: HostPlatform> Backend<H> {
             bounce: vec![0; BOUNCE],
             segs: Vec::with_capacity(256),
             ctl_buf: vec![0; MAX_CONTROL_MSG],
-            rng: seed(),
+            rng,
             region_of,
+            wire,
+            nic_needs_polling,
             cfg,
         })
+    }
+
+    /// The NIC counters (`None` without a NIC), readable from any thread.
+    pub fn nic_counters(&self) -> Option<Arc<NicCounters>> {
+        self.wire.as_ref().map(|w| w.st.counters.clone())
+    }
+
+    /// The earliest time the loop must wake up for the wire side.
+    fn wire_deadline(&self) -> Option<Duration> {
+        let w = self.wire.as_ref()?;
+        let mut d =
+            w.st.timer_at
+                .map(|t| t.saturating_duration_since(Instant::now()));
+        if self.nic_needs_polling {
+            d = Some(d.map_or(NIC_POLL, |d| d.min(NIC_POLL)));
+        }
+        d
     }
 
     /// A handle to stop [`run`](Self::run) from another thread.
@@ -223,11 +327,15 @@ impl<H: HostPlatform> Backend<H> {
                 }
                 continue;
             }
+            let wire = self.wire_deadline();
             match self.arm_all() {
                 Armed::Work => continue,
-                Armed::Pending => self.poll_io(Some(PENDING_POLL))?,
+                Armed::Pending => {
+                    let t = wire.map_or(PENDING_POLL, |w| w.min(PENDING_POLL));
+                    self.poll_io(Some(t))?
+                }
                 Armed::Idle => {
-                    self.poll_io(None)?;
+                    self.poll_io(wire)?;
                     last_work = Instant::now();
                 }
             }
@@ -268,6 +376,7 @@ impl<H: HostPlatform> Backend<H> {
                 TOKEN_STOP => {
                     let _ = self.stop_wake.consume();
                 }
+                TOKEN_NIC => {} // the next pass drains the NIC
                 t if t & !0xffff_ffff == TOKEN_GUEST => {
                     self.serve_control((t & 0xffff_ffff) as usize, ev.hangup)
                 }
@@ -413,6 +522,11 @@ impl<H: HostPlatform> Backend<H> {
                 ControlReply::Error(ControlError::PeerNotFound),
                 ControlReply::Peer,
             ),
+            ControlRequest::NicCounters { board } => match (&self.wire, board) {
+                (_, b) if b != 0 => ControlReply::Error(ControlError::BoardUnknown),
+                (Some(w), _) => ControlReply::Counters(w.st.counters.values()),
+                (None, _) => ControlReply::Counters(Vec::new()),
+            },
             ControlRequest::Counters { endpoint } => {
                 match self
                     .endpoints
@@ -466,13 +580,17 @@ impl<H: HostPlatform> Backend<H> {
                 Some(None) => id,
             }
         };
-        let layout_len = HostChannel::<Arc<H::Pages>>::region_len(&sizes)
-            .map_err(|_| ControlError::BadResources)?;
+        let layout = mx_proto::channel::layout(&sizes).map_err(|_| ControlError::BadResources)?;
+        let layout_len = layout.region_len();
+        let sendq_off = layout.rings[RING_SENDQ]
+            .map(|r| r.area_offset as usize)
+            .ok_or(ControlError::BadResources)?;
         let pages = res
             .take_pages(0, layout_len / PAGE_SIZE)
             .map_err(|_| ControlError::BadResources)?;
         let event = res.take_event(1).map_err(|_| ControlError::BadResources)?;
-        let chan = HostChannel::attach(Arc::new(pages), &sizes).map_err(|e| {
+        let pages = Arc::new(pages);
+        let chan = HostChannel::attach(pages.clone(), &sizes).map_err(|e| {
             debug!("guest channel refused: {e:?}");
             ControlError::BadResources
         })?;
@@ -494,6 +612,8 @@ impl<H: HostPlatform> Backend<H> {
             guest: key,
             session,
             chan,
+            pages,
+            sendq_off,
             event,
             memory,
             regions: Default::default(),
@@ -509,6 +629,7 @@ impl<H: HostPlatform> Backend<H> {
     }
 
     fn close(&mut self, id: u8) {
+        self.abort_pulls(id);
         if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
             let _ = self.poller.delete(ep.event.as_fd());
             if let Some(g) = self.guests.get_mut(ep.guest) {
@@ -528,22 +649,36 @@ impl<H: HostPlatform> Backend<H> {
         let _ = self.poller.delete(g.conn.as_fd());
         info!(guest = %g.conn.guest_id(), endpoints = g.endpoints.len(), "guest detached");
         for id in g.endpoints {
+            self.abort_pulls(id);
             if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
                 let _ = self.poller.delete(ep.event.as_fd());
             }
         }
     }
 
-    /// One pass over every endpoint; true if any command was handled.
+    /// An endpoint closes: its pulls end without completions.
+    fn abort_pulls(&mut self, id: u8) {
+        if let Some(t) = self
+            .wire
+            .as_mut()
+            .and_then(|w| w.st.pulls.get_mut(usize::from(id)))
+        {
+            t.abort_all();
+        }
+    }
+
+    /// One pass over every endpoint; true if any command was handled or
+    /// any frame received.
     fn pass(&mut self) -> bool {
         let mut worked = false;
         let n = self.endpoints.len();
-        let peers = &self.peers;
-        let is_local = |p: u16| peers.is_local(p);
+        let now = Instant::now();
         let endpoints_ptr = &mut self.endpoints;
         let mut ctx = Ctx::<H> {
             self_peer: self.self_peer,
-            is_local: &is_local,
+            peers: &self.peers,
+            net: self.wire.as_mut(),
+            now,
             frag_max: self.cfg.frag_max,
             medium_max: self.cfg.medium_max,
             bounce: &mut self.bounce,
@@ -602,6 +737,12 @@ impl<H: HostPlatform> Backend<H> {
                     let _ = ep.event.notify();
                 }
             }
+        }
+        // The wire: receive, answer, timers, pull completions, and the NIC
+        // flush (before the publish below: a guest must not see
+        // SendMediumDone while the NIC may still read its slot).
+        if let Some(w) = self.wire.as_mut() {
+            worked |= crate::wire::service(w, &mut self.peers, endpoints_ptr, now);
         }
         // Publish: one index store and at most one notification per endpoint.
         for ep in endpoints_ptr.iter_mut().flatten() {

@@ -40,6 +40,79 @@ pub const COUNTER_LABELS: &[&str] = &[
     "recv dropped: endpoint closed",
     "nacks sent",
     "sends back-pressured",
+    "frames sent to the wire",
+    "frames received from the wire",
+    "nacks received",
+    "pulls failed",
+    "pull requests resent",
+];
+
+/// Labels of the per-NIC counters of a board, in the order of the
+/// [`ControlReply::Counters`] values answering [`ControlRequest::NicCounters`]
+/// (empty when the board has no NIC).
+pub const NIC_COUNTER_LABELS: &[&str] = &[
+    "rx frames",
+    "tx frames",
+    "tx errors",
+    "rx raw",
+    "rx host query",
+    "rx host reply",
+    "rx truc",
+    "rx connect",
+    "rx tiny",
+    "rx small",
+    "rx medium",
+    "rx rndv",
+    "rx pull",
+    "rx pull reply",
+    "rx notify",
+    "rx nack lib",
+    "rx nack mcp",
+    "tx raw",
+    "tx host query",
+    "tx host reply",
+    "tx truc",
+    "tx connect",
+    "tx tiny",
+    "tx small",
+    "tx medium",
+    "tx rndv",
+    "tx pull",
+    "tx pull reply",
+    "tx notify",
+    "tx nack lib",
+    "tx nack mcp",
+    "drop: truncated",
+    "drop: bad ethertype",
+    "drop: unknown type",
+    "drop: unsupported type",
+    "drop: length beyond frame",
+    "drop: bad field value",
+    "drop: not for us",
+    "drop: own frame",
+    "drop: unknown sender",
+    "drop: bad endpoint (nacked)",
+    "drop: endpoint closed (nacked)",
+    "drop: bad session (nacked)",
+    "drop: truc to bad endpoint or session",
+    "drop: event ring full",
+    "drop: recvq full",
+    "drop: connect reply with unknown status",
+    "drop: pull unknown window (nacked)",
+    "drop: pull out of bounds",
+    "drop: pull reply stray",
+    "drop: pull reply duplicate",
+    "drop: nack for nothing",
+    "drop: bad mapper frame",
+    "drop: host query refused",
+    "drop: host reply refused",
+    "pulls started",
+    "pulls done",
+    "pulls failed",
+    "pull requests resent",
+    "pull reply bytes received",
+    "peers discovered",
+    "peer restarts seen",
 ];
 
 /// Sizes of an endpoint's channel, chosen by the guest at open time.
@@ -149,6 +222,11 @@ pub enum ControlRequest {
     Counters {
         /// Endpoint id.
         endpoint: u8,
+    },
+    /// Read a board's NIC counters ([`NIC_COUNTER_LABELS`] order).
+    NicCounters {
+        /// Board number.
+        board: u32,
     },
 }
 
@@ -323,6 +401,7 @@ impl ControlRequest {
             ControlRequest::PeerByIndex { index } => w.u32(6).u16(*index),
             ControlRequest::Board { board } => w.u32(7).u32(*board),
             ControlRequest::Counters { endpoint } => w.u32(8).u8(*endpoint),
+            ControlRequest::NicCounters { board } => w.u32(9).u32(*board),
         };
         w.0
     }
@@ -355,6 +434,7 @@ impl ControlRequest {
             6 => ControlRequest::PeerByIndex { index: r.u16()? },
             7 => ControlRequest::Board { board: r.u32()? },
             8 => ControlRequest::Counters { endpoint: r.u8()? },
+            9 => ControlRequest::NicCounters { board: r.u32()? },
             k => return Err(MsgError::UnknownKind(k.min(255) as u8)),
         };
         r.done()?;

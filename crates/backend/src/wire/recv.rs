@@ -1,0 +1,828 @@
+//! Received frames: decode, check, deliver, NACK.
+//!
+//! Order of the checks for one frame (each failure is counted per NIC
+//! under its reason, never a panic):
+//!
+//! 1. [`mxoe_wire::decode`] under our profile: malformed, truncated,
+//!    oversized-for-its-type, unknown types are dropped.
+//! 2. Frames from our own MAC, and frames addressed to neither our MAC nor
+//!    broadcast, are dropped.
+//! 3. RAW (mapper), HOST_QUERY and HOST_REPLY go to discovery.
+//! 4. The sender must be a known peer ([`PeerTable::sender`]: the head's
+//!    peer index if it names the source MAC, else the source MAC); data
+//!    packets never add peers.
+//! 5. Per type, the destination endpoint is checked ([`verdict`]): out of
+//!    range → NACK BAD_ENDPT, not open → ENDPT_CLOSED, session mismatch →
+//!    BAD_SESSION, as NACK_LIB (NACK_MCP for a PULL). TRUC never NACKs.
+//! 6. A valid packet becomes the event the intra-node path would post, if
+//!    the endpoint's event ring (and receive queue for SMALL and MEDIUM)
+//!    has room; otherwise it is dropped and counted (the library
+//!    retransmits): the NIC is never blocked for one guest.
+
+use super::{Tx, WireState};
+use crate::counters::{Counter, NicCounter, NicCounters};
+use crate::endpoint::Endpoint;
+use crate::peers::PeerTable;
+use crate::pull::Reject;
+use mx_proto::msg::event::{PullStatus, RecvHdr};
+use mx_proto::msg::{Event, RdmaRef, Seq, Source};
+use mx_proto::platform::{GuestMemory, HostPlatform};
+use mxoe_wire::packet::{NackLib, NackMcp, Pull};
+use mxoe_wire::pull::{reply_frame, PullBlock};
+use mxoe_wire::{
+    decode, ConnectStatus, DecodeError, EndpointId, Head, LibSeqnum, NackType, Packet, PeerIndex,
+    BROADCAST_MAC,
+};
+use std::time::Instant;
+
+/// The drop counter of a decode error.
+pub fn decode_drop(e: &DecodeError) -> NicCounter {
+    match e {
+        DecodeError::Truncated { .. } => NicCounter::DropTruncated,
+        DecodeError::BadEtherType(_) => NicCounter::DropBadEtherType,
+        DecodeError::UnknownType(_) => NicCounter::DropUnknownType,
+        DecodeError::UnsupportedType(_) | DecodeError::NotMapper(_) => {
+            NicCounter::DropUnsupportedType
+        }
+        DecodeError::LengthBeyondFrame { .. } => NicCounter::DropLengthBeyondFrame,
+        _ => NicCounter::DropBadValue,
+    }
+}
+
+/// The counter of a received packet type.
+pub fn rx_counter(p: &Packet<'_>) -> NicCounter {
+    use NicCounter::*;
+    match p {
+        Packet::Raw(_) => RxRaw,
+        Packet::HostQuery(_) => RxHostQuery,
+        Packet::HostReply(_) => RxHostReply,
+        Packet::Truc(_) => RxTruc,
+        Packet::ConnectRequest(_) | Packet::ConnectReply(_) => RxConnect,
+        Packet::Tiny(_) => RxTiny,
+        Packet::Small(_) => RxSmall,
+        Packet::Medium(_) => RxMedium,
+        Packet::Rndv(_) => RxRndv,
+        Packet::Pull(_) => RxPull,
+        Packet::PullReply(_) => RxPullReply,
+        Packet::Notify(_) => RxNotify,
+        Packet::NackLib(_) => RxNackLib,
+        Packet::NackMcp(_) => RxNackMcp,
+    }
+}
+
+/// The destination check of spec section 9, on a table of `n` endpoint
+/// ids where `session_of(i)` is the session of open endpoint `i`: the
+/// endpoint index, or the NACK type to answer with. `session` is `None`
+/// for packets that carry none (CONNECT).
+pub fn verdict(
+    n: usize,
+    dst: EndpointId,
+    session: Option<u32>,
+    session_of: impl Fn(usize) -> Option<u32>,
+) -> Result<usize, NackType> {
+    let i = usize::from(dst.0);
+    if i >= n {
+        return Err(NackType::BadEndpt);
+    }
+    let Some(s) = session_of(i) else {
+        return Err(NackType::EndptClosed);
+    };
+    if session.is_some_and(|want| want != s) {
+        return Err(NackType::BadSession);
+    }
+    Ok(i)
+}
+
+/// The NACK_LIB answering a packet from `src_ep` to `dst_ep` with seqnum
+/// `lib_seqnum` (0 for a CONNECT) whose head was `head` (spec section 4:
+/// the fields are seen from the nacking side).
+pub fn nack_lib(
+    head: &Head,
+    dst_ep: EndpointId,
+    src_ep: EndpointId,
+    lib_seqnum: LibSeqnum,
+    nack_type: NackType,
+) -> NackLib {
+    NackLib {
+        src_endpoint: dst_ep,
+        dst_endpoint: src_ep,
+        nack_type,
+        dst_src_peer_index: head.peer_index,
+        lib_seqnum,
+    }
+}
+
+/// The NACK_MCP answering a PULL.
+pub fn nack_mcp(p: &Pull, nack_type: NackType) -> NackMcp {
+    NackMcp {
+        src_endpoint: p.dst_endpoint,
+        nack_type,
+        src_pull_handle: p.src_pull_handle,
+        src_magic: p.src_magic,
+    }
+}
+
+/// The pull status a NACK_MCP type fails a pull with.
+pub fn nack_status(t: NackType) -> PullStatus {
+    match t {
+        NackType::BadEndpt => PullStatus::BadEndpoint,
+        NackType::EndptClosed => PullStatus::EndpointClosed,
+        NackType::BadSession => PullStatus::BadSession,
+        NackType::BadRdmaWin => PullStatus::BadRdmaWindow,
+        NackType::None | NackType::Unknown(_) => PullStatus::Unreachable,
+    }
+}
+
+fn nack_drop(t: NackType) -> NicCounter {
+    match t {
+        NackType::BadEndpt => NicCounter::DropBadEndpoint,
+        NackType::EndptClosed => NicCounter::DropEndpointClosed,
+        _ => NicCounter::DropBadSession,
+    }
+}
+
+/// Whether a PULL asks for bytes inside its message: every reply frame of
+/// the block must exist and end within `total_length`, and the message
+/// within the window of `window_len` bytes.
+pub fn pull_in_bounds(profile: &mxoe_wire::WireProfile, p: &Pull, window_len: u64) -> bool {
+    if u64::from(p.pulled_rdma_offset) + u64::from(p.total_length) > window_len {
+        return false;
+    }
+    let geo = PullBlock {
+        first_frame_offset: p.first_frame_offset,
+        block_length: p.block_length,
+        frame_index: p.frame_index,
+    };
+    let n = geo.frames(profile);
+    if n == 0 || n > profile.replies_per_block() {
+        return false;
+    }
+    let first = reply_frame(profile, &geo, p.pulled_rdma_offset, 0);
+    let last = reply_frame(profile, &geo, p.pulled_rdma_offset, n - 1);
+    match (first, last) {
+        (Some(_), Some(l)) => {
+            u64::from(l.msg_offset) + u64::from(l.frame_length) <= u64::from(p.total_length)
+        }
+        _ => false,
+    }
+}
+
+/// What a pass lends the receive path.
+pub struct Rx<'a, H: HostPlatform> {
+    /// Wire state.
+    pub st: &'a mut WireState<H>,
+    /// Peers (discovery and reverse indexes update it).
+    pub peers: &'a mut PeerTable,
+    /// Endpoints by id.
+    pub eps: &'a mut [Option<Endpoint<H>>],
+    /// Time of this pass.
+    pub now: Instant,
+}
+
+fn post<H: HostPlatform>(e: &mut Endpoint<H>, ev: &Event<'_>) {
+    if e.chan.push_event(ev).is_ok() {
+        e.counters.bump(Counter::EventsPosted);
+        e.counters.bump(Counter::WireReceived);
+        e.dirty = true;
+    } else {
+        e.counters.bump(Counter::DropEventRingFull);
+    }
+}
+
+impl<H: HostPlatform> Rx<'_, H> {
+    fn c(&self) -> &NicCounters {
+        &self.st.counters
+    }
+
+    /// Handle one received frame.
+    pub fn frame(&mut self, bytes: &[u8]) {
+        self.c().bump(NicCounter::RxFrames);
+        let f = match decode(&self.st.profile, bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                self.c().bump(decode_drop(&e));
+                return;
+            }
+        };
+        self.c().bump(rx_counter(&f.packet));
+        let head = f.head;
+        if head.src == self.st.mac {
+            self.c().bump(NicCounter::DropOwnFrame);
+            return;
+        }
+        if head.dst != self.st.mac && head.dst != BROADCAST_MAC {
+            self.c().bump(NicCounter::DropNotForUs);
+            return;
+        }
+        match f.packet {
+            Packet::Raw(_) => return self.mapper(bytes),
+            Packet::HostQuery(q) => return self.host_query(&head, q.src_dst_peer_index, q.magic),
+            Packet::HostReply(r) => return self.host_reply(&head, &r),
+            _ => {}
+        }
+        let Some(sender) = self.peers.sender(&head) else {
+            self.c().bump(NicCounter::DropUnknownSender);
+            return;
+        };
+        let peer = sender.index();
+        match f.packet {
+            Packet::Tiny(m) | Packet::Small(m) => {
+                let small = matches!(f.packet, Packet::Small(_));
+                let Some(i) = self.admit(
+                    &head,
+                    peer,
+                    m.dst_endpoint,
+                    m.src_endpoint,
+                    Some(m.session.0),
+                    Some(m.lib_seqnum),
+                    small,
+                ) else {
+                    return;
+                };
+                let hdr = RecvHdr {
+                    src: Source {
+                        peer,
+                        endpoint: m.src_endpoint.0,
+                    },
+                    seq: Seq {
+                        seqnum: m.lib_seqnum.raw(),
+                        piggyack: m.lib_piggyack.raw(),
+                    },
+                    match_info: m.match_info.0,
+                };
+                let e = self.eps[i].as_mut().expect("admitted");
+                if small {
+                    let Ok(slot) = e.chan.recvq_claim() else {
+                        return;
+                    };
+                    let _ = e.chan.recvq_write(slot, m.payload);
+                    post(
+                        e,
+                        &Event::RecvSmall {
+                            hdr,
+                            length: m.payload.len() as u8,
+                            recvq_slot: slot,
+                        },
+                    );
+                } else {
+                    post(
+                        e,
+                        &Event::RecvTiny {
+                            hdr,
+                            data: m.payload,
+                        },
+                    );
+                }
+                e.counters
+                    .add(Counter::BytesReceived, m.payload.len() as u64);
+            }
+            Packet::Medium(m) => {
+                let Some(i) = self.admit(
+                    &head,
+                    peer,
+                    m.dst_endpoint,
+                    m.src_endpoint,
+                    Some(m.session.0),
+                    Some(m.lib_seqnum),
+                    true,
+                ) else {
+                    return;
+                };
+                let e = self.eps[i].as_mut().expect("admitted");
+                let Ok(slot) = e.chan.recvq_claim() else {
+                    return;
+                };
+                let _ = e.chan.recvq_write(slot, m.payload);
+                post(
+                    e,
+                    &Event::RecvMediumFrag {
+                        hdr: RecvHdr {
+                            src: Source {
+                                peer,
+                                endpoint: m.src_endpoint.0,
+                            },
+                            seq: Seq {
+                                seqnum: m.lib_seqnum.raw(),
+                                piggyack: m.lib_piggyack.raw(),
+                            },
+                            match_info: m.match_info.0,
+                        },
+                        msg_length: m.msg_length,
+                        frag_seqnum: m.frag_seqnum,
+                        frag_length: m.payload.len() as u16,
+                        recvq_slot: slot,
+                    },
+                );
+                e.counters
+                    .add(Counter::BytesReceived, m.payload.len() as u64);
+            }
+            Packet::Rndv(r) => {
+                let Some(i) = self.admit(
+                    &head,
+                    peer,
+                    r.dst_endpoint,
+                    r.src_endpoint,
+                    Some(r.session.0),
+                    Some(r.lib_seqnum),
+                    false,
+                ) else {
+                    return;
+                };
+                post(
+                    self.eps[i].as_mut().expect("admitted"),
+                    &Event::RecvRndv {
+                        hdr: RecvHdr {
+                            src: Source {
+                                peer,
+                                endpoint: r.src_endpoint.0,
+                            },
+                            seq: Seq {
+                                seqnum: r.lib_seqnum.raw(),
+                                piggyack: r.lib_piggyack.raw(),
+                            },
+                            match_info: r.match_info.0,
+                        },
+                        msg_length: r.msg_length,
+                        rdma: RdmaRef {
+                            id: r.pulled_rdma_id,
+                            seqnum: r.pulled_rdma_seqnum,
+                            offset: u32::from(r.pulled_rdma_offset),
+                        },
+                    },
+                );
+            }
+            Packet::Notify(n) => {
+                let Some(i) = self.admit(
+                    &head,
+                    peer,
+                    n.dst_endpoint,
+                    n.src_endpoint,
+                    Some(n.session.0),
+                    Some(n.lib_seqnum),
+                    false,
+                ) else {
+                    return;
+                };
+                post(
+                    self.eps[i].as_mut().expect("admitted"),
+                    &Event::RecvNotify {
+                        src: Source {
+                            peer,
+                            endpoint: n.src_endpoint.0,
+                        },
+                        seq: Seq {
+                            seqnum: n.lib_seqnum.raw(),
+                            piggyack: n.lib_piggyack.raw(),
+                        },
+                        total_length: n.total_length,
+                        rdma_id: n.pulled_rdma_id,
+                        rdma_seqnum: n.pulled_rdma_seqnum,
+                    },
+                );
+            }
+            Packet::ConnectRequest(c) => {
+                self.peers.set_reverse(peer, c.src_dst_peer_index);
+                let Some(i) = self.admit(
+                    &head,
+                    peer,
+                    c.dst_endpoint,
+                    c.src_endpoint,
+                    None,
+                    Some(LibSeqnum(0)),
+                    false,
+                ) else {
+                    return;
+                };
+                post(
+                    self.eps[i].as_mut().expect("admitted"),
+                    &Event::RecvConnectRequest {
+                        src: Source {
+                            peer,
+                            endpoint: c.src_endpoint.0,
+                        },
+                        src_session: c.src_session_id.0,
+                        app_key: c.app_key,
+                        target_recv_seqnum_start: c.target_recv_seqnum_start.raw(),
+                        connect_seqnum: c.connect_seqnum,
+                    },
+                );
+            }
+            Packet::ConnectReply(c) => {
+                self.peers.set_reverse(peer, c.src_dst_peer_index);
+                if matches!(c.status, ConnectStatus::Unknown(_)) {
+                    // Spec section 3: replies with other statuses are ignored.
+                    self.c().bump(NicCounter::DropConnectStatus);
+                    return;
+                }
+                let Some(i) = self.admit(
+                    &head,
+                    peer,
+                    c.dst_endpoint,
+                    c.src_endpoint,
+                    None,
+                    Some(LibSeqnum(0)),
+                    false,
+                ) else {
+                    return;
+                };
+                post(
+                    self.eps[i].as_mut().expect("admitted"),
+                    &Event::RecvConnectReply {
+                        src: Source {
+                            peer,
+                            endpoint: c.src_endpoint.0,
+                        },
+                        src_session: c.src_session_id.0,
+                        target_session: c.target_session_id.0,
+                        target_recv_seqnum_start: c.target_recv_seqnum_start.raw(),
+                        connect_seqnum: c.connect_seqnum,
+                        status: u8::from(c.status),
+                    },
+                );
+            }
+            Packet::Truc(t) => {
+                let Some(i) = self.admit(
+                    &head,
+                    peer,
+                    t.dst_endpoint,
+                    t.src_endpoint,
+                    Some(t.session.0),
+                    None,
+                    false,
+                ) else {
+                    return;
+                };
+                post(
+                    self.eps[i].as_mut().expect("admitted"),
+                    &Event::RecvLiback {
+                        src: Source {
+                            peer,
+                            endpoint: t.src_endpoint.0,
+                        },
+                        lib_seqnum: t.lib_seqnum.raw(),
+                        send_seq: t.send_seq.raw(),
+                        acknum: t.acknum,
+                    },
+                );
+            }
+            Packet::NackLib(n) => {
+                let i = usize::from(n.dst_endpoint.0);
+                let Some(Some(e)) = self.eps.get_mut(i) else {
+                    self.st.counters.bump(NicCounter::DropNackForNothing);
+                    return;
+                };
+                if e.chan.event_space().unwrap_or(0) == 0 {
+                    e.counters.bump(Counter::DropEventRingFull);
+                    self.st.counters.bump(NicCounter::DropEventRingFull);
+                    return;
+                }
+                e.counters.bump(Counter::NacksReceived);
+                post(
+                    e,
+                    &Event::RecvNackLib {
+                        src: Source {
+                            peer,
+                            endpoint: n.src_endpoint.0,
+                        },
+                        nack_type: u8::from(n.nack_type),
+                        lib_seqnum: n.lib_seqnum.raw(),
+                    },
+                );
+            }
+            Packet::NackMcp(n) => {
+                let ok = n.src_magic.endpoint().is_some_and(|ep| {
+                    let i = usize::from(ep.0);
+                    self.eps.get(i).is_some_and(Option::is_some)
+                        && self.st.pulls.get_mut(i).is_some_and(|t| {
+                            t.nack(n.src_pull_handle, peer, nack_status(n.nack_type))
+                        })
+                });
+                if !ok {
+                    self.c().bump(NicCounter::DropNackForNothing);
+                }
+            }
+            Packet::Pull(p) => self.pull(&head, peer, &p),
+            Packet::PullReply(r) => {
+                let Some(i) = r
+                    .dst_magic
+                    .endpoint()
+                    .map(|ep| usize::from(ep.0))
+                    .filter(|&i| self.eps.get(i).is_some_and(Option::is_some))
+                else {
+                    self.c().bump(NicCounter::DropPullReplyStray);
+                    return;
+                };
+                let st = &mut *self.st;
+                let table = &mut st.pulls[i];
+                match table.accept(
+                    r.dst_pull_handle,
+                    peer,
+                    r.frame_seqnum,
+                    r.msg_offset,
+                    r.payload.len(),
+                ) {
+                    Err(Reject::Stray) => st.counters.bump(NicCounter::DropPullReplyStray),
+                    Err(Reject::Duplicate) => st.counters.bump(NicCounter::DropPullReplyDuplicate),
+                    Ok(acc) => {
+                        let e = self.eps[i].as_ref().expect("checked open");
+                        if e.memory
+                            .write(table.segs(acc.slot()), u64::from(r.msg_offset), r.payload)
+                            .is_err()
+                        {
+                            table.fail(acc.slot(), PullStatus::BadLocalRegion);
+                        } else {
+                            let n = table.received(self.now, &st.pull_timing, acc, &mut st.reqs);
+                            st.counters.add(NicCounter::PullBytes, u64::from(n));
+                        }
+                    }
+                }
+            }
+            Packet::Raw(_) | Packet::HostQuery(_) | Packet::HostReply(_) => {}
+        }
+    }
+
+    /// Destination checks and room for one packet; on failure the NACK is
+    /// queued (when `nack_seq` says the packet can be NACKed) or the drop
+    /// counted. Returns the endpoint index.
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        head: &Head,
+        peer: u16,
+        dst: EndpointId,
+        src: EndpointId,
+        session: Option<u32>,
+        nack_seq: Option<LibSeqnum>,
+        needs_slot: bool,
+    ) -> Option<usize> {
+        let eps = &*self.eps;
+        let v = verdict(eps.len(), dst, session, |i| {
+            eps[i].as_ref().map(|e| e.session)
+        });
+        let i = match v {
+            Ok(i) => i,
+            Err(t) => {
+                if t == NackType::BadSession {
+                    if let Some(Some(e)) = self.eps.get_mut(usize::from(dst.0)) {
+                        e.counters.bump(Counter::DropBadSession);
+                    }
+                }
+                match nack_seq {
+                    Some(seq) => {
+                        self.st.counters.bump(nack_drop(t));
+                        self.st.tx.push(Tx::NackLib {
+                            peer,
+                            nack: nack_lib(head, dst, src, seq, t),
+                        });
+                    }
+                    None => self.st.counters.bump(NicCounter::DropTrucRefused),
+                }
+                return None;
+            }
+        };
+        let e = self.eps[i].as_mut().expect("verdict checked it is open");
+        if e.chan.event_space().unwrap_or(0) == 0 {
+            e.counters.bump(Counter::DropEventRingFull);
+            self.st.counters.bump(NicCounter::DropEventRingFull);
+            return None;
+        }
+        if needs_slot && e.chan.recvq_space().unwrap_or(0) == 0 {
+            e.counters.bump(Counter::DropRecvqFull);
+            self.st.counters.bump(NicCounter::DropRecvqFull);
+            return None;
+        }
+        Some(i)
+    }
+
+    /// A PULL for one of our endpoints' windows (the replier, stateless):
+    /// check it, then queue the replies.
+    fn pull(&mut self, _head: &Head, peer: u16, p: &Pull) {
+        let eps = &*self.eps;
+        let v = verdict(eps.len(), p.dst_endpoint, Some(p.session.0), |i| {
+            eps[i].as_ref().map(|e| e.session)
+        });
+        let i = match v {
+            Ok(i) => i,
+            Err(t) => {
+                self.st.counters.bump(nack_drop(t));
+                self.st.tx.push(Tx::NackMcp {
+                    peer,
+                    nack: nack_mcp(p, t),
+                });
+                return;
+            }
+        };
+        let e = self.eps[i].as_ref().expect("open");
+        let window = u8::try_from(p.pulled_rdma_id)
+            .ok()
+            .and_then(|id| e.regions.len(id));
+        let Some(window_len) = window else {
+            self.st.counters.bump(NicCounter::DropPullBadWindow);
+            self.st.tx.push(Tx::NackMcp {
+                peer,
+                nack: nack_mcp(p, NackType::BadRdmaWin),
+            });
+            return;
+        };
+        if !pull_in_bounds(&self.st.profile, p, window_len) {
+            self.st.counters.bump(NicCounter::DropPullBounds);
+            return;
+        }
+        self.st.tx.push(Tx::PullReplies {
+            peer,
+            ep: i as u8,
+            pull: *p,
+        });
+    }
+
+    fn mapper(&mut self, bytes: &[u8]) {
+        let our = mxoe_wire::NicId::from_mac(self.st.mac).raw();
+        let st = &mut *self.st;
+        st.disc
+            .on_announce(&st.timing, &st.counters, self.peers, our, self.now, bytes);
+        st.timer_by(self.now);
+    }
+
+    fn host_query(&mut self, head: &Head, theirs: PeerIndex, magic: u32) {
+        if head.dst != self.st.mac {
+            self.c().bump(NicCounter::DropHostQueryRefused);
+            return;
+        }
+        let Some(peer) = self
+            .peers
+            .index_of_mac(head.src)
+            .filter(|&i| !self.peers.is_local(i))
+        else {
+            self.c().bump(NicCounter::DropHostQueryRefused);
+            return;
+        };
+        self.peers.set_reverse(peer, theirs);
+        self.st.tx.push(Tx::HostReply { peer, magic });
+    }
+
+    fn host_reply(&mut self, head: &Head, r: &mxoe_wire::packet::HostReply) {
+        let peer = self
+            .peers
+            .index_of_mac(head.src)
+            .filter(|&i| !self.peers.is_local(i));
+        match peer {
+            Some(peer) if head.dst == self.st.mac && r.magic == self.st.disc.magic() => {
+                let name = String::from_utf8_lossy(r.hostname.as_bytes()).into_owned();
+                self.peers.set_hostname(peer, &name);
+                self.peers.set_query(peer, None);
+                self.peers.set_reverse(peer, r.src_dst_peer_index);
+            }
+            _ => self.c().bump(NicCounter::DropHostReplyRefused),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mxoe_wire::{PullHandle, PullMagic, SessionId, WireProfile};
+
+    #[test]
+    fn verdict_follows_the_nack_table() {
+        // endpoints 0..4; 1 open with session 7, 2 open with session 9
+        let sess = |i: usize| match i {
+            1 => Some(7),
+            2 => Some(9),
+            _ => None,
+        };
+        assert_eq!(verdict(4, EndpointId(1), Some(7), sess), Ok(1));
+        assert_eq!(verdict(4, EndpointId(2), None, sess), Ok(2));
+        assert_eq!(
+            verdict(4, EndpointId(4), Some(7), sess),
+            Err(NackType::BadEndpt)
+        );
+        assert_eq!(
+            verdict(4, EndpointId(255), None, sess),
+            Err(NackType::BadEndpt)
+        );
+        assert_eq!(
+            verdict(4, EndpointId(0), Some(7), sess),
+            Err(NackType::EndptClosed)
+        );
+        assert_eq!(
+            verdict(4, EndpointId(3), None, sess),
+            Err(NackType::EndptClosed)
+        );
+        assert_eq!(
+            verdict(4, EndpointId(2), Some(7), sess),
+            Err(NackType::BadSession)
+        );
+        // range is checked before the open state, the open state before the session
+        assert_eq!(
+            verdict(0, EndpointId(0), Some(1), |_| Some(1)),
+            Err(NackType::BadEndpt)
+        );
+    }
+
+    #[test]
+    fn nacks_carry_the_fields_of_section_4() {
+        let head = Head {
+            dst: [2, 0, 0, 0, 0, 1],
+            src: [2, 0, 0, 0, 0, 2],
+            peer_index: PeerIndex(0x1234),
+        };
+        let n = nack_lib(
+            &head,
+            EndpointId(5),
+            EndpointId(3),
+            LibSeqnum(0x4007),
+            NackType::BadSession,
+        );
+        assert_eq!(
+            n.src_endpoint,
+            EndpointId(5),
+            "the endpoint the packet targeted"
+        );
+        assert_eq!(n.dst_endpoint, EndpointId(3), "the original sender");
+        assert_eq!(
+            n.dst_src_peer_index,
+            PeerIndex(0x1234),
+            "copied from the head"
+        );
+        assert_eq!(n.lib_seqnum, LibSeqnum(0x4007));
+        let p = Pull {
+            dst_endpoint: EndpointId(6),
+            src_endpoint: EndpointId(1),
+            session: SessionId(3),
+            total_length: 10,
+            pulled_rdma_id: 4,
+            pulled_rdma_seqnum: 23,
+            pulled_rdma_offset: 0,
+            src_pull_handle: PullHandle::new(3, 0x23).unwrap(),
+            src_magic: PullMagic::for_endpoint(EndpointId(1)),
+            first_frame_offset: 0,
+            block_length: 10,
+            frame_index: 0,
+        };
+        let m = nack_mcp(&p, NackType::BadRdmaWin);
+        assert_eq!(m.src_endpoint, EndpointId(6));
+        assert_eq!(m.src_pull_handle, p.src_pull_handle);
+        assert_eq!(m.src_magic, p.src_magic);
+        assert_eq!(nack_status(NackType::BadRdmaWin), PullStatus::BadRdmaWindow);
+        assert_eq!(
+            nack_status(NackType::EndptClosed),
+            PullStatus::EndpointClosed
+        );
+        assert_eq!(nack_status(NackType::BadEndpt), PullStatus::BadEndpoint);
+        assert_eq!(nack_status(NackType::BadSession), PullStatus::BadSession);
+        assert_eq!(nack_status(NackType::Unknown(9)), PullStatus::Unreachable);
+    }
+
+    #[test]
+    fn pull_bounds() {
+        let prof = WireProfile::MX;
+        let mut p = Pull {
+            dst_endpoint: EndpointId(0),
+            src_endpoint: EndpointId(0),
+            session: SessionId(0),
+            total_length: 100_000,
+            pulled_rdma_id: 0,
+            pulled_rdma_seqnum: 0,
+            pulled_rdma_offset: 0,
+            src_pull_handle: PullHandle::from_raw(0),
+            src_magic: PullMagic::from_raw(0),
+            first_frame_offset: 0,
+            block_length: 32768,
+            frame_index: 8,
+        };
+        assert!(pull_in_bounds(&prof, &p, 100_000));
+        assert!(
+            !pull_in_bounds(&prof, &p, 99_999),
+            "message beyond the window"
+        );
+        p.frame_index = 24; // 24*4096 + 32768 > 100_000
+        assert!(
+            !pull_in_bounds(&prof, &p, 100_000),
+            "block beyond the message"
+        );
+        p.block_length = 100_000 - 24 * 4096;
+        assert!(pull_in_bounds(&prof, &p, 100_000));
+        p.block_length = 0;
+        assert!(!pull_in_bounds(&prof, &p, 100_000), "empty block");
+    }
+
+    #[test]
+    fn decode_errors_have_reasons() {
+        let p = WireProfile::OPEN_MX_9000;
+        let reason = |b: &[u8]| decode_drop(&decode(&p, b).unwrap_err());
+        assert_eq!(reason(&[0u8; 10]), NicCounter::DropTruncated);
+        let mut f = [0u8; 60];
+        f[12] = 0x08;
+        assert_eq!(reason(&f), NicCounter::DropBadEtherType);
+        f[12..14].copy_from_slice(&0x86DFu16.to_be_bytes());
+        f[16] = 200;
+        assert_eq!(reason(&f), NicCounter::DropUnknownType);
+        f[16] = 0;
+        assert_eq!(reason(&f), NicCounter::DropUnsupportedType);
+        f[16] = 37; // TINY claiming 32 bytes in a 60-byte frame (40 + 32 > 60)
+        f[20..22].copy_from_slice(&32u16.to_be_bytes());
+        assert_eq!(reason(&f), NicCounter::DropLengthBeyondFrame);
+        f[20..22].copy_from_slice(&33u16.to_be_bytes());
+        assert_eq!(reason(&f), NicCounter::DropBadValue);
+    }
+}
