@@ -10,6 +10,7 @@
 
 use mx_proto::msg::control::PeerInfo;
 use mxoe_wire::{Head, NicId, PeerIndex};
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::time::Instant;
@@ -34,6 +35,7 @@ struct Peer {
 #[derive(Debug, Default)]
 pub struct PeerTable {
     peers: Vec<Peer>,
+    by_addr: HashMap<u64, u16>,
 }
 
 /// How a received frame's sender was identified.
@@ -75,6 +77,7 @@ impl PeerTable {
         if self.peers.len() >= MAX_PEERS {
             return None;
         }
+        self.by_addr.insert(nic_id, self.peers.len() as u16);
         self.peers.push(Peer {
             nic_id,
             hostname: hostname.to_string(),
@@ -88,10 +91,7 @@ impl PeerTable {
 
     /// Index of the peer with this address.
     pub fn index_of(&self, nic_id: u64) -> Option<u16> {
-        self.peers
-            .iter()
-            .position(|p| p.nic_id == nic_id)
-            .map(|i| i as u16)
+        self.by_addr.get(&nic_id).copied()
     }
 
     /// Index of the peer with this MAC.
