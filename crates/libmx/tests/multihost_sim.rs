@@ -198,7 +198,10 @@ fn sizes_over_the_wire(profile: WireProfile, tag: &str) {
         assert!(nic(be, "rx pull reply") > 0);
         assert!(nic(be, "tx medium") > 0);
         assert_eq!(nic(be, "drop: unknown sender"), 0);
-        assert_eq!(nic(be, "drop: pull reply stray"), 0);
+        // Late replies to a re-requested block are stray once the pull is
+        // done; on a clean wire that happens only when a re-request timer
+        // fired (a loaded machine).
+        assert!(nic(be, "drop: pull reply stray") == 0 || nic(be, "pull requests resent") > 0);
         assert_eq!(nic(be, "drop: event ring full"), 0);
         assert_eq!(nic(be, "tx errors"), 0);
         assert_eq!(nic(be, "pulls failed"), 0);
@@ -308,7 +311,10 @@ fn lossy_wire_delivers_exactly_once_in_order() {
         loss_ppm: 50_000,
         dup_ppm: 20_000,
         reorder_ppm: 30_000,
-        seed: 0xfa17,
+        seed: std::env::var("MX_SIM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0xfa17),
     });
     // Discovery and connect themselves run on the lossy wire.
     wait_peer(&a, "beta:0", hb.nic_id());
