@@ -563,6 +563,16 @@ pub struct XenResources {
 }
 
 impl XenResources {
+    /// The grant references of pages slot `slot`, without taking it (to
+    /// grant-copy them instead of mapping them); `None` if it is not a
+    /// pages slot or was taken.
+    pub fn refs(&self, slot: usize) -> Option<&[GrantRef]> {
+        match self.slots.get(slot)? {
+            Some(ResDesc::Pages(r)) => Some(r),
+            _ => None,
+        }
+    }
+
     fn take(&mut self, slot: usize, kind: ResourceKind) -> io::Result<ResDesc> {
         let cell = self
             .slots
