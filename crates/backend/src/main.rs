@@ -2,7 +2,9 @@
 
 use backend::{local_region, Backend, BackendConfig, IdlePolicy};
 use clap::{Parser, ValueEnum};
-use mx_proto::platform::local::{LocalHost, LocalHostConfig, DEFAULT_SOCKET_PATH, SOCKET_ENV};
+use mx_proto::platform::auto::{AutoHost, AutoHostConfig, Choice};
+use mx_proto::platform::local::{LocalHostConfig, DEFAULT_SOCKET_PATH, SOCKET_ENV};
+use mx_proto::platform::xen::XenHostConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,7 +15,7 @@ enum PlatformArg {
     Local,
     /// Guests are Xen domains (grant tables, event channels, xenstore).
     Xen,
-    /// Xen if /dev/xen is present, else local.
+    /// Xen if /dev/xen/evtchn and /proc/xen are present, else local ($MX_PLATFORM overrides).
     Auto,
 }
 
@@ -41,6 +43,15 @@ struct Cli {
     /// Which hypervisor interface to serve guests through.
     #[arg(long, value_enum, default_value = "local")]
     platform: PlatformArg,
+
+    /// Xen: device slots (attachable guest processes) created per domain.
+    #[arg(long, default_value_t = 4)]
+    xen_slots: u32,
+
+    /// Xen: do not create the xenstore device directories of new domains
+    /// (a toolstack hook runs mx-xen-devices.sh instead).
+    #[arg(long)]
+    xen_no_create_devices: bool,
 
     /// This board's hostname as MX reports it (default: <nodename>:0).
     #[arg(long)]
@@ -73,17 +84,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let xen_present = std::path::Path::new("/dev/xen/evtchn").exists();
-    match cli.platform {
-        PlatformArg::Xen => {
-            eprintln!("mx-backend: the xen platform is not available in this build yet; use --platform local");
-            return ExitCode::from(2);
-        }
-        PlatformArg::Auto if xen_present => {
-            eprintln!("mx-backend: /dev/xen found but the xen platform is not available in this build yet; using local");
-        }
-        _ => {}
-    }
+    let platform = match cli.platform {
+        PlatformArg::Local => Choice::Local,
+        PlatformArg::Xen => Choice::Xen,
+        PlatformArg::Auto => match Choice::from_env() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("mx-backend: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
 
     let mut cfg = BackendConfig::new();
     if let Some(h) = cli.hostname {
@@ -102,14 +113,26 @@ fn main() -> ExitCode {
         .socket
         .or_else(|| std::env::var_os(SOCKET_ENV).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
-    let mut backend =
-        match Backend::<LocalHost>::new(cfg, &LocalHostConfig::new(&socket), local_region) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("mx-backend: cannot listen on {}: {e}", socket.display());
-                return ExitCode::from(1);
-            }
-        };
+    let platform_cfg = AutoHostConfig {
+        platform,
+        local: LocalHostConfig::new(&socket),
+        xen: XenHostConfig {
+            create_devices: !cli.xen_no_create_devices,
+            slots: cli.xen_slots,
+            ..XenHostConfig::default()
+        },
+    };
+    let mut backend = match Backend::<AutoHost>::new(cfg, &platform_cfg, local_region) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "mx-backend: cannot listen ({:?}; socket {}): {e}",
+                platform.resolve_host(),
+                socket.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
     let stop = backend.stop_handle();
     install_signal_stop(stop);
     match backend.run() {

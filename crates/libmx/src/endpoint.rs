@@ -23,7 +23,7 @@ use crate::core::{
 use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
 use mx_proto::msg::control::{ChannelSizes, ControlError};
 use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
-use mx_proto::platform::local::{LocalGuest, LocalTarget};
+use mx_proto::platform::{auto::AutoGuest, local::LocalTarget};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 pub const PROGRESSION_TICK: Duration = Duration::from_millis(2);
 
 /// The guest platform the library runs on.
-pub type Guest = LocalGuest;
+pub type Guest = AutoGuest;
 
 /// How an endpoint is opened.
 #[derive(Debug, Clone)]
