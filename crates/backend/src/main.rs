@@ -20,6 +20,14 @@ enum PlatformArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProfileArg {
+    /// MXoE compatibility (Myricom MX, Open-MX --enable-mx-wire): 4 KiB fragments.
+    Mx,
+    /// Native Open-MX (the default build), with --mtu (9000 by default).
+    OpenMx,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum IdleArg {
     /// Busy-poll for the spin window, then sleep.
     Spin,
@@ -60,6 +68,32 @@ struct Cli {
     /// Most endpoints per board.
     #[arg(long, default_value_t = 32)]
     max_endpoints: u8,
+
+    /// Speak MXoE on this network interface (AF_PACKET; needs CAP_NET_RAW).
+    /// Without it the backend serves only the endpoints of this host.
+    #[arg(long)]
+    iface: Option<String>,
+
+    /// Wire profile; every node of the fabric must use the same.
+    #[arg(long, value_enum, default_value = "open-mx")]
+    profile: ProfileArg,
+
+    /// MTU of the open-mx profile (Open-MX --with-mtu; 1280..65535).
+    #[arg(long, default_value_t = 9000)]
+    mtu: u32,
+
+    /// Static peers file: one `MAC hostname` per line, `#` comments.
+    #[arg(long)]
+    peers: Option<PathBuf>,
+
+    /// Do not broadcast mapper announcements (rely on the peers file and
+    /// on the other nodes' announcements).
+    #[arg(long)]
+    no_discovery: bool,
+
+    /// Fail a pull after this many seconds without progress.
+    #[arg(long, default_value_t = 500)]
+    pull_timeout_s: u64,
 
     /// What the service loop does when idle.
     #[arg(long, value_enum, default_value = "yield")]
@@ -108,6 +142,39 @@ fn main() -> ExitCode {
         IdleArg::Block => IdlePolicy::Block,
     };
     cfg.spin = Duration::from_micros(cli.spin_us);
+    let profile = match cli.profile {
+        ProfileArg::Mx => mxoe_wire::WireProfile::MX,
+        ProfileArg::OpenMx => match mxoe_wire::WireProfile::open_mx(cli.mtu) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("mx-backend: --mtu {}: {e:?}", cli.mtu);
+                return ExitCode::from(2);
+            }
+        },
+    };
+    cfg.set_profile(profile);
+    cfg.peers_file = cli.peers;
+    cfg.discovery = !cli.no_discovery;
+    cfg.wire.pull_timeout = Duration::from_secs(cli.pull_timeout_s);
+    let nic: Option<Box<dyn backend::nic::Nic>> = match &cli.iface {
+        None => None,
+        Some(iface) => {
+            let opts = backend::nic::packet::PacketOpts::default();
+            match backend::nic::packet::PacketNic::open(iface, &opts) {
+                Ok(n) => {
+                    if let Err(e) = n.check_wire_profile(&profile) {
+                        eprintln!("mx-backend: {e}");
+                        return ExitCode::from(2);
+                    }
+                    Some(Box::new(n))
+                }
+                Err(e) => {
+                    eprintln!("mx-backend: cannot open {iface}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
 
     let socket = cli
         .socket
@@ -122,7 +189,8 @@ fn main() -> ExitCode {
             ..XenHostConfig::default()
         },
     };
-    let mut backend = match Backend::<AutoHost>::new(cfg, &platform_cfg, local_region) {
+    let mut backend = match Backend::<AutoHost>::new_with_nic(cfg, &platform_cfg, local_region, nic)
+    {
         Ok(b) => b,
         Err(e) => {
             eprintln!(
