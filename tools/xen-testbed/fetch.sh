@@ -15,12 +15,12 @@ KVER=${KVER:-$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-
 [ -n "$KVER" ] || { apt-get update -qq; KVER=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{sub("linux-image-","",$2); print $2; exit}'); }
 mkdir -p "$D/debs" "$D/x" "$D/qemu" "$D/fw"
 cd "$D/debs"
-apt-get download \
-    xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils \
-    libxenstore4 libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 \
-    libxenhypfs1 libxenmisc4.17 libxentoolcore1 libxentoollog1 libyajl2 \
-    "linux-image-$KVER" \
-    qemu-system-x86 qemu-system-common qemu-system-data seabios 2>&1 | grep -v unsandboxed || true
+PKGS="xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils
+    libxenstore4 libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1
+    libxenhypfs1 libxenmisc4.17 libxentoolcore1 libxentoollog1 libyajl2 linux-image-$KVER
+    qemu-system-x86 qemu-system-common qemu-system-data seabios"
+# shellcheck disable=SC2086
+apt-get download $PKGS >/dev/null 2>&1 || { apt-get update -qq; apt-get download $PKGS 2>&1 | grep -v unsandboxed || true; }
 ls linux-image-*.deb xen-hypervisor-*.deb qemu-system-x86_*.deb >/dev/null
 for f in *.deb; do
     case $f in
