@@ -28,22 +28,26 @@
 //! Configurations that collapse (more spinners than cores) are cut after a
 //! few seconds and reported with the iterations they managed.
 
-use backend::{Backend, BackendConfig, IdlePolicy};
 use frontend::{Doorbell, EndpointChannel, Frontend};
-use memmap2::{MmapOptions, MmapRaw};
+use mx_benches::machine::{loadavg, Machine};
+use mx_benches::procs::{
+    child_cmd, cpu_ticks, fmt_cpu, run_backend, BackendProc, CpuWindow, Guest,
+};
+use mx_benches::shm::{
+    area, claim_wait, layout, map, memfd, pop_wait, push_now, skip_wait, stuck, Shm, Small, Wait,
+    STUCK,
+};
 use mx_proto::channel::QueueSlot;
 use mx_proto::msg::command::{MediumFrag, SendHdr};
 use mx_proto::msg::control::{ChannelSizes, ANY_ENDPOINT};
 use mx_proto::msg::{Command, Dest, Event, EvtSlot, Seq, QUEUE_SLOT_SIZE};
-use mx_proto::platform::local::{LocalGuest, LocalHost, LocalHostConfig, LocalTarget};
+use mx_proto::platform::local::{LocalGuest, LocalTarget};
 use mx_proto::platform::{copy_shared, SharedMem};
-use mx_proto::ring::{Consumer, ControlPage, Direction, Layout, Producer, SharedRegion, Side};
+use mx_proto::ring::{ControlPage, Layout, Side};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command as Proc, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,8 +89,6 @@ impl Clock {
 }
 /// Bytes streamed per bandwidth configuration.
 const STREAM_BYTES: usize = 192 << 20;
-/// Any single wait longer than this is a bug: give up.
-const STUCK: Duration = Duration::from_secs(30);
 /// A split-driver round trip longer than this cuts its case ("stalled").
 const STALL: Duration = Duration::from_secs(5);
 /// Marker in the first word of a ping slot: stop.
@@ -96,156 +98,6 @@ const END_MATCH: u64 = u64::MAX;
 
 type Ep = EndpointChannel<LocalGuest>;
 type Bell = Doorbell<LocalGuest>;
-type Small = [u64; 8];
-
-// ------------------------------------------------------------ policies ---
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    Spin,
-    Yield,
-    Block,
-}
-
-impl Wait {
-    fn parse(s: &str) -> Wait {
-        match s {
-            "spin" => Wait::Spin,
-            "yield" => Wait::Yield,
-            "block" => Wait::Block,
-            _ => panic!("bad wait policy {s}"),
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Wait::Spin => "spin",
-            Wait::Yield => "yield",
-            Wait::Block => "block",
-        }
-    }
-    /// One empty poll of a ring that cannot block (the shm baselines).
-    fn relax(self) {
-        match self {
-            Wait::Spin => std::hint::spin_loop(),
-            _ => std::thread::yield_now(),
-        }
-    }
-}
-
-// ------------------------------------------------------ shared memory ---
-
-/// A `MAP_SHARED` mapping of a memfd.
-struct Shm(MmapRaw);
-
-// SAFETY: the mapping is page-aligned, fixed until drop, `len()` bytes
-// long, and this program reaches it only through the rings (atomics) and
-// the bounds-checked `SharedMem` copies, never through references.
-unsafe impl SharedRegion for Shm {
-    fn as_ptr(&self) -> *mut u8 {
-        self.0.as_mut_ptr()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-}
-
-// SAFETY: as above; the mapping is readable and writable for its whole
-// life and its length never changes.
-unsafe impl SharedMem for Shm {
-    fn as_ptr(&self) -> *mut u8 {
-        self.0.as_mut_ptr()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-}
-
-/// A memfd without CLOEXEC (the children inherit it) of `len` bytes.
-fn memfd(len: usize) -> File {
-    // SAFETY: plain system call with a NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(c"mx-bench".as_ptr(), 0) };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-    let file = unsafe { File::from_raw_fd(fd) };
-    file.set_len(len as u64).expect("size memfd");
-    file
-}
-
-fn map(file: &File, len: usize) -> Arc<Shm> {
-    Arc::new(Shm(MmapOptions::new()
-        .len(len)
-        .map_raw(file)
-        .expect("mmap")))
-}
-
-/// Four rings: 0 and 2 front -> back, 1 and 3 back -> front.
-fn layout(big: bool) -> Layout {
-    let (size, count) = if big {
-        (QUEUE_SLOT_SIZE as u32, 64)
-    } else {
-        (64, 256)
-    };
-    let mut l = Layout::new();
-    for dir in [
-        Direction::FrontToBack,
-        Direction::BackToFront,
-        Direction::FrontToBack,
-        Direction::BackToFront,
-    ] {
-        l.add_ring(dir, size, count).expect("layout");
-    }
-    l
-}
-
-fn area(l: &Layout, ring: usize) -> usize {
-    l.rings[ring].expect("ring").area_offset as usize
-}
-
-fn stuck(t0: Instant, what: &str) {
-    assert!(t0.elapsed() < STUCK, "stuck waiting for {what}");
-}
-
-fn pop_wait<T: mx_proto::ring::Slot>(rx: &mut Consumer<T, Arc<Shm>>, w: Wait) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = rx.pop().expect("ring") {
-            return v;
-        }
-        w.relax();
-        stuck(t0, "a slot");
-    }
-}
-
-fn push_now<T: mx_proto::ring::Slot>(tx: &mut Producer<T, Arc<Shm>>, v: &T, w: Wait) {
-    let t0 = Instant::now();
-    while tx.push(v).is_err() {
-        w.relax();
-        stuck(t0, "ring space");
-    }
-    let _ = tx.publish();
-}
-
-fn skip_wait(rx: &mut Consumer<QueueSlot, Arc<Shm>>, w: Wait) -> usize {
-    let t0 = Instant::now();
-    loop {
-        if let Some(p) = rx.skip().expect("ring") {
-            return p as usize;
-        }
-        w.relax();
-        stuck(t0, "a queue slot");
-    }
-}
-
-fn claim_wait(tx: &mut Producer<QueueSlot, Arc<Shm>>, w: Wait) -> usize {
-    let t0 = Instant::now();
-    loop {
-        if let Ok(p) = tx.claim() {
-            return p as usize;
-        }
-        w.relax();
-        stuck(t0, "queue space");
-    }
-}
 
 /// Child: the far end of a shm baseline. `relay == false`: the backend
 /// side of rings 0/1; `true`: the frontend side of rings 1/2 (the relay
@@ -497,144 +349,6 @@ fn shm_stream(relay: bool, guest: Wait, relay_w: Wait, bytes: usize) -> f64 {
     let _ = rx.release();
     shm_finish(run);
     (chunks * QUEUE_SLOT_SIZE) as f64 / secs
-}
-
-// -------------------------------------------------------- processes ---
-
-fn child_cmd(args: &[&str]) -> Proc {
-    let mut c = Proc::new(std::env::current_exe().expect("own path"));
-    c.arg("--child").args(args).stdin(Stdio::null());
-    c
-}
-
-/// A child that prints `READY <ep> <session>` and reads its peer from stdin.
-struct Guest {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
-
-impl Guest {
-    fn spawn(args: &[&str]) -> Guest {
-        let mut child = child_cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn guest");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Guest {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-        }
-    }
-    fn ready(&self) -> (u8, u32) {
-        let l = self
-            .lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("guest never became ready");
-        let f: Vec<&str> = l.split_whitespace().collect();
-        assert_eq!(f[0], "READY", "{l}");
-        (f[1].parse().unwrap(), f[2].parse().unwrap())
-    }
-    fn peer(&mut self, ep: u8, session: u32) {
-        let s = self.stdin.as_mut().expect("stdin");
-        writeln!(s, "PEER {ep} {session}").expect("write to guest");
-        s.flush().unwrap();
-    }
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                assert!(st.success(), "guest failed: {st}");
-                return;
-            }
-            if t0.elapsed() > STUCK {
-                let _ = self.child.kill();
-                panic!("guest did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A backend process listening in a fresh temp dir; killed on drop.
-struct BackendProc {
-    child: Child,
-    socket: PathBuf,
-    dir: PathBuf,
-}
-
-impl BackendProc {
-    fn start(idle: &str, spin_us: u64) -> BackendProc {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mx-bench-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let socket = dir.join("be.sock");
-        let sock = socket.to_str().expect("utf-8 path");
-        let spin = spin_us.to_string();
-        let child = match std::env::var_os("MX_BACKEND_BIN") {
-            Some(bin) => Proc::new(bin)
-                .args(["--socket", sock, "--idle", idle, "--spin-us", &spin])
-                .args(["--log", "warn"])
-                .stdin(Stdio::null())
-                .spawn(),
-            None => child_cmd(&["backend", sock, idle, &spin]).spawn(),
-        }
-        .expect("spawn backend");
-        let t0 = Instant::now();
-        while !socket.exists() {
-            stuck(t0, "the backend socket");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        BackendProc { child, socket, dir }
-    }
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for BackendProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn run_backend(socket: &str, idle: &str, spin_us: &str) {
-    let mut cfg = BackendConfig::new();
-    cfg.idle = match idle {
-        "spin" => IdlePolicy::Spin,
-        "yield" => IdlePolicy::Yield,
-        "block" => IdlePolicy::Block,
-        _ => panic!("bad idle policy {idle}"),
-    };
-    cfg.spin = Duration::from_micros(spin_us.parse().expect("spin-us"));
-    let mut be =
-        Backend::<LocalHost>::new(cfg, &LocalHostConfig::new(socket), backend::local_region)
-            .expect("backend listen");
-    be.run().expect("backend loop");
 }
 
 // ------------------------------------------------------------ guests ---
@@ -928,56 +642,6 @@ fn idle_guest(socket: &Path) {
     drop(n);
 }
 
-/// Nanoseconds process `pid`'s main thread has run (every role does its
-/// work on its main thread).
-fn cpu_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU use of some processes over a window, in % of one core each.
-struct CpuWindow {
-    pids: Vec<u32>,
-    start: Vec<u64>,
-    t: Instant,
-}
-
-impl CpuWindow {
-    fn start(pids: &[u32]) -> CpuWindow {
-        CpuWindow {
-            start: pids.iter().map(|&p| cpu_ns(p)).collect(),
-            pids: pids.to_vec(),
-            t: Instant::now(),
-        }
-    }
-    fn percent(&self) -> Vec<f64> {
-        let wall = self.t.elapsed().as_nanos() as f64;
-        self.pids
-            .iter()
-            .zip(&self.start)
-            .map(|(&p, &s0)| 100.0 * cpu_ns(p).saturating_sub(s0) as f64 / wall)
-            .collect()
-    }
-}
-
-fn fmt_cpu(v: &[f64]) -> String {
-    v.iter()
-        .map(|p| format!("{p:.0}"))
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // Fields after the parenthesised command name; utime and stime are
-    // fields 14 and 15 of the whole line.
-    let rest = &s[s.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 /// Backend CPU (% of one core) over `secs` with 4 idle guests, for each
 /// idle policy at once.
 fn idle_cpu(secs: u64) -> Vec<(String, f64)> {
@@ -1083,25 +747,11 @@ impl Table {
 }
 
 fn machine() {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let m = Machine::probe();
+    let l = loadavg();
     println!(
-        "machine: {cores} cores, {cpu}, Linux {}, load average {}",
-        kernel.trim(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        "machine: {} cores, {}, Linux {}, load average {:.2} {:.2} {:.2}",
+        m.nproc, m.cpu, m.kernel, l[0], l[1], l[2]
     );
 }
 
@@ -1110,7 +760,7 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--child") {
         let a: Vec<&str> = args[2..].iter().map(String::as_str).collect();
         match a.as_slice() {
-            ["backend", sock, idle, spin] => run_backend(sock, idle, spin),
+            ["backend", sock, idle, spin] => run_backend(sock, idle, spin, None),
             ["pong", sock, w] => pong(Path::new(sock), Wait::parse(w)),
             ["sink", sock, w, size, count] => sink(
                 Path::new(sock),
