@@ -131,17 +131,18 @@ impl Env {
             }
         });
         let mut stderr = child.stderr.take().expect("stderr");
-        let err = std::thread::spawn(move || {
+        let (etx, err) = mpsc::channel();
+        std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
-            s
+            let _ = etx.send(s);
         });
         Proc {
             name: format!("{} {}", exe.display(), args.join(" ")),
             child,
             lines: rx,
             out: Vec::new(),
-            err: Some(err),
+            err,
         }
     }
 
@@ -162,7 +163,8 @@ struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
     out: Vec<String>,
-    err: Option<std::thread::JoinHandle<String>>,
+    /// The whole stderr, once the pipe closes.
+    err: mpsc::Receiver<String>,
 }
 
 /// A finished program.
@@ -213,20 +215,23 @@ impl Proc {
         }
     }
 
+    /// Reap the program and gather its output. A descendant that kept the
+    /// pipes open (it should not) costs at most a few seconds, never a
+    /// hang.
     fn collect(&mut self) -> Done {
         let status = self.child.wait().expect("wait");
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(3)) {
             self.out.push(l);
         }
+        let stderr = self
+            .err
+            .recv_timeout(Duration::from_secs(3))
+            .unwrap_or_else(|_| "<stderr still open: a descendant holds it>".into());
         Done {
             name: self.name.clone(),
             code: status.code(),
             stdout: self.out.join("\n"),
-            stderr: self
-                .err
-                .take()
-                .map(|h| h.join().unwrap_or_default())
-                .unwrap_or_default(),
+            stderr,
         }
     }
 

@@ -28,6 +28,7 @@ static mx_return_t ep_handler(char *msg, mx_return_t ret) {
 int main(void) {
   mxt_watchdog(60);
   pid_t peer = mxt_stopped_peer(PEER_EID, 1);
+  pid_t late = mxt_stopped_peer(PEER_EID + 1, 0); /* stopped later */
   mx_set_error_handler(global_handler);
   CHECK(mx_init());
   EXPECT_RET(mx_init(), MX_ALREADY_INITIALIZED);
@@ -215,7 +216,21 @@ int main(void) {
   EXPECT(st.code == MX_STATUS_BAD_KEY, "bad-key iconnect: %s", mx_strstatus(st.code));
   EXPECT(global_calls == 1, "error status not reported to the handler");
 
-  /* Request timeouts. */
+  /* Request timeouts: a synchronous send to a peer stopped after it
+   * answered our connect fails once the resend limit is reached, and the
+   * failure goes to the error handler. */
+  mx_endpoint_addr_t alive;
+  CHECK(mx_connect(ep, nic, PEER_EID + 1, MXT_KEY, 5000, &alive));
+  EXPECT(kill(late, SIGSTOP) == 0, "SIGSTOP");
+  CHECK(mx_issend(ep, &(mx_segment_t){sbuf, 6}, 1, alive, 0x50, NULL, &req));
+  CHECK(mx_set_request_timeout(ep, req, 600));
+  global_calls = 0;
+  t0 = mxt_now();
+  st = mxt_wait(ep, &req, 20000, "send to a stopped peer");
+  printf("send to a stopped peer: %s after %.1f s\n", mx_strstatus(st.code), mxt_now() - t0);
+  EXPECT(st.code != MX_STATUS_SUCCESS && global_calls == 1, "status %s, handler calls %d",
+         mx_strstatus(st.code), global_calls);
+  mxt_kill_peer(late);
   CHECK(mx_set_request_timeout(ep, NULL, 1000));
   EXPECT_RET(mx_set_request_timeout(ep, (mx_request_t)(uintptr_t)0x1234567, 10), MX_BAD_REQUEST);
 

@@ -10,6 +10,8 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdint.h>
@@ -151,13 +153,24 @@ static inline mx_return_t mxt_irecv(mx_endpoint_t ep, void *buf, uint32_t len,
 
 /* Fork a peer that opens endpoint `eid` and then does nothing; returns
  * its pid once the endpoint is open, stopped with SIGSTOP if `stop`.
- * Call before mx_init (no threads yet). */
+ * Call before mx_init (no threads yet, and the child initializes its own
+ * copy of the library). The peer dies with its parent. */
 static inline pid_t mxt_stopped_peer(uint32_t eid, int stop) {
   int fds[2];
   EXPECT(pipe(fds) == 0, "pipe");
   pid_t pid = fork();
   EXPECT(pid >= 0, "fork");
   if (pid == 0) {
+    /* Die with the parent (even when stopped: SIGKILL), and keep none of
+     * its output pipes open, so a harness reading them sees their end. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) _exit(1);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      close(devnull);
+    }
     close(fds[0]);
     mx_endpoint_t ep = mxt_open(eid, NULL, 0);
     (void)ep;
