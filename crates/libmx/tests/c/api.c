@@ -221,7 +221,7 @@ int main(void) {
    * failure goes to the error handler. */
   mx_endpoint_addr_t alive;
   CHECK(mx_connect(ep, nic, PEER_EID + 1, MXT_KEY, 5000, &alive));
-  EXPECT(kill(late, SIGSTOP) == 0, "SIGSTOP");
+  mxt_stop(late);
   CHECK(mx_issend(ep, &(mx_segment_t){sbuf, 6}, 1, alive, 0x50, NULL, &req));
   CHECK(mx_set_request_timeout(ep, req, 600));
   global_calls = 0;

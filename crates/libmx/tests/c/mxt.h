@@ -151,6 +151,14 @@ static inline mx_return_t mxt_irecv(mx_endpoint_t ep, void *buf, uint32_t len,
   return mx_irecv(ep, &seg, 1, match, mask, NULL, req);
 }
 
+/* Stop a forked peer and wait until it is stopped (so it answers nothing
+ * from now on). */
+static inline void mxt_stop(pid_t pid) {
+  int status;
+  EXPECT(kill(pid, SIGSTOP) == 0, "SIGSTOP");
+  EXPECT(waitpid(pid, &status, WUNTRACED) == pid && WIFSTOPPED(status), "peer not stopped");
+}
+
 /* Fork a peer that opens endpoint `eid` and then does nothing; returns
  * its pid once the endpoint is open, stopped with SIGSTOP if `stop`.
  * Call before mx_init (no threads yet, and the child initializes its own
@@ -181,7 +189,7 @@ static inline pid_t mxt_stopped_peer(uint32_t eid, int stop) {
   char c;
   EXPECT(read(fds[0], &c, 1) == 1, "peer did not start");
   close(fds[0]);
-  if (stop) EXPECT(kill(pid, SIGSTOP) == 0, "SIGSTOP");
+  if (stop) mxt_stop(pid);
   return pid;
 }
 
