@@ -22,7 +22,7 @@ echo "MXTEST: phase 1 (selftest) at $(up) s"
 mx-xen-selftest host 2 "${HOST_TIMEOUT:-300}" > /tmp/host.log 2>&1 &
 HOST=$!
 sleep 1
-xl create /root/domU1.cfg "$(extra MXTEST=selftest MX_ITERS=${MX_ITERS:-200} MX_STREAM=${MX_STREAM1:-60})" || fail "xl create domU1"
+xl create /root/domU1.cfg "$(extra MXTEST=selftest MX_ITERS=${MX_ITERS:-200} MX_STREAM=600)" || fail "xl create domU1"
 xl create /root/domU2.cfg "$(extra MXTEST=selftest MX_ITERS=${MX_ITERS:-200} MX_STREAM=100000)" || fail "xl create domU2"
 d1=$(xl domid domU1); d2=$(xl domid domU2)
 echo "MXTEST: domU1=$d1 domU2=$d2 created at $(up) s"
@@ -31,6 +31,8 @@ p2=$(wait_key /local/domain/$d2/data/phase1 150) || fail "domU2 phase 1: $(xenst
 [ $RC = 0 ] && echo "MXTEST: phase 1 passed in both guests at $(up) s"
 echo "MXTEST: destroy domU2 (domid $d2) mid-stream at $(up) s"
 xl destroy domU2 || fail "xl destroy"
+sleep 5   # domU1 keeps streaming while domU2's resources are torn down
+xenstore-write /local/domain/$d1/data/stop 1
 r1=$(wait_key /local/domain/$d1/data/result 180) || r1="TIMEOUT"
 echo "MXTEST: domU1 result: $r1"
 case "$r1" in OK*) ;; *) fail "domU1 did not finish: $r1";; esac

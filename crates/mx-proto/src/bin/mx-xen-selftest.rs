@@ -34,6 +34,7 @@ use mx_proto::platform::xen::{
     stats, GrantCopier, MappedGrants, XenConn, XenEvent, XenGuest, XenHost, XenHostConfig,
     XenRegion, XenResources, XenTarget,
 };
+use mx_proto::platform::xen::{xenstore::NO_TX, Xenstore};
 use mx_proto::platform::{
     BackendLink, EventChannel, Events, GuestConn, GuestListener, GuestMemory, GuestPlatform,
     HostPlatform, Incoming, Interest, Poller, ReceivedResources, Resource, SharedMem, WaitOutcome,
@@ -430,6 +431,7 @@ fn guest(iters: u64, stream: Duration) -> io::Result<String> {
     let t1 = Instant::now();
     let mut i = 0u64;
     let mut announced = false;
+    let stop = Xenstore::open_xenbus()?;
     while i < iters || t1.elapsed() < stream {
         round_trip(&mut chan, &event, i)?;
         i += 1;
@@ -444,8 +446,12 @@ fn guest(iters: u64, stream: Duration) -> io::Result<String> {
                 .args(["data/phase1", "OK"])
                 .status();
         }
-        if i.is_multiple_of(500) && i > iters {
-            println!("GUEST: streaming, {i} round trips");
+        if i.is_multiple_of(100) && i > iters {
+            // Dom0 says when to stop (after it destroyed the other guest).
+            if stop.read_opt(NO_TX, "data/stop")?.is_some() {
+                println!("GUEST: told to stop after {i} round trips");
+                break;
+            }
         }
     }
     println!("GUEST: {}", call("done", &[], &mut buf)?);

@@ -148,3 +148,26 @@ impl super::HostPlatform for XenHost {
         XenListener::listen(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::{GuestPlatform, HostPlatform};
+    use std::time::Instant;
+
+    /// Where there is no Xen (CI, laptops) both sides fail at once with an
+    /// OS error instead of hanging; the real thing runs in tools/xen-testbed.
+    #[test]
+    fn without_xen_both_sides_fail_fast() {
+        if available() {
+            return;
+        }
+        let t = Instant::now();
+        assert!(XenGuest::attach(&XenTarget::default(), Duration::from_secs(5)).is_err());
+        assert!(XenHost::listen(&XenHostConfig::default()).is_err());
+        assert!(XenEvent::alloc_unbound(0).is_err());
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(!is_control_domain());
+        assert_eq!(stats::snapshot(), (0, 0, 0));
+    }
+}
