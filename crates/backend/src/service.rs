@@ -346,6 +346,15 @@ impl<H: HostPlatform> Backend<H> {
             }
         }
         info!("backend stopping");
+        if let Some(w) = &self.wire {
+            let nonzero: Vec<String> = mx_proto::msg::control::NIC_COUNTER_LABELS
+                .iter()
+                .zip(w.st.counters.values())
+                .filter(|(_, v)| *v > 0)
+                .map(|(l, v)| format!("{l}={v}"))
+                .collect();
+            info!(counters = %nonzero.join(", "), stats = ?w.nic.stats(), "NIC counters");
+        }
         Ok(())
     }
 
