@@ -564,13 +564,13 @@ fn peer_restart_errors_then_reconnect() {
     let s = a.isend(a_to_b, pattern(100, 5), 5, 0, true).unwrap();
     let done = a.wait(s, T).unwrap().expect("send fails");
     assert_eq!(done.status, Status::BadSession);
-    // Reconnecting gives working addresses both ways. The restarted side
-    // connects first: with the library's connect rules (spec section 7) the
-    // other order leaves the new instance sending from the seqnum alpha
-    // announced before it reset its receive state (see docs/WIRE.md).
+    // Reconnecting gives working addresses both ways. The survivor connects
+    // first: the new instance adopts the receive seqnum alpha announced, and
+    // alpha keeps expecting it when the reply reveals the new instance
+    // (`libmx::core`, connect reply; the other order is the core's test).
     wait_peer(&b, "alpha:0", ha.nic_id());
-    let b_to_a = b.connect(ha.nic_id(), 1, KEY, T).unwrap();
     let a_to_b = a.connect(hb.nic_id(), 2, KEY, T).unwrap();
+    let b_to_a = b.connect(ha.nic_id(), 1, KEY, T).unwrap();
     exchange(&a, &b, a_to_b, 300_000, 6);
     exchange(&b, &a, b_to_a, 300_000, 7);
     exchange(&a, &b, a_to_b, 10, 8);

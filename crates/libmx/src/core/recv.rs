@@ -1091,7 +1091,20 @@ impl<B: MsgBuf> Core<B> {
         if st == Status::Success {
             let back = self.partners[p].back_session;
             if back.is_some() && back != Some(target_session) {
+                // A new instance answered the request in which we announced
+                // our receive seqnum (`target_recv_seqnum_start`); it
+                // adopted that value as its send seqnum (spec section 7).
+                // Forget the old instance, but keep expecting what we
+                // announced (or what the new instance already sent in
+                // order since): resetting here would leave its messages
+                // "early" until the resend limit.
+                let pr = &self.partners[p];
+                let (next, acked) = (pr.next_match_recv_seq, pr.last_acked_recv_seq);
                 self.cleanup_partner(p, Status::EndpointUnreachable, false);
+                let pr = &mut self.partners[p];
+                pr.next_match_recv_seq = next;
+                pr.next_frag_recv_seq = next;
+                pr.last_acked_recv_seq = acked;
             }
             let pr = &mut self.partners[p];
             if pr.true_session != Some(target_session) {

@@ -1206,6 +1206,83 @@ fn peer_restart_with_new_session_is_a_new_partner_instance() {
     assert!(sim.core(a).is_quiescent() && sim.core(b).is_quiescent());
 }
 
+/// A partner restarts (new core, new session, same endpoint) after traffic
+/// both ways; then the two reconnect, the restarted side first or the
+/// survivor first, and messages flow both ways, in order, byte-exact.
+fn restart_then_reconnect(survivor_first: bool) {
+    let (mut sim, a, b, ab, ba) = pair();
+    // Traffic both ways, so that both sides' seqnums are past their start.
+    for i in 0..5u8 {
+        let r = sim.zbuf(100);
+        sim.core(a)
+            .irecv(r, 100 + u64::from(i), !0, 0)
+            .expect("irecv");
+        let s = sim.buf(pattern(100, i));
+        sim.core(b)
+            .isend(ba, s, 100 + u64::from(i), 0)
+            .expect("isend");
+        let s = sim.buf(pattern(50, i));
+        sim.core(a)
+            .isend(ab, s, 200 + u64::from(i), 0)
+            .expect("isend");
+    }
+    sim.drive_bounded(STEPS).expect("quiesce");
+    let new_session = sim.nodes[b].session ^ 0x00ff_ff00;
+    let mut cfg = Sim::test_config(sim.nodes[b].peer, sim.nodes[b].ep, new_session);
+    cfg.seed = 99;
+    sim.nodes[b].core = Core::new(cfg).expect("core");
+    sim.nodes[b].session = new_session;
+    let (ab2, ba2) = if survivor_first {
+        let ab2 = sim.connect(a, b);
+        (ab2, sim.connect(b, a))
+    } else {
+        let ba2 = sim.connect(b, a);
+        (sim.connect(a, b), ba2)
+    };
+    assert_eq!(ab2.session, new_session);
+    let mut checks = Vec::new();
+    for i in 0..6u8 {
+        let len = [0usize, 20, 100, 5000, 40_000, 9000][usize::from(i)];
+        let r = sim.zbuf(len);
+        let r = sim
+            .core(a)
+            .irecv(r, 10 + u64::from(i), !0, 0)
+            .expect("irecv");
+        checks.push((a, r, pattern(len, i)));
+        let s = sim.buf(pattern(len, i));
+        sim.core(b)
+            .isend(ba2, s, 10 + u64::from(i), 0)
+            .expect("isend");
+        let r = sim.zbuf(len);
+        let r = sim
+            .core(b)
+            .irecv(r, 30 + u64::from(i), !0, 0)
+            .expect("irecv");
+        checks.push((b, r, pattern(len, i ^ 0x55)));
+        let s = sim.buf(pattern(len, i ^ 0x55));
+        sim.core(a)
+            .isend(ab2, s, 30 + u64::from(i), 0)
+            .expect("isend");
+    }
+    sim.drive_bounded(STEPS).expect("quiesce");
+    for (n, r, want) in checks {
+        let c = done(&sim, n, r);
+        assert_eq!(c.status, Status::Success, "node {n}");
+        assert_eq!(c.buf.as_ref().expect("buf").bytes(), want, "node {n}");
+    }
+    assert!(sim.core(a).is_quiescent() && sim.core(b).is_quiescent());
+}
+
+#[test]
+fn restart_reconnect_restarted_side_first() {
+    restart_then_reconnect(false);
+}
+
+#[test]
+fn restart_reconnect_survivor_first() {
+    restart_then_reconnect(true);
+}
+
 #[test]
 fn flush_acks_at_close_acks_everything() {
     let (mut sim, a, b, ab, _) = pair();
