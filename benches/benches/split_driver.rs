@@ -28,20 +28,19 @@
 //! Configurations that collapse (more spinners than cores) are cut after a
 //! few seconds and reported with the iterations they managed.
 
-use frontend::{Doorbell, EndpointChannel, Frontend};
 use mx_benches::machine::{loadavg, Machine};
 use mx_benches::procs::{
     child_cmd, cpu_ticks, fmt_cpu, run_backend, BackendProc, CpuWindow, Guest,
 };
 use mx_benches::shm::{
     area, claim_wait, layout, map, memfd, pop_wait, push_now, skip_wait, stuck, Shm, Small, Wait,
-    STUCK,
+};
+use mx_benches::split::{
+    linger, open, pong, read_peer, split_pingpong, Clock, END_MATCH, ITERS, STALL,
 };
 use mx_proto::channel::QueueSlot;
-use mx_proto::msg::command::{MediumFrag, SendHdr};
-use mx_proto::msg::control::{ChannelSizes, ANY_ENDPOINT};
-use mx_proto::msg::{Command, Dest, Event, EvtSlot, Seq, QUEUE_SLOT_SIZE};
-use mx_proto::platform::local::{LocalGuest, LocalTarget};
+use mx_proto::msg::command::MediumFrag;
+use mx_proto::msg::{Command, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::{copy_shared, SharedMem};
 use mx_proto::ring::{ControlPage, Layout, Side};
 use std::fs::File;
@@ -51,53 +50,10 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Round trips measured per latency configuration (after the warm-up).
-const ITERS: usize = 10_000;
-/// Warm-up round trips.
-const WARMUP: usize = 1_000;
-/// A latency configuration is cut after this long (collapsed configs).
-const MAX_RUN: Duration = Duration::from_secs(3);
-/// The warm-up is cut after this long.
-const MAX_WARMUP: Duration = Duration::from_millis(300);
-
-/// Whether round trip `i` (counted from 0, warm-up included) should run,
-/// given when the warm-up and the measurement started; the measurement
-/// starts when this first returns `Some(true)`.
-struct Clock {
-    start: Instant,
-    measuring: Option<Instant>,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        Clock {
-            start: Instant::now(),
-            measuring: None,
-        }
-    }
-    /// `None`: stop; `Some(measured)`: run round trip `i`.
-    fn next(&mut self, i: usize, done: usize) -> Option<bool> {
-        match self.measuring {
-            None if i < WARMUP && self.start.elapsed() < MAX_WARMUP => Some(false),
-            None => {
-                self.measuring = Some(Instant::now());
-                Some(true)
-            }
-            Some(t) => (done < ITERS && t.elapsed() < MAX_RUN).then_some(true),
-        }
-    }
-}
 /// Bytes streamed per bandwidth configuration.
 const STREAM_BYTES: usize = 192 << 20;
-/// A split-driver round trip longer than this cuts its case ("stalled").
-const STALL: Duration = Duration::from_secs(5);
 /// Marker in the first word of a ping slot: stop.
 const STOP: u64 = u64::MAX;
-/// Match info of the last message of a stream or ping-pong.
-const END_MATCH: u64 = u64::MAX;
-
-type Ep = EndpointChannel<LocalGuest>;
-type Bell = Doorbell<LocalGuest>;
 
 /// Child: the far end of a shm baseline. `relay == false`: the backend
 /// side of rings 0/1; `true`: the frontend side of rings 1/2 (the relay
@@ -349,182 +305,6 @@ fn shm_stream(relay: bool, guest: Wait, relay_w: Wait, bytes: usize) -> f64 {
     let _ = rx.release();
     shm_finish(run);
     (chunks * QUEUE_SLOT_SIZE) as f64 / secs
-}
-
-// ------------------------------------------------------------ guests ---
-
-struct Node {
-    _fe: Frontend<LocalGuest>,
-    ep: Ep,
-    bell: Bell,
-    peer: u16,
-    frag_max: usize,
-}
-
-fn open(socket: &Path) -> Node {
-    let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(socket)).expect("attach");
-    let (ep, bell) = fe
-        .open_endpoint(ANY_ENDPOINT, ChannelSizes::default())
-        .expect("open endpoint");
-    Node {
-        peer: fe.board().self_peer,
-        frag_max: fe.board().frag_max as usize,
-        _fe: fe,
-        ep,
-        bell,
-    }
-}
-
-/// Stay attached until the parent closes our stdin: a command posted just
-/// before the endpoint closes may be dropped unprocessed (the backend
-/// closes on hang-up without draining the ring), and tiny sends have no
-/// completion to wait for.
-fn linger() {
-    let mut l = String::new();
-    while std::io::stdin().read_line(&mut l).is_ok_and(|n| n > 0) {}
-}
-
-fn read_peer() -> (u8, u32) {
-    let mut l = String::new();
-    std::io::stdin().read_line(&mut l).expect("stdin");
-    let f: Vec<&str> = l.split_whitespace().collect();
-    assert_eq!(f.first(), Some(&"PEER"), "{l}");
-    (f[1].parse().unwrap(), f[2].parse().unwrap())
-}
-
-impl Node {
-    fn hdr(&self, ep: u8, session: u32, seq: u16, match_info: u64) -> SendHdr {
-        SendHdr {
-            dest: Dest {
-                peer: self.peer,
-                endpoint: ep,
-            },
-            session,
-            seq: Seq {
-                seqnum: seq,
-                piggyack: 0,
-            },
-            match_info,
-        }
-    }
-
-    /// The next event, waiting by policy `w`.
-    fn next(&mut self, w: Wait) -> EvtSlot {
-        self.next_within(w, STUCK)
-            .unwrap_or_else(|| panic!("stuck waiting for an event"))
-    }
-
-    /// The next event, or `None` after `limit`.
-    fn next_within(&mut self, w: Wait, limit: Duration) -> Option<EvtSlot> {
-        let t0 = Instant::now();
-        let mut n = 0u32;
-        loop {
-            if let Some(e) = self.ep.next_event().expect("event ring") {
-                return Some(e);
-            }
-            match w {
-                Wait::Spin => std::hint::spin_loop(),
-                Wait::Yield => std::thread::yield_now(),
-                Wait::Block => {
-                    if self.ep.prepare_to_sleep().expect("arm") {
-                        self.bell
-                            .wait(Some(Duration::from_millis(100)))
-                            .expect("doorbell");
-                    }
-                }
-            }
-            n = n.wrapping_add(1);
-            if (n.is_multiple_of(1024) || w == Wait::Block) && t0.elapsed() > limit {
-                return None;
-            }
-        }
-    }
-
-    fn tiny(&mut self, ep: u8, session: u32, seq: u16, match_info: u64, data: &[u8]) {
-        let hdr = self.hdr(ep, session, seq, match_info);
-        let t0 = Instant::now();
-        while self.ep.post(&Command::Tiny { hdr, data }).is_err() {
-            self.ep.flush().unwrap();
-            std::thread::yield_now();
-            stuck(t0, "command ring space");
-        }
-        self.ep.flush().unwrap();
-    }
-}
-
-/// Child: echo every tiny back until the end marker.
-fn pong(socket: &Path, w: Wait) {
-    let mut n = open(socket);
-    println!("READY {} {}", n.ep.id(), n.ep.session());
-    let (ep, session) = read_peer();
-    loop {
-        let slot = n.next(w);
-        let (seq, m, data) = match Event::parse(&slot).expect("event") {
-            Event::RecvTiny { hdr, data } => {
-                let mut d = [0u8; 32];
-                d[..data.len()].copy_from_slice(data);
-                (hdr.seq.seqnum, hdr.match_info, (d, data.len()))
-            }
-            other => panic!("pong got {other:?}"),
-        };
-        n.ep.release_events().unwrap();
-        n.tiny(ep, session, seq, m, &data.0[..data.1]);
-        if m == END_MATCH {
-            linger();
-            return;
-        }
-    }
-}
-
-/// Round trips (ns) of an 8-byte tiny through the backend, whether one of
-/// them stalled for more than [`STALL`] (the case was then cut), and the
-/// CPU use of backend, ping and pong while measuring.
-fn split_pingpong(idle: &str, spin_us: u64, w: Wait) -> (Vec<u64>, bool, Vec<f64>) {
-    let be = BackendProc::start(idle, spin_us);
-    let sock = be.socket.to_str().unwrap().to_string();
-    let mut me = open(&be.socket);
-    let mut g = Guest::spawn(&["pong", &sock, w.name()]);
-    let (ep, session) = g.ready();
-    g.peer(me.ep.id(), me.ep.session());
-    let mut rtt = Vec::with_capacity(ITERS);
-    let mut clock = Clock::new();
-    let pids = [be.pid(), std::process::id(), g.child.id()];
-    let mut cpu: Option<CpuWindow> = None;
-    for i in 0.. {
-        let Some(measured) = clock.next(i, rtt.len()) else {
-            break;
-        };
-        if measured && cpu.is_none() {
-            cpu = Some(CpuWindow::start(&pids));
-        }
-        let t = Instant::now();
-        me.tiny(ep, session, i as u16, i as u64, &(i as u64).to_le_bytes());
-        let Some(slot) = me.next_within(w, STALL) else {
-            // Starved (more spinners than cores on a busy machine): cut.
-            let c = cpu.map(|c| c.percent()).unwrap_or_default();
-            return (rtt, true, c);
-        };
-        let dt = t.elapsed().as_nanos() as u64;
-        match Event::parse(&slot).expect("event") {
-            Event::RecvTiny { hdr, data } => {
-                assert_eq!(hdr.match_info, i as u64);
-                assert_eq!(data, (i as u64).to_le_bytes());
-            }
-            other => panic!("ping got {other:?}"),
-        }
-        me.ep.release_events().unwrap();
-        if measured {
-            rtt.push(dt);
-        }
-    }
-    let c = cpu.map(|c| c.percent()).unwrap_or_default();
-    me.tiny(ep, session, 0, END_MATCH, &[]);
-    let _ = me.next(w);
-    me.ep.release_events().unwrap();
-    g.finish();
-    drop(me);
-    drop(be);
-    (rtt, false, c)
 }
 
 /// Child: receive `count` medium messages of `size`, copying every

@@ -38,6 +38,8 @@ impl Ctx {
             spin_us: 200,
             max_endpoints,
             bin: self.backend_bin.clone(),
+            netns: None,
+            extra: Vec::new(),
         })
     }
 }
@@ -54,7 +56,7 @@ pub fn client_opts(transport: &str, mode: &str) -> ClientOpts {
 }
 
 /// Read `client`'s records until it exits, for at most `limit`.
-fn collect(client: &mut Guest, limit: Duration) -> CaseResult {
+pub fn collect(client: &mut Guest, limit: Duration) -> CaseResult {
     let t0 = Instant::now();
     let mut recs = Vec::new();
     loop {
@@ -75,7 +77,11 @@ fn collect(client: &mut Guest, limit: Duration) -> CaseResult {
     Ok(recs)
 }
 
-fn server_done(s: &mut Guest) -> Result<(), String> {
+/// Wait for a server child to exit successfully.
+///
+/// # Errors
+/// When it fails or hangs.
+pub fn server_done(s: &mut Guest) -> Result<(), String> {
     let st = s.wait_exit(Duration::from_secs(10))?;
     if st.success() {
         Ok(())
@@ -103,6 +109,41 @@ pub fn mx_local(ctx: &Ctx, mode: &str) -> CaseResult {
         )),
     );
     Ok(recs)
+}
+
+/// Ours without libmx: raw channel commands (8-byte tiny messages) from
+/// guest to guest through the backend (`--idle yield`), waiting by `w`
+/// (the `split_driver` bench's ping-pong): what the split driver costs
+/// before the MX library adds its own.
+pub fn mx_channel(w: Wait) -> CaseResult {
+    let (rtt, stalled, cpu) = crate::split::split_pingpong("yield", 200, w);
+    if rtt.is_empty() {
+        return Err("no round trip completed".into());
+    }
+    let mut half: Vec<f64> = rtt.iter().map(|&n| n as f64 / 2000.0).collect();
+    let s = crate::record::summarize(&mut half);
+    let mode = format!("guests {}", w.name());
+    let mut r = Record::new(
+        "mx-channel",
+        &mode,
+        Some(8),
+        "latency",
+        s.median,
+        Some(s.p99),
+        "us",
+    )
+    .with_n(s.n)
+    .with_note(format!(
+        "CPU % backend/ping/pong {}",
+        crate::procs::fmt_cpu(&cpu)
+    ));
+    if stalled {
+        r.note = Some(format!(
+            "{}; cut: a round trip stalled",
+            r.note.unwrap_or_default()
+        ));
+    }
+    Ok(vec![r])
 }
 
 /// This binary in network namespace `ns` (or here).

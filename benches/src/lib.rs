@@ -20,3 +20,4 @@ pub mod report;
 pub mod shm;
 pub mod shmlimit;
 pub mod sock;
+pub mod split;

@@ -70,8 +70,18 @@ pub fn open(socket: &Path, id: u8, mode: MxMode) -> Endpoint<Vec<u8>> {
     if mode == MxMode::WaitBlock {
         o.spin = Duration::ZERO;
     }
-    Endpoint::<Vec<u8>>::open(Some(&LocalTarget::new(socket)), &o)
-        .unwrap_or_else(|e| panic!("open endpoint {id}: {e:?}"))
+    // The socket file exists from bind() on; until listen() an attach is
+    // refused (NoDev): retry for a while.
+    let t0 = Instant::now();
+    loop {
+        match Endpoint::<Vec<u8>>::open(Some(&LocalTarget::new(socket)), &o) {
+            Ok(ep) => return ep,
+            Err(_) if t0.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open endpoint {id}: {e:?}"),
+        }
+    }
 }
 
 /// Connect to endpoint `peer` of board `nic_id`, retrying while it is not

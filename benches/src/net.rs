@@ -119,7 +119,7 @@ pub fn tcp_veth(v: &Veth, mode: &str) -> CaseResult {
 
 /// The raw AF_PACKET limit through the `rawpp` bin (our NIC layer, its own
 /// namespace pair with the same MTU): its JSON lines become records.
-pub fn rawpp(bin: Option<&Path>, quick: bool, out_dir: &Path) -> CaseResult {
+pub fn rawpp(bin: Option<&Path>, wait: &str, quick: bool, out_dir: &Path) -> CaseResult {
     let Some(bin) = bin else {
         return Ok(vec![Record::unavailable(
             "raw-veth",
@@ -130,7 +130,7 @@ pub fn rawpp(bin: Option<&Path>, quick: bool, out_dir: &Path) -> CaseResult {
     let file = out_dir.join(format!("rawpp-{}.jsonl", std::process::id()));
     let mut c = Command::new(bin);
     c.args(["--out", file.to_str().expect("utf-8"), "--ring", "v2"])
-        .args(["--mtu", &MTU.to_string()]);
+        .args(["--mtu", &MTU.to_string(), "--wait", wait]);
     if quick {
         c.args([
             "--iters",
@@ -163,11 +163,11 @@ pub fn rawpp(bin: Option<&Path>, quick: bool, out_dir: &Path) -> CaseResult {
         };
         let f = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
         let size = v.get("size").and_then(serde_json::Value::as_u64);
-        let mode = format!(
-            "rawpp ring {} wait {}",
-            v.get("ring").and_then(|x| x.as_str()).unwrap_or("?"),
-            v.get("wait").and_then(|x| x.as_str()).unwrap_or("?")
-        );
+        let mode = match v.get("wait").and_then(|x| x.as_str()) {
+            Some("spin") => "busy-poll".to_string(),
+            Some("poll") => "blocking (poll)".to_string(),
+            w => format!("wait {}", w.unwrap_or("?")),
+        };
         match v.get("kind").and_then(|x| x.as_str()) {
             Some("latency") => {
                 if let Some(m) = f("median_us") {
@@ -213,4 +213,63 @@ pub fn backend_has_iface(bin: &Path) -> bool {
         .arg("--help")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--iface"))
+}
+
+/// Ours across the two hosts: one `mx-backend --iface` per namespace (a
+/// peers file naming the other, MTU 9000), the ping guest attached to
+/// host A's backend, the pong guest to host B's, waiting by `mode`.
+pub fn mx_veth(v: &Veth, bin: &Path, mode: &str) -> CaseResult {
+    let mac_a = Veth::mac(&v.a, &v.if_a).ok_or("no MAC for host A")?;
+    let mac_b = Veth::mac(&v.b, &v.if_b).ok_or("no MAC for host B")?;
+    let nic = |mac: &str| -> Result<String, String> {
+        let hex: String = mac.split(':').collect();
+        u64::from_str_radix(&hex, 16)
+            .map(|n| format!("{n:x}"))
+            .map_err(|e| format!("MAC {mac}: {e}"))
+    };
+    let (nic_a, nic_b) = (nic(&mac_a)?, nic(&mac_b)?);
+    let dir = std::env::temp_dir().join(format!("mx-compare-veth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let start = |ns: &str, iface: &str, me: &str, peer_mac: &str, peer: &str| {
+        let peers = dir.join(format!("{me}.peers"));
+        std::fs::write(&peers, format!("{peer_mac} {peer}:0\n")).map_err(|e| e.to_string())?;
+        crate::procs::BackendProc::try_start_with(&crate::procs::BackendOpts {
+            idle: "yield".into(),
+            spin_us: 200,
+            max_endpoints: 32,
+            bin: Some(bin.to_path_buf()),
+            netns: Some(ns.into()),
+            extra: vec![
+                "--iface".into(),
+                iface.into(),
+                "--mtu".into(),
+                MTU.to_string(),
+                "--peers".into(),
+                peers.to_string_lossy().into_owned(),
+                "--hostname".into(),
+                format!("{me}:0"),
+            ],
+        })
+    };
+    let be_a = start(&v.a, &v.if_a, "mxb-a", &mac_b, "mxb-b")?;
+    let be_b = start(&v.b, &v.if_b, "mxb-b", &mac_a, "mxb-a")?;
+    let sock_a = be_a.socket.to_string_lossy().into_owned();
+    let sock_b = be_b.socket.to_string_lossy().into_owned();
+    let cpu = crate::procs::TickWindow::start(be_a.pid());
+    let mut pong = crate::procs::Guest::spawn(&["mx-pong", &sock_b, mode, "2", "1", &nic_a]);
+    let mut ping =
+        crate::procs::Guest::spawn(&["mx-ping", &sock_a, mode, "1", "2", "mx-veth", &nic_b]);
+    let res = crate::harness::collect(&mut ping, std::time::Duration::from_secs(150));
+    let (pct, wall) = cpu.percent();
+    let done = crate::harness::server_done(&mut pong);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut recs = res?;
+    done?;
+    recs.push(
+        Record::new("mx-veth", mode, None, "backend_cpu", pct, None, "%").with_note(format!(
+            "host A's backend (--idle yield, --iface), whole run ({:.1} s)",
+            wall.as_secs_f64()
+        )),
+    );
+    Ok(recs)
 }

@@ -69,10 +69,10 @@ impl Plan {
         match (self.quick, size) {
             (true, s) if s <= 65536 => (5, 50),
             (true, _) => (2, 3),
-            (false, s) if s <= 4096 => (200, 20_000),
+            (false, s) if s <= 4096 => (100, 20_000),
             (false, s) if s <= 65536 => (50, 5_000),
-            (false, s) if s <= 1 << 20 => (30, 500),
-            (false, _) => (15, 150),
+            (false, s) if s <= 1 << 20 => (20, 500),
+            (false, _) => (10, 150),
         }
     }
 
@@ -81,7 +81,16 @@ impl Plan {
         if self.quick {
             Duration::from_millis(10)
         } else {
-            Duration::from_millis(250)
+            Duration::from_millis(150)
+        }
+    }
+
+    /// Longest warm-up of one size.
+    pub fn warmup_max(&self) -> Duration {
+        if self.quick {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_millis(100)
         }
     }
 
@@ -99,7 +108,7 @@ impl Plan {
         if self.quick {
             Duration::from_millis(5)
         } else {
-            Duration::from_millis(70)
+            Duration::from_millis(50)
         }
     }
 
@@ -237,14 +246,21 @@ pub fn run_client<T: Transport + ?Sized>(t: &mut T, o: &ClientOpts, out: &mut dy
         .collect();
     let mut pp_bw = std::collections::HashMap::new();
     for &size in &sizes {
-        // Warm-up, timed as a whole for the estimate.
+        // Warm-up in chunks, at most `warmup_max` long (a configuration
+        // that collapses to the scheduler tick must not eat the run), timed
+        // as a whole for the estimate.
         let warm = plan.warmup(size);
-        t.send_ctl([OP_PINGPONG, size as u64, warm as u64]);
         let t0 = Instant::now();
-        for _ in 0..warm {
-            t.round_trip(size);
+        let mut done = 0;
+        while done < warm && (done == 0 || t0.elapsed() < plan.warmup_max()) {
+            let k = (warm - done).min(25);
+            t.send_ctl([OP_PINGPONG, size as u64, k as u64]);
+            for _ in 0..k {
+                t.round_trip(size);
+            }
+            done += k;
         }
-        let est = t0.elapsed().as_secs_f64() / warm as f64;
+        let est = t0.elapsed().as_secs_f64() / done as f64;
         let (lo, hi) = plan.iter_bounds(size);
         let n = ((plan.latency_budget().as_secs_f64() / est.max(1e-9)) as usize).clamp(lo, hi);
         t.send_ctl([OP_PINGPONG, size as u64, n as u64]);
@@ -297,18 +313,26 @@ pub fn run_client<T: Transport + ?Sized>(t: &mut T, o: &ClientOpts, out: &mut dy
                 ctl_ok(c, size, "a stream");
                 secs
             };
-            // Warm-up trial sized from the ping-pong bandwidth, then scale.
+            // Warm-up trial sized from the ping-pong bandwidth; every trial
+            // sizes the next from its own time (at most 4x more), so one
+            // slow trial costs one trial, not the rest.
             let bw = pp_bw.get(&size).copied().unwrap_or(100.0) * 1e6;
             let budget = plan.stream_budget().as_secs_f64();
             let w = window_len(size);
-            let c0 =
+            let lo = w.clamp(4, 16);
+            let mut count =
                 ((budget / 2.0 * bw / size as f64) as usize).clamp(w.min(4), plan.stream_max());
-            let secs = stream_once(t, c0);
-            let count = ((c0 as f64 * budget / secs.max(1e-9)) as usize)
-                .clamp(w.clamp(4, 16), plan.stream_max());
-            let mut v: Vec<f64> = (0..plan.stream_trials())
-                .map(|_| (size * count) as f64 / stream_once(t, count) / 1e6)
-                .collect();
+            let mut secs = stream_once(t, count);
+            let mut v = Vec::with_capacity(plan.stream_trials());
+            let mut counts = Vec::with_capacity(plan.stream_trials());
+            for _ in 0..plan.stream_trials() {
+                let hi = (count * 4).min(plan.stream_max()).max(lo);
+                count = ((count as f64 * budget / secs.max(1e-9)) as usize).clamp(lo, hi);
+                secs = stream_once(t, count);
+                v.push((size * count) as f64 / secs / 1e6);
+                counts.push(count.to_string());
+            }
+            let count = counts.join("/");
             let s = summarize(&mut v);
             out(Record::new(
                 &o.transport,

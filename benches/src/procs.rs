@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdin, Command as Proc, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use crate::shm::{stuck, STUCK};
+use crate::shm::STUCK;
 
 /// This binary re-run as `--child <args...>`, stdin closed.
 ///
@@ -157,6 +157,10 @@ pub struct BackendOpts {
     /// An `mx-backend` binary to run; `None`: the library's service loop in
     /// a child process (what `mx-backend` runs after parsing its flags).
     pub bin: Option<PathBuf>,
+    /// Run the binary in this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// More arguments for the binary (`--iface`, `--peers`, ...).
+    pub extra: Vec<String>,
 }
 
 impl BackendOpts {
@@ -168,6 +172,8 @@ impl BackendOpts {
             spin_us,
             max_endpoints: 32,
             bin: std::env::var_os("MX_BACKEND_BIN").map(PathBuf::from),
+            netns: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -191,38 +197,72 @@ impl BackendProc {
     /// # Panics
     /// If it cannot be started or its socket does not appear.
     pub fn start_with(o: &BackendOpts) -> BackendProc {
+        BackendProc::try_start_with(o).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`BackendProc::start_with`].
+    ///
+    /// # Errors
+    /// If it cannot be started, exits, or its socket does not appear.
+    pub fn try_start_with(o: &BackendOpts) -> Result<BackendProc, String> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "mx-bench-{}-{}",
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("temp dir: {e}"))?;
         let socket = dir.join("be.sock");
-        let sock = socket.to_str().expect("utf-8 path");
+        let sock = socket.to_str().ok_or("non-UTF-8 temp dir")?;
         let spin = o.spin_us.to_string();
         let max = o.max_endpoints.to_string();
         let child = match &o.bin {
-            Some(bin) => Proc::new(bin)
-                .args(["--socket", sock, "--idle", &o.idle, "--spin-us", &spin])
-                .args(["--max-endpoints", &max, "--log", "warn"])
-                .stdin(Stdio::null())
-                .spawn(),
+            Some(bin) => {
+                let mut c = match &o.netns {
+                    Some(ns) => {
+                        let mut c = Proc::new("ip");
+                        c.args(["netns", "exec", ns]).arg(bin);
+                        c
+                    }
+                    None => Proc::new(bin),
+                };
+                c.args(["--socket", sock, "--idle", &o.idle, "--spin-us", &spin])
+                    .args(["--max-endpoints", &max, "--log", "warn"])
+                    .args(&o.extra)
+                    .stdin(Stdio::null())
+                    .spawn()
+            }
             None if o.max_endpoints == 32 => child_cmd(&["backend", sock, &o.idle, &spin]).spawn(),
             None => child_cmd(&["backend", sock, &o.idle, &spin, &max]).spawn(),
         }
-        .expect("spawn backend");
+        .map_err(|e| format!("spawn backend: {e}"))?;
+        let mut be = BackendProc { child, socket, dir };
         let t0 = Instant::now();
-        while !socket.exists() {
-            stuck(t0, "the backend socket");
+        while !be.socket.exists() {
+            if let Some(st) = be.exited() {
+                return Err(format!("the backend exited ({st})"));
+            }
+            if t0.elapsed() > STUCK {
+                return Err("the backend socket never appeared".into());
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
-        BackendProc { child, socket, dir }
+        Ok(be)
     }
 
     /// The backend's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the backend has exited (and how).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Its temp dir (the socket's directory).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

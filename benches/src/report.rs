@@ -20,6 +20,7 @@ pub fn transport_name(t: &str) -> &str {
     match t {
         "mx-local" => "**ours**, intra-node (libmx - backend - libmx)",
         "mx-veth" => "**ours**, across hosts (veth)",
+        "mx-channel" => "ours without libmx: raw channel commands (tiny)",
         "tcp-loopback" => "TCP, loopback",
         "unix" => "Unix-domain socket",
         "openmpi-vader" => "Open MPI, shared memory (vader)",
@@ -34,9 +35,10 @@ pub fn transport_name(t: &str) -> &str {
 }
 
 /// Order of transports in tables.
-const ORDER: [&str; 11] = [
+const ORDER: [&str; 12] = [
     "mx-local",
     "mx-veth",
+    "mx-channel",
     "shm-ring",
     "shm-relay",
     "raw-veth",
@@ -365,7 +367,7 @@ pub fn generated(recs: &[Record], img_rel: &str) -> String {
         let _ = writeln!(
             s,
             "- `nproc` = {}, CPU: {}",
-            num(r.median.unwrap_or(0.0)),
+            r.median.unwrap_or(0.0),
             r.note.clone().unwrap_or_default()
         );
     }
@@ -458,7 +460,7 @@ pub fn generated(recs: &[Record], img_rel: &str) -> String {
     let others: Vec<&str> = ORDER
         .iter()
         .copied()
-        .filter(|t| *t != "mx-local" && *t != "mx-veth")
+        .filter(|t| !t.starts_with("mx-"))
         .collect();
     for (metric, title, low) in [
         (

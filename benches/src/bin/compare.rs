@@ -19,7 +19,7 @@ use mx_benches::machine::{self, Foreign, Machine};
 use mx_benches::pingpong::Plan;
 use mx_benches::record::{self, Record};
 use mx_benches::shm::Wait;
-use mx_benches::{limits, mpirun, mx, net, procs, report, shmlimit, sock};
+use mx_benches::{limits, mpirun, mx, net, procs, report, shmlimit, sock, split};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,7 @@ fn child(a: &[&str]) {
         ["mx-ping", rest @ ..] => mx::role_ping(rest),
         ["mx-pong", rest @ ..] => mx::role_pong(rest),
         ["mx-idle", sock, id] => mx::role_idle(sock, id),
+        ["pong", sock, w] => split::pong(std::path::Path::new(sock), Wait::parse(w)),
         ["agg-send", sock, me, peer, size, secs] => mx::role_agg_send(sock, me, peer, size, secs),
         ["agg-recv", sock, me, peer, size] => mx::role_agg_recv(sock, me, peer, size),
         ["sock-server", kind, addr, mode] => sock::server(kind, addr, mode),
@@ -227,6 +228,10 @@ fn main() {
     let be_bin = std::env::var_os("MX_BACKEND_BIN")
         .map(PathBuf::from)
         .or_else(|| harness::sibling_bin("mx-backend", "backend", &[], full));
+    if let Some(b) = &be_bin {
+        // Every backend of the run is this binary (BackendOpts::new reads it).
+        std::env::set_var("MX_BACKEND_BIN", b);
+    }
     let rawpp_bin = harness::sibling_bin("rawpp", "mx-benches", &[], full);
     let mpi = if cli.mpi {
         eprintln!(
@@ -317,6 +322,18 @@ fn main() {
             run: Box::new(move || harness::mx_local(ctx, mode)),
         });
     }
+    let channel: &[Wait] = if cli.quick {
+        &[Wait::Yield]
+    } else {
+        &[Wait::Yield, Wait::Block]
+    };
+    for &w in channel {
+        cases.push(Case {
+            transport: "mx-channel",
+            mode: format!("guests {}", w.name()),
+            run: Box::new(move || harness::mx_channel(w)),
+        });
+    }
     for &mode in sock_modes {
         cases.push(Case {
             transport: "tcp-loopback",
@@ -359,12 +376,29 @@ fn main() {
             });
         }
     }
+    let has_iface = be_bin.as_deref().is_some_and(net::backend_has_iface);
     if let Ok(v) = &veth {
-        cases.push(Case {
-            transport: "tcp-veth",
-            mode: "blocking".into(),
-            run: Box::new(move || net::tcp_veth(v, "blocking")),
-        });
+        if has_iface {
+            let bin = be_bin.clone().expect("checked");
+            for &mode in mx_modes
+                .iter()
+                .filter(|m| **m != "poll-spin" && **m != "wait")
+            {
+                let bin = bin.clone();
+                cases.push(Case {
+                    transport: "mx-veth",
+                    mode: mode.into(),
+                    run: Box::new(move || net::mx_veth(v, &bin, mode)),
+                });
+            }
+        }
+        for &mode in sock_modes {
+            cases.push(Case {
+                transport: "tcp-veth",
+                mode: mode.into(),
+                run: Box::new(move || net::tcp_veth(v, mode)),
+            });
+        }
     }
     let selected = |transport: &str, mode: &str| {
         cli.only.is_empty()
@@ -403,17 +437,32 @@ fn main() {
             None,
         );
     }
-    let mx_veth = match &be_bin {
-        None => "not checked: the mx-backend binary was not found".to_string(),
-        Some(b) if !net::backend_has_iface(b) => {
-            "not available yet: mx-backend has no --iface option (the wire path has not landed)"
-                .to_string()
-        }
-        Some(_) => {
-            "not measured yet: mx-backend has --iface but this harness does not drive it yet".into()
-        }
-    };
-    run.add(vec![Record::unavailable("mx-veth", "-", &mx_veth)], 0, None);
+    match (&be_bin, &veth) {
+        (None, _) => run.add(
+            vec![Record::unavailable(
+                "mx-veth",
+                "-",
+                "not checked: the mx-backend binary was not found",
+            )],
+            0,
+            None,
+        ),
+        (Some(_), _) if !has_iface => run.add(
+            vec![Record::unavailable(
+                "mx-veth",
+                "-",
+                "not available yet: mx-backend has no --iface option (the wire path has not landed)",
+            )],
+            0,
+            None,
+        ),
+        (Some(_), Err(e)) => run.add(
+            vec![Record::unavailable("mx-veth", "-", &format!("no veth pair: {e}"))],
+            0,
+            None,
+        ),
+        _ => {}
+    }
 
     // The matrix, repeated, interleaved.
     for rep in 0..cli.reps as u32 {
@@ -453,12 +502,19 @@ fn main() {
             });
         }
     }
-    if selected("raw-veth", "rawpp") {
-        let dir = raw_dir.clone();
-        let bin = rawpp_bin.clone();
-        run.case("raw-veth", "rawpp", 0, &|| {
-            net::rawpp(bin.as_deref(), cli.quick, &dir)
-        });
+    let raw_waits: &[(&str, &str)] = if cli.quick {
+        &[("poll", "blocking (poll)")]
+    } else {
+        &[("poll", "blocking (poll)"), ("spin", "busy-poll")]
+    };
+    for &(wait, mode) in raw_waits {
+        if selected("raw-veth", mode) {
+            let dir = raw_dir.clone();
+            let bin = rawpp_bin.clone();
+            run.case("raw-veth", mode, 0, &|| {
+                net::rawpp(bin.as_deref(), wait, cli.quick, &dir)
+            });
+        }
     }
     drop(veth);
 
