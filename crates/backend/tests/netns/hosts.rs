@@ -266,6 +266,8 @@ impl Drop for Backend {
 
 /// `counters=a=1, b c=2 stats=...` (tracing's field format) as pairs.
 fn parse_counters(line: &str) -> Vec<(String, u64)> {
+    let line = strip_ansi(line);
+    let line = line.as_str();
     let start = line.find("counters=").map_or(line.len(), |p| p + 9);
     let rest = &line[start..];
     let end = rest.find(" stats=").unwrap_or(rest.len());
@@ -276,6 +278,25 @@ fn parse_counters(line: &str) -> Vec<(String, u64)> {
             Some((k.trim().to_string(), v.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// `s` without ANSI escape sequences (the log may be coloured).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, ends with a letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Value of counter `label` (0 if absent: only non-zero ones are logged).
