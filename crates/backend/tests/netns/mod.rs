@@ -26,6 +26,8 @@
 
 #![allow(dead_code)]
 
+pub mod lossy;
+
 use backend::nic::packet::run_in_netns;
 use std::fmt;
 use std::io::Write;
