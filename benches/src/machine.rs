@@ -82,6 +82,30 @@ pub fn busy_percent(window: Duration) -> f64 {
     100.0 * (b1 - b0) as f64 / ticks_per_sec() / t.elapsed().as_secs_f64()
 }
 
+/// The whole machine's busy time over a window.
+pub struct BusyWindow {
+    b0: u64,
+    t: Instant,
+}
+
+impl BusyWindow {
+    /// Start the window now.
+    pub fn start() -> BusyWindow {
+        BusyWindow {
+            b0: busy_jiffies(),
+            t: Instant::now(),
+        }
+    }
+
+    /// % of one core the machine was busy since the start (200 % = two
+    /// cores).
+    pub fn percent(&self) -> f64 {
+        100.0 * busy_jiffies().saturating_sub(self.b0) as f64
+            / ticks_per_sec()
+            / self.t.elapsed().as_secs_f64()
+    }
+}
+
 /// Wait until two consecutive 0.5 s windows show the machine less than
 /// `thresh` % (of one core) busy, for at most `max`. Returns whether it was
 /// quiet and the last busy figure.

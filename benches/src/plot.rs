@@ -13,6 +13,39 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Draw dashed, no markers (a limit).
     pub dashed: bool,
+    /// Draw thicker (ours).
+    pub bold: bool,
+}
+
+/// Distinct colours, dark enough on white.
+const COLOURS: [(u8, u8, u8); 16] = [
+    (214, 39, 40),
+    (31, 119, 180),
+    (44, 160, 44),
+    (255, 127, 14),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (23, 190, 207),
+    (127, 127, 127),
+    (188, 189, 34),
+    (0, 0, 0),
+    (0, 90, 50),
+    (120, 0, 60),
+    (90, 90, 200),
+    (200, 150, 0),
+    (0, 130, 130),
+];
+
+fn y_fmt(v: &f64) -> String {
+    let a = v.abs();
+    if a >= 10.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 /// A chart of `series` against categorical x values `cats`, y on a log
@@ -72,17 +105,18 @@ pub fn chart(
                 .configure_mesh()
                 .x_labels(cats.len())
                 .x_label_formatter(&fmt_x)
+                .y_label_formatter(&y_fmt)
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(|x| e(&x))?;
             for (i, s) in series.iter().enumerate() {
-                let color = Palette99::pick(i).to_rgba();
+                let (r, g, b) = COLOURS[i % COLOURS.len()];
                 let style = ShapeStyle {
-                    color,
+                    color: RGBColor(r, g, b).to_rgba(),
                     filled: true,
-                    stroke_width: 2,
+                    stroke_width: if s.bold { 3 } else { 2 },
                 };
                 let pts: Vec<(f64, f64)> = s
                     .points
@@ -94,13 +128,13 @@ pub fn chart(
                     chart
                         .draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))
                         .map_err(|x| e(&x))?
-                        .label(s.label.as_str())
+                        .label(s.label.replace('*', ""))
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
                 } else {
                     chart
                         .draw_series(LineSeries::new(pts.clone(), style))
                         .map_err(|x| e(&x))?
-                        .label(s.label.as_str())
+                        .label(s.label.replace('*', ""))
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
                     chart
                         .draw_series(pts.iter().map(|&p| Circle::new(p, 3, style.filled())))
@@ -118,7 +152,8 @@ pub fn chart(
         }};
     }
     if log_y {
-        let (lo, hi) = (lo / 1.5, hi * 4.0);
+        // Head room above the data for the legend.
+        let (lo, hi) = (lo / 1.5, hi * 60.0);
         draw!(b
             .build_cartesian_2d(xr, (lo..hi).log_scale())
             .map_err(|x| e(&x))?);

@@ -197,7 +197,9 @@ pub struct Summary {
     pub n: usize,
 }
 
-/// Summarise `v` (sorted in place); quantiles by nearest rank.
+/// Summarise `v` (sorted in place): the median is the middle sample (the
+/// mean of the two middle ones for an even count), the p99 by nearest
+/// rank.
 ///
 /// # Panics
 /// If `v` is empty.
@@ -205,8 +207,14 @@ pub fn summarize(v: &mut [f64]) -> Summary {
     assert!(!v.is_empty(), "no samples");
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
     Summary {
-        median: at(0.5),
+        median,
         p99: at(0.99),
         min: v[0],
         max: v[v.len() - 1],
@@ -280,6 +288,7 @@ mod tests {
         let m = merge_reps(&[mk(1.0), mk(3.0), mk(2.0)]);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].median, Some(2.0));
+        assert_eq!(merge_reps(&[mk(1.0), mk(3.0)])[0].median, Some(2.0));
         assert_eq!(m[0].spread, Some([1.0, 3.0]));
         assert_eq!(m[0].rep, 3);
     }
@@ -288,7 +297,7 @@ mod tests {
     fn quantiles() {
         let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
         let s = summarize(&mut v);
-        assert_eq!(s.median, 51.0);
+        assert_eq!(s.median, 50.5);
         assert_eq!(s.p99, 99.0);
         assert_eq!(s.n, 100);
     }

@@ -149,30 +149,50 @@ impl Run {
     }
 
     /// Run one case: time it, account foreign CPU, turn a failure into a
-    /// record saying so.
-    fn case(&mut self, transport: &str, mode: &str, rep: u32, f: &dyn Fn() -> harness::CaseResult) {
-        let t = Instant::now();
-        let load = machine::loadavg()[0];
-        let foreign = Foreign::start();
-        let res = f();
-        let fpct = foreign.percent();
-        let secs = t.elapsed().as_secs_f64();
-        let n = match res {
-            Ok(recs) => {
-                let n = recs.len();
-                self.add(recs, rep, Some(fpct));
-                format!("{n} figures")
+    /// record saying so. A case during which other processes took more
+    /// than `retry_above` % of a core is run once more, and the attempt
+    /// they disturbed least is kept.
+    fn case(
+        &mut self,
+        transport: &str,
+        mode: &str,
+        rep: u32,
+        retry_above: f64,
+        f: &dyn Fn() -> harness::CaseResult,
+    ) {
+        let mut best: Option<(f64, harness::CaseResult)> = None;
+        for attempt in 0..2 {
+            let t = Instant::now();
+            let load = machine::loadavg()[0];
+            let foreign = Foreign::start();
+            let res = f();
+            let fpct = foreign.percent();
+            let secs = t.elapsed().as_secs_f64();
+            let what = match &res {
+                Ok(recs) => format!("{} figures", recs.len()),
+                Err(e) => format!("FAILED: {e}"),
+            };
+            eprintln!(
+                "[compare {:>5.0} s] rep {rep} {transport} / {mode}{}: {secs:.1} s, load {load:.2}, others {fpct:.0}% cpu, {what}",
+                self.t0.elapsed().as_secs_f64(),
+                if attempt > 0 { " (again)" } else { "" }
+            );
+            let retry = fpct > retry_above && attempt == 0;
+            if best.as_ref().is_none_or(|b| fpct < b.0) {
+                best = Some((fpct, res));
             }
+            if !retry {
+                break;
+            }
+        }
+        let (fpct, res) = best.expect("one attempt");
+        match res {
+            Ok(recs) => self.add(recs, rep, Some(fpct)),
             Err(e) => {
                 let r = Record::unavailable(transport, mode, &format!("failed: {e}"));
                 self.add(vec![r], rep, Some(fpct));
-                format!("FAILED: {e}")
             }
-        };
-        eprintln!(
-            "[compare {:>5.0} s] rep {rep} {transport} / {mode}: {secs:.1} s, load {load:.2}, others {fpct:.0}% cpu, {n}",
-            self.t0.elapsed().as_secs_f64()
-        );
+        }
     }
 }
 
@@ -464,11 +484,14 @@ fn main() {
         _ => {}
     }
 
+    // Full runs retry a case that others disturbed (> 50 % of a core).
+    let retry_above = if cli.quick { f64::INFINITY } else { 50.0 };
+
     // The matrix, repeated, interleaved.
     for rep in 0..cli.reps as u32 {
         for c in &cases {
             if selected(c.transport, &c.mode) {
-                run.case(c.transport, &c.mode, rep, &*c.run);
+                run.case(c.transport, &c.mode, rep, retry_above, &*c.run);
             }
         }
     }
@@ -481,12 +504,14 @@ fn main() {
             .copied()
             .filter(|&s| s >= 1024)
             .collect();
-        run.case("memcpy", "1 thread", 0, &|| {
+        run.case("memcpy", "1 thread", 0, retry_above, &|| {
             Ok(limits::memcpy_bw(plan, &sizes))
         });
     }
     if selected("mx-local", "idle") {
-        run.case("mx-local", "idle", 0, &|| harness::backend_idle(&ctx, 2));
+        run.case("mx-local", "idle", 0, retry_above, &|| {
+            harness::backend_idle(&ctx, 2)
+        });
     }
     let pairs: &[usize] = if cli.quick {
         &[1, 2]
@@ -497,7 +522,7 @@ fn main() {
     for &p in pairs {
         let mode = format!("{p} pairs");
         if selected("mx-local", &mode) {
-            run.case("mx-local", &mode, 0, &|| {
+            run.case("mx-local", &mode, 0, retry_above, &|| {
                 harness::aggregate(&ctx, p, 32768, secs)
             });
         }
@@ -511,7 +536,7 @@ fn main() {
         if selected("raw-veth", mode) {
             let dir = raw_dir.clone();
             let bin = rawpp_bin.clone();
-            run.case("raw-veth", mode, 0, &|| {
+            run.case("raw-veth", mode, 0, retry_above, &|| {
                 net::rawpp(bin.as_deref(), wait, cli.quick, &dir)
             });
         }
