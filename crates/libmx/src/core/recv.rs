@@ -1105,6 +1105,12 @@ impl<B: MsgBuf> Core<B> {
                 pr.next_match_recv_seq = next;
                 pr.next_frag_recv_seq = next;
                 pr.last_acked_recv_seq = acked;
+                // The old instance is gone: from now on the back session is
+                // the new one's. Keeping the old value made the new
+                // instance's own connect request look like yet another
+                // instance, which reset the receive seqnum under what we
+                // had just announced to it.
+                pr.back_session = Some(target_session);
             }
             let pr = &mut self.partners[p];
             if pr.true_session != Some(target_session) {
