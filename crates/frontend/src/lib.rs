@@ -199,6 +199,21 @@ impl<G: GuestPlatform> Frontend<G> {
     }
 }
 
+impl<G: GuestPlatform> Frontend<G> {
+    /// The board's NIC counters, in
+    /// [`NIC_COUNTER_LABELS`](mx_proto::msg::control::NIC_COUNTER_LABELS)
+    /// order (empty when the backend has no NIC).
+    ///
+    /// # Errors
+    /// `Refused(BoardUnknown)` for a board other than 0.
+    pub fn nic_counters(&self, board: u32) -> Result<Vec<u64>, FrontendError> {
+        match call::<G>(&self.link, &ControlRequest::NicCounters { board }, &[])? {
+            ControlReply::Counters(v) => Ok(v),
+            _ => Err(FrontendError::Protocol("unexpected reply to NIC counters")),
+        }
+    }
+}
+
 fn peer_reply(r: ControlReply) -> Result<PeerInfo, FrontendError> {
     match r {
         ControlReply::Peer(p) => Ok(p),

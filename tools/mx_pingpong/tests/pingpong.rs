@@ -209,6 +209,8 @@ fn mx_info_shows_board_peers_and_counters() {
         "  MTU            9000".to_string(),
         "  max endpoints  32".to_string(),
         format!("      0  {mac}  {host}  (this host)"),
+        "Endpoints open: none".to_string(),
+        "NIC: none (local platform only)".to_string(),
     ] {
         assert!(
             out.stdout.lines().any(|l| l == want),
@@ -228,6 +230,11 @@ fn mx_info_shows_board_peers_and_counters() {
     let out = fx.info(&["-e", "7"]);
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.contains("Endpoint 7 counters:"));
+    assert!(
+        out.stdout.lines().any(|l| l == "Endpoints open: 7"),
+        "{}",
+        out.stdout
+    );
     for label in mx_proto::msg::control::COUNTER_LABELS {
         assert!(
             out.stdout

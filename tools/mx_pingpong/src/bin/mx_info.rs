@@ -1,9 +1,9 @@
 //! `mx_info`: what the MX backend reports: its board, its peers, and with
-//! `-e N` the counters of endpoint N.
+//! `-e N` the counters of endpoint N; also the open endpoints and the NIC counters.
 
 use clap::Parser;
 use frontend::{Frontend, FrontendError};
-use mx_proto::msg::control::{ControlError, COUNTER_LABELS};
+use mx_proto::msg::control::{ControlError, COUNTER_LABELS, NIC_COUNTER_LABELS};
 use mx_proto::platform::local::{LocalGuest, LocalTarget, DEFAULT_SOCKET_PATH, SOCKET_ENV};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +73,36 @@ fn run(cli: &Cli) -> Result<(), String> {
             Err(FrontendError::Refused(ControlError::PeerNotFound)) => break,
             Err(e) => return Err(format!("peer {i}: {e}")),
         }
+    }
+    let open: Vec<String> = (0..b.max_endpoints.min(256))
+        .filter(|&ep| fe.counters(ep as u8).is_ok())
+        .map(|ep| ep.to_string())
+        .collect();
+    println!(
+        "Endpoints open: {}",
+        if open.is_empty() {
+            "none".to_string()
+        } else {
+            open.join(" ")
+        }
+    );
+    match fe.nic_counters(b.board) {
+        Ok(v) if v.is_empty() => println!("NIC: none (local platform only)"),
+        Ok(v) => {
+            println!("NIC counters (non-zero):");
+            let width = NIC_COUNTER_LABELS
+                .iter()
+                .map(|l| l.len())
+                .max()
+                .unwrap_or(0);
+            for (i, x) in v.iter().enumerate().filter(|(_, x)| **x != 0) {
+                let label = NIC_COUNTER_LABELS
+                    .get(i)
+                    .map_or_else(|| format!("counter {i}"), |l| (*l).to_string());
+                println!("  {label:width$}  {x}");
+            }
+        }
+        Err(e) => return Err(format!("NIC counters: {e}")),
     }
     if let Some(ep) = cli.endpoint {
         let values = fe.counters(ep).map_err(|e| match e {
