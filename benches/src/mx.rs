@@ -152,7 +152,10 @@ impl MxConn {
                 let t0 = Instant::now();
                 let mut n = 0u32;
                 loop {
-                    if let Some(c) = self.ep.with_core(|c| c.test(req)).expect("test") {
+                    // `poll_with`: progress, test, progress (what `mx_test`
+                    // does); `with_core` would test before making progress
+                    // and see every completion one poll late.
+                    if let Some(c) = self.ep.poll_with(|c| c.test(req)).expect("test") {
                         break c;
                     }
                     if self.mode == MxMode::PollSpin {
