@@ -300,24 +300,38 @@ impl LocalListener {
     /// # Errors
     /// `AddrInUse`, or an OS error from `socket`/`bind`/`listen`/`chmod`.
     pub fn bind(config: &LocalHostConfig) -> io::Result<Self> {
+        // The socket file must only ever name a socket that is already
+        // listening: bind(2) creates the file before listen(2), and a guest
+        // connecting in between is refused. So bind and listen under a
+        // temporary name beside it, then rename(2) it into place atomically.
+        let path = &config.path;
+        if std::fs::symlink_metadata(path).is_ok() && !is_stale(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by a live backend", path.display()),
+            ));
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}~", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
         let sock = sys::seqpacket_socket()?;
-        match sys::bind_listen(sock.as_fd(), &config.path, 128) {
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale(&config.path) => {
-                std::fs::remove_file(&config.path)?;
-                sys::bind_listen(sock.as_fd(), &config.path, 128)?;
-            }
-            other => other?,
+        let placed = sys::bind_listen(sock.as_fd(), &tmp, 128)
+            .and_then(|()| match config.mode {
+                Some(mode) => sys::chmod(&tmp, mode),
+                None => Ok(()),
+            })
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        let md = std::fs::metadata(&config.path)?;
-        let me = LocalListener {
+        let md = std::fs::metadata(path)?;
+        Ok(LocalListener {
             sock,
-            path: config.path.clone(),
+            path: path.clone(),
             ino: (md.dev(), md.ino()),
-        };
-        if let Some(mode) = config.mode {
-            sys::chmod(&config.path, mode)?;
-        }
-        Ok(me)
+        })
     }
 
     /// Path of the socket.
