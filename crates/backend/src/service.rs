@@ -383,8 +383,10 @@ impl<H: HostPlatform> Backend<H> {
     fn poll_io(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let timeout = timeout.or(Some(Duration::from_secs(1)));
         self.poller.wait(&mut self.events, timeout)?;
-        let fired: Vec<_> = self.events.iter().collect();
-        for ev in fired {
+        // By index: each report is copied out, so handling it may borrow
+        // `self` mutably, and the busy loop's periodic poll allocates nothing.
+        for i in 0..self.events.len() {
+            let Some(ev) = self.events.get(i) else { break };
             match ev.token {
                 TOKEN_LISTENER => self.accept_all(),
                 TOKEN_STOP => {

@@ -75,15 +75,20 @@ impl Events {
 
     /// The reports of the last wait.
     pub fn iter(&self) -> impl Iterator<Item = PollEvent> + '_ {
-        self.buf[..self.len].iter().map(|e| {
-            let ev = e.events;
-            PollEvent {
-                token: e.u64,
-                readable: ev & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32) != 0,
-                writable: ev & libc::EPOLLOUT as u32 != 0,
-                hangup: ev & (libc::EPOLLHUP as u32 | libc::EPOLLRDHUP as u32) != 0,
-                error: ev & libc::EPOLLERR as u32 != 0,
-            }
+        (0..self.len).filter_map(|i| self.get(i))
+    }
+
+    /// Report `i` of the last wait (a copy, so the caller may act on it
+    /// while the `Events` is borrowed mutably again, without collecting).
+    pub fn get(&self, i: usize) -> Option<PollEvent> {
+        let e = self.buf[..self.len].get(i)?;
+        let ev = e.events;
+        Some(PollEvent {
+            token: e.u64,
+            readable: ev & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32) != 0,
+            writable: ev & libc::EPOLLOUT as u32 != 0,
+            hangup: ev & (libc::EPOLLHUP as u32 | libc::EPOLLRDHUP as u32) != 0,
+            error: ev & libc::EPOLLERR as u32 != 0,
         })
     }
 }
