@@ -6,7 +6,6 @@
 use memmap2::{MmapOptions, MmapRaw};
 use mx_proto::channel::QueueSlot;
 use mx_proto::msg::QUEUE_SLOT_SIZE;
-use mx_proto::platform::SharedMem;
 use mx_proto::ring::{Consumer, Direction, Layout, Producer, SharedRegion};
 use std::fs::File;
 use std::os::fd::FromRawFd;
@@ -70,17 +69,6 @@ pub struct Shm(MmapRaw);
 // bounds-checked `SharedMem` copies, or raw copies into slots the ring
 // protocol gave them, never through references.
 unsafe impl SharedRegion for Shm {
-    fn as_ptr(&self) -> *mut u8 {
-        self.0.as_mut_ptr()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-}
-
-// SAFETY: as above; the mapping is readable and writable for its whole
-// life and its length never changes.
-unsafe impl SharedMem for Shm {
     fn as_ptr(&self) -> *mut u8 {
         self.0.as_mut_ptr()
     }

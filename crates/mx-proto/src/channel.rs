@@ -33,7 +33,7 @@ use crate::msg::{CmdSlot, Command, Event, EvtSlot, MsgError, QUEUE_SLOT_SIZE};
 use crate::platform::{OutOfBounds, SharedMem};
 use crate::ring::{
     Consumer, ControlPage, Direction, Layout, LayoutError, Notify, Producer, PushError, RingError,
-    SharedRegion, Side,
+    Side,
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -170,7 +170,7 @@ pub struct HostChannel<R> {
     recvq_area: (usize, u32),
 }
 
-impl<R: SharedRegion + SharedMem + Clone> HostChannel<R> {
+impl<R: SharedMem + Clone> HostChannel<R> {
     /// Bytes of the region a channel with these sizes needs.
     ///
     /// # Errors
@@ -333,7 +333,7 @@ pub struct GuestChannel<R> {
     recvq_area: (usize, u32),
 }
 
-impl<R: SharedRegion + SharedMem + Clone> GuestChannel<R> {
+impl<R: SharedMem + Clone> GuestChannel<R> {
     /// Bytes of the region a channel with these sizes needs.
     ///
     /// # Errors

@@ -134,23 +134,13 @@ impl From<OutOfBounds> for io::Error {
 /// value lives (accesses through `&self` are therefore always in range), and
 /// that `len()` never changes. The default methods rely on it.
 ///
-/// The local page types also implement the ring's
-/// [`SharedRegion`](crate::ring::SharedRegion), so a ring can live in them;
-/// bytes a ring uses are then accessed only by the ring's atomics, never by
-/// `read_at`/`write_at`.
+/// It is the ring's [`SharedRegion`](crate::ring::SharedRegion) (which
+/// gives `as_ptr`/`len`) plus the bounds-checked copies below, for every
+/// region that may cross threads: implement `SharedRegion` and this comes
+/// with it. Bytes a ring uses are accessed only by the ring's atomics,
+/// never by `read_at`/`write_at`.
 #[allow(unsafe_code)]
-pub unsafe trait SharedMem: Send + Sync {
-    /// Start of the shared memory (page-aligned).
-    fn as_ptr(&self) -> *mut u8;
-
-    /// Length in bytes (a multiple of [`PAGE_SIZE`]).
-    fn len(&self) -> usize;
-
-    /// True if the region is empty (never, for a valid region).
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
+pub unsafe trait SharedMem: crate::ring::SharedRegion + Send + Sync {
     /// Length in [`PAGE_SIZE`] pages.
     fn pages(&self) -> usize {
         self.len() / PAGE_SIZE
@@ -251,17 +241,11 @@ pub fn copy_shared<S: SharedMem + ?Sized, D: SharedMem + ?Sized>(
     Ok(())
 }
 
-// SAFETY: an `Arc` forwards to the value it owns, which keeps its promise for
-// as long as the `Arc` (and so the value) lives.
+// SAFETY: `SharedMem` adds no promise beyond `SharedRegion`'s (a fixed,
+// page-aligned pointer to `len()` mapped read-write bytes for the value's
+// lifetime); its methods are bounds-checked copies built on those.
 #[allow(unsafe_code)]
-unsafe impl<T: SharedMem + ?Sized> SharedMem for std::sync::Arc<T> {
-    fn as_ptr(&self) -> *mut u8 {
-        (**self).as_ptr()
-    }
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-}
+unsafe impl<T: crate::ring::SharedRegion + Send + Sync + ?Sized> SharedMem for T {}
 
 // ---------------------------------------------------------- event channel ---
 
@@ -361,7 +345,7 @@ pub trait GuestPlatform: Sized + Send + Sync + 'static {
     /// `Default` is the platform's standard location.
     type Target: Clone + Debug + Default + Send + Sync;
     /// Pages the guest allocated and offers to the backend.
-    type Pages: SharedMem + crate::ring::SharedRegion + Debug;
+    type Pages: SharedMem + Debug;
     /// The guest end of an event channel.
     type Event: EventChannel + Debug;
     /// An attached link to one backend.
@@ -444,7 +428,7 @@ pub trait HostPlatform: Sized + Send + Sync + 'static {
     /// Xen: domid). Never taken from anything the guest says.
     type GuestId: Copy + Eq + Hash + Debug + Display + Send + Sync;
     /// The host's mapping of pages a guest offered.
-    type Pages: SharedMem + crate::ring::SharedRegion + Debug;
+    type Pages: SharedMem + Debug;
     /// The host end of a guest's event channel.
     type Event: EventChannel + Debug;
     /// Bulk access to one guest's memory.

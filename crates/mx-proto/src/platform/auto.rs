@@ -41,7 +41,7 @@ use super::xen::{
 };
 use super::{
     BackendLink, EventChannel, GuestConn, GuestListener, GuestMemory, GuestPlatform, HostPlatform,
-    Incoming, Platform, ReceivedResources, Resource, ResourceKind, SharedMem, WaitOutcome, Wakeup,
+    Incoming, Platform, ReceivedResources, Resource, ResourceKind, WaitOutcome, Wakeup,
     MAX_RESOURCES,
 };
 use crate::ring::SharedRegion;
@@ -162,18 +162,8 @@ macro_rules! pages_enum {
         }
 
         // SAFETY: forwards to the variant, which keeps the promise for as
-        // long as it lives (and it lives as long as `self`).
-        #[allow(unsafe_code)]
-        unsafe impl SharedMem for $name {
-            fn as_ptr(&self) -> *mut u8 {
-                $name::as_ptr(self)
-            }
-            fn len(&self) -> usize {
-                $name::len(self)
-            }
-        }
-
-        // SAFETY: as above; the variant's pointer does not move with the enum.
+        // long as it lives (it lives as long as `self`, and its pointer does
+        // not move with the enum).
         #[allow(unsafe_code)]
         unsafe impl SharedRegion for $name {
             fn as_ptr(&self) -> *mut u8 {
@@ -598,6 +588,7 @@ impl GuestMemory for AutoMemory {
 mod tests {
     use super::*;
     use crate::platform::local::LocalConn;
+    use crate::platform::SharedMem;
 
     #[test]
     fn choices_parse_and_resolve() {

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::platform::sys::{self, Mapping};
-use crate::platform::{SharedMem, PAGE_SIZE};
+use crate::platform::PAGE_SIZE;
 use crate::ring::SharedRegion;
 
 /// Byte length of `count` pages, or `InvalidInput` for 0 or overflow.
@@ -71,23 +71,10 @@ impl AsFd for MemfdPages {
     }
 }
 
-// SAFETY: `map` covers exactly `len()` bytes, mapped read-write and
-// page-aligned by mmap, lives as long as `self`, and the memfd is sealed so
-// the file cannot shrink under it.
-#[allow(unsafe_code)]
-unsafe impl SharedMem for MemfdPages {
-    fn as_ptr(&self) -> *mut u8 {
-        self.map.as_ptr()
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
 // SAFETY: the mapping does not move with its owner: the pointer is fixed,
 // non-null and page-aligned (mmap, at least 4096); `len` bytes stay mapped
-// read-write until drop and never change. Keeping to atomic accesses while
+// read-write until drop and never change, and the memfd is sealed so the
+// file cannot shrink under it. Keeping to atomic accesses while
 // rings use the bytes is the ring code's side of the contract.
 #[allow(unsafe_code)]
 unsafe impl SharedRegion for MemfdPages {
@@ -149,20 +136,6 @@ impl MappedPages {
     }
 }
 
-// SAFETY: `map` covers exactly `len()` bytes, mapped read-write and
-// page-aligned by mmap, lives as long as `self`; the file was checked to be
-// sealed against shrinking, so no access in range can fault.
-#[allow(unsafe_code)]
-unsafe impl SharedMem for MappedPages {
-    fn as_ptr(&self) -> *mut u8 {
-        self.map.as_ptr()
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
 // SAFETY: as for `MemfdPages`; the memfd was checked to be sealed against
 // shrinking, so the mapped range cannot start faulting.
 #[allow(unsafe_code)]
@@ -179,6 +152,7 @@ unsafe impl SharedRegion for MappedPages {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::SharedMem;
 
     #[test]
     fn pages_are_zeroed_shared_and_bounds_checked() {

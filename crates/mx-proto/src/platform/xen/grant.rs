@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use super::stats;
 use super::sys::{self, DevMapping, GrantCopySegment, GrantForeign};
-use crate::platform::{SharedMem, PAGE_SIZE};
+use crate::platform::PAGE_SIZE;
 use crate::ring::SharedRegion;
 
 /// A Xen domain id.
@@ -104,19 +104,6 @@ impl Drop for GrantedPages {
     }
 }
 
-// SAFETY: `map` covers exactly `len()` bytes of pages the kernel allocated
-// for us, mapped read-write and page-aligned, for as long as `self` lives;
-// a granted page cannot be taken away from its owner.
-#[allow(unsafe_code)]
-unsafe impl SharedMem for GrantedPages {
-    fn as_ptr(&self) -> *mut u8 {
-        self.map.as_ptr()
-    }
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
 // SAFETY: as above; the pointer is fixed by mmap (page-aligned, 4096) and
 // does not move with the value.
 #[allow(unsafe_code)]
@@ -196,21 +183,6 @@ impl Drop for MappedGrants {
         // dropped just after (munmap), and the file closed last.
         let _ = sys::gntdev_unmap(self.fd.as_fd(), self.index, self.count);
         stats::sub(&stats::MAPPED_PAGES, self.count);
-    }
-}
-
-// SAFETY: `map` covers exactly `len()` bytes, mapped read-write and
-// page-aligned, for as long as `self` lives. A grant mapping stays valid
-// until we unmap it, whatever the granting guest does (it cannot revoke a
-// grant in use; if it dies the pages stay until we unmap), so no access in
-// range can fault.
-#[allow(unsafe_code)]
-unsafe impl SharedMem for MappedGrants {
-    fn as_ptr(&self) -> *mut u8 {
-        self.map.as_ptr()
-    }
-    fn len(&self) -> usize {
-        self.map.len()
     }
 }
 
