@@ -102,6 +102,23 @@ impl<G: GuestPlatform> Frontend<G> {
         }
     }
 
+    /// The memory large messages must be staged in, when the platform
+    /// cannot let the backend reach the application's buffers (see
+    /// [`BackendLink::bulk_pool`](mx_proto::platform::BackendLink::bulk_pool)).
+    pub fn bulk_pool(&self) -> Option<Arc<dyn mx_proto::platform::SharedMem>> {
+        self.link.link.bulk_pool()
+    }
+
+    /// Allocate `pages` pages the backend can read and write at their own
+    /// addresses on the local platform (used to stage large messages on
+    /// purpose there, to exercise the staging path).
+    ///
+    /// # Errors
+    /// An OS error.
+    pub fn alloc_pages(&self, pages: usize) -> Result<G::Pages, FrontendError> {
+        Ok(self.link.link.alloc_pages(pages)?)
+    }
+
     /// The backend's board.
     pub fn board(&self) -> &BoardInfo {
         &self.board

@@ -20,6 +20,7 @@
 use crate::core::{
     Completion, Config, Core, MsgBuf, RecvQueue, Rejected, ReqId, Return, SendQueue, Time,
 };
+use crate::staging::StagingPool;
 use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
 use mx_proto::msg::control::{ChannelSizes, ControlError};
 use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
@@ -49,6 +50,10 @@ pub struct OpenOptions {
     pub spin: Duration,
     /// Send to ourselves through the backend (MX_DISABLE_SELF).
     pub disable_self: bool,
+    /// Stage large messages through a private pool of this many pages even
+    /// where the backend could reach our buffers (`MX_STAGE_LARGE`; 0: only
+    /// where the platform requires it, i.e. on Xen). See [`crate::staging`].
+    pub stage_pages: usize,
 }
 
 impl Default for OpenOptions {
@@ -61,6 +66,7 @@ impl Default for OpenOptions {
             context_id: None,
             spin: Duration::from_micros(env_u64("MX_SPIN_US").unwrap_or(100)),
             disable_self: env_u64("MX_DISABLE_SELF").is_some_and(|v| v != 0),
+            stage_pages: env_u64("MX_STAGE_LARGE").map_or(0, |v| v.min(1 << 20) as usize),
         }
     }
 }
@@ -78,6 +84,27 @@ pub fn frontend_error(e: &FrontendError) -> Return {
             Return::Failure
         }
     }
+}
+
+/// The pool large messages are staged in: the platform's, or private pages
+/// when `stage_pages` asks for staging anyway (their addresses are what the
+/// backend reads then).
+fn staging_pool(
+    frontend: &Frontend<Guest>,
+    stage_pages: usize,
+) -> Result<Option<StagingPool>, Return> {
+    if let Some(mem) = frontend.bulk_pool() {
+        return Ok(Some(StagingPool::new(mem, 0)));
+    }
+    if stage_pages == 0 {
+        return Ok(None);
+    }
+    let pages = frontend
+        .alloc_pages(stage_pages)
+        .map_err(|_| Return::NoResources)?;
+    let mem: Arc<dyn mx_proto::platform::SharedMem> = Arc::new(pages);
+    let base = mem.as_ptr() as u64;
+    Ok(Some(StagingPool::new(mem, base)))
 }
 
 struct State<B: MsgBuf> {
@@ -179,7 +206,10 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         cfg.context_id = opts.context_id;
         cfg.disable_self = opts.disable_self;
         cfg.seed = u64::from(chan.session()) ^ (u64::from(std::process::id()) << 32);
-        let core = Core::new(cfg)?;
+        let mut core = Core::new(cfg)?;
+        if let Some(pool) = staging_pool(&frontend, opts.stage_pages)? {
+            core.set_bulk_pool(Box::new(pool));
+        }
         Ok(Endpoint {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {

@@ -8,3 +8,4 @@
 pub mod core;
 pub mod endpoint;
 pub mod ffi;
+pub mod staging;

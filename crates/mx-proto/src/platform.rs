@@ -374,6 +374,18 @@ pub trait BackendLink<G: GuestPlatform>: AsFd + Send + Sync + Debug {
     /// `InvalidInput` for 0 pages, or an OS error (out of memory, grants).
     fn alloc_pages(&self, count: usize) -> io::Result<G::Pages>;
 
+    /// Memory this link granted the backend once, for large messages, when
+    /// the backend cannot reach the application's own memory: region
+    /// segments the guest registers are then byte offsets in it. `None`
+    /// (the default, and the local platform) means region segments are the
+    /// application's own addresses and need no staging.
+    ///
+    /// User space on Xen cannot grant arbitrary existing pages, so the Xen
+    /// link grants a pool at attach time and returns it here.
+    fn bulk_pool(&self) -> Option<std::sync::Arc<dyn SharedMem>> {
+        None
+    }
+
     /// Allocates an event channel whose other end this backend can bind.
     ///
     /// # Errors

@@ -76,9 +76,10 @@ mod sim;
 mod tests;
 
 pub use types::{
-    CancelResult, Completion, Config, EndpointAddr, MsgBuf, NoRecvQueue, NoSendQueue, PartnerInfo,
-    Probe, RecvQueue, Rejected, ReqId, ReqType, Return, SendQueue, Stats, Status, Time,
-    UnexpAction, UnexpInfo, DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD, MAX_MEDIUM_FRAGS,
+    BulkPool, CancelResult, Completion, Config, EndpointAddr, MsgBuf, NoRecvQueue, NoSendQueue,
+    PartnerInfo, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType, Return, SendQueue, Stats,
+    Status, Time, UnexpAction, UnexpInfo, DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD,
+    MAX_MEDIUM_FRAGS,
 };
 
 use mx_proto::msg::command::REGION_MAX_SEGS;
@@ -175,6 +176,9 @@ pub struct Core<B: MsgBuf> {
     next_cookie: u32,
     zombies: u32,
     handler: Option<Box<dyn UnexpHandler<B> + Send>>,
+    /// Where large messages are staged, when the backend cannot reach the
+    /// application's buffers (see [`BulkPool`]).
+    pool: Option<Box<dyn BulkPool>>,
     timers: [Option<Time>; TIMER_COUNT],
     stats: Stats,
 }
@@ -241,10 +245,17 @@ impl<B: MsgBuf> Core<B> {
             next_cookie: (seed >> 32) as u32,
             zombies: 0,
             handler: None,
+            pool: None,
             timers: [None; TIMER_COUNT],
             stats: Stats::default(),
             cfg,
         })
+    }
+
+    /// Stage large messages through `pool` from now on (set it before the
+    /// first large send or receive).
+    pub fn set_bulk_pool(&mut self, pool: Box<dyn BulkPool>) {
+        self.pool = Some(pool);
     }
 
     /// The configuration the core runs with.

@@ -969,6 +969,9 @@ impl<B: MsgBuf> Core<B> {
             },
             _ => return,
         };
+        if status == PullStatus::Success {
+            self.unstage_pulled(l.region, transferred.min(l.length));
+        }
         self.release_region(l.region);
         let xfer = if status == PullStatus::Success {
             let xfer = transferred.min(l.length);

@@ -6,13 +6,13 @@ use super::state::{
     AckState, Class, Ctrl, DoneInfo, Kind, LargeRecv, PartnerId, RecvPhase, Region, RegionUse,
     Request, SendState, Tx, User,
 };
-use super::types::raw_segs;
+use super::types::{raw_segs, PoolRange};
 use super::{
     slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, Return,
     SendQueue, Status, Time, REGION_IDS, SEND_WINDOWS_MAX,
 };
 use mx_proto::msg::command::{
-    ConnectRequest, Liback, MediumFrag, Notify, Pull, RegionRegister, Rndv, SendHdr,
+    ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, Rndv, SendHdr,
     REGION_MAX_SEGS, REGION_SEGS_PER_CMD,
 };
 use mx_proto::msg::{CmdSlot, Command, Dest, RdmaRef, Seq, SMALL_INLINE_MAX, TINY_INLINE_MAX};
@@ -94,6 +94,9 @@ impl<B: MsgBuf> Core<B> {
             self.self_send(rid);
         } else if !self.partners[p].send_ready {
             self.fail_tx(rid, Status::EndpointUnreachable);
+        } else if class == Class::Large && self.pool.as_ref().is_some_and(|b| len > b.capacity()) {
+            // It could never be staged.
+            self.fail_tx(rid, Status::NoResources);
         } else {
             self.partners[p].need_seq.push_back(rid);
             self.pump_partner(p);
@@ -119,9 +122,18 @@ impl<B: MsgBuf> Core<B> {
                 Some(Kind::Send(s)) if s.class == Class::Large && s.rndv.is_none()
             );
             if needs_window {
-                match self.alloc_region(true) {
-                    Some(id) => self.open_send_window(rid, id),
-                    None => {
+                let staged = match self.alloc_region(true) {
+                    Some(id) => self.stage_send(rid).map(|st| (id, st)).ok_or(Some(id)),
+                    None => Err(None),
+                };
+                match staged {
+                    Ok((id, st)) => self.open_send_window(rid, id, st),
+                    Err(id) => {
+                        // No region id, or no pool space yet: wait for a
+                        // release (ours, or another endpoint's in the pool).
+                        if let Some(id) = id {
+                            self.unalloc_region(id, true);
+                        }
                         if !self.region_wait_partners.contains(&p) {
                             self.region_wait_partners.push_back(p);
                         }
@@ -153,11 +165,65 @@ impl<B: MsgBuf> Core<B> {
         Some(id)
     }
 
-    fn open_send_window(&mut self, rid: ReqId, id: u8) {
+    /// Give back an id [`Core::alloc_region`] handed out but that was not
+    /// used.
+    fn unalloc_region(&mut self, id: u8, window: bool) {
+        if window {
+            self.send_windows -= 1;
+        }
+        self.region_free.push_front(id);
+    }
+
+    /// Copy a large send into the bulk pool, when there is one. `None`:
+    /// the pool has no room now; `Some(None)`: nothing to stage.
+    fn stage_send(&mut self, rid: ReqId) -> Option<Option<PoolRange>> {
+        let Some(pool) = self.pool.as_mut() else {
+            return Some(None);
+        };
+        let Some(buf) = slot_req(&self.reqs, rid).and_then(|r| r.buf.as_ref()) else {
+            return Some(None);
+        };
+        let len = buf.len();
+        if len == 0 {
+            return Some(None);
+        }
+        let range = pool.reserve(len)?;
+        pool.with_bytes(range, &mut |bytes| buf.read_at(0, bytes));
+        self.stats.bytes_staged += u64::from(len);
+        Some(Some(range))
+    }
+
+    /// Reserve pool room for a pull of `len` bytes, when there is a pool.
+    /// `None`: no room now; `Some(None)`: no pool.
+    fn stage_recv(&mut self, len: u32) -> Option<Option<PoolRange>> {
+        match self.pool.as_mut() {
+            None => Some(None),
+            Some(pool) => pool.reserve(len).map(Some),
+        }
+    }
+
+    /// The region segments of a request's buffer, or of its staging range.
+    fn region_segs(&self, rid: ReqId, staged: Option<PoolRange>) -> Vec<RawSeg> {
+        match staged {
+            Some(r) => vec![RawSeg::new(r.offset, r.len)],
+            None => self
+                .req(rid)
+                .and_then(|r| r.buf.as_ref())
+                .map(raw_segs)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn open_send_window(&mut self, rid: ReqId, id: u8, staged: Option<PoolRange>) {
         let rdma_seqnum = self.rdma_seq[usize::from(id)];
         self.rdma_seq[usize::from(id)] = rdma_seqnum.wrapping_add(1);
-        let Some(r) = self.req_mut(rid) else { return };
-        let segs = r.buf.as_ref().map(raw_segs).unwrap_or_default();
+        let segs = self.region_segs(rid, staged);
+        let Some(r) = self.req_mut(rid) else {
+            if let (Some(pool), Some(range)) = (self.pool.as_mut(), staged) {
+                pool.release(range);
+            }
+            return;
+        };
         if let Kind::Send(s) = &mut r.kind {
             s.region = Some((id, rdma_seqnum));
             s.rndv = Some(RdmaRef {
@@ -172,6 +238,7 @@ impl<B: MsgBuf> Core<B> {
             rdma_seqnum,
             usage: RegionUse::Window,
             segs,
+            staged,
         });
         if register {
             self.ctrl_q.push_back(Ctrl::Register {
@@ -188,22 +255,42 @@ impl<B: MsgBuf> Core<B> {
         let RecvPhase::NeedRegion(l) = rs.phase else {
             return;
         };
-        let Some(id) = self.alloc_region(false) else {
-            if !self.pull_waiters.contains(&rid) {
-                self.pull_waiters.push_back(rid);
-            }
+        if self.pool.as_ref().is_some_and(|p| l.length > p.capacity()) {
+            // It can never be staged: refuse it (the sender sees TRUNCATED).
+            self.complete_recv_status(
+                rid,
+                l.source,
+                l.msg_match,
+                l.msg_length,
+                0,
+                Status::NoResources,
+            );
+            self.queue_notify(l.partner, 0, l.rdma);
             return;
+        }
+        let staged = match self.alloc_region(false) {
+            Some(id) => self.stage_recv(l.length).map(|st| (id, st)).ok_or(Some(id)),
+            None => Err(None),
         };
-        let segs = self
-            .req(rid)
-            .and_then(|r| r.buf.as_ref())
-            .map(raw_segs)
-            .unwrap_or_default();
+        let (id, staged) = match staged {
+            Ok(x) => x,
+            Err(id) => {
+                if let Some(id) = id {
+                    self.unalloc_region(id, false);
+                }
+                if !self.pull_waiters.contains(&rid) {
+                    self.pull_waiters.push_back(rid);
+                }
+                return;
+            }
+        };
+        let segs = self.region_segs(rid, staged);
         self.regions[usize::from(id)] = Some(Region {
             owner: rid,
             rdma_seqnum: 0,
             usage: RegionUse::Pull,
             segs,
+            staged,
         });
         self.ctrl_q.push_back(Ctrl::Register {
             region: id,
@@ -235,12 +322,38 @@ impl<B: MsgBuf> Core<B> {
             if r.usage == RegionUse::Window {
                 self.send_windows -= 1;
             }
+            if let (Some(pool), Some(range)) = (self.pool.as_mut(), r.staged) {
+                pool.release(range);
+            }
             self.region_free.push_back(id);
         }
     }
 
+    /// Copy the first `n` bytes a pull brought into region `id`'s staging
+    /// range out to its owner's buffer (nothing when it is not staged).
+    pub(super) fn unstage_pulled(&mut self, id: u8, n: u32) {
+        let Some(reg) = &self.regions[usize::from(id)] else {
+            return;
+        };
+        let (Some(range), owner) = (reg.staged, reg.owner) else {
+            return;
+        };
+        let (Some(pool), Some(r)) = (self.pool.as_mut(), slot_req_mut(&mut self.reqs, owner))
+        else {
+            return;
+        };
+        let Some(buf) = r.buf.as_mut() else { return };
+        let n = n.min(range.len).min(buf.len()) as usize;
+        pool.with_bytes(range, &mut |bytes| buf.write_at(0, &bytes[..n]));
+        self.stats.bytes_staged += n as u64;
+    }
+
     pub(super) fn serve_region_waiters(&mut self) {
-        while !self.region_free.is_empty() {
+        // Bounded: a waiter that still finds no room goes back in line.
+        for _ in 0..self.pull_waiters.len() {
+            if self.region_free.is_empty() {
+                break;
+            }
             let Some(rid) = self.pull_waiters.pop_front() else {
                 break;
             };

@@ -9,13 +9,17 @@
 //! shared byte vectors that the harness finds again from the addresses in
 //! the registered segments, so no unsafe code is needed.
 
-use super::{Completion, Config, Core, EndpointAddr, MsgBuf, RecvQueue, ReqId, SendQueue, Time};
+use super::{
+    BulkPool, Completion, Config, Core, EndpointAddr, MsgBuf, PoolRange, RecvQueue, ReqId,
+    SendQueue, Time,
+};
 use mx_proto::msg::command::RawSeg;
 use mx_proto::msg::event::{PullStatus, RecvHdr};
 use mx_proto::msg::{CmdSlot, Command, Event, EvtSlot, Source, QUEUE_SLOT_SIZE};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 /// splitmix64: a tiny seeded PRNG.
 #[derive(Debug, Clone)]
@@ -80,6 +84,37 @@ impl MsgBuf for SimBuf {
             out.push(((u64::from(self.id) << 32) | u64::from(off), l));
             off += l;
         }
+    }
+}
+
+/// A node's staging pool: what the Xen platform's granted pool is to a
+/// guest.
+#[derive(Clone)]
+struct SimPool {
+    mem: Arc<Mutex<Vec<u8>>>,
+    alloc: Arc<Mutex<crate::staging::RangeAlloc>>,
+}
+
+impl BulkPool for SimPool {
+    fn capacity(&self) -> u32 {
+        self.alloc.lock().unwrap().size() as u32
+    }
+    fn reserve(&mut self, len: u32) -> Option<PoolRange> {
+        let offset = self.alloc.lock().unwrap().alloc(u64::from(len))?;
+        Some(PoolRange { offset, len })
+    }
+    fn release(&mut self, range: PoolRange) {
+        assert!(
+            self.alloc
+                .lock()
+                .unwrap()
+                .release(range.offset, u64::from(range.len)),
+            "released a range twice or never reserved"
+        );
+    }
+    fn with_bytes(&mut self, range: PoolRange, f: &mut dyn FnMut(&mut [u8])) {
+        let mut mem = self.mem.lock().unwrap();
+        f(&mut mem[range.offset as usize..][..range.len as usize]);
     }
 }
 
@@ -204,6 +239,9 @@ pub(crate) struct Node {
     sendq: SimQueue,
     recvq: SimQueue,
     regions: HashMap<u8, RegionBuild>,
+    /// The node's staging pool, when it has one: its region segments are
+    /// then offsets in it.
+    pool: Option<SimPool>,
     /// Completions collected by the harness.
     pub completions: Vec<Completion<SimBuf>>,
     /// Commands emitted.
@@ -297,11 +335,30 @@ impl Sim {
             sendq: SimQueue::new(sq),
             recvq: SimQueue::new(rq),
             regions: HashMap::new(),
+            pool: None,
             completions: Vec::new(),
             commands: 0,
             bad_commands: 0,
         });
         self.nodes.len() - 1
+    }
+
+    /// Give node `n` a staging pool of `bytes` (what a Xen guest has): its
+    /// large messages are staged there and its regions name pool offsets.
+    pub fn add_pool(&mut self, n: usize, bytes: usize) {
+        let pool = SimPool {
+            mem: Arc::new(Mutex::new(vec![0xee; bytes])),
+            alloc: Arc::new(Mutex::new(crate::staging::RangeAlloc::new(bytes as u64))),
+        };
+        self.nodes[n].pool = Some(pool.clone());
+        self.nodes[n].core.set_bulk_pool(Box::new(pool));
+    }
+
+    /// Bytes of node `n`'s pool free now, and its size.
+    pub fn pool_free(&self, n: usize) -> Option<(u64, u64)> {
+        let p = self.nodes[n].pool.as_ref()?;
+        let a = p.alloc.lock().unwrap();
+        Some((a.free_bytes(), a.size()))
     }
 
     /// Report buffers as segments of at most `n` bytes (to exercise
@@ -660,10 +717,10 @@ impl Sim {
             Some(r) if r.complete => r.segs.clone(),
             _ => return (PullStatus::BadLocalRegion, 0, lat),
         };
-        let Some(data) = self.read_region(&remote, p.remote.offset, p.length) else {
+        let Some(data) = self.read_region(j, &remote, p.remote.offset, p.length) else {
             return (PullStatus::BadRdmaWindow, 0, lat);
         };
-        if !self.write_region(&local, p.local_offset, &data) {
+        if !self.write_region(i, &local, p.local_offset, &data) {
             return (PullStatus::BadLocalRegion, 0, lat);
         }
         (PullStatus::Success, p.length, lat)
@@ -673,9 +730,26 @@ impl Sim {
         segs.iter().map(|s| u64::from(s.len())).sum()
     }
 
-    fn read_region(&self, segs: &[RawSeg], off: u32, len: u32) -> Option<Vec<u8>> {
+    fn read_region(&self, node: usize, segs: &[RawSeg], off: u32, len: u32) -> Option<Vec<u8>> {
         if u64::from(off) + u64::from(len) > Sim::region_len(segs) {
             return None;
+        }
+        if let Some(pool) = &self.nodes[node].pool {
+            let pool = pool.mem.lock().unwrap();
+            let mut out = Vec::with_capacity(len as usize);
+            let mut skip = u64::from(off);
+            for s in segs {
+                let sl = u64::from(s.len());
+                if skip >= sl {
+                    skip -= sl;
+                    continue;
+                }
+                let n = ((sl - skip) as usize).min(len as usize - out.len());
+                let base = (s.addr() + skip) as usize;
+                out.extend_from_slice(pool.get(base..base + n)?);
+                skip = 0;
+            }
+            return Some(out);
         }
         let mut out = Vec::with_capacity(len as usize);
         let mut skip = u64::from(off);
@@ -697,9 +771,30 @@ impl Sim {
         Some(out)
     }
 
-    fn write_region(&self, segs: &[RawSeg], off: u32, data: &[u8]) -> bool {
+    fn write_region(&self, node: usize, segs: &[RawSeg], off: u32, data: &[u8]) -> bool {
         if u64::from(off) + data.len() as u64 > Sim::region_len(segs) {
             return false;
+        }
+        if let Some(pool) = &self.nodes[node].pool {
+            let mut pool = pool.mem.lock().unwrap();
+            let mut done = 0usize;
+            let mut skip = u64::from(off);
+            for s in segs {
+                let sl = u64::from(s.len());
+                if skip >= sl {
+                    skip -= sl;
+                    continue;
+                }
+                let n = ((sl - skip) as usize).min(data.len() - done);
+                let base = (s.addr() + skip) as usize;
+                let Some(dst) = pool.get_mut(base..base + n) else {
+                    return false;
+                };
+                dst.copy_from_slice(&data[done..done + n]);
+                done += n;
+                skip = 0;
+            }
+            return true;
         }
         let mut done = 0usize;
         let mut skip = u64::from(off);

@@ -368,6 +368,8 @@ pub(crate) struct Region {
     pub rdma_seqnum: u8,
     pub usage: RegionUse,
     pub segs: Vec<RawSeg>,
+    /// The pool range the message is staged in (the segments name it).
+    pub staged: Option<super::types::PoolRange>,
 }
 
 /// A control command waiting in the command queue.

@@ -1299,3 +1299,128 @@ fn flush_acks_at_close_acks_everything() {
     assert_eq!(sim.core(b).stats().acks_sent, 1, "nothing left to ack");
     assert!(sim.core(a).is_quiescent());
 }
+
+// ------------------------------------------------------------------
+// Staging through a bulk pool (the Xen path)
+// ------------------------------------------------------------------
+
+const POOL: usize = 64 * 1024;
+
+fn post_recv(
+    sim: &mut Sim,
+    n: usize,
+    len: usize,
+    m: u64,
+    mask: u64,
+    ctx: u64,
+) -> Result<ReqId, Rejected<SimBuf>> {
+    let q = sim.zbuf(len);
+    sim.core(n).irecv(q, m, mask, ctx)
+}
+
+fn post_send(
+    sim: &mut Sim,
+    n: usize,
+    to: EndpointAddr,
+    data: Vec<u8>,
+    m: u64,
+) -> Result<ReqId, Rejected<SimBuf>> {
+    let q = sim.buf(data);
+    sim.core(n).isend(to, q, m, 0)
+}
+
+#[test]
+fn large_messages_are_staged_through_the_pools() {
+    // both staged, only the sender, only the receiver
+    for (pool_a, pool_b) in [(true, true), (true, false), (false, true)] {
+        let (mut sim, a, b, ab, _) = pair();
+        if pool_a {
+            sim.add_pool(a, POOL);
+        }
+        if pool_b {
+            sim.add_pool(b, POOL);
+        }
+        for (i, len) in [32_769usize, 40_000, POOL].into_iter().enumerate() {
+            let data = pattern(len, i as u8);
+            let r = post_recv(&mut sim, b, len + 100, 0, 0, 0).unwrap();
+            let s = post_send(&mut sim, a, ab, data.clone(), 0).unwrap();
+            sim.drive_bounded(STEPS).expect("quiesce");
+            assert_eq!(done(&sim, a, s).status, Status::Success, "{len}");
+            let c = done(&sim, b, r);
+            assert_eq!((c.status, c.xfer_length), (Status::Success, len as u32));
+            assert_eq!(&c.buf.as_ref().unwrap().bytes()[..len], &data[..], "{len}");
+        }
+        for (n, has) in [(a, pool_a), (b, pool_b)] {
+            let staged = sim.core(n).stats().bytes_staged;
+            assert_eq!(staged > 0, has, "node {n} staged {staged} bytes");
+            if let Some((free, size)) = sim.pool_free(n) {
+                assert_eq!(free, size, "node {n}: every range was released");
+            }
+        }
+    }
+}
+
+#[test]
+fn staged_sends_wait_for_pool_room_and_keep_their_order() {
+    let (mut sim, a, b, ab, _) = pair();
+    sim.add_pool(a, POOL);
+    sim.add_pool(b, POOL);
+    let len = 40_000; // one at a time fits in each pool
+    let mut recvs = Vec::new();
+    let mut sends = Vec::new();
+    for i in 0..5u8 {
+        sends.push(post_send(&mut sim, a, ab, pattern(len, i), 7).unwrap());
+    }
+    for _ in 0..5 {
+        recvs.push(post_recv(&mut sim, b, len, 7, !0, 0).unwrap());
+    }
+    sim.drive_bounded(STEPS).expect("quiesce");
+    for (i, (s, r)) in sends.into_iter().zip(recvs).enumerate() {
+        assert_eq!(done(&sim, a, s).status, Status::Success);
+        let c = done(&sim, b, r);
+        assert_eq!(
+            c.buf.as_ref().unwrap().bytes(),
+            pattern(len, i as u8),
+            "message {i}"
+        );
+    }
+    assert_eq!(sim.pool_free(a), Some((POOL as u64, POOL as u64)));
+    assert_eq!(sim.pool_free(b), Some((POOL as u64, POOL as u64)));
+    assert!(sim.core(a).is_quiescent() && sim.core(b).is_quiescent());
+}
+
+#[test]
+fn messages_larger_than_the_pool_fail_cleanly() {
+    let (mut sim, a, b, ab, _) = pair();
+    sim.add_pool(a, POOL);
+    sim.add_pool(b, POOL);
+    // a send that can never be staged fails at once
+    let s = post_send(&mut sim, a, ab, vec![1; POOL + 1], 1).unwrap();
+    sim.drive_bounded(STEPS).expect("quiesce");
+    assert_eq!(done(&sim, a, s).status, Status::NoResources);
+    // a receive that can never be staged fails, and its sender sees it
+    let (mut sim, a, b, ab, _) = {
+        let (mut sim, a, b, ab, ba) = pair();
+        sim.add_pool(b, POOL);
+        (sim, a, b, ab, ba)
+    };
+    let r = post_recv(&mut sim, b, 2 * POOL, 1, !0, 0).unwrap();
+    let s = post_send(&mut sim, a, ab, vec![2; 2 * POOL], 1).unwrap();
+    sim.drive_bounded(STEPS).expect("quiesce");
+    assert_eq!(done(&sim, b, r).status, Status::NoResources);
+    let c = done(&sim, a, s);
+    assert_eq!((c.status, c.xfer_length), (Status::Truncated, 0));
+    // a truncating receive stages only what it takes
+    let r = post_recv(&mut sim, b, 1000, 2, !0, 0).unwrap();
+    let s = post_send(&mut sim, a, ab, pattern(3 * POOL, 9), 2).unwrap();
+    sim.drive_bounded(STEPS).expect("quiesce");
+    let c = done(&sim, b, r);
+    assert_eq!((c.status, c.xfer_length), (Status::Truncated, 1000));
+    assert_eq!(
+        c.buf.as_ref().unwrap().bytes(),
+        pattern(3 * POOL, 9)[..1000]
+    );
+    assert_eq!(done(&sim, a, s).status, Status::Truncated);
+    assert_eq!(sim.pool_free(b), Some((POOL as u64, POOL as u64)));
+    let _ = a;
+}

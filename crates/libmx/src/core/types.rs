@@ -417,6 +417,38 @@ impl MsgBuf for Vec<u8> {
     }
 }
 
+/// A byte range of a [`BulkPool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolRange {
+    /// Byte offset in the pool (what the backend's region segments name).
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// Memory the backend can reach, where large messages are staged when it
+/// cannot reach the application's own buffers.
+///
+/// On Xen, user space cannot grant arbitrary existing pages, so each
+/// attachment grants one pool at attach time and the backend maps it once;
+/// a large send is copied into the pool before its rendezvous goes out, and
+/// a large receive is pulled into the pool and copied out at completion.
+/// On the local platform there is no pool: the backend copies straight
+/// from and to the application's buffers.
+pub trait BulkPool: Send {
+    /// The largest range [`BulkPool::reserve`] can ever return.
+    fn capacity(&self) -> u32;
+    /// Reserve `len` bytes (more than 0), or `None` while the pool is too
+    /// full: the caller retries after a release.
+    fn reserve(&mut self, len: u32) -> Option<PoolRange>;
+    /// Give a reserved range back.
+    fn release(&mut self, range: PoolRange);
+    /// Run `f` over the bytes of a range reserved by this pool. The caller
+    /// only does so while the backend is not using the range (before it is
+    /// registered, after the pull that filled it completed).
+    fn with_bytes(&mut self, range: PoolRange, f: &mut dyn FnMut(&mut [u8]));
+}
+
 /// The endpoint's send queue, as seen by [`crate::core::Core::poll_command`]:
 /// the core picks a free slot and writes a medium fragment into it.
 pub trait SendQueue {
@@ -620,6 +652,8 @@ pub struct Stats {
     pub nacks: u64,
     /// Command errors reported by the backend.
     pub command_errors: u64,
+    /// Bytes copied into or out of the bulk pool (large messages staged).
+    pub bytes_staged: u64,
     /// Unexpected messages queued.
     pub unexpected: u64,
 }

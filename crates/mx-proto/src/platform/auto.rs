@@ -307,6 +307,13 @@ impl BackendLink<AutoGuest> for AutoLink {
         }
     }
 
+    fn bulk_pool(&self) -> Option<std::sync::Arc<dyn crate::platform::SharedMem>> {
+        match self {
+            AutoLink::Local(l) => l.bulk_pool(),
+            AutoLink::Xen(l) => l.bulk_pool(),
+        }
+    }
+
     fn send(
         &self,
         msg: &[u8],

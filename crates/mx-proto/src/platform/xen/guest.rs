@@ -435,6 +435,12 @@ impl BackendLink<XenGuest> for XenLink {
         XenEvent::alloc_unbound(self.backend_id)
     }
 
+    fn bulk_pool(&self) -> Option<Arc<dyn crate::platform::SharedMem>> {
+        self.pool
+            .clone()
+            .map(|p| p as Arc<dyn crate::platform::SharedMem>)
+    }
+
     fn send(
         &self,
         msg: &[u8],

@@ -1,0 +1,237 @@
+//! Staging large messages in memory the backend can reach.
+//!
+//! On Xen, user space cannot grant an arbitrary existing page, so the backend
+//! cannot pull from or into the application's own buffers: each attachment
+//! grants a pool once ([`BackendLink::bulk_pool`]), the backend maps it once,
+//! and the core ([`crate::core::BulkPool`]) copies a large send into it
+//! before the rendezvous goes out and a large receive out of it when the
+//! pull completes. [`StagingPool`] is that pool with a small allocator.
+//!
+//! On the local platform the backend copies straight from and to the
+//! application's buffers, so nothing is staged, unless `MX_STAGE_LARGE` asks
+//! for it (the same code path as Xen, through private pages whose addresses
+//! the backend reads like any buffer's: it keeps the path tested in CI).
+//!
+//! [`BackendLink::bulk_pool`]: mx_proto::platform::BackendLink::bulk_pool
+
+use crate::core::{BulkPool, PoolRange};
+use mx_proto::platform::SharedMem;
+use std::sync::Arc;
+
+/// Allocation granule: ranges start on a page boundary, which keeps copies
+/// aligned and lets the backend copy page by page.
+pub const GRANULE: u64 = 4096;
+
+/// A first-fit allocator of byte ranges in `[0, size)`, in [`GRANULE`]
+/// units, with coalescing of free neighbours.
+///
+/// A pool serves the few large messages in flight on one endpoint (tens at
+/// most), so a sorted vector of free ranges is simpler and faster than a
+/// tree.
+#[derive(Debug, Clone)]
+pub struct RangeAlloc {
+    size: u64,
+    /// Free ranges `(offset, len)`, sorted by offset, never adjacent.
+    free: Vec<(u64, u64)>,
+}
+
+impl RangeAlloc {
+    /// An allocator over `size` bytes (rounded down to the granule).
+    pub fn new(size: u64) -> Self {
+        let size = size / GRANULE * GRANULE;
+        RangeAlloc {
+            size,
+            free: if size > 0 { vec![(0, size)] } else { vec![] },
+        }
+    }
+
+    /// Total bytes managed.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes free now.
+    pub fn free_bytes(&self) -> u64 {
+        self.free.iter().map(|&(_, l)| l).sum()
+    }
+
+    /// Reserve `len` bytes (rounded up to the granule): the offset, or
+    /// `None` when no free range is large enough.
+    pub fn alloc(&mut self, len: u64) -> Option<u64> {
+        let want = len.max(1).checked_next_multiple_of(GRANULE)?;
+        let i = self.free.iter().position(|&(_, l)| l >= want)?;
+        let (off, l) = self.free[i];
+        if l == want {
+            self.free.remove(i);
+        } else {
+            self.free[i] = (off + want, l - want);
+        }
+        Some(off)
+    }
+
+    /// Give back `len` bytes at `offset` (as returned by [`alloc`](Self::alloc)
+    /// for the same `len`). A range that is not wholly allocated is ignored
+    /// (returns `false`): a double free never corrupts the free list.
+    pub fn release(&mut self, offset: u64, len: u64) -> bool {
+        let Some(len) = len.max(1).checked_next_multiple_of(GRANULE) else {
+            return false;
+        };
+        let Some(end) = offset.checked_add(len) else {
+            return false;
+        };
+        if offset % GRANULE != 0 || end > self.size {
+            return false;
+        }
+        let i = self.free.partition_point(|&(o, _)| o < offset);
+        let overlaps_prev = i > 0 && {
+            let (o, l) = self.free[i - 1];
+            o + l > offset
+        };
+        let overlaps_next = i < self.free.len() && self.free[i].0 < end;
+        if overlaps_prev || overlaps_next {
+            return false;
+        }
+        let joins_prev = i > 0 && {
+            let (o, l) = self.free[i - 1];
+            o + l == offset
+        };
+        let joins_next = i < self.free.len() && self.free[i].0 == end;
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                let next = self.free.remove(i);
+                self.free[i - 1].1 += len + next.1;
+            }
+            (true, false) => self.free[i - 1].1 += len,
+            (false, true) => self.free[i] = (offset, len + self.free[i].1),
+            (false, false) => self.free.insert(i, (offset, len)),
+        }
+        true
+    }
+}
+
+/// One endpoint's staging pool: memory the backend reaches through region
+/// segments, and the allocator over it.
+pub struct StagingPool {
+    mem: Arc<dyn SharedMem>,
+    /// What a region segment names for pool offset 0: 0 when segments are
+    /// pool offsets (Xen), the pool's address when they are process
+    /// addresses (local).
+    seg_base: u64,
+    alloc: RangeAlloc,
+}
+
+impl core::fmt::Debug for StagingPool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StagingPool")
+            .field("len", &self.mem.len())
+            .field("seg_base", &self.seg_base)
+            .field("alloc", &self.alloc)
+            .finish()
+    }
+}
+
+impl StagingPool {
+    /// A pool over `mem`, whose byte 0 region segments call `seg_base`.
+    pub fn new(mem: Arc<dyn SharedMem>, seg_base: u64) -> Self {
+        let alloc = RangeAlloc::new(mem.len() as u64);
+        StagingPool {
+            mem,
+            seg_base,
+            alloc,
+        }
+    }
+}
+
+impl BulkPool for StagingPool {
+    fn capacity(&self) -> u32 {
+        u32::try_from(self.alloc.size()).unwrap_or(u32::MAX)
+    }
+
+    fn reserve(&mut self, len: u32) -> Option<PoolRange> {
+        let off = self.alloc.alloc(u64::from(len))?;
+        Some(PoolRange {
+            offset: self.seg_base + off,
+            len,
+        })
+    }
+
+    fn release(&mut self, range: PoolRange) {
+        if let Some(off) = range.offset.checked_sub(self.seg_base) {
+            let freed = self.alloc.release(off, u64::from(range.len));
+            debug_assert!(freed, "released a range the pool did not hand out");
+        }
+    }
+
+    fn with_bytes(&mut self, range: PoolRange, f: &mut dyn FnMut(&mut [u8])) {
+        let Some(off) = range.offset.checked_sub(self.seg_base) else {
+            return;
+        };
+        let (off, len) = (off as usize, range.len as usize);
+        if self.mem.check_range(off, len).is_err() {
+            return;
+        }
+        // SAFETY: the range lies inside the mapping (checked above), which
+        // stays mapped while `self.mem` lives. The allocator handed it out
+        // to exactly one request, so no other slice over it exists, and the
+        // core calls this only while the backend does not touch the range
+        // (before registering it, after the pull into it completed). The
+        // backend is the guest's trusted driver domain: if it wrote anyway
+        // the bytes would be wrong, never out of bounds.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.mem.as_ptr().add(off), len) };
+        f(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn alloc_release_coalesce() {
+        let mut a = RangeAlloc::new(10 * GRANULE);
+        let x = a.alloc(1).unwrap();
+        let y = a.alloc(GRANULE + 1).unwrap();
+        let z = a.alloc(3 * GRANULE).unwrap();
+        assert_eq!((x, y, z), (0, GRANULE, 3 * GRANULE));
+        assert_eq!(a.alloc(5 * GRANULE), None, "only 4 granules left");
+        assert!(a.release(y, GRANULE + 1));
+        assert!(!a.release(y, GRANULE + 1), "double free refused");
+        assert!(!a.release(x + 1, 1), "unaligned refused");
+        assert!(a.release(x, 1));
+        assert_eq!(a.alloc(3 * GRANULE), Some(0), "the two freed ranges joined");
+        assert!(a.release(0, 3 * GRANULE));
+        assert!(a.release(z, 3 * GRANULE));
+        assert_eq!(a.free_bytes(), 10 * GRANULE);
+        assert_eq!(a.alloc(10 * GRANULE), Some(0), "everything joined again");
+        assert!(!a.release(0, 11 * GRANULE), "beyond the end refused");
+    }
+
+    proptest! {
+        /// Live ranges never overlap, and freeing everything restores one
+        /// free range.
+        #[test]
+        fn never_overlaps(ops in proptest::collection::vec((any::<bool>(), 1u64..40_000), 1..200)) {
+            let mut a = RangeAlloc::new(64 * GRANULE);
+            let mut live: Vec<(u64, u64)> = Vec::new();
+            for (free, len) in ops {
+                if free && !live.is_empty() {
+                    let (o, l) = live.remove(len as usize % live.len());
+                    prop_assert!(a.release(o, l));
+                } else if let Some(o) = a.alloc(len) {
+                    let end = o + len;
+                    prop_assert!(end <= a.size());
+                    for &(lo, ll) in &live {
+                        prop_assert!(end <= lo || o >= lo + ll, "overlap");
+                    }
+                    live.push((o, len));
+                }
+            }
+            for (o, l) in live.drain(..) {
+                prop_assert!(a.release(o, l));
+            }
+            prop_assert_eq!(a.free_bytes(), a.size());
+            prop_assert_eq!(a.alloc(a.size()), Some(0));
+        }
+    }
+}
