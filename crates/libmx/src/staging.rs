@@ -79,7 +79,7 @@ impl RangeAlloc {
         let Some(end) = offset.checked_add(len) else {
             return false;
         };
-        if offset % GRANULE != 0 || end > self.size {
+        if !offset.is_multiple_of(GRANULE) || end > self.size {
             return false;
         }
         let i = self.free.partition_point(|&(o, _)| o < offset);
