@@ -285,6 +285,16 @@ fn pingpong_every_size_class_two_processes() {
         s.assert_ok("pingpong-send: ok");
         assert!(s.stdout.contains("  4194304 "), "{}", s.stdout);
     }
+    // The Xen path: large messages staged through a pool the backend reads.
+    let (r, s) = pair(
+        &env,
+        "pingpong",
+        "4",
+        &["wait"],
+        &[("MX_STAGE_LARGE", "2100")],
+    );
+    r.assert_ok("pingpong-recv: ok");
+    s.assert_ok("pingpong-send: ok");
 }
 
 #[test]
@@ -314,6 +324,12 @@ fn msg_loop_random_sizes_parallel_self() {
             &["1", "100000", "11", "sync"][..],
         ),
         (&[][..], &["1", "100000", "11", "sync"][..]),
+        // staged through a 1 MiB pool: 11 messages of up to 300 kB wait
+        // for room in it
+        (
+            &[("MX_DISABLE_SELF", "1"), ("MX_STAGE_LARGE", "256")][..],
+            &["2", "300000", "11", "sync"][..],
+        ),
     ] {
         let d = env.run(&exe, args, vars, T);
         d.assert_ok("msg_loop: ok");

@@ -22,7 +22,7 @@ fn every_size_class_both_ways() {
 /// on the local platform, through the real backend.
 #[test]
 fn every_size_class_staged_through_a_pool() {
-    every_size_class(1100);
+    every_size_class(2100);
 }
 
 fn every_size_class(stage_pages: usize) {

@@ -179,6 +179,11 @@ pub struct Core<B: MsgBuf> {
     /// Where large messages are staged, when the backend cannot reach the
     /// application's buffers (see [`BulkPool`]).
     pool: Option<Box<dyn BulkPool>>,
+    /// Pool bytes held by staged sends: at most half the pool, so that
+    /// pulls always find room once other pulls finish (sends release only
+    /// when the peer's pull completes; if they could fill the pool, two
+    /// endpoints sending large messages to each other would deadlock).
+    staged_sends: u64,
     timers: [Option<Time>; TIMER_COUNT],
     stats: Stats,
 }
@@ -246,6 +251,7 @@ impl<B: MsgBuf> Core<B> {
             zombies: 0,
             handler: None,
             pool: None,
+            staged_sends: 0,
             timers: [None; TIMER_COUNT],
             stats: Stats::default(),
             cfg,

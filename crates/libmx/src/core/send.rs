@@ -94,7 +94,9 @@ impl<B: MsgBuf> Core<B> {
             self.self_send(rid);
         } else if !self.partners[p].send_ready {
             self.fail_tx(rid, Status::EndpointUnreachable);
-        } else if class == Class::Large && self.pool.as_ref().is_some_and(|b| len > b.capacity()) {
+        } else if class == Class::Large
+            && self.pool.as_ref().is_some_and(|b| len > b.capacity() / 2)
+        {
             // It could never be staged.
             self.fail_tx(rid, Status::NoResources);
         } else {
@@ -187,8 +189,12 @@ impl<B: MsgBuf> Core<B> {
         if len == 0 {
             return Some(None);
         }
+        if self.staged_sends + u64::from(len) > u64::from(pool.capacity() / 2) {
+            return None;
+        }
         let range = pool.reserve(len)?;
         pool.with_bytes(range, &mut |bytes| buf.read_at(0, bytes));
+        self.staged_sends += u64::from(len);
         self.stats.bytes_staged += u64::from(len);
         Some(Some(range))
     }
@@ -255,7 +261,11 @@ impl<B: MsgBuf> Core<B> {
         let RecvPhase::NeedRegion(l) = rs.phase else {
             return;
         };
-        if self.pool.as_ref().is_some_and(|p| l.length > p.capacity()) {
+        if self
+            .pool
+            .as_ref()
+            .is_some_and(|p| l.length > p.capacity() / 2)
+        {
             // It can never be staged: refuse it (the sender sees TRUNCATED).
             self.complete_recv_status(
                 rid,
@@ -324,6 +334,9 @@ impl<B: MsgBuf> Core<B> {
             }
             if let (Some(pool), Some(range)) = (self.pool.as_mut(), r.staged) {
                 pool.release(range);
+                if r.usage == RegionUse::Window {
+                    self.staged_sends -= u64::from(range.len);
+                }
             }
             self.region_free.push_back(id);
         }
@@ -391,7 +404,23 @@ impl<B: MsgBuf> Core<B> {
             None,
             User::Released,
         );
-        self.partners[p].need_seq.push_back(rid);
+        // A notify goes ahead of the messages still waiting for a seqnum
+        // (behind the notifies already there): it is not a message the
+        // peer matches, so MX order is kept, and a large send waiting for
+        // a region id or pool room must not hold back the notify that
+        // frees the peer's (both sides waiting so would deadlock).
+        let pr = &mut self.partners[p];
+        let at = pr
+            .need_seq
+            .iter()
+            .position(|&q| {
+                !matches!(
+                    slot_req(&self.reqs, q).map(|r| &r.kind),
+                    Some(Kind::Notify(_))
+                )
+            })
+            .unwrap_or(pr.need_seq.len());
+        pr.need_seq.insert(at, rid);
         self.pump_partner(p);
     }
 

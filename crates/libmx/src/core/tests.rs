@@ -1304,7 +1304,7 @@ fn flush_acks_at_close_acks_everything() {
 // Staging through a bulk pool (the Xen path)
 // ------------------------------------------------------------------
 
-const POOL: usize = 64 * 1024;
+const POOL: usize = 128 * 1024;
 
 fn post_recv(
     sim: &mut Sim,
@@ -1340,7 +1340,7 @@ fn large_messages_are_staged_through_the_pools() {
         if pool_b {
             sim.add_pool(b, POOL);
         }
-        for (i, len) in [32_769usize, 40_000, POOL].into_iter().enumerate() {
+        for (i, len) in [32_769usize, 40_000, POOL / 2].into_iter().enumerate() {
             let data = pattern(len, i as u8);
             let r = post_recv(&mut sim, b, len + 100, 0, 0, 0).unwrap();
             let s = post_send(&mut sim, a, ab, data.clone(), 0).unwrap();
@@ -1365,7 +1365,7 @@ fn staged_sends_wait_for_pool_room_and_keep_their_order() {
     let (mut sim, a, b, ab, _) = pair();
     sim.add_pool(a, POOL);
     sim.add_pool(b, POOL);
-    let len = 40_000; // one at a time fits in each pool
+    let len = 40_000; // one staged send at a time fits in half the pool
     let mut recvs = Vec::new();
     let mut sends = Vec::new();
     for i in 0..5u8 {
@@ -1395,7 +1395,7 @@ fn messages_larger_than_the_pool_fail_cleanly() {
     sim.add_pool(a, POOL);
     sim.add_pool(b, POOL);
     // a send that can never be staged fails at once
-    let s = post_send(&mut sim, a, ab, vec![1; POOL + 1], 1).unwrap();
+    let s = post_send(&mut sim, a, ab, vec![1; POOL / 2 + 1], 1).unwrap();
     sim.drive_bounded(STEPS).expect("quiesce");
     assert_eq!(done(&sim, a, s).status, Status::NoResources);
     // a receive that can never be staged fails, and its sender sees it
@@ -1423,4 +1423,42 @@ fn messages_larger_than_the_pool_fail_cleanly() {
     assert_eq!(done(&sim, a, s).status, Status::Truncated);
     assert_eq!(sim.pool_free(b), Some((POOL as u64, POOL as u64)));
     let _ = a;
+}
+
+#[test]
+fn crossing_large_sends_do_not_deadlock_on_the_pools() {
+    // Sends first on both sides: if staged sends could fill a pool, no
+    // pull would ever find room.
+    let (mut sim, a, b, ab, ba) = pair();
+    sim.add_pool(a, POOL);
+    sim.add_pool(b, POOL);
+    let len = 40_000;
+    let mut sends = Vec::new();
+    for i in 0..5u8 {
+        sends.push((a, post_send(&mut sim, a, ab, pattern(len, i), 3).unwrap()));
+        sends.push((
+            b,
+            post_send(&mut sim, b, ba, pattern(len, 100 + i), 3).unwrap(),
+        ));
+    }
+    sim.drive_bounded(STEPS).expect("quiesce");
+    let mut recvs = Vec::new();
+    for i in 0..5u8 {
+        recvs.push((b, i, post_recv(&mut sim, b, len, 3, !0, 0).unwrap()));
+        recvs.push((a, 100 + i, post_recv(&mut sim, a, len, 3, !0, 0).unwrap()));
+    }
+    sim.drive_bounded(STEPS).expect("quiesce");
+    eprintln!(
+        "a:\n{}\nb:\n{}",
+        sim.nodes[a].core.dump(),
+        sim.nodes[b].core.dump()
+    );
+    for (n, salt, r) in recvs {
+        let c = done(&sim, n, r);
+        assert_eq!(c.buf.as_ref().unwrap().bytes(), pattern(len, salt));
+    }
+    for (n, s) in sends {
+        assert_eq!(done(&sim, n, s).status, Status::Success);
+    }
+    assert_eq!(sim.pool_free(a), Some((POOL as u64, POOL as u64)));
 }

@@ -435,6 +435,11 @@ pub struct PoolRange {
 /// a large receive is pulled into the pool and copied out at completion.
 /// On the local platform there is no pool: the backend copies straight
 /// from and to the application's buffers.
+///
+/// A message must fit in half the pool, and staged sends together hold at
+/// most half of it: the other half is always there for pulls, which finish
+/// on their own, so large messages crossing in both directions cannot
+/// deadlock. Larger messages fail with `NO_RESOURCES`.
 pub trait BulkPool: Send {
     /// The largest range [`BulkPool::reserve`] can ever return.
     fn capacity(&self) -> u32;

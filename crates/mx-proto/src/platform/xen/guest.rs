@@ -24,8 +24,24 @@ pub const POOL_PAGES_ENV: &str = "MX_XEN_POOL_PAGES";
 /// Environment variable naming the directory of the slot lock files.
 pub const LOCK_DIR_ENV: &str = "MX_XEN_LOCK_DIR";
 
-/// Default pool: 256 pages (1 MiB).
+/// Smallest default pool: 256 pages (1 MiB), what fits beside one endpoint
+/// in gntalloc's stock limit of 1024 grants per domain.
 pub const DEFAULT_POOL_PAGES: usize = 256;
+/// Largest default pool: 2048 pages (8 MiB).
+pub const MAX_DEFAULT_POOL_PAGES: usize = 2048;
+/// Where gntalloc publishes its per-domain grant limit.
+const GNTALLOC_LIMIT: &str = "/sys/module/xen_gntalloc/parameters/limit";
+
+/// The pool size when `$MX_XEN_POOL_PAGES` does not say: an eighth of
+/// gntalloc's grant limit (the domain's grants are shared by every
+/// endpoint's rings and pools), between [`DEFAULT_POOL_PAGES`] and
+/// [`MAX_DEFAULT_POOL_PAGES`]. A large message must fit in the pool, so a
+/// deployment that raised the limit as docs/XEN.md says gets 8 MiB.
+pub fn default_pool_pages(gntalloc_limit: Option<usize>) -> usize {
+    gntalloc_limit.map_or(DEFAULT_POOL_PAGES, |l| {
+        (l / 8).clamp(DEFAULT_POOL_PAGES, MAX_DEFAULT_POOL_PAGES)
+    })
+}
 
 /// How long a detaching guest waits for the backend to unmap.
 const DETACH_WAIT: Duration = Duration::from_secs(2);
@@ -41,7 +57,7 @@ pub struct XenTarget {
 
 impl Default for XenTarget {
     /// `$MX_XEN_DEVICE` (else any free slot), `$MX_XEN_POOL_PAGES` (else
-    /// [`DEFAULT_POOL_PAGES`]).
+    /// [`default_pool_pages`] of gntalloc's limit).
     fn default() -> Self {
         let env = |k: &str| {
             std::env::var(k)
@@ -50,7 +66,15 @@ impl Default for XenTarget {
         };
         XenTarget {
             device: env(DEVICE_ENV).map(|v| v as u32),
-            pool_pages: env(POOL_PAGES_ENV).map_or(DEFAULT_POOL_PAGES, |v| v as usize),
+            pool_pages: env(POOL_PAGES_ENV).map_or_else(
+                || {
+                    let limit = std::fs::read_to_string(GNTALLOC_LIMIT)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
+                    default_pool_pages(limit)
+                },
+                |v| v as usize,
+            ),
         }
     }
 }
@@ -534,5 +558,18 @@ impl Drop for XenLink {
             XenbusState::Closing,
             XenbusState::Closed,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pool_follows_the_grant_limit() {
+        assert_eq!(default_pool_pages(None), DEFAULT_POOL_PAGES);
+        assert_eq!(default_pool_pages(Some(1024)), DEFAULT_POOL_PAGES);
+        assert_eq!(default_pool_pages(Some(8192)), 1024);
+        assert_eq!(default_pool_pages(Some(65536)), MAX_DEFAULT_POOL_PAGES);
     }
 }
