@@ -17,7 +17,7 @@ use crate::wire::Wire;
 use mx_proto::msg::command::{CommandKind, MediumFrag, Pull};
 use mx_proto::msg::event::{CommandErrorCode, PullStatus, RecvHdr};
 use mx_proto::msg::{Command, Dest, Event, Source};
-use mx_proto::platform::{GuestMemory, HostPlatform};
+use mx_proto::platform::{CopyFault, GuestMemory, HostPlatform};
 use std::time::Instant;
 
 /// NACK types of the wire protocol (spec section 3).
@@ -456,9 +456,10 @@ fn medium<H: HostPlatform>(
     Outcome::Done
 }
 
-/// Intra-node pull: copy from the sender's window straight into the
-/// puller's region (through a bounce buffer in the backend: the two guests
-/// cannot see each other's memory), then complete the pull.
+/// Intra-node pull: copy from the sender's window into the puller's region
+/// ([`GuestMemory::copy_to`]: through a bounce buffer on local, where the
+/// backend reaches each process with `process_vm_readv/writev`; directly
+/// between the two mapped pools on Xen), then complete the pull.
 fn pull<H: HostPlatform>(
     ctx: &mut Ctx<'_, H>,
     eps: &mut [Option<Endpoint<H>>],
@@ -527,19 +528,12 @@ fn copy_pull<H: HostPlatform>(
     let (Some(s), Some(d)) = (eps[sender].as_ref(), eps[puller].as_ref()) else {
         return PullStatus::EndpointClosed;
     };
-    let (src_mem, dst_mem) = (&s.memory, &d.memory);
-    let chunk = ctx.bounce.len().max(1);
-    let mut off = 0u64;
-    while off < len {
-        let n = (len - off).min(chunk as u64) as usize;
-        let buf = &mut ctx.bounce[..n];
-        if src_mem.read(&src_segs, off, buf).is_err() {
-            return PullStatus::Unreachable;
-        }
-        if dst_mem.write(&dst_segs, off, buf).is_err() {
-            return PullStatus::BadLocalRegion;
-        }
-        off += n as u64;
+    match s
+        .memory
+        .copy_to(&src_segs, &d.memory, &dst_segs, len, ctx.bounce)
+    {
+        Ok(()) => PullStatus::Success,
+        Err(CopyFault::Source(_)) => PullStatus::Unreachable,
+        Err(CopyFault::Destination(_)) => PullStatus::BadLocalRegion,
     }
-    PullStatus::Success
 }

@@ -585,4 +585,63 @@ pub trait GuestMemory: Send + Sync {
     /// # Errors
     /// As [`read`](Self::read).
     fn write(&self, segments: &[Self::Region], offset: u64, src: &[u8]) -> io::Result<()>;
+
+    /// Copies the first `len` bytes of `src` (this guest's segments) to the
+    /// first `len` bytes of `dst` (segments of guest `to`, possibly this
+    /// one): the same-host large-message copy. The default goes through
+    /// `bounce` (read, then write: two copies); a platform whose host maps
+    /// both guests' memory copies once, directly.
+    ///
+    /// # Errors
+    /// [`CopyFault`] says which side failed (as [`read`](Self::read) and
+    /// [`write`](Self::write) would); a prefix may have been copied.
+    fn copy_to(
+        &self,
+        src: &[Self::Region],
+        to: &Self,
+        dst: &[Self::Region],
+        len: u64,
+        bounce: &mut [u8],
+    ) -> Result<(), CopyFault> {
+        copy_through(self, src, to, dst, len, bounce)
+    }
+}
+
+/// [`GuestMemory::copy_to`] through a bounce buffer: read a chunk from
+/// `from`, write it to `to`, until `len` bytes moved.
+///
+/// # Errors
+/// As [`GuestMemory::copy_to`]; an empty `bounce` is an `InvalidInput`.
+pub fn copy_through<M: GuestMemory + ?Sized>(
+    from: &M,
+    src: &[M::Region],
+    to: &M,
+    dst: &[M::Region],
+    len: u64,
+    bounce: &mut [u8],
+) -> Result<(), CopyFault> {
+    if bounce.is_empty() && len > 0 {
+        return Err(CopyFault::Source(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no bounce buffer",
+        )));
+    }
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(bounce.len() as u64) as usize;
+        let buf = &mut bounce[..n];
+        from.read(src, off, buf).map_err(CopyFault::Source)?;
+        to.write(dst, off, buf).map_err(CopyFault::Destination)?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Which side of a [`GuestMemory::copy_to`] failed.
+#[derive(Debug)]
+pub enum CopyFault {
+    /// Reading the source guest's segments.
+    Source(io::Error),
+    /// Writing the destination guest's segments.
+    Destination(io::Error),
 }

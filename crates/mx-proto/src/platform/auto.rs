@@ -589,6 +589,23 @@ impl GuestMemory for AutoMemory {
             AutoMemory::Xen(m) => m.write_spans(segments, offset, src),
         }
     }
+
+    fn copy_to(
+        &self,
+        src: &[GuestRange],
+        to: &Self,
+        dst: &[GuestRange],
+        len: u64,
+        bounce: &mut [u8],
+    ) -> Result<(), crate::platform::CopyFault> {
+        match (self, to) {
+            (AutoMemory::Xen(a), AutoMemory::Xen(b)) => a.copy_spans_to(src, b, dst, len),
+            (AutoMemory::Local(a), AutoMemory::Local(b)) => a.copy_to(src, b, dst, len, bounce),
+            // One backend runs one platform, so this never happens; the
+            // bounce copy would still be right.
+            _ => crate::platform::copy_through(self, src, to, dst, len, bounce),
+        }
+    }
 }
 
 #[cfg(test)]

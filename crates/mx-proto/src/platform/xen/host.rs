@@ -17,8 +17,8 @@ use super::xenbus::{self, End, XenbusState};
 use super::xenstore::{Xenstore, NO_TX};
 use super::{stats, DomId, GrantRef, MappedGrants, XenEvent, XenHost};
 use crate::platform::{
-    EventChannel, GuestConn, GuestListener, GuestMemory, Incoming, Interest, Poller,
-    ReceivedResources, ResourceKind, SharedMem, Wakeup, MAX_CONTROL_MSG,
+    copy_shared, CopyFault, EventChannel, GuestConn, GuestListener, GuestMemory, Incoming,
+    Interest, Poller, ReceivedResources, ResourceKind, SharedMem, Wakeup, MAX_CONTROL_MSG,
 };
 use crate::ring::{Consumer, ControlPage, Producer, Side};
 
@@ -731,7 +731,7 @@ impl XenMemory {
         segments: &[S],
         offset: u64,
         len: usize,
-        mut op: impl FnMut(&MappedGrants, usize, usize, usize) -> io::Result<()>,
+        op: impl FnMut(&MappedGrants, usize, usize, usize) -> io::Result<()>,
     ) -> io::Result<()> {
         let total = Self::total(segments)?;
         match offset.checked_add(len as u64) {
@@ -746,15 +746,33 @@ impl XenMemory {
         if len == 0 {
             return Ok(());
         }
+        let pool = self.mapped()?;
+        Self::walk(&pool, segments, offset, len, op)
+    }
+
+    /// The guest's mapped pool (held by the caller for one copy, so that a
+    /// concurrent revoke cannot unmap it mid-copy).
+    fn mapped(&self) -> io::Result<Arc<MappedGrants>> {
         let guard = self.pool.read().unwrap_or_else(|p| p.into_inner());
-        let Some(pool) = guard.as_ref() else {
+        guard.clone().ok_or_else(|| {
             let errno = if self.revoked.load(Ordering::Acquire) {
                 libc::ESRCH
             } else {
                 libc::EFAULT
             };
-            return Err(io::Error::from_raw_os_error(errno));
-        };
+            io::Error::from_raw_os_error(errno)
+        })
+    }
+
+    /// The segment walk of [`transfer`](Self::transfer) over a pool the
+    /// caller holds; `offset + len` is within the segments.
+    fn walk<S: Span>(
+        pool: &MappedGrants,
+        segments: &[S],
+        offset: u64,
+        len: usize,
+        mut op: impl FnMut(&MappedGrants, usize, usize, usize) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut skip = offset;
         let mut done = 0usize;
         for s in segments {
@@ -777,6 +795,48 @@ impl XenMemory {
             }
         }
         Ok(())
+    }
+
+    /// [`GuestMemory::copy_to`] over any span type: one copy, straight
+    /// from this guest's mapped pool into `to`'s.
+    pub(crate) fn copy_spans_to<S: Span>(
+        &self,
+        src: &[S],
+        to: &XenMemory,
+        dst: &[S],
+        len: u64,
+    ) -> Result<(), CopyFault> {
+        let fits = |segs: &[S]| match Self::total(segs) {
+            Ok(t) if t >= len => Ok(()),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "copy range outside the guest segments",
+            )),
+            Err(e) => Err(e),
+        };
+        fits(src).map_err(CopyFault::Source)?;
+        fits(dst).map_err(CopyFault::Destination)?;
+        let len = usize::try_from(len)
+            .map_err(|_| CopyFault::Source(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        if len == 0 {
+            return Ok(());
+        }
+        let sp = self.mapped().map_err(CopyFault::Source)?;
+        let dp = to.mapped().map_err(CopyFault::Destination)?;
+        let mut dst_failed = false;
+        Self::walk(&sp, src, 0, len, |spool, sat, done, n| {
+            Self::walk(&dp, dst, done as u64, n, |dpool, dat, d2, m| {
+                copy_shared(spool, sat + d2, dpool, dat, m).map_err(io::Error::from)
+            })
+            .inspect_err(|_| dst_failed = true)
+        })
+        .map_err(|e| {
+            if dst_failed {
+                CopyFault::Destination(e)
+            } else {
+                CopyFault::Source(e)
+            }
+        })
     }
 
     /// [`GuestMemory::read`] over any span type.
@@ -821,6 +881,17 @@ impl GuestMemory for XenMemory {
     fn write(&self, segments: &[XenRegion], offset: u64, src: &[u8]) -> io::Result<()> {
         self.write_spans(segments, offset, src)
     }
+
+    fn copy_to(
+        &self,
+        src: &[XenRegion],
+        to: &Self,
+        dst: &[XenRegion],
+        len: u64,
+        _bounce: &mut [u8],
+    ) -> Result<(), CopyFault> {
+        self.copy_spans_to(src, to, dst, len)
+    }
 }
 
 #[cfg(test)]
@@ -851,6 +922,29 @@ mod tests {
         assert!(
             XenMemory::total_len(&[XenRegion::new(0, u64::MAX), XenRegion::new(0, 1)]).is_err()
         );
+    }
+
+    #[test]
+    fn pool_to_pool_copy_says_which_side_failed() {
+        let (a, b) = (XenMemory::new(3), XenMemory::new(4));
+        let r = [XenRegion::new(0, 8)];
+        let short = [XenRegion::new(0, 4)];
+        let side = |res: Result<(), CopyFault>| match res {
+            Err(CopyFault::Source(e)) => ("source", e.kind(), e.raw_os_error()),
+            Err(CopyFault::Destination(e)) => ("destination", e.kind(), e.raw_os_error()),
+            Ok(()) => panic!("copied without pools"),
+        };
+        assert_eq!(
+            side(a.copy_spans_to(&r, &b, &short, 8)).0,
+            "destination",
+            "a destination shorter than the copy"
+        );
+        assert_eq!(side(a.copy_spans_to(&short, &b, &r, 8)).0, "source");
+        assert_eq!(side(a.copy_spans_to(&r, &b, &r, 8)).2, Some(libc::EFAULT));
+        b.revoke();
+        // the source has no pool yet: its fault comes first
+        assert_eq!(side(a.copy_spans_to(&r, &b, &r, 8)).0, "source");
+        a.copy_spans_to(&r, &b, &r, 0).expect("nothing to copy");
     }
 
     #[test]
