@@ -35,9 +35,10 @@ pub enum Counter {
     NacksReceived,
     PullsFailed,
     PullResent,
+    PullsDirect,
 }
 
-const N: usize = Counter::PullResent as usize + 1;
+const N: usize = Counter::PullsDirect as usize + 1;
 const _: () = assert!(N == COUNTER_LABELS.len());
 
 /// The counters of one endpoint.

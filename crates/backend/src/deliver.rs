@@ -15,7 +15,7 @@ use crate::endpoint::{Chan, Endpoint};
 use crate::peers::PeerTable;
 use crate::wire::Wire;
 use mx_proto::msg::command::{CommandKind, MediumFrag, Pull};
-use mx_proto::msg::event::{CommandErrorCode, PullStatus, RecvHdr};
+use mx_proto::msg::event::{CommandErrorCode, DirectSegs, PullStatus, RecvHdr, DIRECT_SEGS_MAX};
 use mx_proto::msg::{Command, Dest, Event, Source};
 use mx_proto::platform::{CopyFault, GuestMemory, HostPlatform};
 use std::time::Instant;
@@ -470,6 +470,14 @@ fn pull<H: HostPlatform>(
     if space::<H>(&mut eps[puller].as_mut().expect("puller is open").chan) == 0 {
         return Outcome::Blocked;
     }
+    if p.direct {
+        if let Some(ev) = direct_pull(ctx, eps, sender, p) {
+            let e = eps[puller].as_mut().expect("puller is open");
+            e.counters.bump(Counter::PullsDirect);
+            post(e, &ev);
+            return Outcome::Done;
+        }
+    }
     let status = copy_pull(ctx, eps, puller, sender, p);
     let transferred = if status == PullStatus::Success {
         p.length
@@ -492,6 +500,42 @@ fn pull<H: HostPlatform>(
         },
     );
     Outcome::Done
+}
+
+/// The authorisation for the puller to copy the bytes itself, straight from
+/// the sender process: only where the platform allows it (local) and the
+/// range is in at most [`DIRECT_SEGS_MAX`] pieces. The puller learns the
+/// sender's pid and the addresses of the range the sender exposed to it;
+/// the kernel still checks the puller's ptrace rights over the sender, and a
+/// puller that fails sends the pull again without `direct`.
+fn direct_pull<H: HostPlatform>(
+    ctx: &mut Ctx<'_, H>,
+    eps: &[Option<Endpoint<H>>],
+    sender: usize,
+    p: &Pull,
+) -> Option<Event<'static>> {
+    let s = eps[sender].as_ref()?;
+    let pid = s.memory.direct_pid()?;
+    s.regions
+        .resolve(
+            p.remote.id,
+            u64::from(p.remote.offset),
+            u64::from(p.length),
+            ctx.segs,
+        )
+        .ok()?;
+    if ctx.segs.len() > DIRECT_SEGS_MAX {
+        return None;
+    }
+    let mut pieces = [(0u64, 0u32); DIRECT_SEGS_MAX];
+    for (d, &(addr, len)) in pieces.iter_mut().zip(ctx.segs.iter()) {
+        *d = (addr, u32::try_from(len).ok()?);
+    }
+    Some(Event::PullDirect {
+        cookie: p.cookie,
+        pid,
+        segs: DirectSegs::new(&pieces[..ctx.segs.len()])?,
+    })
 }
 
 fn copy_pull<H: HostPlatform>(

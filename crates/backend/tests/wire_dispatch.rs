@@ -609,6 +609,7 @@ fn puller(w: &mut World) {
                 seqnum: 23,
                 offset: 0,
             },
+            direct: false,
         }));
     };
     // The fake replier loses frame 1 of the first block: the later blocks

@@ -23,8 +23,10 @@ use crate::core::{
 use crate::staging::StagingPool;
 use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
 use mx_proto::msg::control::{ChannelSizes, ControlError};
+use mx_proto::msg::event::DIRECT_SEGS_MAX;
 use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
-use mx_proto::platform::{auto::AutoGuest, local::LocalTarget};
+use mx_proto::platform::local::{GuestRange, ProcessMemory};
+use mx_proto::platform::{auto::AutoGuest, local::LocalTarget, GuestMemory};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -54,6 +56,10 @@ pub struct OpenOptions {
     /// where the backend could reach our buffers (`MX_STAGE_LARGE`; 0: only
     /// where the platform requires it, i.e. on Xen). See [`crate::staging`].
     pub stage_pages: usize,
+    /// Copy large messages ourselves, straight from the sender process,
+    /// when the backend allows it (`MX_DIRECT_PULL`, default on; 0 makes the
+    /// backend copy, as on Xen). See [`Core::handle_pull_direct`].
+    pub direct_pull: bool,
 }
 
 impl Default for OpenOptions {
@@ -67,6 +73,7 @@ impl Default for OpenOptions {
             spin: Duration::from_micros(env_u64("MX_SPIN_US").unwrap_or(100)),
             disable_self: env_u64("MX_DISABLE_SELF").is_some_and(|v| v != 0),
             stage_pages: env_u64("MX_STAGE_LARGE").map_or(0, |v| v.min(1 << 20) as usize),
+            direct_pull: env_u64("MX_DIRECT_PULL").is_none_or(|v| v != 0),
         }
     }
 }
@@ -120,6 +127,8 @@ struct State<B: MsgBuf> {
     sleeper: bool,
     /// The channel broke (the backend corrupted shared state or went away).
     broken: bool,
+    /// The last sender process a direct pull read from.
+    direct_src: Option<ProcessMemory>,
     /// Slots of the command ring (all free once the backend consumed
     /// everything we posted).
     cmd_slots: u32,
@@ -205,6 +214,8 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         );
         cfg.context_id = opts.context_id;
         cfg.disable_self = opts.disable_self;
+        // Direct pulls need the sender's memory by address: local only.
+        cfg.direct_pull = opts.direct_pull && frontend.bulk_pool().is_none();
         cfg.seed = u64::from(chan.session()) ^ (u64::from(std::process::id()) << 32);
         let mut core = Core::new(cfg)?;
         if let Some(pool) = staging_pool(&frontend, opts.stage_pages)? {
@@ -219,6 +230,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                     recv_scratch: vec![0; QUEUE_SLOT_SIZE],
                     sleeper: false,
                     broken: false,
+                    direct_src: None,
                     cmd_slots: opts.sizes.cmd_slots,
                 }),
                 cond: Condvar::new(),
@@ -560,6 +572,42 @@ fn connect_status<B>(done: &Completion<B>) -> Result<(), Return> {
     }
 }
 
+/// A direct pull: read the sender's bytes straight into our receive buffer
+/// with `process_vm_readv` (one copy). False if anything does not add up or
+/// the kernel refuses (no ptrace rights over the sender, sender gone): the
+/// core then hands the pull to the backend.
+fn copy_direct<B: MsgBuf>(
+    cache: &mut Option<ProcessMemory>,
+    pid: u32,
+    from: &[(u64, u32)],
+    buf: &mut B,
+    len: u32,
+) -> bool {
+    let mut remote = [GuestRange::new(0, 0); DIRECT_SEGS_MAX];
+    for (r, &(addr, n)) in remote.iter_mut().zip(from) {
+        *r = GuestRange::new(addr, u64::from(n));
+    }
+    let remote = &remote[..from.len()];
+    if remote.iter().map(|r| r.len).sum::<u64>() != u64::from(len) {
+        return false;
+    }
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if !cache
+        .as_ref()
+        .is_some_and(|m| m.pid() == pid && m.is_alive())
+    {
+        *cache = ProcessMemory::open(pid).ok();
+    }
+    let Some(mem) = cache.as_ref() else {
+        return false;
+    };
+    buf.fill_in_place(len, &mut |off, bytes| {
+        mem.read(remote, u64::from(off), bytes).is_ok()
+    })
+}
+
 /// Events in, timers, commands out, until nothing moves.
 fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
     if st.broken {
@@ -571,6 +619,7 @@ fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
         send_scratch,
         recv_scratch,
         broken,
+        direct_src,
         ..
     } = st;
     loop {
@@ -589,6 +638,12 @@ fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
             let Ok(ev) = Event::parse(&slot) else {
                 continue; // a backend that sends garbage events: dropped
             };
+            if let Event::PullDirect { cookie, pid, segs } = ev {
+                core.handle_pull_direct(cookie, |buf, len| {
+                    copy_direct(direct_src, pid, segs.segs(), buf, len)
+                });
+                continue;
+            }
             let payload = match ev {
                 Event::RecvSmall {
                     recvq_slot, length, ..

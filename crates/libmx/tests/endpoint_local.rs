@@ -100,6 +100,13 @@ fn every_size_class(stage_pages: usize) {
         let staged = ep.with_core(|c| c.stats().bytes_staged);
         let want = if stage_pages > 0 { 2 * large } else { 0 };
         assert_eq!(staged, want, "each large message staged in and out once");
+        // Unstaged, each large receive is copied by the receiver itself,
+        // straight from the sender process (both are ours: ptrace allowed).
+        let (direct, failed) =
+            ep.with_core(|c| (c.stats().pulls_direct, c.stats().pulls_direct_failed));
+        let large_recvs = sizes.iter().filter(|&&l| l > 32768).count() as u64;
+        let want = if stage_pages > 0 { 0 } else { large_recvs };
+        assert_eq!((direct, failed), (want, 0), "direct pulls");
     }
     // A synchronous send of 0 bytes completes once matched.
     let r = b.irecv(Vec::new(), 7, u64::MAX, 0).unwrap();

@@ -586,6 +586,14 @@ pub trait GuestMemory: Send + Sync {
     /// As [`read`](Self::read).
     fn write(&self, segments: &[Self::Region], offset: u64, src: &[u8]) -> io::Result<()>;
 
+    /// The guest's process id, when a puller may copy from this guest
+    /// itself (local: with `process_vm_readv`, which the kernel allows only
+    /// to a process with ptrace rights over it); `None` where only the host
+    /// reaches the guest's memory (Xen).
+    fn direct_pid(&self) -> Option<u32> {
+        None
+    }
+
     /// Copies the first `len` bytes of `src` (this guest's segments) to the
     /// first `len` bytes of `dst` (segments of guest `to`, possibly this
     /// one): the same-host large-message copy. The default goes through

@@ -7,7 +7,7 @@ use mx_proto::msg::command::{
 use mx_proto::msg::control::{
     BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, PeerInfo,
 };
-use mx_proto::msg::event::PullStatus;
+use mx_proto::msg::event::{DirectSegs, PullStatus};
 use mx_proto::msg::{CmdSlot, Command, Dest, Event, EvtSlot, RdmaRef, Seq, Source};
 use proptest::prelude::*;
 
@@ -79,7 +79,11 @@ proptest! {
         }));
         check_cmd(&Command::Pull(Pull {
             dest: d, session: a, length: b, cookie: a ^ b, local_region: e,
-            local_offset: b, remote: r,
+            local_offset: b, remote: r, direct: false,
+        }));
+        check_cmd(&Command::Pull(Pull {
+            dest: d, session: a, length: b, cookie: a ^ b, local_region: e,
+            local_offset: b, remote: r, direct: true,
         }));
         check_cmd(&Command::RegionDeregister { region_id: f });
     }
@@ -120,6 +124,12 @@ proptest! {
             Event::SendMediumDone { sendq_slot: c },
             Event::PullDone { cookie: a, status: PullStatus::BadRdmaWindow, transferred: b },
             Event::CommandError { cmd_kind: e, code: f },
+            Event::PullDirect { cookie: a, pid: b, segs: DirectSegs::new(&[]).unwrap() },
+            Event::PullDirect {
+                cookie: a,
+                pid: b,
+                segs: DirectSegs::new(&[(u64::from(a) << 20, b), (7, 0), (u64::MAX, u32::MAX)]).unwrap(),
+            },
         ];
         for ev in &evs {
             let mut slot = EvtSlot([0xa5; 64]);
@@ -219,4 +229,18 @@ fn control_roundtrip() {
     b.push(0);
     assert!(ControlRequest::decode(&b).is_err());
     assert!(ControlRequest::decode(&b[..3]).is_err());
+}
+
+#[test]
+fn direct_pull_refuses_more_pieces_than_fit() {
+    assert!(DirectSegs::new(&[(1, 1); 4]).is_none());
+    let ev = Event::PullDirect {
+        cookie: 1,
+        pid: 2,
+        segs: DirectSegs::new(&[(1, 1)]).unwrap(),
+    };
+    let mut slot = EvtSlot([0; 64]);
+    ev.emit(&mut slot).unwrap();
+    slot.0[1] = 4; // a segment count that does not fit
+    assert!(Event::parse(&slot).is_err());
 }

@@ -271,6 +271,7 @@ impl Hostile {
                     seqnum: rng.next() as u8,
                     offset: rng.below(70_000) as u32,
                 },
+                direct: rng.below(2) == 0,
             }),
             7 => {
                 let n = rng.below(12) as usize;

@@ -706,6 +706,17 @@ impl<B: MsgBuf> Core<B> {
         self.finish();
     }
 
+    /// The backend let us copy pull `cookie` ourselves
+    /// ([`Event::PullDirect`]): `copy(buffer, len)` moves the first `len`
+    /// bytes of the message into the receive buffer and says whether it
+    /// worked. On success the pull completes as if the backend had done it;
+    /// on failure direct pulls are turned off ([`Config::direct_pull`]) and
+    /// the pull goes to the backend again.
+    pub fn handle_pull_direct(&mut self, cookie: u32, copy: impl FnOnce(&mut B, u32) -> bool) {
+        self.pull_direct(cookie, copy);
+        self.finish();
+    }
+
     /// Run the timers that expired at `now`: retransmissions (and the
     /// resend limit) and delayed acks.
     pub fn handle_timeout(&mut self, now: Time) {

@@ -276,6 +276,8 @@ impl<B: MsgBuf> Core<B> {
                 status,
                 transferred,
             } => self.pull_done(cookie, status, transferred),
+            // Nobody to copy for us here: the backend will.
+            Event::PullDirect { cookie, .. } => self.pull_direct(cookie, |_, _| false),
             Event::CommandError { .. } => self.stats.command_errors += 1,
         }
     }
@@ -990,6 +992,31 @@ impl<B: MsgBuf> Core<B> {
             0
         };
         self.queue_notify(l.partner, xfer, l.rdma);
+    }
+
+    pub(super) fn pull_direct(&mut self, cookie: u32, copy: impl FnOnce(&mut B, u32) -> bool) {
+        let Some(&r) = self.pulls.get(&cookie) else {
+            self.stats.drop_bad_event += 1;
+            return;
+        };
+        let length = match self.req(r).map(|x| &x.kind) {
+            Some(Kind::Recv(rs)) => match rs.phase {
+                RecvPhase::Pulling(l) => l.length,
+                _ => return,
+            },
+            _ => return,
+        };
+        let copied = super::slot_req_mut(&mut self.reqs, r)
+            .and_then(|req| req.buf.as_mut())
+            .is_some_and(|buf| copy(buf, length));
+        if copied {
+            self.stats.pulls_direct += 1;
+            self.pull_done(cookie, PullStatus::Success, length);
+        } else {
+            self.stats.pulls_direct_failed += 1;
+            self.cfg.direct_pull = false;
+            self.ctrl_q.push_back(Ctrl::Pull(r));
+        }
     }
 
     /// The puller of one of our large sends says it is done.

@@ -923,6 +923,8 @@ impl<B: MsgBuf> Core<B> {
                     local_region: l.region,
                     local_offset: 0,
                     remote: l.rdma,
+                    // A staged pull lands in the pool, not in the buffer.
+                    direct: self.cfg.direct_pull && self.pool.is_none(),
                 })
             }
         };

@@ -269,6 +269,12 @@ pub(crate) struct Sim {
     pub duplicated: u64,
     /// Pulls fail with this status instead of copying, when set.
     pub pull_fail: Option<PullStatus>,
+    /// Answer pulls that offer it with [`Event::PullDirect`]; the puller's
+    /// copy then succeeds (`Some(true)`) or fails (`Some(false)`, as when
+    /// the kernel refuses `process_vm_readv`).
+    pub direct: Option<bool>,
+    /// The bytes of each direct pull, by (puller, cookie).
+    direct_data: HashMap<(usize, u32), Vec<u8>>,
 }
 
 impl Sim {
@@ -289,6 +295,8 @@ impl Sim {
             dropped: 0,
             duplicated: 0,
             pull_fail: None,
+            direct: None,
+            direct_data: HashMap::new(),
         }
     }
 
@@ -654,6 +662,33 @@ impl Sim {
                     payload,
                 });
             }
+            Command::Pull(p) if p.direct && self.direct.is_some() => {
+                let lat = 2 * self.wire.latency + 10;
+                let ev = match self.pull_source(&p) {
+                    Ok(data) => {
+                        self.direct_data.insert((i, p.cookie), data);
+                        Event::PullDirect {
+                            cookie: p.cookie,
+                            pid: 1,
+                            segs: mx_proto::msg::event::DirectSegs::new(&[(0, p.length)])
+                                .expect("one piece"),
+                        }
+                    }
+                    Err((status, delay)) => {
+                        self.put_local(
+                            i,
+                            delay,
+                            &Event::PullDone {
+                                cookie: p.cookie,
+                                status,
+                                transferred: 0,
+                            },
+                        );
+                        return;
+                    }
+                };
+                self.put_local(i, lat, &ev);
+            }
             Command::Pull(p) => {
                 let (status, transferred, delay) = self.do_pull(i, &p);
                 self.put_local(
@@ -694,36 +729,44 @@ impl Sim {
     /// The pull engine: copy from the remote window into the local region.
     fn do_pull(&mut self, i: usize, p: &mx_proto::msg::command::Pull) -> (PullStatus, u32, Time) {
         let lat = 2 * self.wire.latency + 10;
-        let Some(j) = self.node_by_dest(p.dest.peer, p.dest.endpoint) else {
-            return (PullStatus::BadEndpoint, 0, lat);
-        };
-        if self.nodes[j].vanished {
-            return (PullStatus::Unreachable, 0, 2_000_000);
-        }
-        if !self.nodes[j].alive {
-            return (PullStatus::EndpointClosed, 0, lat);
-        }
-        if self.nodes[j].session != p.session {
-            return (PullStatus::BadSession, 0, lat);
-        }
-        if let Some(st) = self.pull_fail {
-            return (st, 0, lat);
-        }
-        let remote = match self.nodes[j].regions.get(&p.remote.id) {
-            Some(r) if r.complete => r.segs.clone(),
-            _ => return (PullStatus::BadRdmaWindow, 0, lat),
+        let data = match self.pull_source(p) {
+            Ok(d) => d,
+            Err((status, delay)) => return (status, 0, delay),
         };
         let local = match self.nodes[i].regions.get(&p.local_region) {
             Some(r) if r.complete => r.segs.clone(),
             _ => return (PullStatus::BadLocalRegion, 0, lat),
         };
-        let Some(data) = self.read_region(j, &remote, p.remote.offset, p.length) else {
-            return (PullStatus::BadRdmaWindow, 0, lat);
-        };
         if !self.write_region(i, &local, p.local_offset, &data) {
             return (PullStatus::BadLocalRegion, 0, lat);
         }
         (PullStatus::Success, p.length, lat)
+    }
+
+    /// The sender's bytes of a pull, or how it fails (and when).
+    fn pull_source(&self, p: &mx_proto::msg::command::Pull) -> Result<Vec<u8>, (PullStatus, Time)> {
+        let lat = 2 * self.wire.latency + 10;
+        let Some(j) = self.node_by_dest(p.dest.peer, p.dest.endpoint) else {
+            return Err((PullStatus::BadEndpoint, lat));
+        };
+        if self.nodes[j].vanished {
+            return Err((PullStatus::Unreachable, 2_000_000));
+        }
+        if !self.nodes[j].alive {
+            return Err((PullStatus::EndpointClosed, lat));
+        }
+        if self.nodes[j].session != p.session {
+            return Err((PullStatus::BadSession, lat));
+        }
+        if let Some(st) = self.pull_fail {
+            return Err((st, lat));
+        }
+        let remote = match self.nodes[j].regions.get(&p.remote.id) {
+            Some(r) if r.complete => r.segs.clone(),
+            _ => return Err((PullStatus::BadRdmaWindow, lat)),
+        };
+        self.read_region(j, &remote, p.remote.offset, p.length)
+            .ok_or((PullStatus::BadRdmaWindow, lat))
     }
 
     fn region_len(segs: &[RawSeg]) -> u64 {
@@ -932,8 +975,22 @@ impl Sim {
         while let Some((at, to, slot)) = self.local.pop_front() {
             if at <= now {
                 let ev = Event::parse(&slot).expect("sim events parse");
+                let ok = self.direct == Some(true);
+                let data = match ev {
+                    Event::PullDirect { cookie, .. } => self.direct_data.remove(&(to, cookie)),
+                    _ => None,
+                };
                 let n = &mut self.nodes[to];
-                if n.alive && !n.vanished {
+                if !n.alive || n.vanished {
+                } else if let Event::PullDirect { cookie, .. } = ev {
+                    n.core.handle_pull_direct(cookie, |buf, len| match &data {
+                        Some(d) if ok => {
+                            buf.write_at(0, &d[..len as usize]);
+                            true
+                        }
+                        _ => false,
+                    });
+                } else {
                     n.core.handle_event(now, &ev, &n.recvq);
                 }
                 progress = true;

@@ -1462,3 +1462,37 @@ fn crossing_large_sends_do_not_deadlock_on_the_pools() {
     }
     assert_eq!(sim.pool_free(a), Some((POOL as u64, POOL as u64)));
 }
+
+// ------------------------------------------------------------------
+// Direct pulls (the receiver copies from the sender itself)
+// ------------------------------------------------------------------
+
+#[test]
+fn direct_pulls_copy_in_the_receiver_and_fall_back_once_refused() {
+    for works in [true, false] {
+        let mut sim = Sim::new(5, WireCfg::default());
+        let a = sim.add_node(|c| c.direct_pull = true);
+        let b = sim.add_node(|c| c.direct_pull = true);
+        let (ab, _) = sim.connect_pair(a, b);
+        sim.direct = Some(works);
+        for i in 0..3u8 {
+            let len = 20_000 + 1000 * usize::from(i);
+            let r = post_recv(&mut sim, b, len, 5, !0, 0).unwrap();
+            let s = post_send(&mut sim, a, ab, pattern(len, i), 5).unwrap();
+            sim.drive_bounded(STEPS).expect("quiesce");
+            let c = done(&sim, b, r);
+            assert_eq!((c.status, c.xfer_length), (Status::Success, len as u32));
+            assert_eq!(c.buf.as_ref().unwrap().bytes(), pattern(len, i));
+            assert_eq!(done(&sim, a, s).status, Status::Success);
+        }
+        let st = *sim.core(b).stats();
+        if works {
+            assert_eq!((st.pulls_direct, st.pulls_direct_failed), (3, 0));
+        } else {
+            // the first refusal turns direct pulls off: the backend copies
+            assert_eq!((st.pulls_direct, st.pulls_direct_failed), (0, 1));
+            assert!(!sim.core(b).config().direct_pull);
+        }
+        assert!(sim.core(a).is_quiescent() && sim.core(b).is_quiescent());
+    }
+}

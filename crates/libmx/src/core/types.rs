@@ -387,6 +387,14 @@ pub trait MsgBuf {
     /// Push the (guest address, length) of every segment onto `out`, for
     /// region registration. Lengths sum to `len()`.
     fn segments(&self, out: &mut Vec<(u64, u32)>);
+    /// Run `f(message offset, bytes)` over the buffer's own memory, in
+    /// order, for the first `len` bytes, stopping when `f` returns false;
+    /// returns whether every call returned true. Lets a shell fill a
+    /// receive buffer in place (one copy). The default says it cannot.
+    fn fill_in_place(&mut self, len: u32, f: &mut dyn FnMut(u32, &mut [u8]) -> bool) -> bool {
+        let _ = (len, f);
+        false
+    }
     /// Number of segments (at most 256 are accepted).
     fn segment_count(&self) -> usize {
         let mut v = Vec::new();
@@ -414,6 +422,10 @@ impl MsgBuf for Vec<u8> {
     }
     fn segment_count(&self) -> usize {
         usize::from(!Vec::is_empty(self))
+    }
+    fn fill_in_place(&mut self, len: u32, f: &mut dyn FnMut(u32, &mut [u8]) -> bool) -> bool {
+        let n = (len as usize).min(Vec::len(self));
+        f(0, &mut self[..n])
     }
 }
 
@@ -531,6 +543,11 @@ pub struct Config {
     pub throttle: u16,
     /// Send to ourselves through the backend (MX_DISABLE_SELF).
     pub disable_self: bool,
+    /// Offer to copy pulled bytes ourselves, straight from the sender
+    /// ([`Core::handle_pull_direct`](super::Core::handle_pull_direct)); the
+    /// shell sets it where the platform allows it (local). Turned off for
+    /// good by the first copy that fails.
+    pub direct_pull: bool,
     /// Context ids: (bits, shift) of the match info, if enabled.
     pub context_id: Option<(u8, u8)>,
     /// Seed of the core's pseudo-random numbers.
@@ -566,6 +583,7 @@ impl Config {
             zombie_max: 512,
             throttle: 8191,
             disable_self: false,
+            direct_pull: false,
             context_id: None,
             seed: 0x5eed,
         }
@@ -659,6 +677,10 @@ pub struct Stats {
     pub command_errors: u64,
     /// Bytes copied into or out of the bulk pool (large messages staged).
     pub bytes_staged: u64,
+    /// Pulls we copied ourselves from the sender.
+    pub pulls_direct: u64,
+    /// Direct copies that failed (the pull was sent again, to the backend).
+    pub pulls_direct_failed: u64,
     /// Unexpected messages queued.
     pub unexpected: u64,
 }

@@ -171,6 +171,22 @@ impl MsgBuf for SegBuf {
         });
     }
 
+    fn fill_in_place(&mut self, len: u32, f: &mut dyn FnMut(u32, &mut [u8]) -> bool) -> bool {
+        let n = (len as usize).min(self.len as usize);
+        let mut ok = true;
+        self.for_range(0, n, |s, at, k, off| {
+            if ok {
+                // SAFETY: `at + k <= s.len` (for_range); the segment of a
+                // receive is writable and reserved to us until completion
+                // per the MX contract, and only this one slice over it lives
+                // during the call.
+                let bytes = unsafe { core::slice::from_raw_parts_mut(s.ptr.add(at), k) };
+                ok = f(off as u32, bytes);
+            }
+        });
+        ok
+    }
+
     fn segments(&self, out: &mut Vec<(u64, u32)>) {
         out.extend(
             self.list()
@@ -222,6 +238,19 @@ mod tests {
         drop(buf);
         assert_eq!(a, [1, 2, 3]);
         assert_eq!(c, [4, 5, 6, 7, 8]);
+        // in place, over the first 6 bytes, in message order
+        // SAFETY: the arrays outlive the buffer.
+        let mut buf = unsafe { SegBuf::from_raw(list.as_ptr(), 3) }.unwrap();
+        let mut seen = Vec::new();
+        assert!(buf.fill_in_place(6, &mut |off, bytes| {
+            seen.push((off, bytes.len()));
+            bytes.fill(9);
+            true
+        }));
+        assert_eq!(seen, [(0, 3), (3, 3)]);
+        assert!(!buf.fill_in_place(8, &mut |_, _| false));
+        drop(buf);
+        assert_eq!((a, c), ([9, 9, 9], [9, 9, 9, 7, 8]));
     }
 
     #[test]

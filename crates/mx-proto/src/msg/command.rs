@@ -185,7 +185,7 @@ struct RawPull {
     local_region: u8,
     remote_rdma_id: u8,
     remote_rdma_seqnum: u8,
-    _pad: u8,
+    flags: u8,
     local_offset: U32,
     remote_offset: U32,
 }
@@ -369,7 +369,13 @@ pub struct Pull {
     pub local_offset: u32,
     /// The sender's window.
     pub remote: RdmaRef,
+    /// We can copy the bytes ourselves if the backend authorises it
+    /// ([`Event::PullDirect`](super::event::Event::PullDirect)).
+    pub direct: bool,
 }
+
+/// [`Pull::direct`] in the command's flags byte.
+const PULL_DIRECT: u8 = 1;
 
 /// Register (part of) the segment list of a region.
 #[derive(Debug, Clone, Copy)]
@@ -648,6 +654,7 @@ impl<'a> Command<'a> {
                         seqnum: r.remote_rdma_seqnum,
                         offset: r.remote_offset.get(),
                     },
+                    direct: r.flags & PULL_DIRECT != 0,
                 })
             }
             CommandKind::RegionRegister => {
@@ -807,7 +814,7 @@ impl<'a> Command<'a> {
                     local_region: p.local_region,
                     remote_rdma_id: p.remote.id,
                     remote_rdma_seqnum: p.remote.seqnum,
-                    _pad: 0,
+                    flags: if p.direct { PULL_DIRECT } else { 0 },
                     local_offset: p.local_offset.into(),
                     remote_offset: p.remote.offset.into(),
                 },

@@ -45,6 +45,7 @@ pub const COUNTER_LABELS: &[&str] = &[
     "nacks received",
     "pulls failed",
     "pull requests resent",
+    "pulls copied by the puller",
 ];
 
 /// Labels of the per-NIC counters of a board, in the order of the

@@ -70,6 +70,8 @@ pub enum EventKind {
     PullDone = 11,
     /// [`Event::CommandError`].
     CommandError = 12,
+    /// [`Event::PullDirect`].
+    PullDirect = 13,
 }
 
 impl EventKind {
@@ -89,6 +91,7 @@ impl EventKind {
             10 => SendMediumDone,
             11 => PullDone,
             12 => CommandError,
+            13 => PullDirect,
             _ => return None,
         })
     }
@@ -166,7 +169,56 @@ struct RawDone {
     transferred: U32,
 }
 
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawDirect {
+    kind: u8,
+    nsegs: u8,
+    _pad: U16,
+    cookie: U32,
+    pid: U32,
+    _pad2: U32,
+    segs: [RawDirectSeg; DIRECT_SEGS_MAX],
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawDirectSeg {
+    addr: U64,
+    len: U32,
+    _pad: U32,
+}
+
+/// Most segments of the sender's window a [`Event::PullDirect`] names (what
+/// fits in one event slot); a window in more pieces is copied by the
+/// backend.
+pub const DIRECT_SEGS_MAX: usize = 3;
+
+/// The sender's bytes of a pull the puller copies itself: up to
+/// [`DIRECT_SEGS_MAX`] `(address, length)` pieces in the sender process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DirectSegs {
+    segs: [(u64, u32); DIRECT_SEGS_MAX],
+    n: u8,
+}
+
+impl DirectSegs {
+    /// The pieces, or `None` when there are more than [`DIRECT_SEGS_MAX`].
+    pub fn new(pieces: &[(u64, u32)]) -> Option<Self> {
+        let mut d = DirectSegs::default();
+        d.segs.get_mut(..pieces.len())?.copy_from_slice(pieces);
+        d.n = pieces.len() as u8;
+        Some(d)
+    }
+
+    /// The pieces, in message order.
+    pub fn segs(&self) -> &[(u64, u32)] {
+        &self.segs[..usize::from(self.n)]
+    }
+}
+
 const _: () = {
+    assert!(core::mem::size_of::<RawDirect>() == EVT_SLOT_SIZE);
     assert!(core::mem::size_of::<RawRecvHdr>() == 20);
     assert!(core::mem::size_of::<RawRecvData>() == 28);
     assert!(24 + TINY_INLINE_MAX <= EVT_SLOT_SIZE);
@@ -339,6 +391,18 @@ pub enum Event<'a> {
         status: PullStatus,
         /// Bytes written into our region.
         transferred: u32,
+    },
+    /// The backend authorises us to copy a pull's bytes ourselves, straight
+    /// from the sender process (local platform, `process_vm_readv`): one
+    /// copy instead of its two. We answer nothing; if the copy fails we
+    /// send the pull again without asking for this.
+    PullDirect {
+        /// The cookie of the pull command.
+        cookie: u32,
+        /// The sender's process id.
+        pid: u32,
+        /// Where the pulled bytes are in the sender process.
+        segs: DirectSegs,
     },
     /// The backend rejected one of our commands.
     CommandError {
@@ -537,6 +601,25 @@ impl<'a> Event<'a> {
                 cmd_kind: b[1],
                 code: b[2],
             },
+            EventKind::PullDirect => {
+                let r: RawDirect = read(b);
+                let n = usize::from(r.nsegs);
+                if n > DIRECT_SEGS_MAX {
+                    return Err(MsgError::BadField("direct pull segment count"));
+                }
+                let mut pieces = [(0u64, 0u32); DIRECT_SEGS_MAX];
+                for (p, s) in pieces.iter_mut().zip(&r.segs[..n]) {
+                    *p = (s.addr.get(), s.len.get());
+                }
+                Event::PullDirect {
+                    cookie: r.cookie.get(),
+                    pid: r.pid.get(),
+                    segs: DirectSegs {
+                        segs: pieces,
+                        n: r.nsegs,
+                    },
+                }
+            }
         })
     }
 
@@ -735,6 +818,29 @@ impl<'a> Event<'a> {
                     transferred: (*transferred).into(),
                 },
             ),
+            Event::PullDirect { cookie, pid, segs } => {
+                let mut raw = [RawDirectSeg {
+                    addr: 0.into(),
+                    len: 0.into(),
+                    _pad: 0.into(),
+                }; DIRECT_SEGS_MAX];
+                for (r, &(addr, len)) in raw.iter_mut().zip(segs.segs()) {
+                    r.addr = addr.into();
+                    r.len = len.into();
+                }
+                put(
+                    b,
+                    &RawDirect {
+                        kind: EventKind::PullDirect as u8,
+                        nsegs: segs.n,
+                        _pad: 0.into(),
+                        cookie: (*cookie).into(),
+                        pid: (*pid).into(),
+                        _pad2: 0.into(),
+                        segs: raw,
+                    },
+                )
+            }
             Event::CommandError { cmd_kind, code } => {
                 b[0] = EventKind::CommandError as u8;
                 b[1] = *cmd_kind;

@@ -590,6 +590,13 @@ impl GuestMemory for AutoMemory {
         }
     }
 
+    fn direct_pid(&self) -> Option<u32> {
+        match self {
+            AutoMemory::Local(m) => m.direct_pid(),
+            AutoMemory::Xen(_) => None,
+        }
+    }
+
     fn copy_to(
         &self,
         src: &[GuestRange],

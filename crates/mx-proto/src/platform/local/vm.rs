@@ -178,6 +178,10 @@ impl GuestMemory for ProcessMemory {
             sys::process_vm_write(pid, segs, &src[at..at + n])
         })
     }
+
+    fn direct_pid(&self) -> Option<u32> {
+        u32::try_from(self.pid).ok()
+    }
 }
 
 #[cfg(test)]
