@@ -13,7 +13,8 @@ OUT=$D/out
 KVER=${KVER:-$(ls "$X/lib/modules" | head -1)}
 XBIN=usr/lib/xen-4.17/bin
 BIN_DIR=${BIN_DIR:-}
-export LD_LIBRARY_PATH=$X/usr/lib/x86_64-linux-gnu
+# LIB_DIR (optional): our libmyriexpress.so.0, found by ldd for the C programs
+export LD_LIBRARY_PATH=$X/usr/lib/x86_64-linux-gnu${LIB_DIR:+:$LIB_DIR}
 mkdir -p "$OUT"
 
 # copy a binary plus its shared libraries (ldd) into rootfs $1

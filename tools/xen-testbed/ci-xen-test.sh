@@ -3,14 +3,14 @@
 # project's binaries, build the dom0/domU images, boot Xen under QEMU, run
 # dom0-test.sh there, and exit 0 only if it printed MXTEST PASS.
 # Exit 0 with "XEN TESTBED SKIPPED: <why>" when this machine cannot run it.
-#   env: D (cache, default ~/.cache/xen-testbed), XEN_TESTBED=0 (skip), BUDGET (s, 480),
+#   env: D (cache, default ~/.cache/xen-testbed), XEN_TESTBED=0 (skip), BUDGET (s, 720),
 #        PROFILE (debug|release, default debug: CI has built it already), DOMU_TYPE=pv|pvh,
 #        ACCEL (tcg; kvm if it works), KEEP_GOING=1 (a failure exits 0, for local use)
 set -uo pipefail
 export D=${D:-${XDG_CACHE_HOME:-$HOME/.cache}/xen-testbed}
 SRC=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$SRC/../.." && pwd)
-BUDGET=${BUDGET:-480}
+BUDGET=${BUDGET:-720}
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 skip() { echo "XEN TESTBED SKIPPED: $*"; exit 0; }
@@ -38,14 +38,27 @@ PROFILE=${PROFILE:-debug}
 TD=${CARGO_TARGET_DIR:-$ROOT/target}
 flag=""; [ "$PROFILE" = release ] && flag=--release
 ( cd "$ROOT" && step "cargo build selftest" 600 cargo build -q $flag -p mx-proto --bin mx-xen-selftest ) || die "cannot build mx-xen-selftest"
-( cd "$ROOT" && step "cargo build backend+pingpong" 600 cargo build -q $flag -p backend --bin mx-backend -p mx_pingpong --bin mx_pingpong ) \
-    || echo "xen-testbed: mx-backend/mx_pingpong did not build: phase 2 will be skipped"
-export BIN_DIR=$D/bin
-rm -rf "$BIN_DIR"; mkdir -p "$BIN_DIR"
+( cd "$ROOT" && step "cargo build backend+pingpong+libmx" 600 cargo build -q $flag -p backend --bin mx-backend -p mx_pingpong --bin mx_pingpong -p libmx --lib ) \
+    || echo "xen-testbed: mx-backend/mx_pingpong/libmx did not build: phase 2 will be skipped"
+export BIN_DIR=$D/bin LIB_DIR=$D/lib
+rm -rf "$BIN_DIR" "$LIB_DIR"; mkdir -p "$BIN_DIR" "$LIB_DIR"
 for b in mx-xen-selftest mx-backend mx_pingpong; do
     [ -x "$TD/$PROFILE/$b" ] && objcopy --strip-debug "$TD/$PROFILE/$b" "$BIN_DIR/$b"
 done
 [ -x "$BIN_DIR/mx-xen-selftest" ] || die "no mx-xen-selftest binary in $TD/$PROFILE"
+# Our C test programs (crates/libmx/tests/c), built against our headers and linked
+# against our libmyriexpress.so, as an MX application would be; build-rootfs.sh copies
+# the library in with them (ldd through LIB_DIR).
+if [ -f "$TD/$PROFILE/liblibmx.so" ] && command -v gcc >/dev/null; then
+    objcopy --strip-debug "$TD/$PROFILE/liblibmx.so" "$LIB_DIR/libmyriexpress.so.0"
+    ln -s libmyriexpress.so.0 "$LIB_DIR/libmyriexpress.so"
+    for p in pingpong msg_loop; do
+        gcc -std=gnu99 -O1 -pthread -I "$ROOT/crates/libmx/include" "$ROOT/crates/libmx/tests/c/$p.c" \
+            -L "$LIB_DIR" -lmyriexpress -o "$BIN_DIR/mx_c_$p" || die "gcc $p.c"
+    done
+else
+    echo "xen-testbed: no liblibmx.so or no gcc: the C programs will be skipped"
+fi
 
 step rootfs 120 "$SRC/build-rootfs.sh" > "$D/rootfs.log" 2>&1 || { tail -20 "$D/rootfs.log"; die "image build failed"; }
 export DOM0_ARGS="console=hvc0 loglevel=4"

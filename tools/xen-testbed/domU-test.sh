@@ -12,10 +12,27 @@ pp-recv)
     ;;
 pp-send)
     ( sleep "${MX_PP_DELAY:-3}"
-      MX_PLATFORM=xen mx_pingpong -d "${MX_PP_HOST:-mxhost:0}" -r 1 -f 0x12345 \
-          -S 0 -E "${MX_PP_END:-32769}" -M 2 -N "${MX_PP_ITERS:-20}" -W 2 -V > /tmp/pp.log 2>&1; r=$?
-      cat /tmp/pp.log; echo "PP-SEND exit $r"
+      ( MX_PLATFORM=xen mx_pingpong -d "${MX_PP_HOST:-mxhost:0}" -r 1 -f 0x12345 \
+          -S 0 -E "${MX_PP_END:-4194305}" -M 2 -N "${MX_PP_ITERS:-5}" -W 1 -V 2>&1
+        echo "PP-RC $?" ) | tee /tmp/pp.log
+      r=$(sed -n 's/^PP-RC //p' /tmp/pp.log)
+      echo "PP-SEND exit $r"
       xenstore-write data/result "exit $r $(grep -c . /tmp/pp.log) lines" ) &
+    ;;
+# Our C programs over libmyriexpress.so: the ping-pong between two domUs (0 B to 4 MiB,
+# byte-checked both ways), then the random-size loop through the backend in the
+# sender's domU (MX_DISABLE_SELF: every message crosses the Xen channel).
+c-recv)
+    ( MX_PLATFORM=xen mx_c_pingpong recv 2 2>&1; r=$?
+      echo "C-RECV exit $r"; xenstore-write data/c-result "exit $r" ) &
+    ;;
+c-send)
+    ( sleep "${MX_PP_DELAY:-3}"
+      MX_PLATFORM=xen mx_c_pingpong send "${MX_PP_HOST:-mxhost:0}" 2 wait 2>&1; r=$?
+      echo "C-SEND exit $r"
+      MX_PLATFORM=xen MX_DISABLE_SELF=1 mx_c_msg_loop "${MX_LOOP_SECS:-10}" 300000 4 2>&1; l=$?
+      echo "C-LOOP exit $l"
+      xenstore-write data/c-result "exit $r loop $l" ) &
     ;;
 *)  echo "DOMU: no MXTEST" ;;
 esac

@@ -478,7 +478,18 @@ fn pull<H: HostPlatform>(
             return Outcome::Done;
         }
     }
+    let started = std::time::Instant::now();
     let status = copy_pull(ctx, eps, puller, sender, p);
+    let took = started.elapsed();
+    if took > SLOW_COPY {
+        // The loop serves nobody else meanwhile: worth knowing.
+        tracing::warn!(
+            bytes = p.length,
+            ms = took.as_millis() as u64,
+            ?status,
+            "slow same-host pull copy"
+        );
+    }
     let transferred = if status == PullStatus::Success {
         p.length
     } else {
@@ -501,6 +512,9 @@ fn pull<H: HostPlatform>(
     );
     Outcome::Done
 }
+
+/// A same-host pull copy longer than this is logged.
+const SLOW_COPY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The authorisation for the puller to copy the bytes itself, straight from
 /// the sender process: only where the platform allows it (local) and the

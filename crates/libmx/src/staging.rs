@@ -14,7 +14,7 @@
 //!
 //! [`BackendLink::bulk_pool`]: mx_proto::platform::BackendLink::bulk_pool
 
-use crate::core::{BulkPool, PoolRange};
+use crate::core::{BulkPool, PoolRange, STAGE_PIECES_MAX};
 use mx_proto::platform::SharedMem;
 use std::sync::Arc;
 
@@ -67,6 +67,49 @@ impl RangeAlloc {
             self.free[i] = (off + want, l - want);
         }
         Some(off)
+    }
+
+    /// Reserve `len` bytes in at most `max_pieces` ranges: one range when a
+    /// free range is large enough, else pieces of the free ranges in
+    /// address order. Returns `(offset, bytes)` pieces whose bytes sum to
+    /// `len` (each is released with [`release`](Self::release) and its own
+    /// byte count), or `None` (nothing taken) when the free bytes are too
+    /// few or too scattered.
+    ///
+    /// Pieces are what make "half the pool is free" mean "a message of half
+    /// the pool fits": a single range would need that much contiguous room.
+    pub fn alloc_scatter(&mut self, len: u64, max_pieces: usize) -> Option<Vec<(u64, u64)>> {
+        if let Some(off) = self.alloc(len) {
+            return Some(vec![(off, len)]);
+        }
+        let want = len.checked_next_multiple_of(GRANULE)?;
+        let mut got = 0u64;
+        let mut n = 0usize;
+        for &(_, l) in &self.free {
+            if got >= want || n == max_pieces {
+                break;
+            }
+            got += l.min(want - got);
+            n += 1;
+        }
+        if got < want {
+            return None;
+        }
+        let mut pieces = Vec::with_capacity(n);
+        let mut left = len;
+        while left > 0 {
+            let (off, l) = self.free[0];
+            let take = l.min(left.next_multiple_of(GRANULE));
+            let used = take.min(left);
+            if take == l {
+                self.free.remove(0);
+            } else {
+                self.free[0] = (off + take, l - take);
+            }
+            pieces.push((off, used));
+            left -= used;
+        }
+        Some(pieces)
     }
 
     /// Give back `len` bytes at `offset` (as returned by [`alloc`](Self::alloc)
@@ -147,12 +190,17 @@ impl BulkPool for StagingPool {
         u32::try_from(self.alloc.size()).unwrap_or(u32::MAX)
     }
 
-    fn reserve(&mut self, len: u32) -> Option<PoolRange> {
-        let off = self.alloc.alloc(u64::from(len))?;
-        Some(PoolRange {
-            offset: self.seg_base + off,
-            len,
-        })
+    fn reserve(&mut self, len: u32) -> Option<Vec<PoolRange>> {
+        let pieces = self.alloc.alloc_scatter(u64::from(len), STAGE_PIECES_MAX)?;
+        Some(
+            pieces
+                .into_iter()
+                .map(|(off, n)| PoolRange {
+                    offset: self.seg_base + off,
+                    len: n as u32,
+                })
+                .collect(),
+        )
     }
 
     fn release(&mut self, range: PoolRange) {
@@ -207,7 +255,81 @@ mod tests {
         assert!(!a.release(0, 11 * GRANULE), "beyond the end refused");
     }
 
+    #[test]
+    fn scatter_uses_scattered_room_and_gives_it_back() {
+        let mut a = RangeAlloc::new(8 * GRANULE);
+        let held: Vec<u64> = (0..4).map(|_| a.alloc(GRANULE).unwrap()).collect();
+        assert!(a.release(held[0], GRANULE));
+        assert!(a.release(held[2], GRANULE));
+        // free: [0,1), [2,3), [4,8) granules; 6 granules in three pieces
+        assert_eq!(
+            a.alloc_scatter(5 * GRANULE, 8),
+            Some(vec![
+                (0, GRANULE),
+                (2 * GRANULE, GRANULE),
+                (4 * GRANULE, 3 * GRANULE)
+            ])
+        );
+        assert_eq!(a.free_bytes(), GRANULE);
+        assert_eq!(
+            a.alloc_scatter(2 * GRANULE, 8),
+            None,
+            "too few bytes: nothing taken"
+        );
+        assert_eq!(a.free_bytes(), GRANULE);
+        for (o, l) in [
+            (0, GRANULE),
+            (2 * GRANULE, GRANULE),
+            (4 * GRANULE, 3 * GRANULE),
+        ] {
+            assert!(a.release(o, l));
+        }
+        // too scattered for the piece limit: nothing taken
+        assert_eq!(a.alloc_scatter(5 * GRANULE + 1, 2), None);
+        assert_eq!(
+            a.alloc_scatter(100, 1),
+            Some(vec![(0, 100)]),
+            "contiguous first"
+        );
+    }
+
     proptest! {
+        /// Scattered reservations never overlap and always cover the bytes
+        /// asked for, whenever that many bytes are free in few enough pieces.
+        #[test]
+        fn scatter_never_overlaps(ops in proptest::collection::vec((any::<bool>(), 1u64..60_000), 1..200)) {
+            let mut a = RangeAlloc::new(64 * GRANULE);
+            let mut live: Vec<Vec<(u64, u64)>> = Vec::new();
+            for (free, len) in ops {
+                if free && !live.is_empty() {
+                    for (o, l) in live.remove(len as usize % live.len()) {
+                        prop_assert!(a.release(o, l));
+                    }
+                } else {
+                    let before = a.free_bytes();
+                    match a.alloc_scatter(len, 64) {
+                        Some(p) => {
+                            prop_assert_eq!(p.iter().map(|x| x.1).sum::<u64>(), len);
+                            for &(o, l) in &p {
+                                for q in live.iter().flatten() {
+                                    prop_assert!(o + l <= q.0 || o >= q.0 + q.1, "overlap");
+                                }
+                            }
+                            live.push(p);
+                        }
+                        None => {
+                            prop_assert!(before < len.next_multiple_of(GRANULE) || a.free.len() > 64);
+                            prop_assert_eq!(a.free_bytes(), before);
+                        }
+                    }
+                }
+            }
+            for (o, l) in live.into_iter().flatten() {
+                prop_assert!(a.release(o, l));
+            }
+            prop_assert_eq!(a.free_bytes(), a.size());
+        }
+
         /// Live ranges never overlap, and freeing everything restores one
         /// free range.
         #[test]

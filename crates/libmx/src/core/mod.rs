@@ -79,7 +79,7 @@ pub use types::{
     BulkPool, CancelResult, Completion, Config, EndpointAddr, MsgBuf, NoRecvQueue, NoSendQueue,
     PartnerInfo, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType, Return, SendQueue, Stats,
     Status, Time, UnexpAction, UnexpInfo, DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD,
-    MAX_MEDIUM_FRAGS,
+    MAX_MEDIUM_FRAGS, STAGE_PIECES_MAX,
 };
 
 use mx_proto::msg::command::REGION_MAX_SEGS;

@@ -177,57 +177,62 @@ impl<B: MsgBuf> Core<B> {
     }
 
     /// Copy a large send into the bulk pool, when there is one. `None`:
-    /// the pool has no room now; `Some(None)`: nothing to stage.
-    fn stage_send(&mut self, rid: ReqId) -> Option<Option<PoolRange>> {
+    /// the pool has no room now; `Some` empty: nothing to stage.
+    fn stage_send(&mut self, rid: ReqId) -> Option<Vec<PoolRange>> {
         let Some(pool) = self.pool.as_mut() else {
-            return Some(None);
+            return Some(Vec::new());
         };
         let Some(buf) = slot_req(&self.reqs, rid).and_then(|r| r.buf.as_ref()) else {
-            return Some(None);
+            return Some(Vec::new());
         };
         let len = buf.len();
         if len == 0 {
-            return Some(None);
+            return Some(Vec::new());
         }
         if self.staged_sends + u64::from(len) > u64::from(pool.capacity() / 2) {
             return None;
         }
-        let range = pool.reserve(len)?;
-        pool.with_bytes(range, &mut |bytes| buf.read_at(0, bytes));
+        let ranges = pool.reserve(len)?;
+        let mut off = 0u32;
+        for &r in &ranges {
+            pool.with_bytes(r, &mut |bytes| buf.read_at(off, bytes));
+            off += r.len;
+        }
         self.staged_sends += u64::from(len);
         self.stats.bytes_staged += u64::from(len);
-        Some(Some(range))
+        Some(ranges)
     }
 
     /// Reserve pool room for a pull of `len` bytes, when there is a pool.
-    /// `None`: no room now; `Some(None)`: no pool.
-    fn stage_recv(&mut self, len: u32) -> Option<Option<PoolRange>> {
+    /// `None`: no room now; `Some` empty: no pool.
+    fn stage_recv(&mut self, len: u32) -> Option<Vec<PoolRange>> {
         match self.pool.as_mut() {
-            None => Some(None),
-            Some(pool) => pool.reserve(len).map(Some),
+            None => Some(Vec::new()),
+            Some(pool) => pool.reserve(len),
         }
     }
 
-    /// The region segments of a request's buffer, or of its staging range.
-    fn region_segs(&self, rid: ReqId, staged: Option<PoolRange>) -> Vec<RawSeg> {
-        match staged {
-            Some(r) => vec![RawSeg::new(r.offset, r.len)],
-            None => self
-                .req(rid)
+    /// The region segments of a request's buffer, or of its staging ranges.
+    fn region_segs(&self, rid: ReqId, staged: &[PoolRange]) -> Vec<RawSeg> {
+        if staged.is_empty() {
+            self.req(rid)
                 .and_then(|r| r.buf.as_ref())
                 .map(raw_segs)
-                .unwrap_or_default(),
+                .unwrap_or_default()
+        } else {
+            staged
+                .iter()
+                .map(|r| RawSeg::new(r.offset, r.len))
+                .collect()
         }
     }
 
-    fn open_send_window(&mut self, rid: ReqId, id: u8, staged: Option<PoolRange>) {
+    fn open_send_window(&mut self, rid: ReqId, id: u8, staged: Vec<PoolRange>) {
         let rdma_seqnum = self.rdma_seq[usize::from(id)];
         self.rdma_seq[usize::from(id)] = rdma_seqnum.wrapping_add(1);
-        let segs = self.region_segs(rid, staged);
+        let segs = self.region_segs(rid, &staged);
         let Some(r) = self.req_mut(rid) else {
-            if let (Some(pool), Some(range)) = (self.pool.as_mut(), staged) {
-                pool.release(range);
-            }
+            self.unstage(&staged, true);
             return;
         };
         if let Kind::Send(s) = &mut r.kind {
@@ -294,7 +299,7 @@ impl<B: MsgBuf> Core<B> {
                 return;
             }
         };
-        let segs = self.region_segs(rid, staged);
+        let segs = self.region_segs(rid, &staged);
         self.regions[usize::from(id)] = Some(Region {
             owner: rid,
             rdma_seqnum: 0,
@@ -332,33 +337,47 @@ impl<B: MsgBuf> Core<B> {
             if r.usage == RegionUse::Window {
                 self.send_windows -= 1;
             }
-            if let (Some(pool), Some(range)) = (self.pool.as_mut(), r.staged) {
-                pool.release(range);
-                if r.usage == RegionUse::Window {
-                    self.staged_sends -= u64::from(range.len);
-                }
-            }
+            self.unstage(&r.staged, r.usage == RegionUse::Window);
             self.region_free.push_back(id);
         }
     }
 
+    /// Give staging ranges back to the pool (a send's leave its budget).
+    fn unstage(&mut self, ranges: &[PoolRange], send: bool) {
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        for &r in ranges {
+            pool.release(r);
+            if send {
+                self.staged_sends -= u64::from(r.len);
+            }
+        }
+    }
+
     /// Copy the first `n` bytes a pull brought into region `id`'s staging
-    /// range out to its owner's buffer (nothing when it is not staged).
+    /// ranges out to its owner's buffer (nothing when it is not staged).
     pub(super) fn unstage_pulled(&mut self, id: u8, n: u32) {
         let Some(reg) = &self.regions[usize::from(id)] else {
             return;
         };
-        let (Some(range), owner) = (reg.staged, reg.owner) else {
-            return;
-        };
+        let owner = reg.owner;
         let (Some(pool), Some(r)) = (self.pool.as_mut(), slot_req_mut(&mut self.reqs, owner))
         else {
             return;
         };
         let Some(buf) = r.buf.as_mut() else { return };
-        let n = n.min(range.len).min(buf.len()) as usize;
-        pool.with_bytes(range, &mut |bytes| buf.write_at(0, &bytes[..n]));
-        self.stats.bytes_staged += n as u64;
+        let n = n.min(buf.len());
+        let mut off = 0u32;
+        for &range in &reg.staged {
+            let k = range.len.min(n - off);
+            if k == 0 {
+                break;
+            }
+            pool.with_bytes(range, &mut |bytes| buf.write_at(off, &bytes[..k as usize]));
+            off += k;
+        }
+        self.stats.bytes_staged += u64::from(off);
     }
 
     pub(super) fn serve_region_waiters(&mut self) {

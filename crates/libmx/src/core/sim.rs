@@ -99,9 +99,21 @@ impl BulkPool for SimPool {
     fn capacity(&self) -> u32 {
         self.alloc.lock().unwrap().size() as u32
     }
-    fn reserve(&mut self, len: u32) -> Option<PoolRange> {
-        let offset = self.alloc.lock().unwrap().alloc(u64::from(len))?;
-        Some(PoolRange { offset, len })
+    fn reserve(&mut self, len: u32) -> Option<Vec<PoolRange>> {
+        let pieces = self
+            .alloc
+            .lock()
+            .unwrap()
+            .alloc_scatter(u64::from(len), super::STAGE_PIECES_MAX)?;
+        Some(
+            pieces
+                .into_iter()
+                .map(|(offset, n)| PoolRange {
+                    offset,
+                    len: n as u32,
+                })
+                .collect(),
+        )
     }
     fn release(&mut self, range: PoolRange) {
         assert!(

@@ -368,8 +368,9 @@ pub(crate) struct Region {
     pub rdma_seqnum: u8,
     pub usage: RegionUse,
     pub segs: Vec<RawSeg>,
-    /// The pool range the message is staged in (the segments name it).
-    pub staged: Option<super::types::PoolRange>,
+    /// The pool ranges the message is staged in, in message order (the
+    /// segments name them); empty when it is not staged.
+    pub staged: Vec<super::types::PoolRange>,
 }
 
 /// A control command waiting in the command queue.

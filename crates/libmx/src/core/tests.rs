@@ -1429,33 +1429,44 @@ fn messages_larger_than_the_pool_fail_cleanly() {
 fn crossing_large_sends_do_not_deadlock_on_the_pools() {
     // Sends first on both sides: if staged sends could fill a pool, no
     // pull would ever find room.
+    // Sizes vary so that the pools fragment: a pull must be able to use
+    // scattered room.
     let (mut sim, a, b, ab, ba) = pair();
     sim.add_pool(a, POOL);
     sim.add_pool(b, POOL);
-    let len = 40_000;
+    let len = |i: u8| 33_000 + 7_000 * usize::from(i % 5);
     let mut sends = Vec::new();
-    for i in 0..5u8 {
-        sends.push((a, post_send(&mut sim, a, ab, pattern(len, i), 3).unwrap()));
+    for i in 0..8u8 {
+        sends.push((
+            a,
+            post_send(&mut sim, a, ab, pattern(len(i), i), 3).unwrap(),
+        ));
         sends.push((
             b,
-            post_send(&mut sim, b, ba, pattern(len, 100 + i), 3).unwrap(),
+            post_send(&mut sim, b, ba, pattern(len(i + 1), 100 + i), 3).unwrap(),
         ));
     }
     sim.drive_bounded(STEPS).expect("quiesce");
     let mut recvs = Vec::new();
-    for i in 0..5u8 {
-        recvs.push((b, i, post_recv(&mut sim, b, len, 3, !0, 0).unwrap()));
-        recvs.push((a, 100 + i, post_recv(&mut sim, a, len, 3, !0, 0).unwrap()));
+    for i in 0..8u8 {
+        recvs.push((
+            b,
+            len(i),
+            i,
+            post_recv(&mut sim, b, 70_000, 3, !0, 0).unwrap(),
+        ));
+        recvs.push((
+            a,
+            len(i + 1),
+            100 + i,
+            post_recv(&mut sim, a, 70_000, 3, !0, 0).unwrap(),
+        ));
     }
     sim.drive_bounded(STEPS).expect("quiesce");
-    eprintln!(
-        "a:\n{}\nb:\n{}",
-        sim.nodes[a].core.dump(),
-        sim.nodes[b].core.dump()
-    );
-    for (n, salt, r) in recvs {
+    for (n, l, salt, r) in recvs {
         let c = done(&sim, n, r);
-        assert_eq!(c.buf.as_ref().unwrap().bytes(), pattern(len, salt));
+        assert_eq!(c.xfer_length as usize, l);
+        assert_eq!(c.buf.as_ref().unwrap().bytes()[..l], pattern(l, salt)[..]);
     }
     for (n, s) in sends {
         assert_eq!(done(&sim, n, s).status, Status::Success);

@@ -429,6 +429,10 @@ impl MsgBuf for Vec<u8> {
     }
 }
 
+/// Most ranges one staged message may be cut into (each is one segment of
+/// its registered region).
+pub const STAGE_PIECES_MAX: usize = 64;
+
 /// A byte range of a [`BulkPool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolRange {
@@ -453,11 +457,13 @@ pub struct PoolRange {
 /// on their own, so large messages crossing in both directions cannot
 /// deadlock. Larger messages fail with `NO_RESOURCES`.
 pub trait BulkPool: Send {
-    /// The largest range [`BulkPool::reserve`] can ever return.
+    /// The size of the pool (what [`BulkPool::reserve`] could give at most).
     fn capacity(&self) -> u32;
-    /// Reserve `len` bytes (more than 0), or `None` while the pool is too
-    /// full: the caller retries after a release.
-    fn reserve(&mut self, len: u32) -> Option<PoolRange>;
+    /// Reserve `len` bytes (more than 0) as one or more ranges (in message
+    /// order, lengths summing to `len`, at most [`STAGE_PIECES_MAX`]), or
+    /// `None` while the pool is too full: the caller retries after a
+    /// release.
+    fn reserve(&mut self, len: u32) -> Option<Vec<PoolRange>>;
     /// Give a reserved range back.
     fn release(&mut self, range: PoolRange);
     /// Run `f` over the bytes of a range reserved by this pool. The caller
