@@ -12,29 +12,23 @@ use backend::counters::{NicCounter, RawCounter};
 use backend::nic::sim::{Faults, Hub, SimNic};
 use backend::nic::Nic;
 use backend::{spawn_local, spawn_local_with_nic, BackendConfig, EmbeddedBackend, RawAccess};
-use frontend::{Doorbell, Frontend, FrontendError, RawChannel};
-use mx_proto::msg::control::{ChannelSizes, ControlError};
-use mx_proto::msg::raw::{RawCommand, RawEvent, RawSendStatus, RAW_CMD_SEND};
+use frontend::{Frontend, FrontendError};
+use mx_proto::msg::control::ControlError;
+use mx_proto::msg::raw::{RawCommand, RawSendStatus, RAW_CMD_SEND};
 use mx_proto::msg::CmdSlot;
 use mx_proto::platform::local::{LocalGuest, LocalTarget};
 use mxoe_wire::mapper::MapperAnnounce;
 use mxoe_wire::packet::HostQuery;
 use mxoe_wire::{decode, emit, Frame, Head, NicId, Packet, PeerIndex, WireProfile};
+use raw_guest::{body, raw_frame, sizes, Got, RawGuest};
 use std::time::{Duration, Instant};
+
+mod raw_guest;
 
 const A_MAC: [u8; 6] = [2, 0, 0, 0, 0xaa, 1];
 const B_MAC: [u8; 6] = [2, 0, 0, 0, 0xbb, 2];
 const EVIL_MAC: [u8; 6] = [2, 0, 0, 0, 0xee, 6];
 const MTU: u32 = 1500;
-
-fn sizes() -> ChannelSizes {
-    ChannelSizes {
-        cmd_slots: 32,
-        evt_slots: 64,
-        sendq_slots: 16,
-        recvq_slots: 8,
-    }
-}
 
 fn scratch(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("mx-raw-{tag}-{}", std::process::id()));
@@ -67,111 +61,6 @@ fn backend_with(
 
 fn attach(be: &EmbeddedBackend) -> Frontend<LocalGuest> {
     Frontend::<LocalGuest>::attach(&LocalTarget::new(be.socket())).unwrap()
-}
-
-/// A raw frame: `dst`, a junk source MAC (the backend must replace it),
-/// EtherType 0x86DF, peer index 0, type RAW, then `body`.
-fn raw_frame(dst: [u8; 6], body: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(17 + body.len());
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&[0x0e, 0xad, 0xbe, 0xef, 0, 1]);
-    f.extend_from_slice(&0x86DFu16.to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.push(1);
-    f.extend_from_slice(body);
-    f
-}
-
-fn body(len: usize, salt: u8) -> Vec<u8> {
-    // Bytes 32..40 of the frame (15..23 of the body) stay zero: discovery
-    // reads a RAW frame of 64 bytes or more as a mapper announcement, and
-    // nic_id 0 makes sure ours are refused there, never taken as peers.
-    (0..len)
-        .map(|i| {
-            if (15..23).contains(&i) {
-                0
-            } else {
-                (i as u8).wrapping_mul(29).wrapping_add(salt)
-            }
-        })
-        .collect()
-}
-
-/// A guest on a raw endpoint, driving the channel as the library does.
-struct RawGuest {
-    ch: RawChannel<LocalGuest>,
-    bell: Doorbell<LocalGuest>,
-    free: Vec<u16>,
-}
-
-/// An event with the received frame, if any.
-#[derive(Debug, PartialEq, Eq)]
-enum Got {
-    Done(u16, RawSendStatus),
-    Frame(Vec<u8>),
-}
-
-impl RawGuest {
-    fn open(fe: &Frontend<LocalGuest>) -> RawGuest {
-        let (ch, bell) = fe.open_raw(0, sizes()).unwrap();
-        let free = (0..ch.sendq_slots() as u16).rev().collect();
-        RawGuest { ch, bell, free }
-    }
-
-    /// Post the send of `frame`; returns its send-queue slot.
-    fn send(&mut self, frame: &[u8]) -> u16 {
-        let slot = self.free.pop().expect("a free send-queue slot");
-        self.ch.sendq_write(slot, frame).unwrap();
-        self.post(&RawCommand::Send {
-            sendq_slot: slot,
-            length: frame.len() as u32,
-        });
-        slot
-    }
-
-    fn post(&mut self, cmd: &RawCommand) {
-        self.ch.post(cmd).unwrap();
-        self.ch.flush().unwrap();
-    }
-
-    /// The next event within 5 s.
-    fn next(&mut self) -> Got {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(g) = self.poll() {
-                return g;
-            }
-            assert!(Instant::now() < deadline, "no raw event within 5 s");
-            if self.ch.prepare_to_sleep().unwrap() {
-                let _ = self.bell.wait(Some(Duration::from_millis(20)));
-            }
-        }
-    }
-
-    fn poll(&mut self) -> Option<Got> {
-        let slot = self.ch.next_event().unwrap()?;
-        let got = match RawEvent::parse(&slot).unwrap() {
-            RawEvent::SendDone { sendq_slot, status } => {
-                self.free.push(sendq_slot);
-                Got::Done(sendq_slot, status)
-            }
-            RawEvent::Recv { recvq_slot, length } => {
-                let mut f = vec![0; length as usize];
-                self.ch.recvq_read(recvq_slot, 0, &mut f).unwrap();
-                self.ch.recvq_release(recvq_slot).unwrap();
-                Got::Frame(f)
-            }
-        };
-        self.ch.release_events().unwrap();
-        Some(got)
-    }
-
-    fn no_event(&mut self, wait: Duration) {
-        std::thread::sleep(wait);
-        if let Some(g) = self.poll() {
-            panic!("unexpected raw event {g:?}");
-        }
-    }
 }
 
 /// Frames on the wire from `mac`, seen by `port`, within `wait`.
