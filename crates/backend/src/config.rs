@@ -18,6 +18,23 @@ pub enum IdlePolicy {
     Block,
 }
 
+/// Who may open a board's raw endpoint (the MX raw API: send and receive
+/// whole frames, name the board and its peers). A mapper on the raw
+/// endpoint can put any RAW frame on the fabric and rename hosts, so it is
+/// an administrator's tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawAccess {
+    /// Guests the platform says are privileged
+    /// ([`GuestConn::is_privileged`](mx_proto::platform::GuestConn::is_privileged):
+    /// on the local platform uid 0 or the backend's own uid; never a Xen
+    /// guest). The default.
+    Privileged,
+    /// Any guest (`--raw-access any`, e.g. a mapper in a trusted Xen guest).
+    Any,
+    /// Nobody (`--raw-access none`).
+    Nobody,
+}
+
 /// Configuration of one backend.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
@@ -54,6 +71,8 @@ pub struct BackendConfig {
     pub discovery: bool,
     /// Timing of the wire side (pull retransmission, discovery).
     pub wire: WireTiming,
+    /// Who may open the board's raw endpoint.
+    pub raw_access: RawAccess,
 }
 
 /// Timing of the wire side. The defaults are the specification's; tests
@@ -109,6 +128,7 @@ impl BackendConfig {
             peers_file: None,
             discovery: true,
             wire: WireTiming::default(),
+            raw_access: RawAccess::Privileged,
         }
     }
 

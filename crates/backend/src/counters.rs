@@ -1,8 +1,9 @@
 //! Counters: per endpoint, in the order of
-//! [`mx_proto::msg::control::COUNTER_LABELS`], and per NIC, in the order of
-//! [`mx_proto::msg::control::NIC_COUNTER_LABELS`].
+//! [`mx_proto::msg::control::COUNTER_LABELS`], per NIC, in the order of
+//! [`mx_proto::msg::control::NIC_COUNTER_LABELS`], and of the board's raw
+//! endpoint, in the order of [`mx_proto::msg::control::RAW_COUNTER_LABELS`].
 
-use mx_proto::msg::control::{COUNTER_LABELS, NIC_COUNTER_LABELS};
+use mx_proto::msg::control::{COUNTER_LABELS, NIC_COUNTER_LABELS, RAW_COUNTER_LABELS};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One counter of an endpoint.
@@ -178,5 +179,58 @@ impl NicCounters {
     pub fn by_label(&self, label: &str) -> Option<u64> {
         let i = NIC_COUNTER_LABELS.iter().position(|l| *l == label)?;
         Some(self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+/// One counter of a board's raw endpoint (kept whether or not one is open,
+/// and whether or not the board has a NIC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+#[allow(missing_docs)]
+pub enum RawCounter {
+    Opens,
+    OpenNotPermitted,
+    OpenBusy,
+    Sent,
+    SentWithoutNic,
+    RefusedMalformed,
+    RefusedBadSlot,
+    RefusedLength,
+    RefusedEtherType,
+    RefusedNotRaw,
+    NicError,
+    Received,
+    DropNoEndpoint,
+    DropFull,
+    DropTooLarge,
+}
+
+const NR: usize = RawCounter::DropTooLarge as usize + 1;
+const _: () = assert!(NR == RAW_COUNTER_LABELS.len());
+
+/// The raw-endpoint counters of a board: atomic for the same reason as
+/// [`NicCounters`] (readers on other threads, one writer).
+#[derive(Debug)]
+pub struct RawCounters([AtomicU64; NR]);
+
+impl Default for RawCounters {
+    fn default() -> Self {
+        RawCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl RawCounters {
+    /// Add one.
+    #[inline]
+    pub fn bump(&self, c: RawCounter) {
+        self.0[c as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Read one.
+    pub fn get(&self, c: RawCounter) -> u64 {
+        self.0[c as usize].load(Ordering::Relaxed)
+    }
+    /// All values, in label order.
+    pub fn values(&self) -> Vec<u64> {
+        self.0.iter().map(|v| v.load(Ordering::Relaxed)).collect()
     }
 }

@@ -17,12 +17,13 @@ pub mod endpoint;
 pub mod nic;
 pub mod peers;
 pub mod pull;
+pub mod raw;
 pub mod region;
 pub mod service;
 pub mod wire;
 
-pub use config::{BackendConfig, IdlePolicy, WireTiming};
-pub use counters::NicCounters;
+pub use config::{BackendConfig, IdlePolicy, RawAccess, WireTiming};
+pub use counters::{NicCounters, RawCounters};
 pub use service::{Backend, StopHandle};
 
 use mx_proto::platform::local::{GuestRange, LocalHost, LocalHostConfig};
@@ -45,6 +46,7 @@ pub struct EmbeddedBackend {
     socket: PathBuf,
     nic_id: u64,
     nic_counters: Option<Arc<NicCounters>>,
+    raw_counters: Arc<RawCounters>,
 }
 
 impl EmbeddedBackend {
@@ -61,6 +63,11 @@ impl EmbeddedBackend {
     /// The NIC counters, live (`None` without a NIC).
     pub fn nic_counters(&self) -> Option<&NicCounters> {
         self.nic_counters.as_deref()
+    }
+
+    /// The raw-endpoint counters, live.
+    pub fn raw_counters(&self) -> &RawCounters {
+        &self.raw_counters
     }
 }
 
@@ -107,6 +114,7 @@ fn spawn(
     )?;
     let nic_id = backend.board_info().nic_id;
     let nic_counters = backend.nic_counters();
+    let raw_counters = backend.raw_counters();
     let stop = backend.stop_handle();
     let thread = std::thread::Builder::new()
         .name("mx-backend".into())
@@ -117,5 +125,6 @@ fn spawn(
         socket,
         nic_id,
         nic_counters,
+        raw_counters,
     })
 }

@@ -1,6 +1,6 @@
 //! `mx-backend`: the host daemon of Xen2MX-rs.
 
-use backend::{local_region, Backend, BackendConfig, IdlePolicy};
+use backend::{local_region, Backend, BackendConfig, IdlePolicy, RawAccess};
 use clap::{Parser, ValueEnum};
 use mx_proto::platform::auto::{AutoHost, AutoHostConfig, Choice};
 use mx_proto::platform::local::{LocalHostConfig, DEFAULT_SOCKET_PATH, SOCKET_ENV};
@@ -35,6 +35,16 @@ enum IdleArg {
     Yield,
     /// Sleep as soon as there is no work.
     Block,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RawAccessArg {
+    /// Local guests running as root or as the backend's user; never a Xen guest.
+    Privileged,
+    /// Any guest, Xen guests included (a mapper in a trusted guest).
+    Any,
+    /// Nobody: the raw API is refused.
+    None,
 }
 
 /// The MX backend daemon: serves MX endpoints of the guests (or local
@@ -103,6 +113,11 @@ struct Cli {
     #[arg(long, default_value_t = 200)]
     spin_us: u64,
 
+    /// Who may open the board's raw endpoint (the MX raw API of fabric
+    /// mappers: whole frames in and out, board and peer names).
+    #[arg(long, value_enum, default_value = "privileged")]
+    raw_access: RawAccessArg,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, default_value = "info")]
     log: String,
@@ -156,6 +171,11 @@ fn main() -> ExitCode {
     cfg.peers_file = cli.peers;
     cfg.discovery = !cli.no_discovery;
     cfg.wire.pull_timeout = Duration::from_secs(cli.pull_timeout_s);
+    cfg.raw_access = match cli.raw_access {
+        RawAccessArg::Privileged => RawAccess::Privileged,
+        RawAccessArg::Any => RawAccess::Any,
+        RawAccessArg::None => RawAccess::Nobody,
+    };
     let nic: Option<Box<dyn backend::nic::Nic>> = match &cli.iface {
         None => None,
         Some(iface) => {

@@ -24,13 +24,19 @@
 //! pull and discovery timers, pull completions, and one NIC flush, before
 //! the events are published. The NIC's descriptor joins the poller, and
 //! the idle sleep ends at the earliest wire timer.
+//!
+//! The board's raw endpoint ([`crate::raw`]), when open, is served in the
+//! same pass: its sends after the endpoints' commands (their frames leave
+//! with the same NIC flush), its received frames by the wire's receive
+//! path, its events published with everybody else's.
 
-use crate::config::{BackendConfig, IdlePolicy};
-use crate::counters::{Counter, NicCounters};
+use crate::config::{BackendConfig, IdlePolicy, RawAccess};
+use crate::counters::{Counter, NicCounters, RawCounter, RawCounters};
 use crate::deliver::{self, Ctx, Outcome};
 use crate::endpoint::Endpoint;
 use crate::nic::Nic;
 use crate::peers::PeerTable;
+use crate::raw::{RawEndpoint, RawTx};
 use crate::wire::Wire;
 use mx_proto::channel::RING_SENDQ;
 use mx_proto::channel::{HostChannel, MAX_QUEUE_SLOTS};
@@ -55,6 +61,7 @@ use tracing::{debug, info, warn};
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_STOP: u64 = 1;
 const TOKEN_NIC: u64 = 2;
+const TOKEN_RAW: u64 = 3;
 const TOKEN_GUEST: u64 = 1 << 32;
 const TOKEN_ENDPOINT: u64 = 2 << 32;
 
@@ -122,6 +129,18 @@ pub struct Backend<H: HostPlatform> {
     wire: Option<Wire<H>>,
     /// The NIC has no descriptor to sleep on: poll it.
     nic_needs_polling: bool,
+    /// The board's raw endpoint, if a guest opened it.
+    raw: Option<RawEndpoint<H>>,
+    /// Its counters (kept across opens).
+    raw_counters: Arc<RawCounters>,
+}
+
+/// What [`Backend::attach_channel`] set up from an open request.
+struct Attached<H: HostPlatform> {
+    chan: crate::endpoint::Chan<H>,
+    pages: Arc<H::Pages>,
+    event: H::Event,
+    sendq_off: usize,
 }
 
 fn next_random(state: &mut u64) -> u32 {
@@ -249,8 +268,15 @@ impl<H: HostPlatform> Backend<H> {
             region_of,
             wire,
             nic_needs_polling,
+            raw: None,
+            raw_counters: Arc::new(RawCounters::default()),
             cfg,
         })
+    }
+
+    /// The raw-endpoint counters, readable from any thread.
+    pub fn raw_counters(&self) -> Arc<RawCounters> {
+        self.raw_counters.clone()
     }
 
     /// The NIC counters (`None` without a NIC), readable from any thread.
@@ -361,6 +387,13 @@ impl<H: HostPlatform> Backend<H> {
     /// Arm every command ring for a wake-up.
     fn arm_all(&mut self) -> Armed {
         let mut armed = Armed::Idle;
+        if let Some(raw) = self.raw.as_mut() {
+            if raw.pending.is_some() {
+                armed = Armed::Pending;
+            } else if let Ok(false) = raw.chan.prepare_to_sleep() {
+                return Armed::Work;
+            }
+        }
         for ep in self.endpoints.iter_mut().flatten() {
             if ep.pending.is_some() {
                 // A blocked command waits for its destination to drain,
@@ -393,6 +426,11 @@ impl<H: HostPlatform> Backend<H> {
                     let _ = self.stop_wake.consume();
                 }
                 TOKEN_NIC => {} // the next pass drains the NIC
+                TOKEN_RAW => {
+                    if let Some(raw) = &self.raw {
+                        let _ = raw.event.consume();
+                    }
+                }
                 t if t & !0xffff_ffff == TOKEN_GUEST => {
                     self.serve_control((t & 0xffff_ffff) as usize, ev.hangup)
                 }
@@ -553,7 +591,149 @@ impl<H: HostPlatform> Backend<H> {
                     None => ControlReply::Error(ControlError::BadEndpoint),
                 }
             }
+            ControlRequest::OpenRaw { board, sizes } => {
+                match self.open_raw(key, board, sizes, &mut res) {
+                    Ok(max_frame) => ControlReply::RawOpened { max_frame },
+                    Err(e) => ControlReply::Error(e),
+                }
+            }
+            ControlRequest::CloseRaw { board } => match self.raw_owner(key, board) {
+                Ok(()) => {
+                    self.close_raw();
+                    ControlReply::Closed
+                }
+                Err(e) => ControlReply::Error(e),
+            },
+            ControlRequest::SetHostname { board, hostname } => {
+                match self
+                    .raw_owner(key, board)
+                    .and_then(|()| self.set_hostname(&hostname))
+                {
+                    Ok(()) => ControlReply::Done,
+                    Err(e) => ControlReply::Error(e),
+                }
+            }
+            ControlRequest::SetPeerName {
+                board,
+                nic_id,
+                hostname,
+            } => match self
+                .raw_owner(key, board)
+                .and_then(|()| self.set_peer_name(nic_id, &hostname))
+            {
+                Ok(()) => ControlReply::Done,
+                Err(e) => ControlReply::Error(e),
+            },
+            ControlRequest::RawCounters { board } => {
+                if board != 0 {
+                    ControlReply::Error(ControlError::BoardUnknown)
+                } else {
+                    ControlReply::Counters(self.raw_counters.values())
+                }
+            }
         }
+    }
+
+    /// Whether guest `key` may open the raw endpoint, by the configured
+    /// policy and the platform's word on the guest.
+    fn raw_permitted(&self, key: usize) -> bool {
+        match self.cfg.raw_access {
+            RawAccess::Any => true,
+            RawAccess::Nobody => false,
+            RawAccess::Privileged => self.guests.get(key).is_some_and(|g| g.conn.is_privileged()),
+        }
+    }
+
+    /// `Ok` if guest `key` owns board `board`'s raw endpoint: the
+    /// privileged board requests (close it, name the board and its peers)
+    /// are its owner's.
+    fn raw_owner(&self, key: usize, board: u32) -> Result<(), ControlError> {
+        if board != 0 {
+            return Err(ControlError::BoardUnknown);
+        }
+        match &self.raw {
+            Some(r) if r.guest == key => Ok(()),
+            _ => Err(ControlError::NotPermitted),
+        }
+    }
+
+    fn open_raw(
+        &mut self,
+        key: usize,
+        board: u32,
+        sizes: ChannelSizes,
+        res: &mut H::Resources,
+    ) -> Result<u32, ControlError> {
+        if board != 0 {
+            return Err(ControlError::BoardUnknown);
+        }
+        if !self.raw_permitted(key) {
+            self.raw_counters.bump(RawCounter::OpenNotPermitted);
+            if let Some(g) = self.guests.get(key) {
+                warn!(guest = %g.conn.guest_id(), policy = ?self.cfg.raw_access, "raw endpoint refused");
+            }
+            return Err(ControlError::NotPermitted);
+        }
+        if self.raw.is_some() {
+            self.raw_counters.bump(RawCounter::OpenBusy);
+            return Err(ControlError::Busy);
+        }
+        let a = self.attach_channel(key, &sizes, res, TOKEN_RAW)?;
+        let mtu = self.wire.as_ref().map_or(self.cfg.mtu, |w| w.nic.mtu());
+        let max_frame = crate::raw::max_frame(mtu);
+        self.raw = Some(RawEndpoint::new(key, a.chan, a.event, max_frame));
+        self.raw_counters.bump(RawCounter::Opens);
+        if let Some(g) = self.guests.get(key) {
+            info!(guest = %g.conn.guest_id(), max_frame, "raw endpoint opened");
+        }
+        Ok(max_frame as u32)
+    }
+
+    fn close_raw(&mut self) {
+        if let Some(raw) = self.raw.take() {
+            let _ = self.poller.delete(raw.event.as_fd());
+            debug!("raw endpoint closed");
+            // Dropping it unmaps the guest's pages and unbinds its channel.
+        }
+    }
+
+    /// Rename the board: what HOST_REPLY answers and peer look-ups find.
+    fn set_hostname(&mut self, name: &str) -> Result<(), ControlError> {
+        let wire_name =
+            mxoe_wire::Hostname::new(name.as_bytes()).map_err(|_| ControlError::Malformed)?;
+        if let Some(w) = self.wire.as_mut() {
+            w.st.hostname = wire_name;
+        }
+        self.peers.set_hostname(self.self_peer, name);
+        info!(old = %self.cfg.hostname, new = %name, "board renamed by its raw endpoint");
+        self.cfg.hostname = name.to_string();
+        Ok(())
+    }
+
+    /// Name a peer (adding it when unknown), as a mapper that computed the
+    /// fabric's map does. Our own address is left alone (the board's name
+    /// is `set_hostname`'s).
+    fn set_peer_name(&mut self, nic_id: u64, name: &str) -> Result<(), ControlError> {
+        let valid =
+            mxoe_wire::NicId::new(nic_id).is_some_and(|n| nic_id != 0 && n.to_mac()[0] & 1 == 0);
+        if !valid || mxoe_wire::Hostname::new(name.as_bytes()).is_err() {
+            return Err(ControlError::Malformed);
+        }
+        if nic_id == self.cfg.nic_id {
+            return Ok(());
+        }
+        match self.peers.index_of(nic_id) {
+            Some(i) => {
+                self.peers.set_hostname(i, name);
+                self.peers.set_query(i, None);
+            }
+            None => {
+                self.peers
+                    .add(nic_id, name, false)
+                    .ok_or(ControlError::NoResources)?;
+            }
+        }
+        Ok(())
     }
 
     fn check_sizes(&self, s: &ChannelSizes) -> Result<(), ControlError> {
@@ -569,6 +749,46 @@ impl<H: HostPlatform> Backend<H> {
         } else {
             Err(ControlError::BadResources)
         }
+    }
+
+    /// Map the channel an open request hands over (page set in slot 0,
+    /// event channel in slot 1), check its control page against `sizes`,
+    /// and poll its event channel under `token`. Shared by endpoints and
+    /// the raw endpoint.
+    fn attach_channel(
+        &mut self,
+        key: usize,
+        sizes: &ChannelSizes,
+        res: &mut H::Resources,
+        token: u64,
+    ) -> Result<Attached<H>, ControlError> {
+        if !self.guests.contains(key) {
+            return Err(ControlError::NotOwner);
+        }
+        self.check_sizes(sizes)?;
+        let layout = mx_proto::channel::layout(sizes).map_err(|_| ControlError::BadResources)?;
+        let layout_len = layout.region_len();
+        let sendq_off = layout.rings[RING_SENDQ]
+            .map(|r| r.area_offset as usize)
+            .ok_or(ControlError::BadResources)?;
+        let pages = res
+            .take_pages(0, layout_len / PAGE_SIZE)
+            .map_err(|_| ControlError::BadResources)?;
+        let event = res.take_event(1).map_err(|_| ControlError::BadResources)?;
+        let pages = Arc::new(pages);
+        let chan = HostChannel::attach(pages.clone(), sizes).map_err(|e| {
+            debug!("guest channel refused: {e:?}");
+            ControlError::BadResources
+        })?;
+        self.poller
+            .add(event.as_fd(), token, Interest::READABLE)
+            .map_err(|_| ControlError::NoResources)?;
+        Ok(Attached {
+            chan,
+            pages,
+            event,
+            sendq_off,
+        })
     }
 
     fn open(
@@ -596,32 +816,17 @@ impl<H: HostPlatform> Backend<H> {
                 Some(None) => id,
             }
         };
-        let layout = mx_proto::channel::layout(&sizes).map_err(|_| ControlError::BadResources)?;
-        let layout_len = layout.region_len();
-        let sendq_off = layout.rings[RING_SENDQ]
-            .map(|r| r.area_offset as usize)
-            .ok_or(ControlError::BadResources)?;
-        let pages = res
-            .take_pages(0, layout_len / PAGE_SIZE)
-            .map_err(|_| ControlError::BadResources)?;
-        let event = res.take_event(1).map_err(|_| ControlError::BadResources)?;
-        let pages = Arc::new(pages);
-        let chan = HostChannel::attach(pages.clone(), &sizes).map_err(|e| {
-            debug!("guest channel refused: {e:?}");
-            ControlError::BadResources
-        })?;
-        self.poller
-            .add(
-                event.as_fd(),
-                TOKEN_ENDPOINT | id as u64,
-                Interest::READABLE,
-            )
-            .map_err(|_| ControlError::NoResources)?;
         let memory = self
             .guests
             .get(key)
             .map(|g| g.memory.clone())
             .ok_or(ControlError::NotOwner)?;
+        let Attached {
+            chan,
+            pages,
+            event,
+            sendq_off,
+        } = self.attach_channel(key, &sizes, res, TOKEN_ENDPOINT | id as u64)?;
         let session = next_random(&mut self.rng);
         self.endpoints[id] = Some(Endpoint {
             id: id as u8,
@@ -664,6 +869,9 @@ impl<H: HostPlatform> Backend<H> {
         };
         let _ = self.poller.delete(g.conn.as_fd());
         info!(guest = %g.conn.guest_id(), endpoints = g.endpoints.len(), "guest detached");
+        if self.raw.as_ref().is_some_and(|r| r.guest == key) {
+            self.close_raw();
+        }
         for id in g.endpoints {
             self.abort_pulls(id);
             if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
@@ -754,11 +962,43 @@ impl<H: HostPlatform> Backend<H> {
                 }
             }
         }
+        // The raw endpoint's sends, queued on the NIC before its flush.
+        if let Some(raw) = self.raw.as_mut() {
+            let mac = match self.wire.as_ref() {
+                Some(w) => w.st.mac,
+                None => {
+                    mxoe_wire::NicId::new(self.cfg.nic_id).map_or([0; 6], mxoe_wire::NicId::to_mac)
+                }
+            };
+            let mut tx = RawTx {
+                nic: self
+                    .wire
+                    .as_mut()
+                    .map(|w| (w.nic.as_mut() as &mut dyn crate::nic::Nic, &*w.st.counters)),
+                mac,
+            };
+            match raw.serve(&mut tx, &self.raw_counters, self.cfg.cmd_batch) {
+                Ok(w) => worked |= w,
+                Err(e) => {
+                    warn!("raw endpoint's command ring corrupt: {e:?}");
+                    broken.push(raw.guest);
+                }
+            }
+        }
         // The wire: receive, answer, timers, pull completions, and the NIC
         // flush (before the publish below: a guest must not see
         // SendMediumDone while the NIC may still read its slot).
         if let Some(w) = self.wire.as_mut() {
-            worked |= crate::wire::service(w, &mut self.peers, endpoints_ptr, now);
+            worked |= crate::wire::service(
+                w,
+                &mut self.peers,
+                endpoints_ptr,
+                crate::wire::RawRx {
+                    ep: self.raw.as_mut(),
+                    counters: &self.raw_counters,
+                },
+                now,
+            );
         }
         // Publish: one index store and at most one notification per endpoint.
         for ep in endpoints_ptr.iter_mut().flatten() {
@@ -767,6 +1007,20 @@ impl<H: HostPlatform> Backend<H> {
                 if ep.chan.publish().is_needed() {
                     let _ = ep.event.notify();
                 }
+            }
+        }
+        if let Some(raw) = self.raw.as_mut() {
+            if raw.dirty {
+                raw.dirty = false;
+                if raw.chan.publish().is_needed() {
+                    let _ = raw.event.notify();
+                }
+            }
+            if raw.pending.is_some()
+                && (raw.chan.event_space().is_err() || raw.chan.recvq_space().is_err())
+            {
+                warn!("raw endpoint's event ring or receive queue corrupt");
+                broken.push(raw.guest);
             }
         }
         if blocked {

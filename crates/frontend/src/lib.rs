@@ -9,6 +9,11 @@
 //! wakes). The frontend knows nothing of MX matching: it moves commands and
 //! events.
 //!
+//! A board's raw endpoint (the MX raw API of fabric mappers) is a
+//! [`RawChannel`]: the same channel machinery, opened with
+//! [`Frontend::open_raw`], carrying the raw family of messages
+//! ([`mx_proto::msg::raw`]).
+//!
 //! The frontend distrusts its backend the way netfront does: every event is
 //! copied out and parsed before use, receive-queue slots are checked against
 //! the order the backend must use, and a backend that breaks the protocol
@@ -18,7 +23,8 @@ use mx_proto::channel::{ChannelError, GuestChannel};
 use mx_proto::msg::control::{
     BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, PeerInfo, CONTROL_VERSION,
 };
-use mx_proto::msg::{Command, EvtSlot};
+use mx_proto::msg::raw::RawCommand;
+use mx_proto::msg::{CmdSlot, Command, EvtSlot};
 use mx_proto::platform::{
     BackendLink, EventChannel, GuestPlatform, Resource, WaitOutcome, Wakeup, MAX_CONTROL_MSG,
     PAGE_SIZE,
@@ -134,24 +140,84 @@ impl<G: GuestPlatform> Frontend<G> {
         endpoint: u32,
         sizes: ChannelSizes,
     ) -> Result<(EndpointChannel<G>, Doorbell<G>), FrontendError> {
-        let len = GuestChannel::<Arc<G::Pages>>::region_len(&sizes)?;
-        let pages = Arc::new(self.link.link.alloc_pages(len / PAGE_SIZE)?);
-        let chan = GuestChannel::create(pages.clone(), &sizes)?;
-        let event = Arc::new(self.link.link.alloc_event()?);
-        let reply = call::<G>(
-            &self.link,
-            &ControlRequest::OpenEndpoint {
-                board: 0,
-                endpoint,
-                sizes,
-            },
-            &[Resource::Pages(&*pages), Resource::Event(&*event)],
-        )?;
+        let req = ControlRequest::OpenEndpoint {
+            board: 0,
+            endpoint,
+            sizes,
+        };
+        let (chan, event, reply) = self.open_channel(&req, &sizes)?;
         let (id, session) = match reply {
             ControlReply::Opened { endpoint, session } => (endpoint, session),
             _ => return Err(FrontendError::Protocol("unexpected reply to open")),
         };
-        let wakeup = Arc::new(event.wakeup()?);
+        self.channel(chan, event, Closer::Endpoint(id), id, session)
+    }
+
+    /// Open board `board`'s raw endpoint with channel `sizes` (the MX raw
+    /// API; at most one per board, and only for guests the backend's
+    /// policy admits).
+    ///
+    /// # Errors
+    /// [`FrontendError::Refused`] with `NotPermitted`, `Busy` (already
+    /// open), `BoardUnknown`, `BadResources` (sizes).
+    pub fn open_raw(
+        &self,
+        board: u32,
+        sizes: ChannelSizes,
+    ) -> Result<(RawChannel<G>, Doorbell<G>), FrontendError> {
+        let (chan, event, reply) =
+            self.open_channel(&ControlRequest::OpenRaw { board, sizes }, &sizes)?;
+        let max_frame = match reply {
+            ControlReply::RawOpened { max_frame } => max_frame,
+            _ => return Err(FrontendError::Protocol("unexpected reply to raw open")),
+        };
+        let (inner, bell) = self.channel(chan, event, Closer::Raw(board), 0, 0)?;
+        Ok((
+            RawChannel {
+                inner,
+                board,
+                max_frame,
+            },
+            bell,
+        ))
+    }
+
+    /// Offer a channel of `sizes` to the backend with request `req` (the
+    /// pages and the event channel travel with it, in that order).
+    #[allow(clippy::type_complexity)]
+    fn open_channel(
+        &self,
+        req: &ControlRequest,
+        sizes: &ChannelSizes,
+    ) -> Result<(GuestChannel<Arc<G::Pages>>, Arc<G::Event>, ControlReply), FrontendError> {
+        let len = GuestChannel::<Arc<G::Pages>>::region_len(sizes)?;
+        let pages = Arc::new(self.link.link.alloc_pages(len / PAGE_SIZE)?);
+        let chan = GuestChannel::create(pages.clone(), sizes)?;
+        let event = Arc::new(self.link.link.alloc_event()?);
+        let reply = call::<G>(
+            &self.link,
+            req,
+            &[Resource::Pages(&*pages), Resource::Event(&*event)],
+        )?;
+        Ok((chan, event, reply))
+    }
+
+    fn channel(
+        &self,
+        chan: GuestChannel<Arc<G::Pages>>,
+        event: Arc<G::Event>,
+        closer: Closer,
+        id: u8,
+        session: u32,
+    ) -> Result<(EndpointChannel<G>, Doorbell<G>), FrontendError> {
+        let wakeup = match event.wakeup() {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                // The backend has the channel open: give it back.
+                let _ = call::<G>(&self.link, &closer.request(), &[]);
+                return Err(e.into());
+            }
+        };
         Ok((
             EndpointChannel {
                 id,
@@ -159,10 +225,65 @@ impl<G: GuestPlatform> Frontend<G> {
                 chan,
                 event: event.clone(),
                 link: self.link.clone(),
+                closer,
                 closed: false,
             },
             Doorbell { event, wakeup },
         ))
+    }
+
+    /// Set board `board`'s hostname (what HOST_REPLY answers and peer
+    /// look-ups find). Only the owner of the board's raw endpoint may.
+    ///
+    /// # Errors
+    /// `Refused(NotPermitted)` without the raw endpoint,
+    /// `Refused(Malformed)` for an empty name.
+    pub fn set_hostname(&self, board: u32, hostname: &str) -> Result<(), FrontendError> {
+        done_reply(call::<G>(
+            &self.link,
+            &ControlRequest::SetHostname {
+                board,
+                hostname: hostname.to_string(),
+            },
+            &[],
+        )?)
+    }
+
+    /// Name the peer `nic_id` in board `board`'s peer table (added if
+    /// unknown). Only the owner of the board's raw endpoint may.
+    ///
+    /// # Errors
+    /// `Refused(NotPermitted)` without the raw endpoint,
+    /// `Refused(Malformed)` for a bad address or name,
+    /// `Refused(NoResources)` when the table is full.
+    pub fn set_peer_name(
+        &self,
+        board: u32,
+        nic_id: u64,
+        hostname: &str,
+    ) -> Result<(), FrontendError> {
+        done_reply(call::<G>(
+            &self.link,
+            &ControlRequest::SetPeerName {
+                board,
+                nic_id,
+                hostname: hostname.to_string(),
+            },
+            &[],
+        )?)
+    }
+
+    /// Board `board`'s raw-endpoint counters, in
+    /// [`RAW_COUNTER_LABELS`](mx_proto::msg::control::RAW_COUNTER_LABELS)
+    /// order.
+    ///
+    /// # Errors
+    /// `Refused(BoardUnknown)` for a board other than 0.
+    pub fn raw_counters(&self, board: u32) -> Result<Vec<u64>, FrontendError> {
+        match call::<G>(&self.link, &ControlRequest::RawCounters { board }, &[])? {
+            ControlReply::Counters(v) => Ok(v),
+            _ => Err(FrontendError::Protocol("unexpected reply to raw counters")),
+        }
     }
 
     /// Look a peer up by address.
@@ -231,6 +352,15 @@ impl<G: GuestPlatform> Frontend<G> {
     }
 }
 
+fn done_reply(r: ControlReply) -> Result<(), FrontendError> {
+    match r {
+        ControlReply::Done => Ok(()),
+        _ => Err(FrontendError::Protocol(
+            "unexpected reply to a board request",
+        )),
+    }
+}
+
 fn peer_reply(r: ControlReply) -> Result<PeerInfo, FrontendError> {
     match r {
         ControlReply::Peer(p) => Ok(p),
@@ -257,6 +387,24 @@ fn call<G: GuestPlatform>(
     }
 }
 
+/// What closes a channel at the backend.
+#[derive(Debug, Clone, Copy)]
+enum Closer {
+    /// An endpoint, by id.
+    Endpoint(u8),
+    /// A board's raw endpoint.
+    Raw(u32),
+}
+
+impl Closer {
+    fn request(self) -> ControlRequest {
+        match self {
+            Closer::Endpoint(endpoint) => ControlRequest::CloseEndpoint { endpoint },
+            Closer::Raw(board) => ControlRequest::CloseRaw { board },
+        }
+    }
+}
+
 /// The rings and queues of one open endpoint. Not shared: the owner
 /// serialises access (the MX library holds it under its endpoint lock).
 pub struct EndpointChannel<G: GuestPlatform> {
@@ -265,6 +413,7 @@ pub struct EndpointChannel<G: GuestPlatform> {
     chan: GuestChannel<Arc<G::Pages>>,
     event: Arc<G::Event>,
     link: Arc<Link<G>>,
+    closer: Closer,
     closed: bool,
 }
 
@@ -394,11 +543,7 @@ impl<G: GuestPlatform> EndpointChannel<G> {
     /// If the backend cannot be reached or refuses.
     pub fn close(mut self) -> Result<(), FrontendError> {
         self.closed = true;
-        match call::<G>(
-            &self.link,
-            &ControlRequest::CloseEndpoint { endpoint: self.id },
-            &[],
-        )? {
+        match call::<G>(&self.link, &self.closer.request(), &[])? {
             ControlReply::Closed => Ok(()),
             _ => Err(FrontendError::Protocol("unexpected reply to close")),
         }
@@ -408,12 +553,137 @@ impl<G: GuestPlatform> EndpointChannel<G> {
 impl<G: GuestPlatform> Drop for EndpointChannel<G> {
     fn drop(&mut self) {
         if !self.closed {
-            let _ = call::<G>(
-                &self.link,
-                &ControlRequest::CloseEndpoint { endpoint: self.id },
-                &[],
-            );
+            let _ = call::<G>(&self.link, &self.closer.request(), &[]);
         }
+    }
+}
+
+/// The rings and queues of a board's raw endpoint: an endpoint's channel
+/// carrying the raw family ([`RawCommand`] out, `RawEvent`s in). Frames
+/// go out through send-queue slots and come in through receive-queue
+/// slots, one frame per slot. Not shared: the owner serialises access.
+pub struct RawChannel<G: GuestPlatform> {
+    inner: EndpointChannel<G>,
+    board: u32,
+    max_frame: u32,
+}
+
+impl<G: GuestPlatform> RawChannel<G> {
+    /// The board.
+    pub fn board(&self) -> u32 {
+        self.board
+    }
+
+    /// Longest frame the backend sends or delivers (it refuses longer
+    /// sends and drops longer received frames).
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
+    /// Queue a raw command; it reaches the backend at the next
+    /// [`flush`](Self::flush).
+    ///
+    /// # Errors
+    /// [`ChannelError::Full`] when the command ring is full, a message
+    /// error for a command that does not encode, or a broken channel.
+    pub fn post(&mut self, cmd: &RawCommand) -> Result<(), ChannelError> {
+        let mut slot = CmdSlot::default();
+        cmd.emit(&mut slot)?;
+        self.inner.post_slot(&slot)
+    }
+
+    /// Queue an already-encoded command slot as is (tests use it to send
+    /// what [`post`](Self::post) would not encode).
+    ///
+    /// # Errors
+    /// [`ChannelError::Full`] when the command ring is full.
+    pub fn post_slot(&mut self, slot: &CmdSlot) -> Result<(), ChannelError> {
+        self.inner.post_slot(slot)
+    }
+
+    /// Free command slots.
+    ///
+    /// # Errors
+    /// If the backend corrupted the ring.
+    pub fn command_space(&mut self) -> Result<u32, ChannelError> {
+        self.inner.command_space()
+    }
+
+    /// Make queued commands visible and kick the backend if it is asleep.
+    ///
+    /// # Errors
+    /// If the event channel is broken.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
+    /// Write a frame into send-queue slot `slot`.
+    ///
+    /// # Errors
+    /// If the slot or length is out of bounds.
+    pub fn sendq_write(&self, slot: u16, frame: &[u8]) -> Result<(), ChannelError> {
+        self.inner.sendq_write(slot, frame)
+    }
+
+    /// Copy the next event out of the event ring (parse it with
+    /// `RawEvent::parse`).
+    ///
+    /// # Errors
+    /// If the backend corrupted the ring.
+    pub fn next_event(&mut self) -> Result<Option<EvtSlot>, ChannelError> {
+        self.inner.next_event()
+    }
+
+    /// Copy bytes of the receive-queue slot named by the current event.
+    ///
+    /// # Errors
+    /// If the slot or range is out of bounds.
+    pub fn recvq_read(&self, slot: u16, off: usize, out: &mut [u8]) -> Result<(), ChannelError> {
+        self.inner.recvq_read(slot, off, out)
+    }
+
+    /// Release the receive-queue slot named by the event just consumed.
+    ///
+    /// # Errors
+    /// If the backend named slots out of order (it is broken).
+    pub fn recvq_release(&mut self, slot: u16) -> Result<(), ChannelError> {
+        self.inner.recvq_release(slot)
+    }
+
+    /// Hand consumed events and receive-queue slots back to the backend.
+    ///
+    /// # Errors
+    /// If the event channel is broken.
+    pub fn release_events(&mut self) -> io::Result<()> {
+        self.inner.release_events()
+    }
+
+    /// Arm the event ring for a notification: true if the caller may now
+    /// block on the [`Doorbell`].
+    ///
+    /// # Errors
+    /// If the backend corrupted the ring or the event channel broke.
+    pub fn prepare_to_sleep(&mut self) -> Result<bool, FrontendError> {
+        self.inner.prepare_to_sleep()
+    }
+
+    /// Send-queue slots.
+    pub fn sendq_slots(&self) -> u32 {
+        self.inner.sendq_slots()
+    }
+
+    /// Receive-queue slots.
+    pub fn recvq_slots(&self) -> u32 {
+        self.inner.recvq_slots()
+    }
+
+    /// Close the raw endpoint (the backend unmaps its pages; later RAW
+    /// frames are counted as having no endpoint).
+    ///
+    /// # Errors
+    /// If the backend cannot be reached or refuses.
+    pub fn close(self) -> Result<(), FrontendError> {
+        self.inner.close()
     }
 }
 

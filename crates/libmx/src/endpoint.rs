@@ -87,6 +87,7 @@ pub fn frontend_error(e: &FrontendError) -> Return {
         FrontendError::Refused(ControlError::BoardUnknown) => Return::BoardUnknown,
         FrontendError::Refused(ControlError::NoResources) => Return::NoResources,
         FrontendError::Refused(ControlError::PeerNotFound) => Return::NicNotFound,
+        FrontendError::Refused(ControlError::NotPermitted) => Return::NoPerm,
         FrontendError::Refused(_) | FrontendError::Protocol(_) | FrontendError::Channel(_) => {
             Return::Failure
         }

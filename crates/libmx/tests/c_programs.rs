@@ -4,9 +4,13 @@
 //! `libmyriexpress.so` names), and run as separate processes against a
 //! backend embedded in this test process (`backend::spawn_local`; the
 //! programs find it through `MX_BACKEND_SOCKET`). Every program has its own
-//! watchdog (`alarm`) and every run a deadline here. Needs gcc.
+//! watchdog (`alarm`) and every run a deadline here. Needs gcc. The raw
+//! API test runs two such backends with NICs on the in-memory wire
+//! (`backend::nic::sim`), one program on each.
 
-use backend::{spawn_local, BackendConfig, EmbeddedBackend};
+use backend::counters::RawCounter;
+use backend::nic::sim::{Faults, Hub};
+use backend::{spawn_local, spawn_local_with_nic, BackendConfig, EmbeddedBackend};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,11 +41,34 @@ struct Env {
     lib: PathBuf,
     sock: PathBuf,
     hostname: String,
-    _backend: EmbeddedBackend,
+    backend: EmbeddedBackend,
 }
 
 impl Env {
     fn new(test: &str) -> Env {
+        Env::make(test, BackendConfig::new(), |cfg, sock| {
+            spawn_local(cfg, sock)
+        })
+    }
+
+    /// A backend whose board is a NIC with address `mac` on `hub`
+    /// (MTU 1500, the open-mx 1500 profile, no discovery).
+    fn on_wire(test: &str, hub: &Hub, mac: [u8; 6], hostname: &str) -> Env {
+        let mut cfg = BackendConfig::new();
+        cfg.hostname = hostname.into();
+        cfg.set_profile(mxoe_wire::WireProfile::OPEN_MX_1500);
+        cfg.discovery = false;
+        let nic = Box::new(hub.attach(mac, 1500));
+        Env::make(test, cfg, move |cfg, sock| {
+            spawn_local_with_nic(cfg, sock, nic)
+        })
+    }
+
+    fn make(
+        test: &str,
+        cfg: BackendConfig,
+        spawn: impl FnOnce(BackendConfig, &Path) -> std::io::Result<EmbeddedBackend>,
+    ) -> Env {
         let dir = Path::new(TMP).join("c_programs").join(test);
         let _ = std::fs::remove_dir_all(&dir);
         let lib = dir.join("lib");
@@ -53,15 +80,14 @@ impl Env {
         // Unix socket paths are short: keep the socket in /tmp.
         let sock = std::env::temp_dir().join(format!("mxc-{}-{test}.sock", std::process::id()));
         let _ = std::fs::remove_file(&sock);
-        let cfg = BackendConfig::new();
         let hostname = cfg.hostname.clone();
-        let backend = spawn_local(cfg, &sock).expect("embedded backend");
+        let backend = spawn(cfg, &sock).expect("embedded backend");
         Env {
             dir,
             lib,
             sock,
             hostname,
-            _backend: backend,
+            backend,
         }
     }
 
@@ -412,4 +438,39 @@ fn threads_share_wait_any_and_open_close_concurrently() {
     let env = Env::new("multithread");
     let exe = env.build("multithread");
     env.run(&exe, &[], &[], T).assert_ok("multithread: ok");
+}
+
+#[test]
+fn raw_api_between_two_hosts_on_a_wire() {
+    let hub = Hub::new(Faults::default());
+    let a_mac = [2, 0, 0, 0, 0x7a, 1];
+    let b_mac = [2, 0, 0, 0, 0x7b, 2];
+    let a = Env::on_wire("raw_a", &hub, a_mac, "rawa:0");
+    let b = Env::on_wire("raw_b", &hub, b_mac, "rawb:0");
+    let exe = a.build("raw");
+    // 5 lengths, 1 truncated, 40 in flight.
+    let mut echo = b.start(&exe, &["echo", "46"], &[]);
+    echo.wait_line("ready", T);
+    let b_nic = b.backend.nic_id();
+    a.run(&exe, &["ping", &format!("{b_nic:x}")], &[], T)
+        .assert_ok("raw-ping: ok");
+    echo.finish(T).assert_ok("raw-echo: ok (46 frames)");
+    let (ra, rb) = (a.backend.raw_counters(), b.backend.raw_counters());
+    for (r, who) in [(ra, "ping"), (rb, "echo")] {
+        assert_eq!(r.get(RawCounter::Sent), 46, "{who}");
+        assert_eq!(r.get(RawCounter::Received), 46, "{who}");
+        // The library refused the bad frames before the backend saw them.
+        for c in [
+            RawCounter::RefusedLength,
+            RawCounter::RefusedEtherType,
+            RawCounter::RefusedNotRaw,
+            RawCounter::RefusedMalformed,
+            RawCounter::DropFull,
+        ] {
+            assert_eq!(r.get(c), 0, "{who}: {c:?}");
+        }
+    }
+    // Opened, busy once, reopened after close (then closed by mx_finalize).
+    assert_eq!(ra.get(RawCounter::Opens), 2);
+    assert_eq!(ra.get(RawCounter::OpenBusy), 1);
 }

@@ -244,6 +244,16 @@ impl<R: SharedMem + Clone> HostChannel<R> {
         self.evt.push(&slot)
     }
 
+    /// Post an already encoded event slot (the raw family's events are not
+    /// [`Event`]s); visible at the next [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// [`PushError::Full`] when the guest has not consumed enough events.
+    #[inline]
+    pub fn push_event_slot(&mut self, slot: &EvtSlot) -> Result<(), PushError> {
+        self.evt.push(slot)
+    }
+
     /// Free receive-queue slots.
     ///
     /// # Errors

@@ -11,6 +11,8 @@
 //!   payloads sit in receive-queue slots the event names.
 //! - [`control`]: the slow path (attach, endpoint open/close, peer look-ups,
 //!   counters), carried by the platform's rendezvous, not by the rings.
+//! - [`raw`]: the commands and events of a board's raw endpoint (kinds
+//!   20..=29, a family of their own that endpoint channels refuse).
 //!
 //! Every family follows the same discipline (smoltcp's Packet/Repr split):
 //! a raw slot is plain bytes; `parse` copies nothing, checks every field and
@@ -21,6 +23,7 @@
 pub mod command;
 pub mod control;
 pub mod event;
+pub mod raw;
 
 pub use command::{CmdSlot, Command, CMD_SLOT_SIZE};
 pub use event::{Event, EvtSlot, EVT_SLOT_SIZE};

@@ -496,6 +496,14 @@ pub trait GuestConn<H: HostPlatform>: AsFd + Send + Debug {
     /// The guest's identity, established by the platform at accept time.
     fn guest_id(&self) -> H::GuestId;
 
+    /// Whether the platform vouches that this guest is as trusted as the
+    /// backend's own administrator (local: the kernel reports uid 0 or the
+    /// backend's own effective uid; Xen: never, a domain is another
+    /// machine). Privileged operations (a board's raw endpoint) check it;
+    /// like [`guest_id`](Self::guest_id) it never comes from what the
+    /// guest says.
+    fn is_privileged(&self) -> bool;
+
     /// Receives one control request into `buf` (which should hold
     /// [`MAX_CONTROL_MSG`] bytes) without blocking.
     ///

@@ -244,3 +244,75 @@ fn direct_pull_refuses_more_pieces_than_fit() {
     slot.0[1] = 4; // a segment count that does not fit
     assert!(Event::parse(&slot).is_err());
 }
+
+#[test]
+fn raw_control_roundtrip() {
+    let reqs = [
+        ControlRequest::OpenRaw {
+            board: 0,
+            sizes: ChannelSizes {
+                cmd_slots: 32,
+                evt_slots: 128,
+                sendq_slots: 32,
+                recvq_slots: 64,
+            },
+        },
+        ControlRequest::CloseRaw { board: 0 },
+        ControlRequest::SetHostname {
+            board: 0,
+            hostname: "mapper-named:0".into(),
+        },
+        ControlRequest::SetPeerName {
+            board: 0,
+            nic_id: 0x0200_0000_0002,
+            hostname: "node2:0".into(),
+        },
+        ControlRequest::RawCounters { board: 1 },
+    ];
+    for r in &reqs {
+        assert_eq!(&ControlRequest::decode(&r.encode()).unwrap(), r);
+    }
+    let reps = [
+        ControlReply::RawOpened { max_frame: 9014 },
+        ControlReply::Done,
+        ControlReply::Error(ControlError::NotPermitted),
+    ];
+    for r in &reps {
+        assert_eq!(&ControlReply::decode(&r.encode()).unwrap(), r);
+    }
+    // A hostname with a NUL or longer than the MX limit does not decode.
+    let mut b = ControlRequest::SetHostname {
+        board: 0,
+        hostname: "ab".into(),
+    }
+    .encode();
+    let n = b.len();
+    b[n - 1] = 0;
+    assert!(ControlRequest::decode(&b).is_err());
+    let mut long = 42u32.to_le_bytes().to_vec();
+    long.extend_from_slice(&0u32.to_le_bytes());
+    long.push(80);
+    long.extend_from_slice(&[b'a'; 80]);
+    assert!(ControlRequest::decode(&long).is_err());
+}
+
+proptest! {
+    #[test]
+    fn raw_junk_never_panics(bytes in proptest::collection::vec(any::<u8>(), 192)) {
+        use mx_proto::msg::raw::{RawCommand, RawEvent};
+        let mut slot = CmdSlot([0; 192]);
+        slot.0.copy_from_slice(&bytes);
+        if let Ok(c) = RawCommand::parse(&slot) {
+            let mut again = CmdSlot::default();
+            c.emit(&mut again).unwrap();
+            prop_assert_eq!(RawCommand::parse(&again), Ok(c));
+        }
+        let mut ev = EvtSlot([0; 64]);
+        ev.0.copy_from_slice(&bytes[..64]);
+        if let Ok(e) = RawEvent::parse(&ev) {
+            let mut again = EvtSlot::default();
+            e.emit(&mut again).unwrap();
+            prop_assert_eq!(RawEvent::parse(&again), Ok(e));
+        }
+    }
+}

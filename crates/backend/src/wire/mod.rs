@@ -22,12 +22,13 @@ pub mod recv;
 pub mod send;
 
 use crate::config::WireTiming;
-use crate::counters::{Counter, NicCounter, NicCounters};
+use crate::counters::{Counter, NicCounter, NicCounters, RawCounters};
 use crate::discovery::Discovery;
 use crate::endpoint::Endpoint;
 use crate::nic::{Nic, Payload};
 use crate::peers::PeerTable;
 use crate::pull::{self, PullTable, PullTiming};
+use crate::raw::RawEndpoint;
 use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::Event;
 use mx_proto::platform::{GuestMemory, HostPlatform};
@@ -489,12 +490,22 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
+/// Where received RAW frames go besides discovery: the board's raw
+/// endpoint, if open, and its counters.
+pub struct RawRx<'a, H: HostPlatform> {
+    /// The raw endpoint.
+    pub ep: Option<&'a mut RawEndpoint<H>>,
+    /// Its counters (drops are counted with no endpoint open too).
+    pub counters: &'a RawCounters,
+}
+
 /// The wire part of a pass: receive, answer, timers, completions, flush.
 /// True if frames were received.
 pub fn service<H: HostPlatform>(
     w: &mut Wire<H>,
     peers: &mut PeerTable,
     eps: &mut [Option<Endpoint<H>>],
+    mut raw: RawRx<'_, H>,
     now: Instant,
 ) -> bool {
     let Wire { nic, st } = w;
@@ -507,6 +518,10 @@ pub fn service<H: HostPlatform>(
             st: &mut *st,
             peers: &mut *peers,
             eps: &mut *eps,
+            raw: RawRx {
+                ep: raw.ep.as_deref_mut(),
+                counters: raw.counters,
+            },
             now,
         };
         let n = nic

@@ -7,7 +7,9 @@
 //!    oversized-for-its-type, unknown types are dropped.
 //! 2. Frames from our own MAC, and frames addressed to neither our MAC nor
 //!    broadcast, are dropped.
-//! 3. RAW (mapper), HOST_QUERY and HOST_REPLY go to discovery.
+//! 3. RAW (mapper), HOST_QUERY and HOST_REPLY go to discovery; RAW frames
+//!    are also copied whole to the board's raw endpoint (dropped and
+//!    counted when none is open or it is full).
 //! 4. The sender must be a known peer ([`PeerTable::sender`]: the head's
 //!    peer index if it names the source MAC, else the source MAC); data
 //!    packets never add peers.
@@ -19,7 +21,7 @@
 //!    has room; otherwise it is dropped and counted (the library
 //!    retransmits): the NIC is never blocked for one guest.
 
-use super::{Tx, WireState};
+use super::{RawRx, Tx, WireState};
 use crate::counters::{Counter, NicCounter, NicCounters};
 use crate::endpoint::Endpoint;
 use crate::peers::PeerTable;
@@ -175,6 +177,8 @@ pub struct Rx<'a, H: HostPlatform> {
     pub peers: &'a mut PeerTable,
     /// Endpoints by id.
     pub eps: &'a mut [Option<Endpoint<H>>],
+    /// The board's raw endpoint.
+    pub raw: RawRx<'a, H>,
     /// Time of this pass.
     pub now: Instant,
 }
@@ -215,7 +219,10 @@ impl<H: HostPlatform> Rx<'_, H> {
             return;
         }
         match f.packet {
-            Packet::Raw(_) => return self.mapper(bytes),
+            Packet::Raw(_) => {
+                self.raw_endpoint(bytes);
+                return self.mapper(bytes);
+            }
             Packet::HostQuery(q) => return self.host_query(&head, q.src_dst_peer_index, q.magic),
             Packet::HostReply(r) => return self.host_reply(&head, &r),
             _ => {}
@@ -633,6 +640,18 @@ impl<H: HostPlatform> Rx<'_, H> {
             ep: i as u8,
             pull: *p,
         });
+    }
+
+    /// A RAW frame for the raw endpoint (a mapper): the whole frame, as
+    /// Open-MX's raw interface hands it over.
+    fn raw_endpoint(&mut self, bytes: &[u8]) {
+        match self.raw.ep.as_deref_mut() {
+            Some(ep) => ep.deliver(bytes, self.raw.counters),
+            None => self
+                .raw
+                .counters
+                .bump(crate::counters::RawCounter::DropNoEndpoint),
+        }
     }
 
     fn mapper(&mut self, bytes: &[u8]) {

@@ -25,18 +25,22 @@ use super::types::{
 /// consumes what was posted and the partners ack what we sent.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
 
-/// What the parameter list of `mx_open_endpoint` asked for.
+/// What the parameter list of `mx_open_endpoint` (or
+/// `mx_raw_open_endpoint`) asked for.
 #[derive(Default)]
-struct Params {
-    handler: Option<MxErrorHandler>,
-    context_id: Option<(u8, u8)>,
+pub(crate) struct Params {
+    pub(crate) handler: Option<MxErrorHandler>,
+    pub(crate) context_id: Option<(u8, u8)>,
 }
 
 /// Parse `params[..count]`.
 ///
 /// # Safety
 /// `params` must be NULL or point to `count` readable `mx_param_t`.
-unsafe fn parse_params(params: *const MxParam, count: u32) -> Result<Params, (MxReturn, String)> {
+pub(crate) unsafe fn parse_params(
+    params: *const MxParam,
+    count: u32,
+) -> Result<Params, (MxReturn, String)> {
     let mut out = Params::default();
     if count == 0 {
         return Ok(out);

@@ -9,7 +9,7 @@
 //!   the unexpected handler; [`xfer`]: isend/issend/irecv/cancel/forget;
 //!   [`completion`]: test/wait/test_any/wait_any/peek/probe/ibuffered/
 //!   context; [`connect`]: connections and addresses; [`info`]:
-//!   `mx_get_info` and naming; [`raw`]: the raw API (not supported yet);
+//!   `mx_get_info` and naming; [`raw`]: the raw API (fabric mappers);
 //! - [`common`]: shared helpers and the unexpected-handler bridge.
 //!
 //! The parts that need no protocol engine:

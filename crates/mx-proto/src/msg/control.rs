@@ -116,6 +116,27 @@ pub const NIC_COUNTER_LABELS: &[&str] = &[
     "peer restarts seen",
 ];
 
+/// Labels of a board's raw-endpoint counters, in the order of the
+/// [`ControlReply::Counters`] values answering [`ControlRequest::RawCounters`]
+/// (kept whether or not the board has a NIC).
+pub const RAW_COUNTER_LABELS: &[&str] = &[
+    "raw opens",
+    "raw opens refused: not permitted",
+    "raw opens refused: busy",
+    "raw frames sent",
+    "raw frames sent without a NIC",
+    "raw send refused: malformed command",
+    "raw send refused: bad send-queue slot",
+    "raw send refused: bad length",
+    "raw send refused: not EtherType 0x86DF",
+    "raw send refused: not a RAW packet",
+    "raw send failed: NIC error",
+    "raw frames received",
+    "raw drop: no raw endpoint",
+    "raw drop: raw endpoint full",
+    "raw drop: frame too large",
+];
+
 /// Sizes of an endpoint's channel, chosen by the guest at open time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelSizes {
@@ -229,6 +250,44 @@ pub enum ControlRequest {
         /// Board number.
         board: u32,
     },
+    /// Open the board's raw endpoint (at most one per board; only for a
+    /// guest the backend's raw-access policy admits). Hands over one page
+    /// set and one event channel, as [`ControlRequest::OpenEndpoint`]
+    /// does; the channel carries the [`raw`](super::raw) family.
+    OpenRaw {
+        /// Board number.
+        board: u32,
+        /// Channel sizes (they fix the page layout).
+        sizes: ChannelSizes,
+    },
+    /// Close the board's raw endpoint (only its owner may).
+    CloseRaw {
+        /// Board number.
+        board: u32,
+    },
+    /// Set the board's hostname, the one HOST_REPLY carries (only the
+    /// owner of the board's raw endpoint may).
+    SetHostname {
+        /// Board number.
+        board: u32,
+        /// The new name (1..[`HOSTNAME_MAX`] bytes, no NUL).
+        hostname: String,
+    },
+    /// Name a peer, adding it if unknown (only the owner of the board's
+    /// raw endpoint may).
+    SetPeerName {
+        /// Board number.
+        board: u32,
+        /// The peer's 48-bit address.
+        nic_id: u64,
+        /// Its hostname (1..[`HOSTNAME_MAX`] bytes, no NUL).
+        hostname: String,
+    },
+    /// Read a board's raw-endpoint counters ([`RAW_COUNTER_LABELS`] order).
+    RawCounters {
+        /// Board number.
+        board: u32,
+    },
 }
 
 /// Why a control request failed.
@@ -253,6 +312,8 @@ pub enum ControlError {
     PeerNotFound = 8,
     /// The endpoint is not ours.
     NotOwner = 9,
+    /// The backend's policy refuses this guest the request (raw access).
+    NotPermitted = 40,
 }
 
 impl ControlError {
@@ -268,6 +329,7 @@ impl ControlError {
             7 => BadResources,
             8 => PeerNotFound,
             9 => NotOwner,
+            40 => NotPermitted,
             _ => return None,
         })
     }
@@ -303,6 +365,14 @@ pub enum ControlReply {
     Board(BoardInfo),
     /// Reply to `Counters`: values in [`COUNTER_LABELS`] order.
     Counters(Vec<u64>),
+    /// Reply to `OpenRaw`.
+    RawOpened {
+        /// Longest frame the raw endpoint may send or will receive.
+        max_frame: u32,
+    },
+    /// A request without a result succeeded (`CloseRaw`, `SetHostname`,
+    /// `SetPeerName`).
+    Done,
 }
 
 struct Writer(Vec<u8>);
@@ -403,6 +473,21 @@ impl ControlRequest {
             ControlRequest::Board { board } => w.u32(7).u32(*board),
             ControlRequest::Counters { endpoint } => w.u32(8).u8(*endpoint),
             ControlRequest::NicCounters { board } => w.u32(9).u32(*board),
+            ControlRequest::OpenRaw { board, sizes } => w
+                .u32(40)
+                .u32(*board)
+                .u32(sizes.cmd_slots)
+                .u32(sizes.evt_slots)
+                .u32(sizes.sendq_slots)
+                .u32(sizes.recvq_slots),
+            ControlRequest::CloseRaw { board } => w.u32(41).u32(*board),
+            ControlRequest::SetHostname { board, hostname } => w.u32(42).u32(*board).str(hostname),
+            ControlRequest::SetPeerName {
+                board,
+                nic_id,
+                hostname,
+            } => w.u32(43).u32(*board).u64(*nic_id).str(hostname),
+            ControlRequest::RawCounters { board } => w.u32(44).u32(*board),
         };
         w.0
     }
@@ -436,6 +521,26 @@ impl ControlRequest {
             7 => ControlRequest::Board { board: r.u32()? },
             8 => ControlRequest::Counters { endpoint: r.u8()? },
             9 => ControlRequest::NicCounters { board: r.u32()? },
+            40 => ControlRequest::OpenRaw {
+                board: r.u32()?,
+                sizes: ChannelSizes {
+                    cmd_slots: r.u32()?,
+                    evt_slots: r.u32()?,
+                    sendq_slots: r.u32()?,
+                    recvq_slots: r.u32()?,
+                },
+            },
+            41 => ControlRequest::CloseRaw { board: r.u32()? },
+            42 => ControlRequest::SetHostname {
+                board: r.u32()?,
+                hostname: r.str()?,
+            },
+            43 => ControlRequest::SetPeerName {
+                board: r.u32()?,
+                nic_id: r.u64()?,
+                hostname: r.str()?,
+            },
+            44 => ControlRequest::RawCounters { board: r.u32()? },
             k => return Err(MsgError::UnknownKind(k.min(255) as u8)),
         };
         r.done()?;
@@ -505,6 +610,12 @@ impl ControlReply {
                     w.u64(*x);
                 }
             }
+            ControlReply::RawOpened { max_frame } => {
+                w.u32(40).u32(*max_frame);
+            }
+            ControlReply::Done => {
+                w.u32(41);
+            }
         }
         w.0
     }
@@ -547,6 +658,10 @@ impl ControlReply {
                 }
                 ControlReply::Counters(v)
             }
+            40 => ControlReply::RawOpened {
+                max_frame: r.u32()?,
+            },
+            41 => ControlReply::Done,
             k => return Err(MsgError::UnknownKind(k.min(255) as u8)),
         };
         r.done()?;

@@ -498,6 +498,13 @@ impl GuestConn<AutoHost> for AutoConn {
         }
     }
 
+    fn is_privileged(&self) -> bool {
+        match self {
+            AutoConn::Local(c) => c.is_privileged(),
+            AutoConn::Xen(c) => c.is_privileged(),
+        }
+    }
+
     fn recv(&self, buf: &mut [u8]) -> io::Result<Incoming<AutoResources>> {
         match self {
             AutoConn::Local(c) => Ok(map_incoming(c.recv(buf)?, AutoResources::Local)),

@@ -466,6 +466,13 @@ impl GuestConn<XenHost> for XenConn {
         self.id
     }
 
+    fn is_privileged(&self) -> bool {
+        // A domain's root is not Dom0's administrator: a guest never gets
+        // privileged access by platform identity (the backend's policy may
+        // still admit it explicitly).
+        false
+    }
+
     fn recv(&self, buf: &mut [u8]) -> io::Result<Incoming<XenResources>> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Ok(Incoming::Closed);
