@@ -78,21 +78,24 @@ mod tests;
 pub use types::{
     BulkPool, CancelResult, Completion, Config, EndpointAddr, MsgBuf, NoRecvQueue, NoSendQueue,
     PartnerInfo, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType, Return, SendQueue, Stats,
-    Status, Time, UnexpAction, UnexpInfo, DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD,
-    MAX_MEDIUM_FRAGS, STAGE_PIECES_MAX,
+    Status, Time, UnexpAction, UnexpInfo, DEFAULT_PULL_BLOCK, DEFAULT_RESEND_LIMIT,
+    DEFAULT_RNDV_THRESHOLD, MAX_MEDIUM_FRAGS, STAGE_PIECES_MAX,
 };
 
 use mx_proto::msg::command::REGION_MAX_SEGS;
 use mx_proto::msg::{CmdSlot, Event};
 use slab::Slab;
 use state::{
-    Ctrl, DoneInfo, Kind, Partner, PartnerId, RecvPhase, RecvState, Region, Request, Timer, User,
-    TIMER_COUNT,
+    Ctrl, DoneInfo, Kind, Partner, PartnerId, PullBlock, RecvPhase, RecvState, Region, Request,
+    Timer, User, TIMER_COUNT,
 };
 use std::collections::{HashMap, VecDeque};
 
 /// Region ids a core has (RDMA window ids 0..=255).
 const REGION_IDS: usize = 256;
+/// Block pulls of one receive in flight at once.
+pub(crate) const PULL_BLOCKS_IN_FLIGHT: u8 = 4;
+
 /// Region ids large sends may hold at once; the rest stay for pulls, so
 /// that two endpoints full of large sends to each other can still pull.
 const SEND_WINDOWS_MAX: usize = 224;
@@ -172,7 +175,7 @@ pub struct Core<B: MsgBuf> {
     rdma_seq: [u8; REGION_IDS],
     region_wait_partners: VecDeque<usize>,
     pull_waiters: VecDeque<ReqId>,
-    pulls: HashMap<u32, ReqId>,
+    pulls: HashMap<u32, PullBlock>,
     next_cookie: u32,
     zombies: u32,
     handler: Option<Box<dyn UnexpHandler<B> + Send>>,

@@ -80,6 +80,8 @@ struct Tweak {
     zombie_max: u32,
     ack_threshold: u16,
     throttle: u16,
+    /// Stage large messages through pools of this size (the Xen path).
+    pool: Option<usize>,
 }
 
 impl Default for Tweak {
@@ -89,6 +91,7 @@ impl Default for Tweak {
             zombie_max: 512,
             ack_threshold: 4,
             throttle: 8191,
+            pool: None,
         }
     }
 }
@@ -99,13 +102,19 @@ fn tweak_strategy() -> impl Strategy<Value = Tweak> {
         prop_oneof![Just(0u32), Just(2), Just(512)],
         1u16..8,
         prop_oneof![Just(2u16), Just(5), Just(8191)],
+        // a pool of twice the largest message (the least that must work),
+        // a roomy one, or none
+        prop_oneof![Just(None), Just(Some(40_960usize)), Just(Some(256 * 1024))],
     )
-        .prop_map(|(sendq_slots, zombie_max, ack_threshold, throttle)| Tweak {
-            sendq_slots,
-            zombie_max,
-            ack_threshold,
-            throttle,
-        })
+        .prop_map(
+            |(sendq_slots, zombie_max, ack_threshold, throttle, pool)| Tweak {
+                sendq_slots,
+                zombie_max,
+                ack_threshold,
+                throttle,
+                pool,
+            },
+        )
 }
 
 /// Run an exchange and check every property; `Err` describes a violation.
@@ -126,6 +135,10 @@ fn run_exchange(
     };
     let a = sim.add_node(apply);
     let b = sim.add_node(apply);
+    if let Some(bytes) = tweak.pool {
+        sim.add_pool(a, bytes);
+        sim.add_pool(b, bytes);
+    }
     let (addr_ab, addr_ba) = sim.connect_pair(a, b);
     let mut flows = [
         Flow {
@@ -281,6 +294,9 @@ fn run_exchange(
         let core = &sim.nodes[n].core;
         prop_assert!(core.is_quiescent(), "node {} not quiescent: {:?}", n, core);
         prop_assert_eq!(core.zombies(), 0);
+        if let Some((free, size)) = sim.pool_free(n) {
+            prop_assert_eq!(free, size, "node {} leaked pool ranges", n);
+        }
         prop_assert_eq!(
             core.stats().unexpected as usize,
             core.stats().unexpected as usize

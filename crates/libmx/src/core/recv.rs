@@ -275,7 +275,7 @@ impl<B: MsgBuf> Core<B> {
                 cookie,
                 status,
                 transferred,
-            } => self.pull_done(cookie, status, transferred),
+            } => self.pull_block_done(cookie, status, transferred),
             // Nobody to copy for us here: the backend will.
             Event::PullDirect { cookie, .. } => self.pull_direct(cookie, |_, _| false),
             Event::CommandError { .. } => self.stats.command_errors += 1,
@@ -953,69 +953,101 @@ impl<B: MsgBuf> Core<B> {
                 length,
                 rdma,
                 region: 0,
-                cookie: 0,
+                next: 0,
+                got: 0,
+                inflight: 0,
+                failed: None,
             });
         }
         self.start_pull(r);
     }
 
-    fn pull_done(&mut self, cookie: u32, status: PullStatus, transferred: u32) {
-        let Some(r) = self.pulls.remove(&cookie) else {
+    /// One block of a pull ended (its `PullDone`, or it could not be asked
+    /// for): copy it out of the pool when staged, ask for the next blocks,
+    /// and complete the receive once no block is in flight and either every
+    /// byte arrived or a block failed.
+    pub(super) fn pull_block_done(&mut self, cookie: u32, status: PullStatus, transferred: u32) {
+        let Some(b) = self.pulls.remove(&cookie) else {
             self.stats.drop_bad_event += 1;
             return;
         };
-        let l = match self.req(r).map(|x| &x.kind) {
-            Some(Kind::Recv(rs)) => match rs.phase {
-                RecvPhase::Pulling(l) => l,
-                _ => return,
-            },
-            _ => return,
+        let Some(Request {
+            kind: Kind::Recv(rs),
+            ..
+        }) = super::slot_req_mut(&mut self.reqs, b.rid)
+        else {
+            return;
         };
-        if status == PullStatus::Success {
-            self.unstage_pulled(l.region, transferred.min(l.length));
+        let RecvPhase::Pulling(l) = &mut rs.phase else {
+            return;
+        };
+        l.inflight = l.inflight.saturating_sub(1);
+        let ok = status == PullStatus::Success && transferred == b.len;
+        if ok {
+            l.got += b.len;
+        } else if l.failed.is_none() {
+            l.failed = Some(if status == PullStatus::Success {
+                PullStatus::BadLocalRegion // a short block: the backend lied
+            } else {
+                status
+            });
+        }
+        let l = *l;
+        if ok {
+            self.unstage_block(l.region, b.off, b.len);
+        }
+        self.issue_pull_blocks(b.rid);
+        let Some(Request {
+            kind: Kind::Recv(rs),
+            ..
+        }) = self.req(b.rid)
+        else {
+            return;
+        };
+        let RecvPhase::Pulling(l) = rs.phase else {
+            return;
+        };
+        if l.inflight > 0 || (l.failed.is_none() && l.got < l.length) {
+            return;
         }
         self.release_region(l.region);
-        let xfer = if status == PullStatus::Success {
-            let xfer = transferred.min(l.length);
-            self.complete_recv(r, l.source, l.msg_match, l.msg_length, xfer);
-            xfer
-        } else {
-            let st = match status {
-                PullStatus::Success | PullStatus::Unreachable => Status::EndpointUnreachable,
-                PullStatus::EndpointClosed => Status::EndpointClosed,
-                PullStatus::BadEndpoint => Status::BadEndpoint,
-                PullStatus::BadSession => Status::BadSession,
-                PullStatus::BadRdmaWindow => Status::BadRdmawin,
-                PullStatus::BadLocalRegion => Status::Aborted,
-            };
-            self.complete_recv_status(r, l.source, l.msg_match, l.msg_length, 0, st);
-            0
+        let xfer = match l.failed {
+            None => {
+                self.complete_recv(b.rid, l.source, l.msg_match, l.msg_length, l.got);
+                l.got
+            }
+            Some(status) => {
+                let st = match status {
+                    PullStatus::Success | PullStatus::Unreachable => Status::EndpointUnreachable,
+                    PullStatus::EndpointClosed => Status::EndpointClosed,
+                    PullStatus::BadEndpoint => Status::BadEndpoint,
+                    PullStatus::BadSession => Status::BadSession,
+                    PullStatus::BadRdmaWindow => Status::BadRdmawin,
+                    PullStatus::BadLocalRegion => Status::Aborted,
+                };
+                self.complete_recv_status(b.rid, l.source, l.msg_match, l.msg_length, 0, st);
+                0
+            }
         };
         self.queue_notify(l.partner, xfer, l.rdma);
     }
 
     pub(super) fn pull_direct(&mut self, cookie: u32, copy: impl FnOnce(&mut B, u32) -> bool) {
-        let Some(&r) = self.pulls.get(&cookie) else {
+        let Some(&b) = self.pulls.get(&cookie) else {
             self.stats.drop_bad_event += 1;
             return;
         };
-        let length = match self.req(r).map(|x| &x.kind) {
-            Some(Kind::Recv(rs)) => match rs.phase {
-                RecvPhase::Pulling(l) => l.length,
-                _ => return,
-            },
-            _ => return,
-        };
-        let copied = super::slot_req_mut(&mut self.reqs, r)
-            .and_then(|req| req.buf.as_mut())
-            .is_some_and(|buf| copy(buf, length));
+        let copied = b.off == 0
+            && super::slot_req_mut(&mut self.reqs, b.rid)
+                .and_then(|req| req.buf.as_mut())
+                .is_some_and(|buf| copy(buf, b.len));
         if copied {
             self.stats.pulls_direct += 1;
-            self.pull_done(cookie, PullStatus::Success, length);
+            self.pull_block_done(cookie, PullStatus::Success, b.len);
         } else {
             self.stats.pulls_direct_failed += 1;
             self.cfg.direct_pull = false;
-            self.ctrl_q.push_back(Ctrl::Pull(r));
+            self.ctrl_q.push_back(Ctrl::Pull(cookie));
         }
     }
 

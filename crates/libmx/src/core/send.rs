@@ -3,18 +3,19 @@
 
 use super::seq;
 use super::state::{
-    AckState, Class, Ctrl, DoneInfo, Kind, LargeRecv, PartnerId, RecvPhase, Region, RegionUse,
-    Request, SendState, Tx, User,
+    AckState, Class, Ctrl, DoneInfo, Kind, LargeRecv, PartnerId, PullBlock, RecvPhase, Region,
+    RegionUse, Request, SendState, Tx, User,
 };
 use super::types::{raw_segs, PoolRange};
 use super::{
     slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, Return,
-    SendQueue, Status, Time, REGION_IDS, SEND_WINDOWS_MAX,
+    SendQueue, Status, Time, PULL_BLOCKS_IN_FLIGHT, REGION_IDS, SEND_WINDOWS_MAX,
 };
 use mx_proto::msg::command::{
     ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, Rndv, SendHdr,
     REGION_MAX_SEGS, REGION_SEGS_PER_CMD,
 };
+use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::{CmdSlot, Command, Dest, RdmaRef, Seq, SMALL_INLINE_MAX, TINY_INLINE_MAX};
 
 /// What emitting the head of the data queue did.
@@ -311,9 +312,6 @@ impl<B: MsgBuf> Core<B> {
             region: id,
             chunk: 0,
         });
-        let cookie = self.next_cookie;
-        self.next_cookie = self.next_cookie.wrapping_add(1);
-        self.pulls.insert(cookie, rid);
         if let Some(Request {
             kind: Kind::Recv(rs),
             ..
@@ -321,11 +319,58 @@ impl<B: MsgBuf> Core<B> {
         {
             rs.phase = RecvPhase::Pulling(LargeRecv {
                 region: id,
-                cookie,
+                next: 0,
+                got: 0,
+                inflight: 0,
+                failed: None,
                 ..l
             });
         }
-        self.ctrl_q.push_back(Ctrl::Pull(rid));
+        self.issue_pull_blocks(rid);
+    }
+
+    /// Ask for the next blocks of a pull while fewer than
+    /// [`PULL_BLOCKS_IN_FLIGHT`] are out. A staged pull goes in blocks of
+    /// [`Config::pull_block`](super::Config::pull_block), so that the copy out of the pool overlaps the
+    /// backend's transfer of the next block; an unstaged one in one block.
+    pub(super) fn issue_pull_blocks(&mut self, rid: ReqId) {
+        loop {
+            let Some(Request {
+                kind: Kind::Recv(rs),
+                ..
+            }) = slot_req_mut(&mut self.reqs, rid)
+            else {
+                return;
+            };
+            let RecvPhase::Pulling(l) = &mut rs.phase else {
+                return;
+            };
+            if l.failed.is_some() || l.next >= l.length || l.inflight >= PULL_BLOCKS_IN_FLIGHT {
+                return;
+            }
+            let staged = self.regions[usize::from(l.region)]
+                .as_ref()
+                .is_some_and(|r| !r.staged.is_empty());
+            let block = if staged {
+                self.cfg.pull_block.max(1)
+            } else {
+                l.length
+            };
+            let len = (l.length - l.next).min(block);
+            let cookie = self.next_cookie;
+            self.next_cookie = self.next_cookie.wrapping_add(1);
+            self.pulls.insert(
+                cookie,
+                PullBlock {
+                    rid,
+                    off: l.next,
+                    len,
+                },
+            );
+            l.next += len;
+            l.inflight += 1;
+            self.ctrl_q.push_back(Ctrl::Pull(cookie));
+        }
     }
 
     /// Forget a region: deregister it at the backend, free its id.
@@ -355,9 +400,10 @@ impl<B: MsgBuf> Core<B> {
         }
     }
 
-    /// Copy the first `n` bytes a pull brought into region `id`'s staging
-    /// ranges out to its owner's buffer (nothing when it is not staged).
-    pub(super) fn unstage_pulled(&mut self, id: u8, n: u32) {
+    /// Copy the `n` bytes at message offset `off` that a block pull brought
+    /// into region `id`'s staging ranges out to its owner's buffer (nothing
+    /// when it is not staged).
+    pub(super) fn unstage_block(&mut self, id: u8, off: u32, n: u32) {
         let Some(reg) = &self.regions[usize::from(id)] else {
             return;
         };
@@ -367,17 +413,20 @@ impl<B: MsgBuf> Core<B> {
             return;
         };
         let Some(buf) = r.buf.as_mut() else { return };
-        let n = n.min(buf.len());
-        let mut off = 0u32;
+        let end = off.saturating_add(n).min(buf.len());
+        let mut base = 0u32; // message offset of the current range
         for &range in &reg.staged {
-            let k = range.len.min(n - off);
-            if k == 0 {
+            let (lo, hi) = (off.max(base), end.min(base + range.len));
+            if lo < hi {
+                let (a, b) = ((lo - base) as usize, (hi - base) as usize);
+                pool.with_bytes(range, &mut |bytes| buf.write_at(lo, &bytes[a..b]));
+                self.stats.bytes_staged += u64::from(hi - lo);
+            }
+            base += range.len;
+            if base >= end {
                 break;
             }
-            pool.with_bytes(range, &mut |bytes| buf.write_at(off, &bytes[..k as usize]));
-            off += k;
         }
-        self.stats.bytes_staged += u64::from(off);
     }
 
     pub(super) fn serve_region_waiters(&mut self) {
@@ -906,11 +955,14 @@ impl<B: MsgBuf> Core<B> {
                 Command::RegionRegister(rr)
             }
             Ctrl::Deregister(id) => Command::RegionDeregister { region_id: id },
-            Ctrl::Pull(rid) => {
+            Ctrl::Pull(cookie) => {
+                let Some(&b) = self.pulls.get(&cookie) else {
+                    return false;
+                };
                 let Some(Request {
                     kind: Kind::Recv(rs),
                     ..
-                }) = self.req(rid)
+                }) = self.req(b.rid)
                 else {
                     return false;
                 };
@@ -921,29 +973,23 @@ impl<B: MsgBuf> Core<B> {
                     .partner_idx(l.partner)
                     .and_then(|p| self.partners[p].back_session.map(|s| (p, s)));
                 let Some((p, session)) = session else {
-                    // The sender is gone: the pull cannot be issued.
-                    self.pulls.remove(&l.cookie);
-                    self.release_region(l.region);
-                    self.complete_recv_status(
-                        rid,
-                        l.source,
-                        l.msg_match,
-                        l.msg_length,
-                        0,
-                        Status::EndpointUnreachable,
-                    );
+                    // The sender is gone: the block cannot be asked for.
+                    self.pull_block_done(cookie, PullStatus::Unreachable, 0);
                     return false;
                 };
                 Command::Pull(Pull {
                     dest: self.dest_of(p),
                     session,
-                    length: l.length,
-                    cookie: l.cookie,
+                    length: b.len,
+                    cookie,
                     local_region: l.region,
-                    local_offset: 0,
-                    remote: l.rdma,
+                    local_offset: b.off,
+                    remote: RdmaRef {
+                        offset: l.rdma.offset.wrapping_add(b.off),
+                        ..l.rdma
+                    },
                     // A staged pull lands in the pool, not in the buffer.
-                    direct: self.cfg.direct_pull && self.pool.is_none(),
+                    direct: self.cfg.direct_pull && self.pool.is_none() && b.off == 0,
                 })
             }
         };

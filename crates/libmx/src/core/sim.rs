@@ -328,6 +328,8 @@ impl Sim {
         c.sendq_slots = 16;
         c.recvq_slots = 16;
         c.seed = u64::from(session);
+        // small blocks: staged pulls of the tests' sizes take several
+        c.pull_block = 4096;
         c
     }
 

@@ -128,7 +128,23 @@ pub(crate) struct LargeRecv {
     pub length: u32,
     pub rdma: RdmaRef,
     pub region: u8,
-    pub cookie: u32,
+    /// Next message byte to ask for.
+    pub next: u32,
+    /// Bytes pulled so far.
+    pub got: u32,
+    /// Block pulls in flight.
+    pub inflight: u8,
+    /// How the first failed block ended; no new block is asked for then.
+    pub failed: Option<mx_proto::msg::event::PullStatus>,
+}
+
+/// One block of a pull, named by its cookie.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PullBlock {
+    pub rid: ReqId,
+    /// Offset of the block in the message (and in our region).
+    pub off: u32,
+    pub len: u32,
 }
 
 #[derive(Debug)]
@@ -378,10 +394,17 @@ pub(crate) struct Region {
 pub(crate) enum Ctrl {
     Connect(ReqId),
     ConnectReply(ConnectReply),
-    Liback { partner: PartnerId, force: bool },
-    Register { region: u8, chunk: u16 },
+    Liback {
+        partner: PartnerId,
+        force: bool,
+    },
+    Register {
+        region: u8,
+        chunk: u16,
+    },
     Deregister(u8),
-    Pull(ReqId),
+    /// A block pull, by cookie.
+    Pull(u32),
 }
 
 /// Timers of the core (one next deadline each).

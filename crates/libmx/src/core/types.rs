@@ -429,6 +429,11 @@ impl MsgBuf for Vec<u8> {
     }
 }
 
+/// Default [`Config::pull_block`]: 256 KiB, enough to amortise a command
+/// and an event per block, small enough that copying a block out of the
+/// pool overlaps the transfer of the next ones.
+pub const DEFAULT_PULL_BLOCK: u32 = 256 * 1024;
+
 /// Most ranges one staged message may be cut into (each is one segment of
 /// its registered region).
 pub const STAGE_PIECES_MAX: usize = 64;
@@ -549,6 +554,9 @@ pub struct Config {
     pub throttle: u16,
     /// Send to ourselves through the backend (MX_DISABLE_SELF).
     pub disable_self: bool,
+    /// Block size of a staged pull ([`DEFAULT_PULL_BLOCK`]): the backend
+    /// moves block k+1 while we copy block k out of the pool.
+    pub pull_block: u32,
     /// Offer to copy pulled bytes ourselves, straight from the sender
     /// ([`Core::handle_pull_direct`](super::Core::handle_pull_direct)); the
     /// shell sets it where the platform allows it (local). Turned off for
@@ -589,6 +597,7 @@ impl Config {
             zombie_max: 512,
             throttle: 8191,
             disable_self: false,
+            pull_block: DEFAULT_PULL_BLOCK,
             direct_pull: false,
             context_id: None,
             seed: 0x5eed,
