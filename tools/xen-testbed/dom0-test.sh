@@ -75,8 +75,10 @@ if [ -x /usr/bin/mx-backend ] && [ -x /usr/bin/mx_pingpong ]; then
     if [ -x /usr/bin/mx_c_pingpong ] && [ -x /usr/bin/mx_c_msg_loop ]; then
         echo "MXTEST: phase 3 (C programs over libmyriexpress.so) at $(up) s"
         xl create /root/domU3.cfg "$(extra MXTEST=c-recv)" || fail "xl create domU3 (C)"
-        xl create /root/domU4.cfg "$(extra MXTEST=c-send MX_LOOP_SECS=${MX_LOOP_SECS:-10})" || fail "xl create domU4 (C)"
-        d3=$(xl domid domU3); d4=$(xl domid domU4)
+        d3=$(xl domid domU3)
+        wait_key /local/domain/$d3/data/c-ready 120 >/dev/null || fail "C pingpong receiver not ready"
+        xl create /root/domU4.cfg "$(extra MXTEST=c-send MX_PP_DELAY=0 MX_LOOP_SECS=${MX_LOOP_SECS:-10})" || fail "xl create domU4 (C)"
+        d4=$(xl domid domU4)
         c4=$(wait_key_log /local/domain/$d4/data/c-result ${PP_TIMEOUT:-300} domU4) || c4=TIMEOUT
         c3=$(wait_key /local/domain/$d3/data/c-result 30) || c3=TIMEOUT
         echo "MXTEST: C sender and loop: $c4; C receiver: $c3"

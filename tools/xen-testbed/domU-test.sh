@@ -23,14 +23,20 @@ pp-send)
 # byte-checked both ways), then the random-size loop through the backend in the
 # sender's domU (MX_DISABLE_SELF: every message crosses the Xen channel).
 c-recv)
-    ( MX_PLATFORM=xen mx_c_pingpong recv 2 2>&1; r=$?
-      echo "C-RECV exit $r"; xenstore-write data/c-result "exit $r" ) &
+    # dom0 starts the sender once we say ready (data/c-ready)
+    ( ( MX_PLATFORM=xen MXT_SLOW=20 mx_c_pingpong recv 2 2>&1; echo "C-RC $?" ) |
+      while read -r l; do
+          echo "$l"
+          case "$l" in ready) xenstore-write data/c-ready 1;;
+                       "C-RC "*) echo "C-RECV exit ${l#C-RC }"; xenstore-write data/c-result "exit ${l#C-RC }";;
+          esac
+      done ) &
     ;;
 c-send)
     ( sleep "${MX_PP_DELAY:-3}"
-      MX_PLATFORM=xen mx_c_pingpong send "${MX_PP_HOST:-mxhost:0}" 2 wait 2>&1; r=$?
+      MX_PLATFORM=xen MXT_SLOW=20 mx_c_pingpong send "${MX_PP_HOST:-mxhost:0}" 2 wait 2>&1; r=$?
       echo "C-SEND exit $r"
-      MX_PLATFORM=xen MX_DISABLE_SELF=1 mx_c_msg_loop "${MX_LOOP_SECS:-10}" 300000 4 2>&1; l=$?
+      MX_PLATFORM=xen MX_DISABLE_SELF=1 MXT_SLOW=20 mx_c_msg_loop "${MX_LOOP_SECS:-10}" 300000 4 2>&1; l=$?
       echo "C-LOOP exit $l"
       xenstore-write data/c-result "exit $r loop $l" ) &
     ;;

@@ -18,7 +18,7 @@ use mx_proto::msg::command::{CommandKind, MediumFrag, Pull};
 use mx_proto::msg::event::{CommandErrorCode, DirectSegs, PullStatus, RecvHdr, DIRECT_SEGS_MAX};
 use mx_proto::msg::{Command, Dest, Event, Source};
 use mx_proto::platform::{CopyFault, GuestMemory, HostPlatform};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// NACK types of the wire protocol (spec section 3).
 pub mod nack {
@@ -59,6 +59,8 @@ pub struct Ctx<'a, H: HostPlatform> {
     pub segs: &'a mut Vec<(u64, usize)>,
     /// Builds a platform region reference from a guest address range.
     pub region_of: fn(u64, usize) -> <H::Memory as GuestMemory>::Region,
+    /// Since when the command being handled has been blocked (a retry).
+    pub blocked_since: Option<Instant>,
 }
 
 fn space<H: HostPlatform>(ch: &mut Chan<H>) -> u32 {
@@ -470,6 +472,20 @@ fn pull<H: HostPlatform>(
     if space::<H>(&mut eps[puller].as_mut().expect("puller is open").chan) == 0 {
         return Outcome::Blocked;
     }
+    // The sender is still staging this block into its pool: wait for it,
+    // but not for ever (a sender that never registers the rest must not
+    // hold this puller's commands back): then the pull fails.
+    let waited = ctx
+        .blocked_since
+        .map_or(Duration::ZERO, |t| ctx.now.saturating_duration_since(t));
+    if waited < STAGING_WAIT
+        && eps[sender].as_ref().is_some_and(|s| {
+            s.regions
+                .pending(p.remote.id, u64::from(p.remote.offset), u64::from(p.length))
+        })
+    {
+        return Outcome::Blocked;
+    }
     if p.direct {
         if let Some(ev) = direct_pull(ctx, eps, sender, p) {
             let e = eps[puller].as_mut().expect("puller is open");
@@ -513,8 +529,12 @@ fn pull<H: HostPlatform>(
     Outcome::Done
 }
 
+/// How long a same-host pull waits for the sender to register the block it
+/// asks for (a staged send registers block by block as it copies).
+const STAGING_WAIT: Duration = Duration::from_secs(10);
+
 /// A same-host pull copy longer than this is logged.
-const SLOW_COPY: std::time::Duration = std::time::Duration::from_millis(500);
+const SLOW_COPY: Duration = Duration::from_millis(500);
 
 /// The authorisation for the puller to copy the bytes itself, straight from
 /// the sender process: only where the platform allows it (local) and the

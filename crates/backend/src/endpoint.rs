@@ -38,6 +38,8 @@ pub struct Endpoint<H: HostPlatform> {
     /// its destination had no room (back-pressure): retried before any
     /// newer command of this endpoint, so order is kept.
     pub pending: Option<CmdSlot>,
+    /// Since when `pending` has been retried.
+    pub blocked_since: Option<std::time::Instant>,
     /// Events or receive-queue slots were produced since the last publish.
     pub dirty: bool,
 }

@@ -31,6 +31,9 @@ pub enum RegionError {
     OutOfBounds,
     /// A segment's address range wraps around.
     BadSegment,
+    /// The region is still being registered and the range goes beyond
+    /// what is registered so far: ask again later.
+    NotYet,
 }
 
 /// The regions of one endpoint.
@@ -91,6 +94,15 @@ impl RegionTable {
         self.regions[id as usize] = Region::default();
     }
 
+    /// Whether `len` bytes from `offset` of region `id` lie beyond what a
+    /// registration still in progress covers so far. A library staging a
+    /// large send block by block registers each block as it is copied, so a
+    /// same-host pull of a later block waits for it ([`RegionError::NotYet`]).
+    pub fn pending(&self, id: u8, offset: u64, len: u64) -> bool {
+        let r = &self.regions[id as usize];
+        !r.complete && !r.segs.is_empty() && offset.checked_add(len).is_none_or(|end| end > r.len)
+    }
+
     /// Total length of a registered region.
     pub fn len(&self, id: u8) -> Option<u64> {
         let r = &self.regions[id as usize];
@@ -98,10 +110,12 @@ impl RegionTable {
     }
 
     /// The guest segments covering `len` bytes from `offset` of region `id`,
-    /// appended to `out` (cleared first).
+    /// appended to `out` (cleared first). A region still being registered
+    /// resolves within its registered prefix.
     ///
     /// # Errors
-    /// [`RegionError::NotRegistered`] or [`RegionError::OutOfBounds`].
+    /// [`RegionError::NotRegistered`], [`RegionError::OutOfBounds`] or
+    /// [`RegionError::NotYet`].
     pub fn resolve(
         &self,
         id: u8,
@@ -111,11 +125,17 @@ impl RegionTable {
     ) -> Result<(), RegionError> {
         out.clear();
         let r = &self.regions[id as usize];
-        if !r.complete {
+        if !r.complete && r.segs.is_empty() {
             return Err(RegionError::NotRegistered);
         }
         if offset.checked_add(len).is_none_or(|end| end > r.len) {
-            return Err(RegionError::OutOfBounds);
+            // Within a registration in progress, the registered prefix is
+            // usable and the rest is not there yet.
+            return Err(if r.complete {
+                RegionError::OutOfBounds
+            } else {
+                RegionError::NotYet
+            });
         }
         let (mut skip, mut want) = (offset, len);
         for &(addr, slen) in &r.segs {
@@ -173,9 +193,22 @@ mod tests {
         let mut t = RegionTable::default();
         assert_eq!(t.register(&chunks[1]), Err(RegionError::OutOfOrder));
         t.register(&chunks[0]).unwrap();
-        assert_eq!(t.len(1), None, "incomplete region is not usable");
+        assert_eq!(t.len(1), None, "incomplete region has no length yet");
+        let mut out = Vec::new();
+        // its registered prefix (11 segments of 64 bytes) is usable already
+        t.resolve(1, 0, 11 * 64, &mut out).unwrap();
+        assert_eq!(
+            t.resolve(1, 0, 11 * 64 + 1, &mut out),
+            Err(RegionError::NotYet)
+        );
+        assert!(t.pending(1, 700, 10) && !t.pending(1, 0, 10));
+        assert!(
+            !t.pending(9, 0, 10),
+            "an unregistered region is not pending"
+        );
         t.register(&chunks[1]).unwrap();
         assert_eq!(t.len(1), Some(20 * 64));
+        assert!(!t.pending(1, 700, 10));
         // a wrapping segment is refused
         let bad = RegionRegister::new(2, true, true, 0, &[RawSeg::new(u64::MAX - 5, 10)]);
         assert_eq!(t.register(&bad), Err(RegionError::BadSegment));

@@ -840,6 +840,7 @@ impl<H: HostPlatform> Backend<H> {
             regions: Default::default(),
             counters: Default::default(),
             pending: None,
+            blocked_since: None,
             dirty: false,
         });
         if let Some(g) = self.guests.get_mut(key) {
@@ -908,6 +909,7 @@ impl<H: HostPlatform> Backend<H> {
             bounce: &mut self.bounce,
             segs: &mut self.segs,
             region_of: self.region_of,
+            blocked_since: None,
         };
         let mut broken = Vec::new();
         let mut blocked = false;
@@ -939,16 +941,23 @@ impl<H: HostPlatform> Backend<H> {
                         continue;
                     }
                 };
+                ctx.blocked_since = if retry {
+                    endpoints_ptr[id].as_ref().and_then(|e| e.blocked_since)
+                } else {
+                    None
+                };
                 match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
                     Outcome::Done => {
                         worked = true;
                         if let Some(ep) = endpoints_ptr[id].as_mut() {
                             ep.counters.bump(Counter::CmdsProcessed);
+                            ep.blocked_since = None;
                         }
                     }
                     Outcome::Blocked => {
                         if let Some(ep) = endpoints_ptr[id].as_mut() {
                             ep.pending = Some(slot);
+                            ep.blocked_since.get_or_insert(now);
                         }
                         blocked = true;
                         break;

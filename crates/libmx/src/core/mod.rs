@@ -165,6 +165,9 @@ pub struct Core<B: MsgBuf> {
     done: VecDeque<ReqId>,
     ctrl_q: VecDeque<Ctrl>,
     data_q: VecDeque<ReqId>,
+    /// Blocks of progressively staged sends still to copy and register
+    /// (after the data queue: the rendezvous goes out first).
+    stage_q: VecDeque<Ctrl>,
     resend_q: VecDeque<(ReqId, Time)>,
     ack_q: VecDeque<(PartnerId, Time)>,
     sendq_free: VecDeque<u16>,
@@ -239,6 +242,7 @@ impl<B: MsgBuf> Core<B> {
             done: VecDeque::new(),
             ctrl_q: VecDeque::new(),
             data_q: VecDeque::new(),
+            stage_q: VecDeque::new(),
             resend_q: VecDeque::new(),
             ack_q: VecDeque::new(),
             sendq_free: (0..cfg.sendq_slots).collect(),
@@ -342,6 +346,7 @@ impl<B: MsgBuf> Core<B> {
     pub fn is_quiescent(&self) -> bool {
         self.ctrl_q.is_empty()
             && self.data_q.is_empty()
+            && self.stage_q.is_empty()
             && self.timers.iter().all(Option::is_none)
             && self.pulls.is_empty()
             && self.send_windows == 0

@@ -180,6 +180,7 @@ impl<B: MsgBuf> Core<B> {
     /// Copy a large send into the bulk pool, when there is one. `None`:
     /// the pool has no room now; `Some` empty: nothing to stage.
     fn stage_send(&mut self, rid: ReqId) -> Option<Vec<PoolRange>> {
+        let progressive = self.progressive(rid);
         let Some(pool) = self.pool.as_mut() else {
             return Some(Vec::new());
         };
@@ -194,14 +195,49 @@ impl<B: MsgBuf> Core<B> {
             return None;
         }
         let ranges = pool.reserve(len)?;
-        let mut off = 0u32;
-        for &r in &ranges {
-            pool.with_bytes(r, &mut |bytes| buf.read_at(off, bytes));
-            off += r.len;
-        }
         self.staged_sends += u64::from(len);
-        self.stats.bytes_staged += u64::from(len);
+        if !progressive {
+            let mut off = 0u32;
+            for &r in &ranges {
+                pool.with_bytes(r, &mut |bytes| buf.read_at(off, bytes));
+                off += r.len;
+            }
+            self.stats.bytes_staged += u64::from(len);
+        }
         Some(ranges)
+    }
+
+    /// Whether a staged send is copied into the pool block by block while
+    /// the peer pulls (only to a peer on this host: the backend holds a
+    /// same-host pull of bytes not registered yet until they are, while a
+    /// wire pull would be re-requested only after a resend period).
+    fn progressive(&self, rid: ReqId) -> bool {
+        let Some(Kind::Send(s)) = self.req(rid).map(|r| &r.kind) else {
+            return false;
+        };
+        s.len > self.cfg.pull_block
+            && self
+                .partners
+                .get(s.partner)
+                .is_some_and(|p| p.peer == self.cfg.self_peer)
+    }
+
+    /// The segments of staging ranges, cut at every block boundary of the
+    /// message so that each block can be registered on its own.
+    fn block_segs(&self, staged: &[PoolRange]) -> Vec<RawSeg> {
+        let block = self.cfg.pull_block.max(1);
+        let mut out = Vec::new();
+        let mut msg_off = 0u32;
+        for r in staged {
+            let mut o = 0u32;
+            while o < r.len {
+                let n = (r.len - o).min(block - msg_off % block);
+                out.push(RawSeg::new(r.offset + u64::from(o), n));
+                o += n;
+                msg_off += n;
+            }
+        }
+        out
     }
 
     /// Reserve pool room for a pull of `len` bytes, when there is a pool.
@@ -231,7 +267,12 @@ impl<B: MsgBuf> Core<B> {
     fn open_send_window(&mut self, rid: ReqId, id: u8, staged: Vec<PoolRange>) {
         let rdma_seqnum = self.rdma_seq[usize::from(id)];
         self.rdma_seq[usize::from(id)] = rdma_seqnum.wrapping_add(1);
-        let segs = self.region_segs(rid, &staged);
+        let progressive = !staged.is_empty() && self.progressive(rid);
+        let segs = if progressive {
+            self.block_segs(&staged)
+        } else {
+            self.region_segs(rid, &staged)
+        };
         let Some(r) = self.req_mut(rid) else {
             self.unstage(&staged, true);
             return;
@@ -245,18 +286,88 @@ impl<B: MsgBuf> Core<B> {
             });
         }
         let register = !segs.is_empty();
+        let nsegs = segs.len();
         self.regions[usize::from(id)] = Some(Region {
             owner: rid,
             rdma_seqnum,
             usage: RegionUse::Window,
             segs,
             staged,
+            segs_registered: if progressive { 0 } else { nsegs },
         });
-        if register {
+        if progressive {
+            // The first block before the rendezvous, the rest after it.
+            self.ctrl_q.push_back(Ctrl::StageBlock {
+                region: id,
+                seq: rdma_seqnum,
+            });
+        } else if register {
             self.ctrl_q.push_back(Ctrl::Register {
                 region: id,
                 chunk: 0,
             });
+        }
+    }
+
+    /// Copy the next block of a progressively staged send into the pool and
+    /// build the command registering it (at most
+    /// [`REGION_SEGS_PER_CMD`] segments, up to the next block boundary);
+    /// queue the rest. `None` when the region is gone or done.
+    fn stage_next_block(&mut self, id: u8, seq: u8) -> Option<Command<'static>> {
+        let block = self.cfg.pull_block.max(1);
+        let reg = self.regions[usize::from(id)].as_ref()?;
+        if reg.usage != RegionUse::Window || reg.rdma_seqnum != seq {
+            return None;
+        }
+        let lo = reg.segs_registered;
+        if lo >= reg.segs.len() {
+            return None;
+        }
+        let start: u32 = reg.segs[..lo].iter().map(|s| s.len()).sum();
+        let mut hi = lo;
+        let mut end = start;
+        while hi < reg.segs.len() && hi - lo < REGION_SEGS_PER_CMD {
+            end += reg.segs[hi].len();
+            hi += 1;
+            if end.is_multiple_of(block) {
+                break;
+            }
+        }
+        let (owner, last) = (reg.owner, hi == reg.segs.len());
+        let rr = RegionRegister::new(id, lo == 0, last, lo as u16, &reg.segs[lo..hi]);
+        self.copy_into_pool(id, owner, start, end - start);
+        if let Some(reg) = self.regions[usize::from(id)].as_mut() {
+            reg.segs_registered = hi;
+        }
+        if !last {
+            self.stage_q.push_back(Ctrl::StageBlock { region: id, seq });
+        }
+        Some(Command::RegionRegister(rr))
+    }
+
+    /// Copy message bytes `[off, off + n)` of the owner's buffer into region
+    /// `id`'s staging ranges.
+    fn copy_into_pool(&mut self, id: u8, owner: ReqId, off: u32, n: u32) {
+        let Some(reg) = &self.regions[usize::from(id)] else {
+            return;
+        };
+        let (Some(pool), Some(r)) = (self.pool.as_mut(), slot_req(&self.reqs, owner)) else {
+            return;
+        };
+        let Some(buf) = r.buf.as_ref() else { return };
+        let end = off.saturating_add(n).min(buf.len());
+        let mut base = 0u32;
+        for &range in &reg.staged {
+            let (lo, hi) = (off.max(base), end.min(base + range.len));
+            if lo < hi {
+                let (a, b) = ((lo - base) as usize, (hi - base) as usize);
+                pool.with_bytes(range, &mut |bytes| buf.read_at(lo, &mut bytes[a..b]));
+                self.stats.bytes_staged += u64::from(hi - lo);
+            }
+            base += range.len;
+            if base >= end {
+                break;
+            }
         }
     }
 
@@ -305,6 +416,7 @@ impl<B: MsgBuf> Core<B> {
             owner: rid,
             rdma_seqnum: 0,
             usage: RegionUse::Pull,
+            segs_registered: segs.len(),
             segs,
             staged,
         });
@@ -840,7 +952,7 @@ impl<B: MsgBuf> Core<B> {
                 continue;
             }
             let Some(&rid) = self.data_q.front() else {
-                return false;
+                return self.emit_stage(now, out);
             };
             match self.emit_data(now, rid, out, sendq) {
                 Emit::Wrote { finished } => {
@@ -849,7 +961,8 @@ impl<B: MsgBuf> Core<B> {
                     }
                     return true;
                 }
-                Emit::Blocked => return false,
+                // Staging blocks need no send-queue slot.
+                Emit::Blocked => return self.emit_stage(now, out),
                 Emit::Stale => {
                     self.data_q.pop_front();
                     if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
@@ -858,6 +971,16 @@ impl<B: MsgBuf> Core<B> {
                 }
             }
         }
+    }
+
+    /// The next block of a progressively staged send, if any.
+    fn emit_stage(&mut self, now: Time, out: &mut CmdSlot) -> bool {
+        while let Some(c) = self.stage_q.pop_front() {
+            if self.emit_ctrl(now, c, out) {
+                return true;
+            }
+        }
+        false
     }
 
     fn dest_of(&self, p: usize) -> Dest {
@@ -955,6 +1078,12 @@ impl<B: MsgBuf> Core<B> {
                 Command::RegionRegister(rr)
             }
             Ctrl::Deregister(id) => Command::RegionDeregister { region_id: id },
+            Ctrl::StageBlock { region, seq } => {
+                let Some(cmd) = self.stage_next_block(region, seq) else {
+                    return false;
+                };
+                cmd
+            }
             Ctrl::Pull(cookie) => {
                 let Some(&b) = self.pulls.get(&cookie) else {
                     return false;

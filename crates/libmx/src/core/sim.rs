@@ -287,6 +287,17 @@ pub(crate) struct Sim {
     pub direct: Option<bool>,
     /// The bytes of each direct pull, by (puller, cookie).
     direct_data: HashMap<(usize, u32), Vec<u8>>,
+    /// Pulls of bytes their sender has not registered yet (it stages
+    /// block by block): retried at the given time, as the backend holds a
+    /// blocked command.
+    deferred: VecDeque<(Time, usize, CmdSlot)>,
+    /// Pulls held that way.
+    pub pulls_held: u64,
+    /// Commands taken from each node per step (unbounded when `None`):
+    /// small values interleave the nodes finely.
+    pub cmd_batch: Option<usize>,
+    /// Microseconds each step takes (0: steps are free).
+    pub step_cost: Time,
 }
 
 impl Sim {
@@ -309,6 +320,10 @@ impl Sim {
             pull_fail: None,
             direct: None,
             direct_data: HashMap::new(),
+            deferred: VecDeque::new(),
+            pulls_held: 0,
+            cmd_batch: None,
+            step_cost: 0,
         }
     }
 
@@ -688,6 +703,7 @@ impl Sim {
                                 .expect("one piece"),
                         }
                     }
+                    Err((PullStatus::Success, _)) => return self.defer(i, &p),
                     Err((status, delay)) => {
                         self.put_local(
                             i,
@@ -704,6 +720,9 @@ impl Sim {
                 self.put_local(i, lat, &ev);
             }
             Command::Pull(p) => {
+                if matches!(self.pull_source(&p), Err((PullStatus::Success, _))) {
+                    return self.defer(i, &p);
+                }
                 let (status, transferred, delay) = self.do_pull(i, &p);
                 self.put_local(
                     i,
@@ -775,12 +794,28 @@ impl Sim {
         if let Some(st) = self.pull_fail {
             return Err((st, lat));
         }
-        let remote = match self.nodes[j].regions.get(&p.remote.id) {
-            Some(r) if r.complete => r.segs.clone(),
+        let (remote, complete) = match self.nodes[j].regions.get(&p.remote.id) {
+            Some(r) if !r.segs.is_empty() || r.complete => (r.segs.clone(), r.complete),
             _ => return Err((PullStatus::BadRdmaWindow, lat)),
         };
+        let end = u64::from(p.remote.offset) + u64::from(p.length);
+        if !complete && end > Sim::region_len(&remote) {
+            // Not registered yet (`Success` is never an error otherwise):
+            // the caller holds the pull.
+            return Err((PullStatus::Success, 0));
+        }
         self.read_region(j, &remote, p.remote.offset, p.length)
             .ok_or((PullStatus::BadRdmaWindow, lat))
+    }
+
+    /// Hold a pull whose bytes are not registered yet and retry it soon.
+    fn defer(&mut self, i: usize, p: &mx_proto::msg::command::Pull) {
+        let mut slot = CmdSlot::default();
+        Command::Pull(*p)
+            .emit(&mut slot)
+            .expect("a pull fits a slot");
+        self.deferred.push_back((self.now + 3, i, slot));
+        self.pulls_held += 1;
     }
 
     fn region_len(segs: &[RawSeg]) -> u64 {
@@ -961,10 +996,12 @@ impl Sim {
     /// collect completions. Returns whether anything happened.
     pub fn step(&mut self) -> bool {
         let mut progress = false;
+        // Fine interleaving: every batch of commands costs time.
+        self.now += self.step_cost;
         let now = self.now;
         for i in 0..self.nodes.len() {
             let mut slot = CmdSlot::default();
-            loop {
+            for _ in 0..self.cmd_batch.unwrap_or(usize::MAX) {
                 let n = &mut self.nodes[i];
                 if !n.alive || n.vanished {
                     break;
@@ -977,6 +1014,17 @@ impl Sim {
                 self.backend(i, &slot);
             }
         }
+        // Held pulls that are due, in order.
+        let mut held = VecDeque::new();
+        while let Some((at, i, slot)) = self.deferred.pop_front() {
+            if at <= now && self.nodes[i].alive && !self.nodes[i].vanished {
+                self.backend(i, &slot);
+                progress = true;
+            } else if at > now {
+                held.push_back((at, i, slot));
+            }
+        }
+        self.deferred.extend(held);
         // Due wire packets, in time order.
         self.flight
             .sort_by_key(|&(at, seq, _)| std::cmp::Reverse((at, seq)));
@@ -1033,7 +1081,12 @@ impl Sim {
     /// scheduled.
     pub fn advance(&mut self) -> bool {
         let wire = self.flight.iter().map(|f| f.0).min();
-        let local = self.local.iter().map(|l| l.0).min();
+        let local = self
+            .local
+            .iter()
+            .map(|l| l.0)
+            .chain(self.deferred.iter().map(|d| d.0))
+            .min();
         let timers = self
             .nodes
             .iter()

@@ -387,6 +387,10 @@ pub(crate) struct Region {
     /// The pool ranges the message is staged in, in message order (the
     /// segments name them); empty when it is not staged.
     pub staged: Vec<super::types::PoolRange>,
+    /// A staged send copied into the pool and registered block by block
+    /// while the peer already pulls: segments registered so far (all of
+    /// them once done). Equal to `segs.len()` for every other region.
+    pub segs_registered: usize,
 }
 
 /// A control command waiting in the command queue.
@@ -405,6 +409,12 @@ pub(crate) enum Ctrl {
     Deregister(u8),
     /// A block pull, by cookie.
     Pull(u32),
+    /// Copy the next block of a progressively staged send into the pool
+    /// and register it (region id, its rdma seqnum).
+    StageBlock {
+        region: u8,
+        seq: u8,
+    },
 }
 
 /// Timers of the core (one next deadline each).

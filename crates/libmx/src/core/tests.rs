@@ -1507,3 +1507,48 @@ fn direct_pulls_copy_in_the_receiver_and_fall_back_once_refused() {
         assert!(sim.core(a).is_quiescent() && sim.core(b).is_quiescent());
     }
 }
+
+#[test]
+fn same_host_staged_sends_are_pulled_while_still_being_staged() {
+    // Two endpoints of one host: the sender copies and registers block by
+    // block after its rendezvous, and the backend holds pulls of blocks
+    // not registered yet.
+    for batch in [Some(1), None] {
+        let mut sim = Sim::new(21, WireCfg::default());
+        sim.cmd_batch = batch;
+        // a sender that stages a block per 10 µs, slower than the pulls
+        sim.step_cost = if batch.is_some() { 10 } else { 0 };
+        let a = sim.add_node_at(0, 1, |_| {});
+        let b = sim.add_node_at(0, 2, |_| {});
+        sim.add_pool(a, 4 * POOL);
+        sim.add_pool(b, 4 * POOL);
+        let (ab, ba) = sim.connect_pair(a, b);
+        for (i, len) in [4096usize + 1, 65_536, 2 * POOL - 1]
+            .into_iter()
+            .enumerate()
+        {
+            let r = post_recv(&mut sim, b, len, 9, !0, 0).unwrap();
+            let s = post_send(&mut sim, a, ab, pattern(len, i as u8), 9).unwrap();
+            let r2 = post_recv(&mut sim, a, len, 9, !0, 0).unwrap();
+            let s2 = post_send(&mut sim, b, ba, pattern(len, 50 + i as u8), 9).unwrap();
+            sim.drive_bounded(STEPS).expect("quiesce");
+            assert_eq!(
+                done(&sim, b, r).buf.as_ref().unwrap().bytes(),
+                pattern(len, i as u8)
+            );
+            assert_eq!(
+                done(&sim, a, r2).buf.as_ref().unwrap().bytes(),
+                pattern(len, 50 + i as u8)
+            );
+            assert_eq!(done(&sim, a, s).status, Status::Success);
+            assert_eq!(done(&sim, b, s2).status, Status::Success);
+        }
+        for n in [a, b] {
+            assert_eq!(sim.pool_free(n), Some((4 * POOL as u64, 4 * POOL as u64)));
+            assert!(sim.core(n).is_quiescent());
+        }
+        if batch.is_some() {
+            assert!(sim.pulls_held > 0, "no pull ever waited for its block");
+        }
+    }
+}
