@@ -41,7 +41,7 @@ use crate::wire::Wire;
 use mx_proto::channel::RING_SENDQ;
 use mx_proto::channel::{HostChannel, MAX_QUEUE_SLOTS};
 use mx_proto::msg::control::{
-    BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, ANY_ENDPOINT,
+    BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, OpenFlags, ANY_ENDPOINT,
     CONTROL_VERSION,
 };
 use mx_proto::msg::{CmdSlot, Command};
@@ -545,6 +545,17 @@ impl<H: HostPlatform> Backend<H> {
                 board,
                 endpoint,
                 sizes,
+                flags,
+            } if flags != OpenFlags::empty() => {
+                // Not implemented yet: refuse rather than ignore.
+                let _ = (board, endpoint, sizes);
+                ControlReply::Error(ControlError::Unsupported)
+            }
+            ControlRequest::OpenEndpoint {
+                board,
+                endpoint,
+                sizes,
+                ..
             } => match self.open(key, board, endpoint, sizes, &mut res) {
                 Ok((endpoint, session)) => ControlReply::Opened { endpoint, session },
                 Err(e) => ControlReply::Error(e),

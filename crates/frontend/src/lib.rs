@@ -21,7 +21,8 @@
 
 use mx_proto::channel::{ChannelError, GuestChannel};
 use mx_proto::msg::control::{
-    BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, PeerInfo, CONTROL_VERSION,
+    BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, OpenFlags, PeerInfo,
+    CONTROL_VERSION,
 };
 use mx_proto::msg::raw::RawCommand;
 use mx_proto::msg::{CmdSlot, Command, EvtSlot};
@@ -140,10 +141,26 @@ impl<G: GuestPlatform> Frontend<G> {
         endpoint: u32,
         sizes: ChannelSizes,
     ) -> Result<(EndpointChannel<G>, Doorbell<G>), FrontendError> {
+        self.open_endpoint_with(endpoint, sizes, OpenFlags::empty())
+    }
+
+    /// [`open_endpoint`](Self::open_endpoint) asking the backend for
+    /// `flags` (e.g. [`OpenFlags::DISABLE_SHMEM`]).
+    ///
+    /// # Errors
+    /// As [`open_endpoint`](Self::open_endpoint); a backend that does not
+    /// know a flag refuses the request (`Malformed`) rather than ignore it.
+    pub fn open_endpoint_with(
+        &self,
+        endpoint: u32,
+        sizes: ChannelSizes,
+        flags: OpenFlags,
+    ) -> Result<(EndpointChannel<G>, Doorbell<G>), FrontendError> {
         let req = ControlRequest::OpenEndpoint {
             board: 0,
             endpoint,
             sizes,
+            flags,
         };
         let (chan, event, reply) = self.open_channel(&req, &sizes)?;
         let (id, session) = match reply {

@@ -5,7 +5,7 @@ use mx_proto::msg::command::{
     SendHdr, REGION_SEGS_PER_CMD,
 };
 use mx_proto::msg::control::{
-    BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, PeerInfo,
+    BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, OpenFlags, PeerInfo,
 };
 use mx_proto::msg::event::{DirectSegs, PullStatus};
 use mx_proto::msg::{CmdSlot, Command, Dest, Event, EvtSlot, RdmaRef, Seq, Source};
@@ -172,6 +172,57 @@ fn oversized_inline_lengths_rejected() {
     assert!(Event::parse(&ev).is_err());
 }
 
+/// The open flags are an optional trailing word: the version-1 request
+/// (no flags) is unchanged and still accepted, flags round-trip, unknown
+/// bits and a short flags word are refused.
+#[test]
+fn open_flags_extend_the_open_request_compatibly() {
+    let sizes = ChannelSizes::default();
+    let plain = ControlRequest::OpenEndpoint {
+        board: 0,
+        endpoint: 5,
+        sizes,
+        flags: OpenFlags::empty(),
+    };
+    // The version-1 encoding, written out by hand: kind, board, endpoint,
+    // four sizes.
+    let mut v1 = Vec::new();
+    for x in [2u32, 0, 5, 256, 1024, 128, 128] {
+        v1.extend_from_slice(&x.to_le_bytes());
+    }
+    assert_eq!(
+        plain.encode(),
+        v1,
+        "no flags: the old bytes, for old backends"
+    );
+    assert_eq!(ControlRequest::decode(&v1).unwrap(), plain);
+    // An explicit zero word means no flags too.
+    let mut zero = v1.clone();
+    zero.extend_from_slice(&0u32.to_le_bytes());
+    assert_eq!(ControlRequest::decode(&zero).unwrap(), plain);
+    let shm = ControlRequest::OpenEndpoint {
+        board: 0,
+        endpoint: 5,
+        sizes,
+        flags: OpenFlags::DISABLE_SHMEM,
+    };
+    let b = shm.encode();
+    assert_eq!(b.len(), v1.len() + 4);
+    assert_eq!(&b[v1.len()..], &1u32.to_le_bytes());
+    assert_eq!(ControlRequest::decode(&b).unwrap(), shm);
+    // Bits nobody defined yet, a truncated word, a word too many: refused.
+    let mut unknown = v1.clone();
+    unknown.extend_from_slice(&0x8000_0001u32.to_le_bytes());
+    assert_eq!(
+        ControlRequest::decode(&unknown),
+        Err(mx_proto::msg::MsgError::BadField("open flags"))
+    );
+    assert!(ControlRequest::decode(&b[..b.len() - 1]).is_err());
+    let mut long = b.clone();
+    long.extend_from_slice(&[0; 4]);
+    assert!(ControlRequest::decode(&long).is_err());
+}
+
 #[test]
 fn control_roundtrip() {
     let board = BoardInfo {
@@ -191,6 +242,13 @@ fn control_roundtrip() {
             board: 0,
             endpoint: 0xffff_ffff,
             sizes: ChannelSizes::default(),
+            flags: OpenFlags::empty(),
+        },
+        ControlRequest::OpenEndpoint {
+            board: 0,
+            endpoint: 3,
+            sizes: ChannelSizes::default(),
+            flags: OpenFlags::DISABLE_SHMEM,
         },
         ControlRequest::CloseEndpoint { endpoint: 3 },
         ControlRequest::PeerByNicId { nic_id: 42 },

@@ -103,6 +103,7 @@ impl Hostile {
                 board: 0,
                 endpoint: ANY_ENDPOINT,
                 sizes: SIZES,
+                flags: Default::default(),
             },
             &[Resource::Pages(&*pages), Resource::Event(&event)],
         )

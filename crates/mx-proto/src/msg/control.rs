@@ -7,6 +7,7 @@
 //! endpoint's shared pages and its event channel).
 
 use super::MsgError;
+use bitflags::bitflags;
 
 /// Version of the control protocol; a backend refuses other versions.
 pub const CONTROL_VERSION: u32 = 1;
@@ -161,6 +162,26 @@ impl Default for ChannelSizes {
     }
 }
 
+bitflags! {
+    /// What an endpoint asks of the backend at open
+    /// ([`ControlRequest::OpenEndpoint`]'s `flags`).
+    ///
+    /// On the control path the flags are an optional trailing `u32`: a
+    /// request without them is the version-1 encoding (no flags), so a
+    /// library that asks for nothing new still talks to an older backend,
+    /// and a newer backend still accepts an older library. Unknown bits
+    /// are refused by the decoder (an older backend answers `Malformed`
+    /// to a flag it cannot honour instead of ignoring it).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct OpenFlags: u32 {
+        /// `MX_DISABLE_SHMEM`: traffic between this endpoint and other
+        /// endpoints of the same host goes through the network path (MXoE
+        /// frames encoded, looped back and decoded by the backend's wire
+        /// code) instead of the intra-node shortcut.
+        const DISABLE_SHMEM = 1 << 0;
+    }
+}
+
 /// Information about the backend's board (its one interface).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoardInfo {
@@ -214,6 +235,8 @@ pub enum ControlRequest {
         endpoint: u32,
         /// Channel sizes (they fix the page layout).
         sizes: ChannelSizes,
+        /// What the endpoint asks for (empty: the version-1 request).
+        flags: OpenFlags,
     },
     /// Close one of our endpoints.
     CloseEndpoint {
@@ -314,6 +337,9 @@ pub enum ControlError {
     NotOwner = 9,
     /// The backend's policy refuses this guest the request (raw access).
     NotPermitted = 40,
+    /// The backend cannot do what the request asks for (e.g. an open
+    /// flag its configuration rules out).
+    Unsupported = 50,
 }
 
 impl ControlError {
@@ -330,6 +356,7 @@ impl ControlError {
             8 => PeerNotFound,
             9 => NotOwner,
             40 => NotPermitted,
+            50 => Unsupported,
             _ => return None,
         })
     }
@@ -458,14 +485,22 @@ impl ControlRequest {
                 board,
                 endpoint,
                 sizes,
-            } => w
-                .u32(2)
-                .u32(*board)
-                .u32(*endpoint)
-                .u32(sizes.cmd_slots)
-                .u32(sizes.evt_slots)
-                .u32(sizes.sendq_slots)
-                .u32(sizes.recvq_slots),
+                flags,
+            } => {
+                w.u32(2)
+                    .u32(*board)
+                    .u32(*endpoint)
+                    .u32(sizes.cmd_slots)
+                    .u32(sizes.evt_slots)
+                    .u32(sizes.sendq_slots)
+                    .u32(sizes.recvq_slots);
+                // Only when set: without flags the request stays what an
+                // older backend accepts.
+                if !flags.is_empty() {
+                    w.u32(flags.bits());
+                }
+                &mut w
+            }
             ControlRequest::CloseEndpoint { endpoint } => w.u32(3).u8(*endpoint),
             ControlRequest::PeerByNicId { nic_id } => w.u32(4).u64(*nic_id),
             ControlRequest::PeerByHostname { hostname } => w.u32(5).str(hostname),
@@ -512,6 +547,11 @@ impl ControlRequest {
                     evt_slots: r.u32()?,
                     sendq_slots: r.u32()?,
                     recvq_slots: r.u32()?,
+                },
+                flags: if r.0.is_empty() {
+                    OpenFlags::empty()
+                } else {
+                    OpenFlags::from_bits(r.u32()?).ok_or(MsgError::BadField("open flags"))?
                 },
             },
             3 => ControlRequest::CloseEndpoint { endpoint: r.u8()? },
