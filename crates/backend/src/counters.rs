@@ -139,9 +139,11 @@ pub enum NicCounter {
     // discovery
     PeersDiscovered,
     PeerRestarts,
+    // the loopback (MX_DISABLE_SHMEM traffic between endpoints of this host)
+    LoopbackFrames,
 }
 
-const NN: usize = NicCounter::PeerRestarts as usize + 1;
+const NN: usize = NicCounter::LoopbackFrames as usize + 1;
 const _: () = assert!(NN == NIC_COUNTER_LABELS.len());
 
 /// The counters of a NIC. Atomic so that a handle on another thread (tests,

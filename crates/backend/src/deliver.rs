@@ -1,7 +1,9 @@
 //! Command handling: what the backend does with one validated command of an
 //! endpoint. Intra-node destinations are served by the shortcut (straight
 //! into the destination endpoint's event ring and receive queue, no frame
-//! built); remote peers go to the NIC layer.
+//! built); remote peers go to the NIC layer, and so do intra-node commands
+//! from or to an endpoint opened with `MX_DISABLE_SHMEM` (the wire layer
+//! loops their frames back, see [`crate::wire::loopback`]).
 //!
 //! Every handler first checks that everything it will write has room (the
 //! destination's event ring and receive queue, the source's event ring for a
@@ -169,6 +171,14 @@ pub fn handle<H: HostPlatform>(
             return Outcome::Done;
         };
         return reject(src, kind, CommandErrorCode::BadPeer);
+    }
+    // MX_DISABLE_SHMEM: the network path between two endpoints of this
+    // host when either asked for it (both directions of a pair then take
+    // the same path, and a large message's data too: the puller's PULL is
+    // addressed to the sender's endpoint). `net` exists whenever an
+    // endpoint has the flag (open creates it).
+    if ctx.net.is_some() && network_path(eps, src_id, dest.endpoint) {
+        return crate::wire::send::command(ctx, eps, src_id, cmd, dest);
     }
     let dst_id = dest.endpoint as usize;
     let src_source = Source {
@@ -356,6 +366,18 @@ pub fn handle<H: HostPlatform>(
     s.counters.bump(sent_counter);
     s.counters.add(Counter::BytesSent, bytes as u64);
     Outcome::Done
+}
+
+/// Whether a command of `src` to local endpoint `dst` takes the network
+/// path: either side opened with `MX_DISABLE_SHMEM`.
+#[inline]
+fn network_path<H: HostPlatform>(eps: &[Option<Endpoint<H>>], src: usize, dst: u8) -> bool {
+    let flagged = |i: usize| {
+        eps.get(i)
+            .and_then(Option::as_ref)
+            .is_some_and(|e| e.no_shmem)
+    };
+    flagged(src) || flagged(usize::from(dst))
 }
 
 /// Two distinct endpoints mutably, or `None` when `a == b`.

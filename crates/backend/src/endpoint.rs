@@ -42,4 +42,8 @@ pub struct Endpoint<H: HostPlatform> {
     pub blocked_since: Option<std::time::Instant>,
     /// Events or receive-queue slots were produced since the last publish.
     pub dirty: bool,
+    /// Opened with `MX_DISABLE_SHMEM`: its traffic with the endpoints of
+    /// this host takes the network path (encoded, looped back, decoded),
+    /// in both directions, instead of the intra-node shortcut.
+    pub no_shmem: bool,
 }

@@ -546,17 +546,7 @@ impl<H: HostPlatform> Backend<H> {
                 endpoint,
                 sizes,
                 flags,
-            } if flags != OpenFlags::empty() => {
-                // Not implemented yet: refuse rather than ignore.
-                let _ = (board, endpoint, sizes);
-                ControlReply::Error(ControlError::Unsupported)
-            }
-            ControlRequest::OpenEndpoint {
-                board,
-                endpoint,
-                sizes,
-                ..
-            } => match self.open(key, board, endpoint, sizes, &mut res) {
+            } => match self.open(key, board, endpoint, sizes, flags, &mut res) {
                 Ok((endpoint, session)) => ControlReply::Opened { endpoint, session },
                 Err(e) => ControlReply::Error(e),
             },
@@ -690,7 +680,11 @@ impl<H: HostPlatform> Backend<H> {
             return Err(ControlError::Busy);
         }
         let a = self.attach_channel(key, &sizes, res, TOKEN_RAW)?;
-        let mtu = self.wire.as_ref().map_or(self.cfg.mtu, |w| w.nic.mtu());
+        let mtu = self
+            .wire
+            .as_ref()
+            .filter(|w| !w.loopback_only)
+            .map_or(self.cfg.mtu, |w| w.nic.mtu());
         let max_frame = crate::raw::max_frame(mtu);
         self.raw = Some(RawEndpoint::new(key, a.chan, a.event, max_frame));
         self.raw_counters.bump(RawCounter::Opens);
@@ -802,18 +796,66 @@ impl<H: HostPlatform> Backend<H> {
         })
     }
 
+    /// Give a board without a NIC its wire side, on a device that only
+    /// loops frames back ([`NoNic`](crate::wire::loopback::NoNic)): the
+    /// network path between two endpoints of this host
+    /// (`MX_DISABLE_SHMEM`) needs the encoder, the decoder and the pull
+    /// engine, not a NIC. Made on the first endpoint that asks, so a board
+    /// nobody asks it of keeps its passes free of wire work.
+    fn ensure_wire(&mut self) -> Result<(), ControlError> {
+        if self.wire.is_some() {
+            return Ok(());
+        }
+        let profile = self.cfg.wire_profile();
+        if profile.frag_max() != self.cfg.frag_max || profile.max_medium() != self.cfg.medium_max {
+            // Libraries fragment by the board's sizes; frames of another
+            // size would not encode.
+            warn!(
+                frag_max = self.cfg.frag_max,
+                medium_max = self.cfg.medium_max,
+                "the board's sizes are not its wire profile's: no network path for MX_DISABLE_SHMEM"
+            );
+            return Err(ControlError::Unsupported);
+        }
+        let mac = mxoe_wire::NicId::new(self.cfg.nic_id)
+            .ok_or(ControlError::Unsupported)?
+            .to_mac();
+        let nic = crate::wire::loopback::NoNic::new(mac, profile.frame_budget());
+        let serial = next_random(&mut self.rng);
+        let mut w = Wire::new(
+            Box::new(nic),
+            profile,
+            &self.cfg.hostname,
+            self.cfg.max_endpoints,
+            self.cfg.wire,
+            false,
+            serial,
+            self.region_of,
+            Instant::now(),
+        );
+        w.loopback_only = true;
+        self.wire = Some(w);
+        info!("no NIC: the network path runs on the loopback (MX_DISABLE_SHMEM)");
+        Ok(())
+    }
+
     fn open(
         &mut self,
         key: usize,
         board: u32,
         endpoint: u32,
         sizes: ChannelSizes,
+        flags: OpenFlags,
         res: &mut H::Resources,
     ) -> Result<(u8, u32), ControlError> {
         if board != 0 && board != 0xffff_ffff {
             return Err(ControlError::BoardUnknown);
         }
         self.check_sizes(&sizes)?;
+        let no_shmem = flags.contains(OpenFlags::DISABLE_SHMEM);
+        if no_shmem {
+            self.ensure_wire()?;
+        }
         let id = if endpoint == ANY_ENDPOINT {
             self.endpoints
                 .iter()
@@ -853,10 +895,11 @@ impl<H: HostPlatform> Backend<H> {
             pending: None,
             blocked_since: None,
             dirty: false,
+            no_shmem,
         });
         if let Some(g) = self.guests.get_mut(key) {
             g.endpoints.push(id as u8);
-            info!(guest = %g.conn.guest_id(), endpoint = id, "endpoint opened");
+            info!(guest = %g.conn.guest_id(), endpoint = id, no_shmem, "endpoint opened");
         }
         Ok((id as u8, session))
     }
@@ -990,10 +1033,13 @@ impl<H: HostPlatform> Backend<H> {
                     mxoe_wire::NicId::new(self.cfg.nic_id).map_or([0; 6], mxoe_wire::NicId::to_mac)
                 }
             };
+            // A loopback-only wire side (MX_DISABLE_SHMEM on a board
+            // without a NIC) is no interface for raw frames.
             let mut tx = RawTx {
                 nic: self
                     .wire
                     .as_mut()
+                    .filter(|w| !w.loopback_only)
                     .map(|w| (w.nic.as_mut() as &mut dyn crate::nic::Nic, &*w.st.counters)),
                 mac,
             };

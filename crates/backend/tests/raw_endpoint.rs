@@ -413,11 +413,34 @@ fn raw_access_none_refuses_everybody() {
 
 #[test]
 fn a_board_without_a_nic_completes_sends_that_go_nowhere() {
-    let dir = scratch("nonic");
+    without_a_nic(false);
+}
+
+/// An endpoint opened with `DISABLE_SHMEM` gives a board without a NIC a
+/// wire side that only loops frames back: that is still no interface for
+/// raw frames.
+#[test]
+fn a_loopback_only_wire_side_is_no_nic_for_raw_sends() {
+    without_a_nic(true);
+}
+
+fn without_a_nic(loopback: bool) {
+    let dir = scratch(if loopback { "nonic-lo" } else { "nonic" });
     let mut cfg = BackendConfig::new();
     cfg.hostname = "lonely:0".into();
     let be = spawn_local(cfg, dir.join("b.sock")).unwrap();
     let fe = attach(&be);
+    let _shm = loopback.then(|| {
+        let ep = fe
+            .open_endpoint_with(
+                mx_proto::msg::control::ANY_ENDPOINT,
+                Default::default(),
+                mx_proto::msg::control::OpenFlags::DISABLE_SHMEM,
+            )
+            .unwrap();
+        assert!(!fe.nic_counters(0).unwrap().is_empty(), "wire side made");
+        ep
+    });
     let mut r = RawGuest::open(&fe);
     assert_eq!(
         r.ch.max_frame(),

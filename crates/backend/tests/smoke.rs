@@ -4,7 +4,7 @@
 use backend::{spawn_local, BackendConfig};
 use frontend::{Doorbell, EndpointChannel, Frontend};
 use mx_proto::msg::command::{MediumFrag, SendHdr};
-use mx_proto::msg::control::ChannelSizes;
+use mx_proto::msg::control::{ChannelSizes, OpenFlags, COUNTER_LABELS, NIC_COUNTER_LABELS};
 use mx_proto::msg::{Command, Dest, Event, Seq};
 use mx_proto::platform::local::{LocalGuest, LocalTarget};
 use std::time::{Duration, Instant};
@@ -61,7 +61,32 @@ fn next(ep: &mut Ep, bell: &Doorbell<LocalGuest>) -> (String, Vec<u8>, u32) {
 
 #[test]
 fn tiny_small_medium_between_two_frontends() {
-    let dir = std::env::temp_dir().join(format!("mx-smoke-{}", std::process::id()));
+    exchange("shortcut", OpenFlags::empty());
+}
+
+/// The same exchange with the sender opened with `DISABLE_SHMEM`: every
+/// command becomes an MXoE frame that the backend loops back to its own
+/// receive path (no NIC here), with the same events at both ends, the
+/// NACKs included.
+#[test]
+fn the_same_through_the_network_path_on_the_loopback() {
+    let c = exchange("loopback", OpenFlags::DISABLE_SHMEM);
+    let get = |label: &str| c[NIC_COUNTER_LABELS.iter().position(|l| *l == label).unwrap()];
+    assert_eq!(get("rx tiny"), 5, "3 tiny, 2 NACKed: {c:?}");
+    assert_eq!(get("rx small"), 2);
+    assert_eq!(get("rx medium"), 3);
+    assert_eq!(get("tx nack lib"), 2);
+    assert_eq!(get("rx nack lib"), 2);
+    assert_eq!(get("loopback frames"), 5 + 2 + 3 + 2);
+    assert_eq!(get("rx frames"), get("loopback frames"));
+    assert_eq!(get("drop: bad session (nacked)"), 1);
+    assert_eq!(get("drop: endpoint closed (nacked)"), 1);
+}
+
+/// Tiny, small and medium messages from a (opened with `flags`) to b, a
+/// wrong session and a closed endpoint; the board's NIC counters after.
+fn exchange(tag: &str, flags: OpenFlags) -> Vec<u64> {
+    let dir = std::env::temp_dir().join(format!("mx-smoke-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("backend.sock");
     let _be = spawn_local(BackendConfig::new(), &sock).unwrap();
@@ -69,7 +94,9 @@ fn tiny_small_medium_between_two_frontends() {
     let fa = Frontend::<LocalGuest>::attach(&target).unwrap();
     let fb = Frontend::<LocalGuest>::attach(&target).unwrap();
     let self_peer = fa.board().self_peer;
-    let (mut a, bell_a) = fa.open_endpoint(1, ChannelSizes::default()).unwrap();
+    let (mut a, bell_a) = fa
+        .open_endpoint_with(1, ChannelSizes::default(), flags)
+        .unwrap();
     let (mut b, bell_b) = fb.open_endpoint(2, ChannelSizes::default()).unwrap();
     assert!(matches!(
         fb.open_endpoint(2, ChannelSizes::default()),
@@ -163,5 +190,12 @@ fn tiny_small_medium_between_two_frontends() {
     assert_eq!(next(&mut a, &bell_a).2, 2);
     let counters = fa.counters(a.id()).unwrap();
     assert!(counters[0] >= 9, "commands processed: {counters:?}");
+    let wire = counters[COUNTER_LABELS
+        .iter()
+        .position(|l| *l == "frames sent to the wire")
+        .unwrap()];
+    assert_eq!(wire > 0, !flags.is_empty(), "{counters:?}");
+    let nic = fa.nic_counters(0).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+    nic
 }

@@ -11,6 +11,9 @@
 //!   frames go straight into the puller's region.
 //! - [`crate::pull`]: the puller's state machine; [`crate::discovery`]:
 //!   mapper announcements and host queries.
+//! - [`loopback`]: frames to our own MAC (the network path between two
+//!   endpoints of this host, for `MX_DISABLE_SHMEM`) never reach the NIC;
+//!   they are fed back to [`recv`] in the same pass.
 //!
 //! A pass of the service loop runs commands first (their frames queue in
 //! the NIC), then [`service`]: receive batches (each followed by the
@@ -18,6 +21,7 @@
 //! Events are published after that flush, so a guest never sees
 //! `SendMediumDone` for a slot the NIC may still read.
 
+pub mod loopback;
 pub mod recv;
 pub mod send;
 
@@ -29,6 +33,7 @@ use crate::nic::{Nic, Payload};
 use crate::peers::PeerTable;
 use crate::pull::{self, PullTable, PullTiming};
 use crate::raw::RawEndpoint;
+use loopback::{Loopback, Port};
 use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::Event;
 use mx_proto::platform::{GuestMemory, HostPlatform};
@@ -47,6 +52,9 @@ pub type RegionOf<H> = <<H as HostPlatform>::Memory as GuestMemory>::Region;
 const RX_BATCH: usize = 64;
 /// Batches per pass (then the loop serves the command rings again).
 const RX_ROUNDS: usize = 8;
+/// Looped-back frames handled per pass (the rest wait for the next pass,
+/// which comes at once: the pass reports work).
+const LOOP_MAX: usize = RX_ROUNDS * RX_BATCH;
 
 /// A frame to send that the receive path decided on (it cannot send while
 /// the NIC is lending it received frames), or a pull request.
@@ -128,6 +136,12 @@ pub struct WireState<H: HostPlatform> {
 pub struct Wire<H: HostPlatform> {
     /// The interface.
     pub nic: Box<dyn Nic>,
+    /// Frames to ourselves (`MX_DISABLE_SHMEM` traffic on this host).
+    pub lo: Loopback,
+    /// The board has no NIC: `nic` is a [`loopback::NoNic`], there only
+    /// for the network path between our own endpoints. What needs a real
+    /// interface (raw sends, its MTU) must look at this.
+    pub loopback_only: bool,
     /// Everything else.
     pub st: WireState<H>,
 }
@@ -161,6 +175,8 @@ impl<H: HostPlatform> Wire<H> {
             .expect("a constant hostname is valid");
         Wire {
             nic,
+            lo: Loopback::new(mac, profile.frame_budget() as usize),
+            loopback_only: false,
             st: WireState {
                 profile,
                 mac,
@@ -189,6 +205,19 @@ impl<H: HostPlatform> Wire<H> {
     /// Our board address.
     pub fn nic_id(&self) -> u64 {
         NicId::from_mac(self.st.mac).raw()
+    }
+
+    /// The NIC seam the wire code sends through: the device, with frames
+    /// to ourselves diverted to the loopback.
+    pub fn port(&mut self) -> (Port<'_>, &mut WireState<H>) {
+        let Wire { nic, lo, st, .. } = self;
+        (
+            Port {
+                nic: nic.as_mut(),
+                lo,
+            },
+            st,
+        )
     }
 }
 
@@ -270,8 +299,18 @@ pub fn send_encoded(
     }
 }
 
-/// The head of a frame to remote peer `peer`, if we know its address.
+/// The head of a frame to peer `peer`, if we know its address. A frame to
+/// this host (a local peer: the network path between two of our endpoints)
+/// goes from our MAC to our MAC, with our index for ourselves; the
+/// [`Port`] keeps it on the loopback.
 pub fn head_for(peers: &PeerTable, mac: [u8; 6], peer: u16) -> Option<Head> {
+    if peers.is_local(peer) {
+        return Some(Head {
+            dst: mac,
+            src: mac,
+            peer_index: PeerIndex::new(peer),
+        });
+    }
     Some(Head {
         dst: peers.mac_of(peer)?,
         src: mac,
@@ -499,8 +538,9 @@ pub struct RawRx<'a, H: HostPlatform> {
     pub counters: &'a RawCounters,
 }
 
-/// The wire part of a pass: receive, answer, timers, completions, flush.
-/// True if frames were received.
+/// The wire part of a pass: receive, answer, timers, looped-back frames,
+/// completions, flush. True if frames were received or looped back, or
+/// looped-back frames are still waiting.
 pub fn service<H: HostPlatform>(
     w: &mut Wire<H>,
     peers: &mut PeerTable,
@@ -508,11 +548,10 @@ pub fn service<H: HostPlatform>(
     mut raw: RawRx<'_, H>,
     now: Instant,
 ) -> bool {
-    let Wire { nic, st } = w;
-    let nic: &mut dyn Nic = nic.as_mut();
+    let (mut port, st) = w.port();
     let mut worked = false;
     // Pull requests of this pass's commands.
-    flush_tx(nic, st, peers, eps);
+    flush_tx(&mut port, st, peers, eps);
     for _ in 0..RX_ROUNDS {
         let mut rx = recv::Rx {
             st: &mut *st,
@@ -523,27 +562,69 @@ pub fn service<H: HostPlatform>(
                 counters: raw.counters,
             },
             now,
+            looped: false,
         };
-        let n = nic
+        let n = port
+            .nic
             .recv_batch(RX_BATCH, &mut |f: &[u8]| rx.frame(f))
             .unwrap_or(0);
         if n > 0 {
             worked = true;
             st.take_requests();
-            flush_tx(nic, st, peers, eps);
+            flush_tx(&mut port, st, peers, eps);
         }
         if n < RX_BATCH {
             break;
         }
     }
     timers(st, peers, now);
-    flush_tx(nic, st, peers, eps);
+    flush_tx(&mut port, st, peers, eps);
+    worked |= serve_loopback(&mut port, st, peers, eps, &mut raw, now);
     post_completions(st, eps);
-    if let Err(e) = nic.flush() {
+    if let Err(e) = port.flush() {
         debug!("nic flush: {e}");
         st.counters.bump(NicCounter::TxErrors);
     }
     worked
+}
+
+/// Feed the frames we sent to ourselves to the receive path, one at a
+/// time, sending what each one causes (a PULL's replies, a NACK, the next
+/// PULL) right after it, so a whole exchange between two local endpoints
+/// can complete within one pass. At most [`LOOP_MAX`] frames; true if any
+/// was handled or some are left.
+fn serve_loopback<H: HostPlatform>(
+    port: &mut Port<'_>,
+    st: &mut WireState<H>,
+    peers: &mut PeerTable,
+    eps: &mut [Option<Endpoint<H>>],
+    raw: &mut RawRx<'_, H>,
+    now: Instant,
+) -> bool {
+    let mut n = 0;
+    while n < LOOP_MAX {
+        let mut rx = recv::Rx {
+            st: &mut *st,
+            peers: &mut *peers,
+            eps: &mut *eps,
+            // Looped frames are the wire code's MXoE frames, never RAW
+            // ones (raw sends go to the device, not through the port).
+            raw: RawRx {
+                ep: raw.ep.as_deref_mut(),
+                counters: raw.counters,
+            },
+            now,
+            looped: true,
+        };
+        if !port.lo.pop_with(|f| rx.frame(f)) {
+            break;
+        }
+        n += 1;
+        st.counters.bump(NicCounter::LoopbackFrames);
+        st.take_requests();
+        flush_tx(port, st, peers, eps);
+    }
+    n > 0 || !port.lo.is_empty()
 }
 
 /// Attribute per-endpoint counters for a frame sent on behalf of endpoint `e`.

@@ -6,7 +6,9 @@
 //! 1. [`mxoe_wire::decode`] under our profile: malformed, truncated,
 //!    oversized-for-its-type, unknown types are dropped.
 //! 2. Frames from our own MAC, and frames addressed to neither our MAC nor
-//!    broadcast, are dropped.
+//!    broadcast, are dropped; except on the loopback ([`Rx::looped`]),
+//!    whose frames must be from our MAC to our MAC and come from the local
+//!    peer.
 //! 3. RAW (mapper), HOST_QUERY and HOST_REPLY go to discovery; RAW frames
 //!    are also copied whole to the board's raw endpoint (dropped and
 //!    counted when none is open or it is full).
@@ -181,6 +183,9 @@ pub struct Rx<'a, H: HostPlatform> {
     pub raw: RawRx<'a, H>,
     /// Time of this pass.
     pub now: Instant,
+    /// The frames come from our own loopback (the network path between
+    /// two endpoints of this host), not from the NIC.
+    pub looped: bool,
 }
 
 fn post<H: HostPlatform>(e: &mut Endpoint<H>, ev: &Event<'_>) {
@@ -210,13 +215,20 @@ impl<H: HostPlatform> Rx<'_, H> {
         };
         self.c().bump(rx_counter(&f.packet));
         let head = f.head;
-        if head.src == self.st.mac {
-            self.c().bump(NicCounter::DropOwnFrame);
-            return;
-        }
-        if head.dst != self.st.mac && head.dst != BROADCAST_MAC {
-            self.c().bump(NicCounter::DropNotForUs);
-            return;
+        if self.looped {
+            if head.src != self.st.mac || head.dst != self.st.mac {
+                self.c().bump(NicCounter::DropNotForUs);
+                return;
+            }
+        } else {
+            if head.src == self.st.mac {
+                self.c().bump(NicCounter::DropOwnFrame);
+                return;
+            }
+            if head.dst != self.st.mac && head.dst != BROADCAST_MAC {
+                self.c().bump(NicCounter::DropNotForUs);
+                return;
+            }
         }
         match f.packet {
             Packet::Raw(_) => {
@@ -227,11 +239,19 @@ impl<H: HostPlatform> Rx<'_, H> {
             Packet::HostReply(r) => return self.host_reply(&head, &r),
             _ => {}
         }
-        let Some(sender) = self.peers.sender(&head) else {
+        // The sender: a remote peer, or on the loopback this host itself
+        // (a remote frame can never claim to be us: see above).
+        let sender = if self.looped {
+            self.peers
+                .index_of_mac(head.src)
+                .filter(|&i| self.peers.is_local(i))
+        } else {
+            self.peers.sender(&head).map(|s| s.index())
+        };
+        let Some(peer) = sender else {
             self.c().bump(NicCounter::DropUnknownSender);
             return;
         };
-        let peer = sender.index();
         match f.packet {
             Packet::Tiny(m) | Packet::Small(m) => {
                 let small = matches!(f.packet, Packet::Small(_));

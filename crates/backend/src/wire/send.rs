@@ -1,4 +1,7 @@
-//! Commands to remote peers become frames.
+//! Commands to remote peers become frames, and so do commands between two
+//! endpoints of this host when one of them asked for the network path
+//! (`MX_DISABLE_SHMEM`): those frames are addressed to our own MAC and
+//! the NIC seam keeps them on the loopback ([`super::loopback`]).
 //!
 //! The head is addressed to the peer's MAC, from ours, with the peer's
 //! index for us if we learned it ([`PeerIndex::UNKNOWN`] otherwise). The
@@ -26,7 +29,7 @@ use mx_proto::msg::{Command, Dest, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::HostPlatform;
 use mxoe_wire::packet::{ConnectReply, ConnectRequest, MediumFrag, Msg, Notify, Rndv, Truc};
 use mxoe_wire::{
-    ConnectStatus, EndpointId, Frame, Head, LibSeqnum, MatchInfo, Packet, PeerIndex, SessionId,
+    ConnectStatus, EndpointId, Frame, LibSeqnum, MatchInfo, Packet, PeerIndex, SessionId,
 };
 
 fn post<H: HostPlatform>(e: &mut Endpoint<H>, ev: &Event<'_>) {
@@ -74,7 +77,8 @@ fn msg<'p>(src: u8, h: &SendHdr, payload: &'p [u8]) -> Msg<'p> {
 }
 
 /// Handle a command of endpoint `src_id` whose destination `dest` is a
-/// remote peer. The caller checked that the backend has a NIC.
+/// remote peer, or a local one reached through the network path. The
+/// caller checked that the backend has its wire side.
 pub fn command<H: HostPlatform>(
     ctx: &mut Ctx<'_, H>,
     eps: &mut [Option<Endpoint<H>>],
@@ -86,16 +90,16 @@ pub fn command<H: HostPlatform>(
     let Some(e) = eps.get_mut(src_id).and_then(Option::as_mut) else {
         return Outcome::Done;
     };
-    let (Some(w), Some(mac)) = (ctx.net.as_deref_mut(), ctx.peers.mac_of(dest.peer)) else {
+    let Some(w) = ctx.net.as_deref_mut() else {
         return reject(e, kind, CommandErrorCode::BadPeer);
     };
-    let st = &mut w.st;
-    let nic = w.nic.as_mut();
-    let head = Head {
-        dst: mac,
-        src: st.mac,
-        peer_index: ctx.peers.reverse(dest.peer),
+    // A local destination (the network path between two of our
+    // endpoints) gets a head from us to us, which the port loops back.
+    let Some(head) = super::head_for(ctx.peers, w.st.mac, dest.peer) else {
+        return reject(e, kind, CommandErrorCode::BadPeer);
     };
+    let (mut port, st) = w.port();
+    let nic = &mut port;
     let src = src_id as u8;
     let (packet, payload, counter): (Packet<'_>, Payload<'_>, Counter) = match cmd {
         Command::Tiny { hdr, data } => (

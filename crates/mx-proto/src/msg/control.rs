@@ -51,7 +51,14 @@ pub const COUNTER_LABELS: &[&str] = &[
 
 /// Labels of the per-NIC counters of a board, in the order of the
 /// [`ControlReply::Counters`] values answering [`ControlRequest::NicCounters`]
-/// (empty when the board has no NIC).
+/// (empty when the board has no NIC and no endpoint ever asked for
+/// [`OpenFlags::DISABLE_SHMEM`]).
+///
+/// Frames an endpoint of this host sends to another one through the
+/// network path (`MX_DISABLE_SHMEM`) are encoded and decoded like any
+/// other, so they count in `rx frames`, `tx frames` and the per-type
+/// counters; `loopback frames` counts how many of those never left the
+/// host.
 pub const NIC_COUNTER_LABELS: &[&str] = &[
     "rx frames",
     "tx frames",
@@ -115,6 +122,7 @@ pub const NIC_COUNTER_LABELS: &[&str] = &[
     "pull reply bytes received",
     "peers discovered",
     "peer restarts seen",
+    "loopback frames",
 ];
 
 /// Labels of a board's raw-endpoint counters, in the order of the
