@@ -77,9 +77,9 @@ mod tests;
 
 pub use types::{
     BulkPool, CancelResult, Completion, Config, EndpointAddr, MsgBuf, NoRecvQueue, NoSendQueue,
-    PartnerInfo, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType, Return, SendQueue, Stats,
-    Status, Time, UnexpAction, UnexpInfo, DEFAULT_PULL_BLOCK, DEFAULT_RESEND_LIMIT,
-    DEFAULT_RNDV_THRESHOLD, MAX_MEDIUM_FRAGS, STAGE_PIECES_MAX,
+    PartnerInfo, PartnerReset, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType, ResetReason,
+    Return, SendQueue, Stats, Status, Time, UnexpAction, UnexpInfo, DEFAULT_PULL_BLOCK,
+    DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD, MAX_MEDIUM_FRAGS, STAGE_PIECES_MAX,
 };
 
 use mx_proto::msg::command::REGION_MAX_SEGS;
@@ -103,6 +103,9 @@ const SEND_WINDOWS_MAX: usize = 224;
 const RDMA_SEQNUM_START: u8 = 23;
 /// Most early packets kept per partner.
 const EARLY_MAX: usize = 4096;
+/// Most partner-reset notices kept until the shell takes them; older ones
+/// are dropped (they are only for a human reading stderr).
+const RESETS_MAX: usize = 64;
 
 /// The application's hook for messages that match no posted receive
 /// (`mx_register_unexp_handler`).
@@ -192,6 +195,7 @@ pub struct Core<B: MsgBuf> {
     staged_sends: u64,
     timers: [Option<Time>; TIMER_COUNT],
     stats: Stats,
+    resets: VecDeque<PartnerReset>,
 }
 
 impl<B: MsgBuf> core::fmt::Debug for Core<B> {
@@ -261,6 +265,7 @@ impl<B: MsgBuf> Core<B> {
             staged_sends: 0,
             timers: [None; TIMER_COUNT],
             stats: Stats::default(),
+            resets: VecDeque::new(),
             cfg,
         })
     }
@@ -339,6 +344,13 @@ impl<B: MsgBuf> Core<B> {
     /// Eager sends completed before their ack and not acked yet.
     pub fn zombies(&self) -> u32 {
         self.zombies
+    }
+
+    /// The oldest partner reset not taken yet (kept only with
+    /// [`Config::report_resets`], at most 64; every reset is counted in
+    /// [`Stats::partner_resets`]).
+    pub fn take_partner_reset(&mut self) -> Option<PartnerReset> {
+        self.resets.pop_front()
     }
 
     /// Whether the core has nothing left to do: no command to emit, no
@@ -885,6 +897,24 @@ impl<B: MsgBuf> Core<B> {
             .insert(Partner::new(gen, peer, endpoint, nic_id));
         self.by_dest.insert((peer, endpoint), p);
         p
+    }
+
+    /// Count a reset of partner `p` and, when asked to, keep a notice of it.
+    fn note_reset(&mut self, p: usize, reason: ResetReason) {
+        self.stats.partner_resets += 1;
+        if !self.cfg.report_resets {
+            return;
+        }
+        if self.resets.len() >= RESETS_MAX {
+            self.resets.pop_front();
+        }
+        let pr = &self.partners[p];
+        self.resets.push_back(PartnerReset {
+            peer: pr.peer,
+            endpoint: pr.endpoint,
+            nic_id: pr.nic_id,
+            reason,
+        });
     }
 
     fn ctx_of(&self, match_info: u64) -> usize {

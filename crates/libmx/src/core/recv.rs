@@ -8,8 +8,8 @@ use super::state::{
     UnexpBody, UnexpState, User,
 };
 use super::{
-    Core, EndpointAddr, HandlerCtx, MsgBuf, RecvQueue, ReqId, ReqType, Status, Time, UnexpAction,
-    UnexpInfo, EARLY_MAX,
+    Core, EndpointAddr, HandlerCtx, MsgBuf, RecvQueue, ReqId, ReqType, ResetReason, Status, Time,
+    UnexpAction, UnexpInfo, EARLY_MAX,
 };
 use mx_proto::msg::command::ConnectReply;
 use mx_proto::msg::event::PullStatus;
@@ -1090,6 +1090,7 @@ impl<B: MsgBuf> Core<B> {
             if back != Some(src_session) {
                 if back.is_some() {
                     // A new instance of this partner: forget the old one.
+                    self.note_reset(p, ResetReason::Restarted);
                     self.cleanup_partner(p, Status::EndpointUnreachable, false);
                 }
                 let pr = &mut self.partners[p];
@@ -1162,6 +1163,7 @@ impl<B: MsgBuf> Core<B> {
                 // "early" until the resend limit.
                 let pr = &self.partners[p];
                 let (next, acked) = (pr.next_match_recv_seq, pr.last_acked_recv_seq);
+                self.note_reset(p, ResetReason::Restarted);
                 self.cleanup_partner(p, Status::EndpointUnreachable, false);
                 let pr = &mut self.partners[p];
                 pr.next_match_recv_seq = next;

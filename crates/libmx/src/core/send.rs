@@ -8,8 +8,8 @@ use super::state::{
 };
 use super::types::{raw_segs, PoolRange};
 use super::{
-    slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, Return,
-    SendQueue, Status, Time, PULL_BLOCKS_IN_FLIGHT, REGION_IDS, SEND_WINDOWS_MAX,
+    slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, ResetReason,
+    Return, SendQueue, Status, Time, PULL_BLOCKS_IN_FLIGHT, REGION_IDS, SEND_WINDOWS_MAX,
 };
 use mx_proto::msg::command::{
     ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, Rndv, SendHdr,
@@ -844,6 +844,7 @@ impl<B: MsgBuf> Core<B> {
 
     fn partner_failed(&mut self, p: usize) {
         self.stats.partners_failed += 1;
+        self.note_reset(p, ResetReason::Unreachable);
         self.cleanup_partner(p, Status::EndpointUnreachable, true);
     }
 

@@ -540,7 +540,8 @@ pub struct Config {
     /// Messages longer than this use the rendezvous path (clamped to
     /// `[128, medium_max]`).
     pub rndv_threshold: u32,
-    /// Send an explicit ack once this many messages are unacked.
+    /// Send an explicit ack once this many messages are unacked (1: ack
+    /// every message at once, `MX_IMM_ACK`).
     pub ack_threshold: u16,
     /// Otherwise ack after this delay (µs, ~1/64 s).
     pub ack_delay: Time,
@@ -548,7 +549,8 @@ pub struct Config {
     pub resend_delay: Time,
     /// Sends of one message before its partner is declared unreachable.
     pub resend_limit: u32,
-    /// Eager sends allowed to complete before their ack.
+    /// Eager sends allowed to complete before their ack (0: every send
+    /// completes only once acked, `MX_ZOMBIE_SEND=0`).
     pub zombie_max: u32,
     /// Stop sending new messages to a partner with this many unacked.
     pub throttle: u16,
@@ -562,6 +564,10 @@ pub struct Config {
     /// shell sets it where the platform allows it (local). Turned off for
     /// good by the first copy that fails.
     pub direct_pull: bool,
+    /// Keep a [`PartnerReset`] notice for every partner reset, for
+    /// [`crate::core::Core::take_partner_reset`] (`MX_VERBOSE`); off, resets
+    /// are only counted.
+    pub report_resets: bool,
     /// Context ids: (bits, shift) of the match info, if enabled.
     pub context_id: Option<(u8, u8)>,
     /// Seed of the core's pseudo-random numbers.
@@ -599,6 +605,7 @@ impl Config {
             disable_self: false,
             pull_block: DEFAULT_PULL_BLOCK,
             direct_pull: false,
+            report_resets: false,
             context_id: None,
             seed: 0x5eed,
         }
@@ -658,6 +665,31 @@ impl Config {
     }
 }
 
+/// Why a partner's state was reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The resend limit was reached: the partner is unreachable, its
+    /// requests failed with ENDPOINT_UNREACHABLE.
+    Unreachable,
+    /// The partner connected (or answered a connect) with a new session:
+    /// a new instance of that endpoint; the old one's requests failed.
+    Restarted,
+}
+
+/// A partner reset, as [`crate::core::Core::take_partner_reset`] reports
+/// it (with [`Config::report_resets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartnerReset {
+    /// Its host's index in the backend's peer table.
+    pub peer: u16,
+    /// Its endpoint id.
+    pub endpoint: u8,
+    /// Its board address, when known.
+    pub nic_id: Option<u64>,
+    /// Why.
+    pub reason: ResetReason,
+}
+
 /// Counters of what the core saw and did (for `mx_get_info` counters and
 /// tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -686,6 +718,9 @@ pub struct Stats {
     pub resends: u64,
     /// Partners declared unreachable after the resend limit.
     pub partners_failed: u64,
+    /// Partners whose state was reset: declared unreachable, or found to
+    /// be a new instance (its connect carried a new session).
+    pub partner_resets: u64,
     /// NACKs received.
     pub nacks: u64,
     /// Command errors reported by the backend.
