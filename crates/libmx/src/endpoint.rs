@@ -18,11 +18,13 @@
 //! once).
 
 use crate::core::{
-    Completion, Config, Core, MsgBuf, RecvQueue, Rejected, ReqId, Return, SendQueue, Time,
+    Completion, Config, Core, MsgBuf, PartnerReset, RecvQueue, Rejected, ReqId, ResetReason,
+    Return, SendQueue, Time,
 };
+use crate::env::MxEnv;
 use crate::staging::StagingPool;
 use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
-use mx_proto::msg::control::{ChannelSizes, ControlError};
+use mx_proto::msg::control::{BoardInfo, ChannelSizes, ControlError, OpenFlags};
 use mx_proto::msg::event::DIRECT_SEGS_MAX;
 use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::local::{GuestRange, ProcessMemory};
@@ -37,7 +39,8 @@ pub const PROGRESSION_TICK: Duration = Duration::from_millis(2);
 /// The guest platform the library runs on.
 pub type Guest = AutoGuest;
 
-/// How an endpoint is opened.
+/// How an endpoint is opened. [`Default`] reads the MX environment
+/// variables ([`MxEnv`]).
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// Endpoint id, or `None` for any free one.
@@ -48,9 +51,9 @@ pub struct OpenOptions {
     pub sizes: ChannelSizes,
     /// Context id (bits, shift), if any.
     pub context_id: Option<(u8, u8)>,
-    /// Spin this long in waits before blocking.
+    /// Spin this long in waits before blocking (`MX_SPIN_US`).
     pub spin: Duration,
-    /// Send to ourselves through the backend (MX_DISABLE_SELF).
+    /// Send to ourselves through the backend (`MX_DISABLE_SELF`).
     pub disable_self: bool,
     /// Stage large messages through a private pool of this many pages even
     /// where the backend could reach our buffers (`MX_STAGE_LARGE`; 0: only
@@ -60,22 +63,145 @@ pub struct OpenOptions {
     /// when the backend allows it (`MX_DIRECT_PULL`, default on; 0 makes the
     /// backend copy, as on Xen). See [`Core::handle_pull_direct`].
     pub direct_pull: bool,
+    /// Traffic with the other endpoints of this host takes the network
+    /// path instead of the backend's intra-node shortcut
+    /// (`MX_DISABLE_SHMEM`).
+    pub disable_shmem: bool,
+    /// Eager sends may complete before their ack (`MX_ZOMBIE_SEND`,
+    /// default true).
+    pub zombie_send: bool,
+    /// Acknowledge every received message at once (`MX_IMM_ACK`).
+    pub imm_ack: bool,
+    /// Resend limit per message (`MX_MAX_RETRIES`; `None`: the core's).
+    pub max_retries: Option<u32>,
+    /// Report open, close and partner resets on stderr (`MX_VERBOSE`).
+    pub verbose: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        let env_u64 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        Self::from_env(&MxEnv::read())
+    }
+}
+
+impl OpenOptions {
+    /// Defaults for what the environment does not set, and what `env` says.
+    pub fn from_env(env: &MxEnv) -> Self {
         OpenOptions {
             endpoint: None,
             key: 0,
             sizes: ChannelSizes::default(),
             context_id: None,
-            spin: Duration::from_micros(env_u64("MX_SPIN_US").unwrap_or(100)),
-            disable_self: env_u64("MX_DISABLE_SELF").is_some_and(|v| v != 0),
-            stage_pages: env_u64("MX_STAGE_LARGE").map_or(0, |v| v.min(1 << 20) as usize),
-            direct_pull: env_u64("MX_DIRECT_PULL").is_none_or(|v| v != 0),
+            spin: Duration::from_micros(env.spin_us),
+            disable_self: env.disable_self,
+            stage_pages: env.stage_pages,
+            direct_pull: env.direct_pull,
+            disable_shmem: env.disable_shmem,
+            zombie_send: env.zombie_send,
+            imm_ack: env.imm_ack,
+            max_retries: env.max_retries,
+            verbose: env.verbose,
         }
     }
+
+    /// The backend-side requests of these options.
+    pub fn open_flags(&self) -> OpenFlags {
+        if self.disable_shmem {
+            OpenFlags::DISABLE_SHMEM
+        } else {
+            OpenFlags::empty()
+        }
+    }
+
+    /// Apply the protocol options to a core configuration: the zombie
+    /// limit, the ack policy, the resend limit, self sends, reset notices.
+    pub fn tune(&self, cfg: &mut Config) {
+        cfg.disable_self = self.disable_self;
+        if !self.zombie_send {
+            cfg.zombie_max = 0;
+        }
+        if self.imm_ack {
+            cfg.ack_threshold = 1;
+        }
+        if let Some(n) = self.max_retries {
+            cfg.resend_limit = n;
+        }
+        cfg.report_resets = self.verbose;
+    }
+}
+
+/// Print what was wrong with the MX environment variables, once per
+/// process (every endpoint reads them, the user needs to hear it once).
+fn warn_env_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for w in MxEnv::read().warnings {
+            eprintln!("MX: {w}");
+        }
+    });
+}
+
+/// The platform the library attaches through (`MX_PLATFORM`, else what
+/// the machine has), for `MX_VERBOSE`.
+fn platform_name() -> &'static str {
+    use mx_proto::platform::auto::Choice;
+    match Choice::from_env().map(Choice::resolve_guest) {
+        Ok(Choice::Xen) => "xen",
+        _ => "local",
+    }
+}
+
+/// A board address as a MAC, `02:ab:...`.
+fn mac_string(nic_id: u64) -> String {
+    let b = nic_id.to_be_bytes();
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[2], b[3], b[4], b[5], b[6], b[7]
+    )
+}
+
+/// The `MX_VERBOSE` line of an endpoint open.
+pub fn verbose_open_line(
+    board: &BoardInfo,
+    endpoint: u8,
+    session: u32,
+    platform: &str,
+    disable_shmem: bool,
+) -> String {
+    format!(
+        "MX: endpoint {endpoint} opened on board {} ({}, nic {}), platform {platform}, session {session:#010x}{}",
+        board.board,
+        board.hostname,
+        mac_string(board.nic_id),
+        if disable_shmem {
+            ", same-host traffic through the network path (MX_DISABLE_SHMEM)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The `MX_VERBOSE` line of an endpoint close.
+pub fn verbose_close_line(board: &BoardInfo, endpoint: u8, platform: &str) -> String {
+    format!(
+        "MX: endpoint {endpoint} closed on board {} ({}), platform {platform}",
+        board.board, board.hostname
+    )
+}
+
+/// The `MX_VERBOSE` line of a partner reset seen by endpoint `endpoint`.
+pub fn verbose_reset_line(endpoint: u8, r: &PartnerReset) -> String {
+    let who = r
+        .nic_id
+        .map_or_else(|| format!("peer #{}", r.peer), mac_string);
+    let why = match r.reason {
+        ResetReason::Unreachable => "unreachable (resend limit reached)",
+        ResetReason::Restarted => "a new instance connected (new session)",
+    };
+    format!(
+        "MX: endpoint {endpoint}: partner {who} endpoint {} reset: {why}",
+        r.endpoint
+    )
 }
 
 /// Map a frontend failure to the MX return code a caller expects.
@@ -147,6 +273,20 @@ struct Inner<B: MsgBuf> {
     last_progress: AtomicU64,
     /// `mx_disable_progression` depth: the background thread pauses while > 0.
     progression_disabled: AtomicU64,
+    /// `MX_VERBOSE`: say on stderr when the endpoint closes.
+    verbose: bool,
+}
+
+impl<B: MsgBuf> Drop for Inner<B> {
+    fn drop(&mut self) {
+        if self.verbose {
+            let id = lock(&self.state).chan.id();
+            eprintln!(
+                "{}",
+                verbose_close_line(self.frontend.board(), id, platform_name())
+            );
+        }
+    }
 }
 
 /// An open MX endpoint. Cloning gives another handle to the same endpoint;
@@ -203,8 +343,9 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         let id = opts
             .endpoint
             .map_or(mx_proto::msg::control::ANY_ENDPOINT, u32::from);
+        warn_env_once();
         let (chan, doorbell) = frontend
-            .open_endpoint(id, opts.sizes)
+            .open_endpoint_with(id, opts.sizes, opts.open_flags())
             .map_err(|e| frontend_error(&e))?;
         let mut cfg = Config::from_board(
             frontend.board(),
@@ -214,13 +355,25 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             opts.key,
         );
         cfg.context_id = opts.context_id;
-        cfg.disable_self = opts.disable_self;
+        opts.tune(&mut cfg);
         // Direct pulls need the sender's memory by address: local only.
         cfg.direct_pull = opts.direct_pull && frontend.bulk_pool().is_none();
         cfg.seed = u64::from(chan.session()) ^ (u64::from(std::process::id()) << 32);
         let mut core = Core::new(cfg)?;
         if let Some(pool) = staging_pool(&frontend, opts.stage_pages)? {
             core.set_bulk_pool(Box::new(pool));
+        }
+        if opts.verbose {
+            eprintln!(
+                "{}",
+                verbose_open_line(
+                    frontend.board(),
+                    chan.id(),
+                    chan.session(),
+                    platform_name(),
+                    opts.disable_shmem
+                )
+            );
         }
         Ok(Endpoint {
             inner: Arc::new(Inner {
@@ -242,6 +395,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 frontend,
                 last_progress: AtomicU64::new(0),
                 progression_disabled: AtomicU64::new(0),
+                verbose: opts.verbose,
             }),
         })
         .inspect(|ep| ep.start_progression())
@@ -675,6 +829,10 @@ fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
         // Timers.
         if core.poll_timeout().is_some_and(|at| at <= now) {
             core.handle_timeout(now);
+        }
+        // Partner resets (kept only under MX_VERBOSE).
+        while let Some(r) = core.take_partner_reset() {
+            eprintln!("{}", verbose_reset_line(core.config().endpoint, &r));
         }
         // Commands out, as many as the ring takes.
         let mut pushed = false;

@@ -122,3 +122,87 @@ fn every_size_class(stage_pages: usize) {
     assert!(h.join().unwrap().unwrap().is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `MX_DISABLE_SHMEM` asked by one endpoint only: its traffic with another
+/// endpoint of the host takes the network path in both directions (the
+/// other side's replies and its pulls of large messages too), while two
+/// endpoints that did not ask keep the intra-node shortcut.
+#[test]
+fn disable_shmem_on_one_side_covers_both_directions_only_for_that_pair() {
+    use mx_proto::msg::control::{COUNTER_LABELS, NIC_COUNTER_LABELS};
+    let dir = std::env::temp_dir().join(format!("mx-libmx-noshm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("backend.sock");
+    let _be = spawn_local(BackendConfig::new(), &sock).unwrap();
+    let target = LocalTarget::new(&sock);
+    let key = 0x777;
+    let open = |id, disable_shmem| {
+        Endpoint::<Vec<u8>>::open(
+            Some(&target),
+            &OpenOptions {
+                endpoint: Some(id),
+                key,
+                disable_shmem,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let b = open(2, false);
+    let c = open(3, false);
+    let fe = b.frontend();
+    assert!(
+        fe.nic_counters(0).unwrap().is_empty(),
+        "no wire side before anyone asks for it"
+    );
+    let a = open(1, true);
+    let nic = a.frontend().board().nic_id;
+    let t = Some(Duration::from_secs(10));
+    let a_b = a.connect(nic, 2, key, t).unwrap();
+    let b_a = b.connect(nic, 1, key, t).unwrap();
+    let b_c = b.connect(nic, 3, key, t).unwrap();
+    let c_b = c.connect(nic, 2, key, t).unwrap();
+    let ep_counter = |id: u8, label: &str| {
+        let i = COUNTER_LABELS.iter().position(|l| *l == label).unwrap();
+        fe.counters(id).unwrap()[i]
+    };
+    let nic_counter = |label: &str| {
+        let i = NIC_COUNTER_LABELS.iter().position(|l| *l == label).unwrap();
+        fe.nic_counters(0).unwrap()[i]
+    };
+    let exchange = |from: &Endpoint<Vec<u8>>, to: &Endpoint<Vec<u8>>, dest, len: usize, m: u64| {
+        let data = pattern(len, m);
+        let r = to.irecv(vec![0; len], m, u64::MAX, 0).unwrap();
+        let s = from.isend(dest, data.clone(), m, 0, false).unwrap();
+        let got = to.wait(r, t).unwrap().expect("receive completes");
+        assert_eq!(got.status, Status::Success, "len {len}");
+        assert!(
+            got.buf.as_deref() == Some(&data[..]),
+            "bytes differ at {len}"
+        );
+        let sent = from.wait(s, t).unwrap().expect("send completes");
+        assert_eq!(sent.status, Status::Success);
+    };
+    let sizes = [0usize, 32, 33, 128, 129, 8192, 8193, 32768, 32769, 1 << 20];
+    for (i, &len) in sizes.iter().enumerate() {
+        exchange(&a, &b, a_b, len, 0x100 + i as u64);
+        exchange(&b, &a, b_a, len, 0x200 + i as u64);
+    }
+    let b_wire = ep_counter(2, "frames sent to the wire");
+    assert!(ep_counter(1, "frames sent to the wire") > 0);
+    assert!(b_wire > 0, "b's replies to a took the network path");
+    assert!(ep_counter(1, "frames received from the wire") > 0);
+    assert!(nic_counter("rx pull reply") > 0, "both directions' pulls");
+    let looped = nic_counter("loopback frames");
+    assert!(looped > 0);
+    // b and c never asked: the shortcut, not a single frame.
+    for (i, &len) in sizes.iter().enumerate() {
+        exchange(&b, &c, b_c, len, 0x300 + i as u64);
+        exchange(&c, &b, c_b, len, 0x400 + i as u64);
+    }
+    // Acks to a may still be on their way; nothing of b<->c is.
+    assert_eq!(ep_counter(3, "frames sent to the wire"), 0);
+    assert_eq!(ep_counter(3, "frames received from the wire"), 0);
+    assert!(ep_counter(3, "medium frags sent") > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1552,3 +1552,196 @@ fn same_host_staged_sends_are_pulled_while_still_being_staged() {
         }
     }
 }
+
+// ------------------------------------------------------------------
+// The MX environment variables, from the variable to the behaviour
+// ------------------------------------------------------------------
+
+/// The core configuration tweak that `vars` (MX environment variables)
+/// make, through the same path as an endpoint open.
+fn env_tweak(vars: &[(&str, &str)]) -> impl FnOnce(&mut Config) {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let env = crate::env::MxEnv::parse(move |k| {
+        vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    });
+    assert!(env.warnings.is_empty(), "{:?}", env.warnings);
+    let opts = crate::endpoint::OpenOptions::from_env(&env);
+    move |c: &mut Config| opts.tune(c)
+}
+
+const LIBACK: u8 = mx_proto::msg::event::EventKind::RecvLiback as u8;
+
+#[test]
+fn mx_zombie_send_0_holds_eager_sends_until_their_ack() {
+    for zombie_send in ["1", "0"] {
+        let mut sim = Sim::new(21, WireCfg::default());
+        let a = sim.add_node(env_tweak(&[("MX_ZOMBIE_SEND", zombie_send)]));
+        let b = sim.add_node(|_| {});
+        if zombie_send == "0" {
+            assert_eq!(sim.core(a).config().zombie_max, 0);
+        }
+        let ab = sim.connect(a, b);
+        // b's explicit acks are lost (and b never sends a to piggyback one).
+        sim.set_filter(|p| p.kind() == LIBACK);
+        let mut sends = Vec::new();
+        let mut recvs = Vec::new();
+        for (i, len) in [8usize, 100, 3000].into_iter().enumerate() {
+            let r = sim.zbuf(len);
+            recvs.push(sim.core(b).irecv(r, i as u64, !0, 0).expect("irecv"));
+            let s = sim.buf(pattern(len, i as u8));
+            sends.push(sim.core(a).isend(ab, s, i as u64, 0).expect("isend"));
+        }
+        // Everything delivered, then 0.2 s (many ack delays, before the
+        // first retransmission at 0.5 s) without an ack getting through.
+        sim.drive_until(STEPS, |s| {
+            recvs.iter().all(|&r| s.completion(b, r).is_some())
+        })
+        .expect("delivered");
+        let until = sim.now + 200_000;
+        sim.drive_until(STEPS, |s| s.now >= until).expect("time");
+        assert!(sim.core(b).stats().acks_sent > 0, "acks were sent and lost");
+        let early = sends
+            .iter()
+            .filter(|&&s| sim.completion(a, s).is_some())
+            .count();
+        if zombie_send == "1" {
+            assert_eq!(early, 3, "zombies complete before their ack");
+            assert_eq!(sim.core(a).zombies(), 3);
+        } else {
+            assert_eq!(early, 0, "MX_ZOMBIE_SEND=0: nothing completes unacked");
+            assert_eq!(sim.core(a).zombies(), 0);
+        }
+        // Acks get through again (b re-acks the retransmission): done.
+        sim.clear_filter();
+        sim.drive_bounded(STEPS).expect("quiesce");
+        for s in sends {
+            assert_eq!(done(&sim, a, s).status, Status::Success);
+        }
+        assert_eq!(sim.core(a).zombies(), 0);
+    }
+}
+
+#[test]
+fn mx_imm_ack_acks_every_message_at_once() {
+    for imm in ["0", "1"] {
+        let mut sim = Sim::new(22, WireCfg::default());
+        let a = sim.add_node(|_| {});
+        let b = sim.add_node(env_tweak(&[("MX_IMM_ACK", imm)]));
+        let ab = sim.connect(a, b);
+        let acks = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let seen = acks.clone();
+        sim.set_filter(move |p| {
+            if p.kind() == LIBACK && p.from == b {
+                seen.set(seen.get() + 1);
+            }
+            false
+        });
+        for i in 0..3u64 {
+            let r = sim.zbuf(8);
+            let r = sim.core(b).irecv(r, i, !0, 0).expect("irecv");
+            let s = sim.buf(vec![i as u8; 8]);
+            sim.core(a).isend(ab, s, i, 0).expect("isend");
+            sim.drive_until(STEPS, |s| s.completion(b, r).is_some())
+                .expect("delivered");
+            let before = acks.get();
+            // One more round at the same instant: b emits what it decided.
+            sim.step();
+            let at_once = acks.get() - before;
+            if imm == "1" {
+                assert_eq!(at_once, 1, "message {i}: acked at once");
+            } else {
+                assert_eq!(at_once, 0, "message {i}: the ack waits (~1/64 s)");
+            }
+            sim.drive_bounded(STEPS).expect("quiesce");
+        }
+        let sent = sim.core(b).stats().acks_sent;
+        if imm == "1" {
+            assert_eq!(sent, 3, "one explicit ack per message");
+        } else {
+            assert!(sent >= 1, "the delayed ack still comes");
+        }
+        assert!(sim.core(a).is_quiescent());
+    }
+}
+
+#[test]
+fn mx_max_retries_bounds_the_resends() {
+    let mut sim = Sim::new(23, WireCfg::default());
+    let a = sim.add_node(env_tweak(&[("MX_MAX_RETRIES", "3")]));
+    let b = sim.add_node(|_| {});
+    assert_eq!(sim.core(a).config().resend_limit, 3);
+    let ab = sim.connect(a, b);
+    sim.nodes[b].vanished = true;
+    let s = sim.buf(vec![1; 30_000]);
+    let s = sim.core(a).isend(ab, s, 0, 0).expect("isend");
+    let t0 = sim.now;
+    sim.drive_bounded(STEPS).expect("quiesce");
+    assert_eq!(done(&sim, a, s).status, Status::EndpointUnreachable);
+    // 3 sends, 0.5 s apart: given up after ~1.5 s, not the default's
+    // 1000 sends (~500 s).
+    let t = sim.now - t0;
+    assert!((1_000_000..=2_000_000).contains(&t), "gave up after {t} µs");
+    assert_eq!(sim.core(a).stats().partners_failed, 1);
+}
+
+#[test]
+fn mx_verbose_keeps_a_notice_per_partner_reset() {
+    for verbose in ["0", "1"] {
+        let mut sim = Sim::new(24, WireCfg::default());
+        let a = sim.add_node(env_tweak(&[
+            ("MX_VERBOSE", verbose),
+            ("MX_MAX_RETRIES", "2"),
+        ]));
+        let b = sim.add_node(|_| {});
+        let (peer, ep) = (sim.nodes[b].peer, sim.nodes[b].ep);
+        let nic = sim.core(b).config().nic_id;
+        let ab = sim.connect(a, b);
+        // b goes away: the resend limit resets the partner.
+        sim.nodes[b].vanished = true;
+        let s = sim.buf(vec![1; 8]);
+        sim.core(a).isend(ab, s, 0, 0).expect("isend");
+        sim.drive_bounded(STEPS).expect("quiesce");
+        // b comes back as a new instance and connects: another reset.
+        sim.nodes[b].vanished = false;
+        let new_session = sim.nodes[b].session ^ 0x0f0f_0f00;
+        let mut cfg = Sim::test_config(peer, ep, new_session);
+        cfg.seed = 5;
+        sim.nodes[b].core = Core::new(cfg).expect("core");
+        sim.nodes[b].session = new_session;
+        sim.connect(a, b);
+        sim.connect(b, a);
+        // The first connect of the new instance after the reset is not a
+        // restart (a forgot the old session); reconnecting b once more is.
+        let new_session2 = new_session ^ 0x3300;
+        let mut cfg = Sim::test_config(peer, ep, new_session2);
+        cfg.seed = 6;
+        sim.nodes[b].core = Core::new(cfg).expect("core");
+        sim.nodes[b].session = new_session2;
+        sim.connect(b, a);
+        assert_eq!(sim.core(a).stats().partner_resets, 2);
+        let notices: Vec<PartnerReset> =
+            std::iter::from_fn(|| sim.core(a).take_partner_reset()).collect();
+        if verbose == "0" {
+            assert!(notices.is_empty(), "counted, not kept: {notices:?}");
+            continue;
+        }
+        let want = |reason| PartnerReset {
+            peer,
+            endpoint: ep,
+            nic_id: Some(nic),
+            reason,
+        };
+        assert_eq!(
+            notices,
+            vec![want(ResetReason::Unreachable), want(ResetReason::Restarted)]
+        );
+        let line = crate::endpoint::verbose_reset_line(1, &notices[0]);
+        assert!(
+            line.contains("endpoint 1: partner 00:02:c9:00:00:01 endpoint 1 reset: unreachable"),
+            "{line}"
+        );
+    }
+}

@@ -99,9 +99,11 @@ pub(crate) unsafe fn parse_params(
 /// `MX_PARAM_ERROR_HANDLER` (this endpoint's handler, also used for this
 /// call's own failures once parsed), `MX_PARAM_UNEXP_QUEUE_MAX` (ignored),
 /// `MX_PARAM_CONTEXT_ID` (bits <= 16, bits + shift <= 64, else
-/// `MX_BAD_PARAM_VAL`). Environment: `MX_DISABLE_SELF` (non-zero) sends
-/// messages to oneself through the backend; `MX_MAX_RETRIES` (n > 0) sets
-/// the endpoint's resend limit to n.
+/// `MX_BAD_PARAM_VAL`). The MX environment variables (`MX_DISABLE_SELF`,
+/// `MX_DISABLE_SHMEM`, `MX_ZOMBIE_SEND`, `MX_IMM_ACK`, `MX_MAX_RETRIES`,
+/// `MX_VERBOSE`, ...) are read here, through
+/// [`OpenOptions::default`](crate::endpoint::OpenOptions) (see
+/// `crate::env` and docs/C-ABI.md).
 ///
 /// # Safety
 /// `params` NULL or `count` readable entries; `endpoint` NULL or writable.
@@ -165,15 +167,6 @@ pub unsafe extern "C" fn mx_open_endpoint(
                 )
             }
         };
-        // MX_MAX_RETRIES: the endpoint's resend limit (a request timeout
-        // of 512 ms per retry, see Config::resends_for_timeout).
-        if let Some(n) = std::env::var("MX_MAX_RETRIES")
-            .ok()
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .filter(|&n| n > 0)
-        {
-            let _ = ep.with_core(|c| c.set_request_timeout(None, n.saturating_mul(512)));
-        }
         let Some(shared) = handle::register(|slot| EpShared {
             ep,
             slot,
