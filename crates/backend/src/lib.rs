@@ -60,7 +60,9 @@ impl EmbeddedBackend {
         self.nic_id
     }
 
-    /// The NIC counters, live (`None` without a NIC).
+    /// The NIC counters, live (`None` without a NIC; a board without one
+    /// that gained a wire side for `MX_DISABLE_SHMEM` reports its counters
+    /// on the control path, `ControlRequest::NicCounters`).
     pub fn nic_counters(&self) -> Option<&NicCounters> {
         self.nic_counters.as_deref()
     }
