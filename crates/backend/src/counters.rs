@@ -141,9 +141,10 @@ pub enum NicCounter {
     PeerRestarts,
     // the loopback (MX_DISABLE_SHMEM traffic between endpoints of this host)
     LoopbackFrames,
+    LoopbackPullsHeld,
 }
 
-const NN: usize = NicCounter::LoopbackFrames as usize + 1;
+const NN: usize = NicCounter::LoopbackPullsHeld as usize + 1;
 const _: () = assert!(NN == NIC_COUNTER_LABELS.len());
 
 /// The counters of a NIC. Atomic so that a handle on another thread (tests,

@@ -553,7 +553,7 @@ fn pull<H: HostPlatform>(
 
 /// How long a same-host pull waits for the sender to register the block it
 /// asks for (a staged send registers block by block as it copies).
-const STAGING_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const STAGING_WAIT: Duration = Duration::from_secs(10);
 
 /// A same-host pull copy longer than this is logged.
 const SLOW_COPY: Duration = Duration::from_millis(500);

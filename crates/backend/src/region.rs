@@ -103,6 +103,13 @@ impl RegionTable {
         !r.complete && !r.segs.is_empty() && offset.checked_add(len).is_none_or(|end| end > r.len)
     }
 
+    /// Whether region `id` is being registered: some of its segments are
+    /// known, the last chunk has not come yet.
+    pub fn in_progress(&self, id: u8) -> bool {
+        let r = &self.regions[id as usize];
+        !r.complete && !r.segs.is_empty()
+    }
+
     /// Total length of a registered region.
     pub fn len(&self, id: u8) -> Option<u64> {
         let r = &self.regions[id as usize];

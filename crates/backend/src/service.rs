@@ -293,6 +293,11 @@ impl<H: HostPlatform> Backend<H> {
         if self.nic_needs_polling {
             d = Some(d.map_or(NIC_POLL, |d| d.min(NIC_POLL)));
         }
+        if !w.st.held.is_empty() {
+            // A looped-back PULL waits for its sender to register the rest
+            // of its window, which comes as a command: look again soon.
+            d = Some(d.map_or(PENDING_POLL, |d| d.min(PENDING_POLL)));
+        }
         if w.st.pulls.iter().any(|t| t.peek_done().is_some()) {
             // A PullDone waits for room in an event ring, which the guest
             // frees without notifying: look again soon.

@@ -123,6 +123,8 @@ pub struct WireState<H: HostPlatform> {
     pub tx: Vec<Tx>,
     /// Pull requests produced by the pull engine.
     pub reqs: Vec<pull::Request>,
+    /// Looped-back PULLs waiting for their window's registration.
+    pub held: Vec<recv::HeldPull>,
     /// When the timers (pulls, discovery) next need a look.
     pub timer_at: Option<Instant>,
     /// Builds a platform region reference from a guest address range.
@@ -193,6 +195,7 @@ impl<H: HostPlatform> Wire<H> {
                 disc: Discovery::new(discovery, serial, timing.burst_count, now),
                 tx: Vec::new(),
                 reqs: Vec::new(),
+                held: Vec::new(),
                 timer_at: Some(now),
                 region_of,
                 hdr: [0; 128],
@@ -601,6 +604,23 @@ fn serve_loopback<H: HostPlatform>(
     raw: &mut RawRx<'_, H>,
     now: Instant,
 ) -> bool {
+    // PULLs held for a window being registered: this pass's commands may
+    // have completed it.
+    if !st.held.is_empty() {
+        recv::Rx {
+            st: &mut *st,
+            peers: &mut *peers,
+            eps: &mut *eps,
+            raw: RawRx {
+                ep: raw.ep.as_deref_mut(),
+                counters: raw.counters,
+            },
+            now,
+            looped: true,
+        }
+        .retry_held();
+        flush_tx(port, st, peers, eps);
+    }
     let mut n = 0;
     while n < LOOP_MAX {
         let mut rx = recv::Rx {

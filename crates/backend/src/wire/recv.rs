@@ -37,7 +37,27 @@ use mxoe_wire::{
     decode, ConnectStatus, DecodeError, EndpointId, Head, LibSeqnum, NackType, Packet, PeerIndex,
     BROADCAST_MAC,
 };
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a looped-back PULL waits for its window to be registered
+/// whole, like a same-host pull on the shortcut.
+pub const STAGING_WAIT: Duration = crate::deliver::STAGING_WAIT;
+
+/// Most looped-back PULLs held at once (more are dropped; their puller
+/// asks again).
+const HELD_MAX: usize = 4096;
+
+/// A looped-back PULL of a window its (same-host) sender is still
+/// registering, kept to be answered once the registration completes.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldPull {
+    /// When the PULL arrived.
+    pub since: Instant,
+    /// The puller's peer (this host).
+    pub peer: u16,
+    /// The request.
+    pub pull: Pull,
+}
 
 /// The drop counter of a decode error.
 pub fn decode_drop(e: &DecodeError) -> NicCounter {
@@ -624,6 +644,25 @@ impl<H: HostPlatform> Rx<'_, H> {
     /// A PULL for one of our endpoints' windows (the replier, stateless):
     /// check it, then queue the replies.
     fn pull(&mut self, _head: &Head, peer: u16, p: &Pull) {
+        self.pull_since(peer, p, self.now);
+    }
+
+    /// Try the looped-back PULLs held for a window being registered again
+    /// (see [`HeldPull`]): those whose window is complete now are answered,
+    /// those that waited [`STAGING_WAIT`] are refused like any PULL of an
+    /// unknown window, the others stay held.
+    pub fn retry_held(&mut self) {
+        if self.st.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.st.held);
+        for h in &held {
+            self.pull_since(h.peer, &h.pull, h.since);
+        }
+    }
+
+    /// [`Self::pull`] of a PULL that arrived at `since`.
+    fn pull_since(&mut self, peer: u16, p: &Pull, since: Instant) {
         let eps = &*self.eps;
         let v = verdict(eps.len(), p.dst_endpoint, Some(p.session.0), |i| {
             eps[i].as_ref().map(|e| e.session)
@@ -640,9 +679,32 @@ impl<H: HostPlatform> Rx<'_, H> {
             }
         };
         let e = self.eps[i].as_ref().expect("open");
-        let window = u8::try_from(p.pulled_rdma_id)
-            .ok()
-            .and_then(|id| e.regions.len(id));
+        let id = u8::try_from(p.pulled_rdma_id).ok();
+        // A library stages a large send to a peer on its own host block by
+        // block, registering each block as it copies it; over the network
+        // path such a PULL may come before the last block. The shortcut
+        // holds same-host pulls of a window being registered, so the
+        // loopback does too (for as long), rather than refusing the window.
+        if self.looped
+            && self.now.saturating_duration_since(since) < STAGING_WAIT
+            && id.is_some_and(|id| e.regions.in_progress(id))
+        {
+            if self.st.held.len() < HELD_MAX {
+                self.st.held.push(HeldPull {
+                    since,
+                    peer,
+                    pull: *p,
+                });
+                if since == self.now {
+                    self.st.counters.bump(NicCounter::LoopbackPullsHeld);
+                }
+            } else {
+                // The puller asks again after its resend period.
+                self.st.counters.bump(NicCounter::DropPullBounds);
+            }
+            return;
+        }
+        let window = id.and_then(|id| e.regions.len(id));
         let Some(window_len) = window else {
             self.st.counters.bump(NicCounter::DropPullBadWindow);
             self.st.tx.push(Tx::NackMcp {

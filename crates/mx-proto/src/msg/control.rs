@@ -123,6 +123,7 @@ pub const NIC_COUNTER_LABELS: &[&str] = &[
     "peers discovered",
     "peer restarts seen",
     "loopback frames",
+    "loopback pulls held for a window being registered",
 ];
 
 /// Labels of a board's raw-endpoint counters, in the order of the
