@@ -92,6 +92,11 @@ pub struct WireTiming {
     pub burst_count: u32,
     /// A peer without a hostname is queried this often (5 s).
     pub host_query: Duration,
+    /// A same-host pull (shortcut or loopback) of a block its sender has
+    /// not registered yet waits this long at most (10 s): a library stages
+    /// a large send block by block, and one that never registers the rest
+    /// must not hold the puller back for ever.
+    pub staging_wait: Duration,
 }
 
 impl Default for WireTiming {
@@ -103,6 +108,7 @@ impl Default for WireTiming {
             announce_steady: mxoe_wire::mapper::STEADY_INTERVAL,
             burst_count: mxoe_wire::mapper::BURST_COUNT,
             host_query: Duration::from_secs(5),
+            staging_wait: Duration::from_secs(10),
         }
     }
 }

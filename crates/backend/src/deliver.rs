@@ -63,6 +63,9 @@ pub struct Ctx<'a, H: HostPlatform> {
     pub region_of: fn(u64, usize) -> <H::Memory as GuestMemory>::Region,
     /// Since when the command being handled has been blocked (a retry).
     pub blocked_since: Option<Instant>,
+    /// How long a same-host pull waits for its block to be registered
+    /// ([`WireTiming::staging_wait`](crate::WireTiming::staging_wait)).
+    pub staging_wait: Duration,
 }
 
 fn space<H: HostPlatform>(ch: &mut Chan<H>) -> u32 {
@@ -500,7 +503,7 @@ fn pull<H: HostPlatform>(
     let waited = ctx
         .blocked_since
         .map_or(Duration::ZERO, |t| ctx.now.saturating_duration_since(t));
-    if waited < STAGING_WAIT
+    if waited < ctx.staging_wait
         && eps[sender].as_ref().is_some_and(|s| {
             s.regions
                 .pending(p.remote.id, u64::from(p.remote.offset), u64::from(p.length))
@@ -550,10 +553,6 @@ fn pull<H: HostPlatform>(
     );
     Outcome::Done
 }
-
-/// How long a same-host pull waits for the sender to register the block it
-/// asks for (a staged send registers block by block as it copies).
-pub(crate) const STAGING_WAIT: Duration = Duration::from_secs(10);
 
 /// A same-host pull copy longer than this is logged.
 const SLOW_COPY: Duration = Duration::from_millis(500);

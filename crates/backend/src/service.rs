@@ -969,6 +969,7 @@ impl<H: HostPlatform> Backend<H> {
             segs: &mut self.segs,
             region_of: self.region_of,
             blocked_since: None,
+            staging_wait: self.cfg.wire.staging_wait,
         };
         let mut broken = Vec::new();
         let mut blocked = false;

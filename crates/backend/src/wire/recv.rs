@@ -37,11 +37,7 @@ use mxoe_wire::{
     decode, ConnectStatus, DecodeError, EndpointId, Head, LibSeqnum, NackType, Packet, PeerIndex,
     BROADCAST_MAC,
 };
-use std::time::{Duration, Instant};
-
-/// How long a looped-back PULL waits for its window to be registered
-/// whole, like a same-host pull on the shortcut.
-pub const STAGING_WAIT: Duration = crate::deliver::STAGING_WAIT;
+use std::time::Instant;
 
 /// Most looped-back PULLs held at once (more are dropped; their puller
 /// asks again).
@@ -649,7 +645,7 @@ impl<H: HostPlatform> Rx<'_, H> {
 
     /// Try the looped-back PULLs held for a window being registered again
     /// (see [`HeldPull`]): those whose window is complete now are answered,
-    /// those that waited [`STAGING_WAIT`] are refused like any PULL of an
+    /// those that waited [`WireTiming::staging_wait`](crate::WireTiming::staging_wait) are refused like any PULL of an
     /// unknown window, the others stay held.
     pub fn retry_held(&mut self) {
         if self.st.held.is_empty() {
@@ -686,7 +682,7 @@ impl<H: HostPlatform> Rx<'_, H> {
         // holds same-host pulls of a window being registered, so the
         // loopback does too (for as long), rather than refusing the window.
         if self.looped
-            && self.now.saturating_duration_since(since) < STAGING_WAIT
+            && self.now.saturating_duration_since(since) < self.st.timing.staging_wait
             && id.is_some_and(|id| e.regions.in_progress(id))
         {
             if self.st.held.len() < HELD_MAX {
