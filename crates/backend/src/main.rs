@@ -63,7 +63,7 @@ struct Cli {
     platform: PlatformArg,
 
     /// Xen: device slots (attachable guest processes) created per domain.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 32)]
     xen_slots: u32,
 
     /// Xen: do not create the xenstore device directories of new domains

@@ -344,6 +344,10 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             .endpoint
             .map_or(mx_proto::msg::control::ANY_ENDPOINT, u32::from);
         warn_env_once();
+        // The pool first: on Xen it is granted and announced on the control
+        // ring now, so the backend has mapped it before it answers the open
+        // (control frames are handled in order) and before any region names it.
+        let pool = staging_pool(&frontend, opts.stage_pages)?;
         let (chan, doorbell) = frontend
             .open_endpoint_with(id, opts.sizes, opts.open_flags())
             .map_err(|e| frontend_error(&e))?;
@@ -360,7 +364,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         cfg.direct_pull = opts.direct_pull && frontend.bulk_pool().is_none();
         cfg.seed = u64::from(chan.session()) ^ (u64::from(std::process::id()) << 32);
         let mut core = Core::new(cfg)?;
-        if let Some(pool) = staging_pool(&frontend, opts.stage_pages)? {
+        if let Some(pool) = pool {
             core.set_bulk_pool(Box::new(pool));
         }
         if opts.verbose {

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::control::{self, CtlSlot, FrameKind, ResDesc, REQ_SLOTS, RING_REQ, RING_RSP};
@@ -43,6 +43,9 @@ pub fn default_pool_pages(gntalloc_limit: Option<usize>) -> usize {
     })
 }
 
+/// How long announcing the pool may wait for room on the control ring.
+const POOL_ANNOUNCE_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a detaching guest waits for the backend to unmap.
 const DETACH_WAIT: Duration = Duration::from_secs(2);
 
@@ -51,7 +54,8 @@ const DETACH_WAIT: Duration = Duration::from_secs(2);
 pub struct XenTarget {
     /// The `device/mx/<n>` slot, or `None` for the first free one.
     pub device: Option<u32>,
-    /// Pages of the bulk-copy pool granted at attach (0: none).
+    /// Pages of the bulk-copy pool, granted when an endpoint first needs it
+    /// (0: none).
     pub pool_pages: usize,
 }
 
@@ -143,7 +147,12 @@ pub struct XenLink {
     req: Mutex<Producer<CtlSlot, Arc<GrantedPages>>>,
     rsp: Mutex<Consumer<CtlSlot, Arc<GrantedPages>>>,
     event: XenEvent,
-    pool: Option<Arc<GrantedPages>>,
+    /// Pages of the pool to grant on first use (0: none).
+    pool_pages: usize,
+    /// The pool, granted and announced the first time something asks
+    /// ([`XenLink::pool`], `bulk_pool`): an attachment that only looks
+    /// peers up never costs a pool's grants.
+    pool: OnceLock<Option<Arc<GrantedPages>>>,
     broken: AtomicBool,
     _slot_lock: File,
 }
@@ -255,10 +264,7 @@ impl XenLink {
             .consumer::<CtlSlot>(RING_RSP)
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
         let event = XenEvent::alloc_unbound(backend_id)?;
-        let pool = match target.pool_pages {
-            0 => None,
-            p => Some(Arc::new(GrantedPages::new(backend_id, p)?)),
-        };
+
 
         // Wait for the backend, then publish and claim in one transaction.
         wait_state(xs, &be_state, deadline, |s| match s {
@@ -335,20 +341,12 @@ impl XenLink {
             req: Mutex::new(req),
             rsp: Mutex::new(rsp),
             event,
-            pool,
+            pool_pages: target.pool_pages,
+            pool: OnceLock::new(),
             broken: AtomicBool::new(false),
             _slot_lock: slot_lock,
         };
         link.xs.watch(&be_state, "backend")?;
-        if let Some(p) = &link.pool {
-            let f = control::encode(
-                FrameKind::Pool,
-                b"",
-                &[ResDesc::Pages(p.refs().to_vec())],
-                REQ_SLOTS,
-            )?;
-            link.push(&f, deadline)?;
-        }
         tracing::info!(frontend = %link.fe, backend = %link.be, port = link.event.port(), "xen link connected");
         Ok(Some(link))
     }
@@ -363,10 +361,43 @@ impl XenLink {
         self.backend_id
     }
 
-    /// The bulk-copy pool granted at attach (what a [`super::XenRegion`]
+    /// Grant the pool and announce it to the backend (once).
+    fn grant_pool(&self) -> Option<Arc<GrantedPages>> {
+        if self.pool_pages == 0 {
+            return None;
+        }
+        let announce = |p: &GrantedPages| -> io::Result<()> {
+            let f = control::encode(
+                FrameKind::Pool,
+                b"",
+                &[ResDesc::Pages(p.refs().to_vec())],
+                REQ_SLOTS,
+            )?;
+            self.push(&f, Instant::now() + POOL_ANNOUNCE_WAIT)
+        };
+        match GrantedPages::new(self.backend_id, self.pool_pages) {
+            Ok(p) => match announce(&p) {
+                Ok(()) => Some(Arc::new(p)),
+                Err(e) => {
+                    tracing::warn!(pages = self.pool_pages, "cannot announce the bulk pool: {e}");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(
+                    pages = self.pool_pages,
+                    "cannot grant the bulk pool ({e}): large messages will fail; raise \
+                     gntalloc's limit or lower MX_XEN_POOL_PAGES"
+                );
+                None
+            }
+        }
+    }
+
+    /// The bulk-copy pool (what a [`super::XenRegion`]
     /// offset indexes), if any.
     pub fn pool(&self) -> Option<&GrantedPages> {
-        self.pool.as_deref()
+        self.pool.get_or_init(|| self.grant_pool()).as_deref()
     }
 
     /// True once the backend left `Connected` (or its node vanished).
@@ -461,6 +492,7 @@ impl BackendLink<XenGuest> for XenLink {
 
     fn bulk_pool(&self) -> Option<Arc<dyn crate::platform::SharedMem>> {
         self.pool
+            .get_or_init(|| self.grant_pool())
             .clone()
             .map(|p| p as Arc<dyn crate::platform::SharedMem>)
     }

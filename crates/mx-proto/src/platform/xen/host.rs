@@ -43,11 +43,13 @@ pub struct XenHostConfig {
 }
 
 impl Default for XenHostConfig {
-    /// Create 4 slots per domain; pools up to 16384 pages (64 MiB).
+    /// Create 32 slots per domain (each process's endpoint attaches on its
+    /// own: a guest running many MPI ranks needs as many); pools up to
+    /// 16384 pages (64 MiB).
     fn default() -> Self {
         XenHostConfig {
             create_devices: true,
-            slots: 4,
+            slots: 32,
             max_pool_pages: 16384,
         }
     }
