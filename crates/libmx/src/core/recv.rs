@@ -957,6 +957,8 @@ impl<B: MsgBuf> Core<B> {
                 got: 0,
                 inflight: 0,
                 failed: None,
+                ring: 0,
+                busy: 0,
             });
         }
         self.start_pull(r);
@@ -982,6 +984,9 @@ impl<B: MsgBuf> Core<B> {
             return;
         };
         l.inflight = l.inflight.saturating_sub(1);
+        // The block's ring slot frees once it is copied out (just below).
+        let slot = b.at / self.cfg.pull_block.max(1);
+        l.busy &= !(1u8.checked_shl(slot).unwrap_or(0));
         let ok = status == PullStatus::Success && transferred == b.len;
         if ok {
             l.got += b.len;
@@ -994,7 +999,7 @@ impl<B: MsgBuf> Core<B> {
         }
         let l = *l;
         if ok {
-            self.unstage_block(l.region, b.off, b.len);
+            self.unstage_block(l.region, b.at, b.off, b.len);
         }
         self.issue_pull_blocks(b.rid);
         let Some(Request {

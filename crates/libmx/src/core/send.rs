@@ -378,25 +378,32 @@ impl<B: MsgBuf> Core<B> {
         let RecvPhase::NeedRegion(l) = rs.phase else {
             return;
         };
-        if self
-            .pool
-            .as_ref()
-            .is_some_and(|p| l.length > p.capacity() / 2)
-        {
-            // It can never be staged: refuse it (the sender sees TRUNCATED).
-            self.complete_recv_status(
-                rid,
-                l.source,
-                l.msg_match,
-                l.msg_length,
-                0,
-                Status::NoResources,
-            );
-            self.queue_notify(l.partner, 0, l.rdma);
-            return;
-        }
+        // A staged pull lands in a ring of a few blocks, reused as blocks
+        // are copied out: any message size fits in the pool.
+        let ring = match self.pool.as_ref() {
+            None => l.length,
+            Some(p) => {
+                let block = self.cfg.pull_block.max(1);
+                let blocks = (p.capacity() / 2 / block).clamp(0, u32::from(PULL_BLOCKS_IN_FLIGHT));
+                if blocks == 0 {
+                    // Not even one block fits: refuse (the sender sees
+                    // TRUNCATED).
+                    self.complete_recv_status(
+                        rid,
+                        l.source,
+                        l.msg_match,
+                        l.msg_length,
+                        0,
+                        Status::NoResources,
+                    );
+                    self.queue_notify(l.partner, 0, l.rdma);
+                    return;
+                }
+                l.length.min(blocks * block)
+            }
+        };
         let staged = match self.alloc_region(false) {
-            Some(id) => self.stage_recv(l.length).map(|st| (id, st)).ok_or(Some(id)),
+            Some(id) => self.stage_recv(ring).map(|st| (id, st)).ok_or(Some(id)),
             None => Err(None),
         };
         let (id, staged) = match staged {
@@ -435,6 +442,8 @@ impl<B: MsgBuf> Core<B> {
                 got: 0,
                 inflight: 0,
                 failed: None,
+                ring,
+                busy: 0,
                 ..l
             });
         }
@@ -468,6 +477,13 @@ impl<B: MsgBuf> Core<B> {
             } else {
                 l.length
             };
+            // Block k goes to ring slot k mod (ring / block); a slot still
+            // holding a block in flight (blocks may finish out of order
+            // across the wire) waits.
+            let slot = (l.next / block) % (l.ring / block).max(1);
+            if l.busy & (1 << slot) != 0 {
+                return;
+            }
             let len = (l.length - l.next).min(block);
             let cookie = self.next_cookie;
             self.next_cookie = self.next_cookie.wrapping_add(1);
@@ -476,11 +492,13 @@ impl<B: MsgBuf> Core<B> {
                 PullBlock {
                     rid,
                     off: l.next,
+                    at: slot * block,
                     len,
                 },
             );
             l.next += len;
             l.inflight += 1;
+            l.busy |= 1 << slot;
             self.ctrl_q.push_back(Ctrl::Pull(cookie));
         }
     }
@@ -512,10 +530,10 @@ impl<B: MsgBuf> Core<B> {
         }
     }
 
-    /// Copy the `n` bytes at message offset `off` that a block pull brought
-    /// into region `id`'s staging ranges out to its owner's buffer (nothing
-    /// when it is not staged).
-    pub(super) fn unstage_block(&mut self, id: u8, off: u32, n: u32) {
+    /// Copy the `n` bytes a block pull brought to offset `at` of region
+    /// `id`'s staging ranges out to its owner's buffer at message offset
+    /// `off` (nothing when it is not staged).
+    pub(super) fn unstage_block(&mut self, id: u8, at: u32, off: u32, n: u32) {
         let Some(reg) = &self.regions[usize::from(id)] else {
             return;
         };
@@ -525,13 +543,16 @@ impl<B: MsgBuf> Core<B> {
             return;
         };
         let Some(buf) = r.buf.as_mut() else { return };
-        let end = off.saturating_add(n).min(buf.len());
-        let mut base = 0u32; // message offset of the current range
+        let n = n.min(buf.len().saturating_sub(off));
+        let end = at.saturating_add(n);
+        let mut base = 0u32; // region offset of the current range
         for &range in &reg.staged {
-            let (lo, hi) = (off.max(base), end.min(base + range.len));
+            let (lo, hi) = (at.max(base), end.min(base + range.len));
             if lo < hi {
                 let (a, b) = ((lo - base) as usize, (hi - base) as usize);
-                pool.with_bytes(range, &mut |bytes| buf.write_at(lo, &bytes[a..b]));
+                pool.with_bytes(range, &mut |bytes| {
+                    buf.write_at(off + (lo - at), &bytes[a..b])
+                });
                 self.stats.bytes_staged += u64::from(hi - lo);
             }
             base += range.len;
@@ -1113,7 +1134,7 @@ impl<B: MsgBuf> Core<B> {
                     length: b.len,
                     cookie,
                     local_region: l.region,
-                    local_offset: b.off,
+                    local_offset: b.at,
                     remote: RdmaRef {
                         offset: l.rdma.offset.wrapping_add(b.off),
                         ..l.rdma

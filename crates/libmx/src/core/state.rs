@@ -136,14 +136,21 @@ pub(crate) struct LargeRecv {
     pub inflight: u8,
     /// How the first failed block ended; no new block is asked for then.
     pub failed: Option<mx_proto::msg::event::PullStatus>,
+    /// Size of the region pulled into: the whole message, or for a staged
+    /// pull a ring of a few blocks that blocks reuse once copied out.
+    pub ring: u32,
+    /// Ring slots (blocks of the ring) holding a block in flight.
+    pub busy: u8,
 }
 
 /// One block of a pull, named by its cookie.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PullBlock {
     pub rid: ReqId,
-    /// Offset of the block in the message (and in our region).
+    /// Offset of the block in the message.
     pub off: u32,
+    /// Offset of the block in our region (the same, or a ring slot).
+    pub at: u32,
     pub len: u32,
 }
 

@@ -265,7 +265,6 @@ impl XenLink {
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
         let event = XenEvent::alloc_unbound(backend_id)?;
 
-
         // Wait for the backend, then publish and claim in one transaction.
         wait_state(xs, &be_state, deadline, |s| match s {
             Some(XenbusState::InitWait) => Some(Ok(())),
@@ -379,7 +378,10 @@ impl XenLink {
             Ok(p) => match announce(&p) {
                 Ok(()) => Some(Arc::new(p)),
                 Err(e) => {
-                    tracing::warn!(pages = self.pool_pages, "cannot announce the bulk pool: {e}");
+                    tracing::warn!(
+                        pages = self.pool_pages,
+                        "cannot announce the bulk pool: {e}"
+                    );
                     None
                 }
             },
