@@ -60,6 +60,8 @@ pub mod auto;
 pub mod local;
 mod poll;
 mod sys;
+
+pub use sys::Mapping as SharedMapping;
 pub mod xen;
 
 pub use poll::{Events, Interest, PollEvent, Poller, Wakeup};

@@ -49,8 +49,9 @@
 
 #![deny(unsafe_code)]
 
-use super::sys::{self, Gather, MmsgBatch, RingMap};
+use super::sys::{self, Gather, MmsgBatch};
 use super::{Nic, NicStats, Payload};
+use mx_proto::platform::SharedMapping as RingMap;
 use mxoe_wire::profile::{ProfileKind, WireProfile};
 use std::cell::Cell;
 use std::fs::File;
@@ -216,7 +217,8 @@ impl PacketNic {
         };
         sys::set_rx_ring(fd.as_fd(), &req).map_err(|e| ctx(e, "PACKET_RX_RING", iface))?;
         let map_len = opts.block_size as usize * opts.block_count as usize;
-        let map = RingMap::map(fd.as_fd(), map_len).map_err(|e| ctx(e, "mmap(ring)", iface))?;
+        let map =
+            RingMap::map_shared(fd.as_fd(), map_len).map_err(|e| ctx(e, "mmap(ring)", iface))?;
         let ring = ring::RxRing::new(
             map,
             opts.ring,
@@ -579,8 +581,8 @@ pub fn run_in_netns<R: Send>(netns: &str, f: impl FnOnce() -> R + Send) -> io::R
 /// ring the kernel fills, through the mapping in [`RingMap`].
 #[allow(unsafe_code)]
 mod ring {
-    use super::sys::RingMap;
     use super::RingVersion;
+    use mx_proto::platform::SharedMapping as RingMap;
     use std::mem::{offset_of, size_of};
     use std::ptr;
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -2,9 +2,11 @@
 //! makes lives here.
 //!
 //! Each wrapper is a few lines, names the system call it makes, returns
-//! [`io::Result`] and hands out OS resources as owned types ([`OwnedFd`],
-//! [`RingMap`]) that release them on drop. The only other `unsafe` of the
-//! NIC layer is the receive-ring walker in `packet.rs`.
+//! [`io::Result`] and hands out OS resources as owned types ([`OwnedFd`];
+//! the ring's mapping is mx-proto's
+//! [`SharedMapping`](mx_proto::platform::SharedMapping)) that release them
+//! on drop. The only other `unsafe` of the NIC layer is the receive-ring
+//! walker in `packet.rs`.
 
 #![allow(unsafe_code)]
 
@@ -12,7 +14,6 @@ use std::fs::File;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::{self, NonNull};
 use std::time::Duration;
 
 /// Converts a `-1`-on-error libc return value into an [`io::Result`].
@@ -179,62 +180,6 @@ pub(super) fn packet_stats(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
     // field is an initialised integer.
     let st = unsafe { st.assume_init() };
     Ok((st.tp_packets, st.tp_drops))
-}
-
-/// The `PACKET_RX_RING` mapping of a packet socket; unmapped on drop.
-#[derive(Debug)]
-pub(super) struct RingMap {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is memory shared with the kernel only, not tied to a
-// thread; the ring walker accesses it through atomics and raw reads.
-unsafe impl Send for RingMap {}
-
-impl RingMap {
-    /// `mmap(2)` of the socket's ring, `PROT_READ | PROT_WRITE`, `MAP_SHARED`.
-    pub(super) fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
-        if len == 0 {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
-        }
-        // SAFETY: a fresh mapping chosen by the kernel (addr NULL); it aliases
-        // no Rust object; the kernel checks `len` against the ring it set up.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast::<u8>())
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        Ok(RingMap { ptr, len })
-    }
-
-    /// Start of the mapping.
-    pub(super) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// Length in bytes.
-    pub(super) fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Drop for RingMap {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` describe a mapping we created and still own;
-        // nothing can use it after drop.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
 }
 
 /// `sendmmsg(2)` with `MSG_DONTWAIT`: sends the messages in order, returns

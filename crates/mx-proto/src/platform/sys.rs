@@ -108,9 +108,10 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<(u32, u64)> {
     Ok((st.st_mode, u64::try_from(st.st_size).unwrap_or(0)))
 }
 
-/// An owned `MAP_SHARED`, read-write mapping of a file; unmapped on drop.
+/// An owned `MAP_SHARED`, read-write mapping of a file (a memfd, a packet
+/// socket's ring); unmapped on drop.
 #[derive(Debug)]
-pub(crate) struct Mapping {
+pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -123,7 +124,10 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// `mmap(2)` of the first `len` bytes of `fd`, `PROT_READ | PROT_WRITE`, `MAP_SHARED`.
-    pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+    ///
+    /// # Errors
+    /// `InvalidInput` for `len` 0, or the OS error of `mmap`.
+    pub fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
         if len == 0 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -148,13 +152,18 @@ impl Mapping {
     }
 
     /// Start of the mapping.
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
+    pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
-    /// Length of the mapping in bytes.
-    pub(crate) fn len(&self) -> usize {
+    /// Length of the mapping in bytes (never 0).
+    pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Always false: a mapping is never empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
