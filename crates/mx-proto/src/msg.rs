@@ -20,6 +20,56 @@
 //! slot. The backend parses only slots it has already copied out of shared
 //! memory, so a guest cannot change a command between check and use.
 
+/// A `#[repr(u8)]` enum of wire values and its checked `from_u8`.
+macro_rules! u8_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $val:expr, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant = $val, )*
+        }
+
+        impl $name {
+            /// The value named by a raw byte, if any.
+            pub fn from_u8(b: u8) -> Option<Self> {
+                match b {
+                    $( $val => Some($name::$variant), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+/// A ring slot: `$size` raw bytes as they sit in shared memory, zeroed by
+/// default, shown by its kind byte.
+macro_rules! ring_slot {
+    ($(#[$meta:meta])* $name:ident, $size:expr) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+        #[repr(C)]
+        pub struct $name(pub [u8; $size]);
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name([0; $size])
+            }
+        }
+
+        impl core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, concat!(stringify!($name), "(kind {})"), self.0[0])
+            }
+        }
+    };
+}
+
 pub mod command;
 pub mod control;
 pub mod event;

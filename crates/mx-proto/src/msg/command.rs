@@ -29,69 +29,37 @@ pub const REGION_SEGS_PER_CMD: usize = 11;
 /// Most segments of one registered region (MX_MAX_SEGMENTS).
 pub const REGION_MAX_SEGS: usize = 256;
 
-/// One command-ring slot: raw bytes as they sit in shared memory.
-#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
-#[repr(C)]
-pub struct CmdSlot(pub [u8; CMD_SLOT_SIZE]);
+ring_slot!(
+    /// One command-ring slot: raw bytes as they sit in shared memory.
+    CmdSlot,
+    CMD_SLOT_SIZE
+);
 
-impl Default for CmdSlot {
-    fn default() -> Self {
-        CmdSlot([0; CMD_SLOT_SIZE])
-    }
-}
-
-impl core::fmt::Debug for CmdSlot {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "CmdSlot(kind {})", self.0[0])
-    }
-}
-
-/// The kind byte of a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum CommandKind {
-    /// [`Command::Tiny`].
-    Tiny = 1,
-    /// [`Command::Small`].
-    Small = 2,
-    /// [`Command::MediumFrag`].
-    MediumFrag = 3,
-    /// [`Command::Rndv`].
-    Rndv = 4,
-    /// [`Command::Notify`].
-    Notify = 5,
-    /// [`Command::ConnectRequest`].
-    ConnectRequest = 6,
-    /// [`Command::ConnectReply`].
-    ConnectReply = 7,
-    /// [`Command::Liback`].
-    Liback = 8,
-    /// [`Command::Pull`].
-    Pull = 9,
-    /// [`Command::RegionRegister`].
-    RegionRegister = 10,
-    /// [`Command::RegionDeregister`].
-    RegionDeregister = 11,
-}
-
-impl CommandKind {
-    /// The kind named by a raw byte, if any.
-    pub fn from_u8(b: u8) -> Option<Self> {
-        use CommandKind::*;
-        Some(match b {
-            1 => Tiny,
-            2 => Small,
-            3 => MediumFrag,
-            4 => Rndv,
-            5 => Notify,
-            6 => ConnectRequest,
-            7 => ConnectReply,
-            8 => Liback,
-            9 => Pull,
-            10 => RegionRegister,
-            11 => RegionDeregister,
-            _ => return None,
-        })
+u8_enum! {
+    /// The kind byte of a command.
+    pub enum CommandKind {
+        /// [`Command::Tiny`].
+        Tiny = 1,
+        /// [`Command::Small`].
+        Small = 2,
+        /// [`Command::MediumFrag`].
+        MediumFrag = 3,
+        /// [`Command::Rndv`].
+        Rndv = 4,
+        /// [`Command::Notify`].
+        Notify = 5,
+        /// [`Command::ConnectRequest`].
+        ConnectRequest = 6,
+        /// [`Command::ConnectReply`].
+        ConnectReply = 7,
+        /// [`Command::Liback`].
+        Liback = 8,
+        /// [`Command::Pull`].
+        Pull = 9,
+        /// [`Command::RegionRegister`].
+        RegionRegister = 10,
+        /// [`Command::RegionDeregister`].
+        RegionDeregister = 11,
     }
 }
 

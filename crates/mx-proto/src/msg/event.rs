@@ -1,7 +1,7 @@
 //! Events: backend -> guest, one per event-ring slot.
 //!
 //! Layout of a slot ([`EVT_SLOT_SIZE`] bytes, little-endian): byte 0 is the
-//! kind ([`EventKind`]). Received data messages share [`RawRecvHdr`]
+//! kind ([`EventKind`]). Received data messages share `RawRecvHdr`
 //! (20 bytes):
 //!
 //! | off | size | field |
@@ -25,75 +25,41 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 /// Size of one event-ring slot in bytes.
 pub const EVT_SLOT_SIZE: usize = 64;
 
-/// One event-ring slot: raw bytes as they sit in shared memory.
-#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
-#[repr(C)]
-pub struct EvtSlot(pub [u8; EVT_SLOT_SIZE]);
+ring_slot!(
+    /// One event-ring slot: raw bytes as they sit in shared memory.
+    EvtSlot,
+    EVT_SLOT_SIZE
+);
 
-impl Default for EvtSlot {
-    fn default() -> Self {
-        EvtSlot([0; EVT_SLOT_SIZE])
-    }
-}
-
-impl core::fmt::Debug for EvtSlot {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "EvtSlot(kind {})", self.0[0])
-    }
-}
-
-/// The kind byte of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum EventKind {
-    /// [`Event::RecvTiny`].
-    RecvTiny = 1,
-    /// [`Event::RecvSmall`].
-    RecvSmall = 2,
-    /// [`Event::RecvMediumFrag`].
-    RecvMediumFrag = 3,
-    /// [`Event::RecvRndv`].
-    RecvRndv = 4,
-    /// [`Event::RecvNotify`].
-    RecvNotify = 5,
-    /// [`Event::RecvConnectRequest`].
-    RecvConnectRequest = 6,
-    /// [`Event::RecvConnectReply`].
-    RecvConnectReply = 7,
-    /// [`Event::RecvLiback`].
-    RecvLiback = 8,
-    /// [`Event::RecvNackLib`].
-    RecvNackLib = 9,
-    /// [`Event::SendMediumDone`].
-    SendMediumDone = 10,
-    /// [`Event::PullDone`].
-    PullDone = 11,
-    /// [`Event::CommandError`].
-    CommandError = 12,
-    /// [`Event::PullDirect`].
-    PullDirect = 13,
-}
-
-impl EventKind {
-    /// The kind named by a raw byte, if any.
-    pub fn from_u8(b: u8) -> Option<Self> {
-        use EventKind::*;
-        Some(match b {
-            1 => RecvTiny,
-            2 => RecvSmall,
-            3 => RecvMediumFrag,
-            4 => RecvRndv,
-            5 => RecvNotify,
-            6 => RecvConnectRequest,
-            7 => RecvConnectReply,
-            8 => RecvLiback,
-            9 => RecvNackLib,
-            10 => SendMediumDone,
-            11 => PullDone,
-            12 => CommandError,
-            13 => PullDirect,
-            _ => return None,
-        })
+u8_enum! {
+    /// The kind byte of an event.
+    pub enum EventKind {
+        /// [`Event::RecvTiny`].
+        RecvTiny = 1,
+        /// [`Event::RecvSmall`].
+        RecvSmall = 2,
+        /// [`Event::RecvMediumFrag`].
+        RecvMediumFrag = 3,
+        /// [`Event::RecvRndv`].
+        RecvRndv = 4,
+        /// [`Event::RecvNotify`].
+        RecvNotify = 5,
+        /// [`Event::RecvConnectRequest`].
+        RecvConnectRequest = 6,
+        /// [`Event::RecvConnectReply`].
+        RecvConnectReply = 7,
+        /// [`Event::RecvLiback`].
+        RecvLiback = 8,
+        /// [`Event::RecvNackLib`].
+        RecvNackLib = 9,
+        /// [`Event::SendMediumDone`].
+        SendMediumDone = 10,
+        /// [`Event::PullDone`].
+        PullDone = 11,
+        /// [`Event::CommandError`].
+        CommandError = 12,
+        /// [`Event::PullDirect`].
+        PullDirect = 13,
     }
 }
 
@@ -239,39 +205,23 @@ pub struct RecvHdr {
     pub match_info: u64,
 }
 
-/// Status of a completed pull.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum PullStatus {
-    /// All requested bytes arrived.
-    Success = 0,
-    /// The sender's host or endpoint stopped answering (timeout).
-    Unreachable = 1,
-    /// The sender's endpoint is closed.
-    EndpointClosed = 2,
-    /// The sender's endpoint id is invalid.
-    BadEndpoint = 3,
-    /// The session did not match.
-    BadSession = 4,
-    /// The sender's window id is unknown.
-    BadRdmaWindow = 5,
-    /// Our own region is unknown or too small.
-    BadLocalRegion = 6,
-}
-
-impl PullStatus {
-    fn from_u8(b: u8) -> Option<Self> {
-        use PullStatus::*;
-        Some(match b {
-            0 => Success,
-            1 => Unreachable,
-            2 => EndpointClosed,
-            3 => BadEndpoint,
-            4 => BadSession,
-            5 => BadRdmaWindow,
-            6 => BadLocalRegion,
-            _ => return None,
-        })
+u8_enum! {
+    /// Status of a completed pull.
+    pub enum PullStatus {
+        /// All requested bytes arrived.
+        Success = 0,
+        /// The sender's host or endpoint stopped answering (timeout).
+        Unreachable = 1,
+        /// The sender's endpoint is closed.
+        EndpointClosed = 2,
+        /// The sender's endpoint id is invalid.
+        BadEndpoint = 3,
+        /// The session did not match.
+        BadSession = 4,
+        /// The sender's window id is unknown.
+        BadRdmaWindow = 5,
+        /// Our own region is unknown or too small.
+        BadLocalRegion = 6,
     }
 }
 

@@ -120,30 +120,18 @@ impl RawCommand {
     }
 }
 
-/// What became of a raw send (informational: the MX raw API has no
-/// per-send status, every send completes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum RawSendStatus {
-    /// Handed to the NIC.
-    Sent = 0,
-    /// The board has no NIC: the frame went nowhere.
-    NoNic = 1,
-    /// The frame was refused (length, EtherType or packet type).
-    Refused = 2,
-    /// The NIC refused the frame or failed.
-    NicError = 3,
-}
-
-impl RawSendStatus {
-    fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            0 => RawSendStatus::Sent,
-            1 => RawSendStatus::NoNic,
-            2 => RawSendStatus::Refused,
-            3 => RawSendStatus::NicError,
-            _ => return None,
-        })
+u8_enum! {
+    /// What became of a raw send (informational: the MX raw API has no
+    /// per-send status, every send completes).
+    pub enum RawSendStatus {
+        /// Handed to the NIC.
+        Sent = 0,
+        /// The board has no NIC: the frame went nowhere.
+        NoNic = 1,
+        /// The frame was refused (length, EtherType or packet type).
+        Refused = 2,
+        /// The NIC refused the frame or failed.
+        NicError = 3,
     }
 }
 
