@@ -71,7 +71,7 @@ struct Cli {
     #[arg(long)]
     xen_no_create_devices: bool,
 
-    /// This board's hostname as MX reports it (default: <nodename>:0).
+    /// This board's hostname as MX reports it (default: `<nodename>:0`).
     #[arg(long)]
     hostname: Option<String>,
 

@@ -111,7 +111,7 @@ impl<G: GuestPlatform> Frontend<G> {
 
     /// The memory large messages must be staged in, when the platform
     /// cannot let the backend reach the application's buffers (see
-    /// [`BackendLink::bulk_pool`](mx_proto::platform::BackendLink::bulk_pool)).
+    /// [`BackendLink::bulk_pool`]).
     pub fn bulk_pool(&self) -> Option<Arc<dyn mx_proto::platform::SharedMem>> {
         self.link.link.bulk_pool()
     }

@@ -4,7 +4,7 @@
 //!   retransmission, matching, rendezvous), tested on a simulated lossy wire.
 //! - [`endpoint`]: the shell that runs a core against the backend through the
 //!   frontend: progress, blocking waits, wake-ups, background progression.
-//! - [`env`]: the MX environment variables (`MX_DISABLE_SHMEM`,
+//! - [`mod@env`]: the MX environment variables (`MX_DISABLE_SHMEM`,
 //!   `MX_ZOMBIE_SEND`, `MX_IMM_ACK`, ...).
 //! - [`raw`]: a board's raw endpoint (the MX raw API of fabric mappers).
 //! - [`ffi`]: the C ABI of `libmyriexpress.so` (MX API 0x301).

@@ -13,7 +13,7 @@
 //!
 //! The send queue is a pool, not a FIFO: the guest picks any free slot, names
 //! it in a command, and gets it back with an
-//! [`Event::SendMediumDone`](crate::msg::Event::SendMediumDone). Its index
+//! [`Event::SendMediumDone`](crate::msg::Event). Its index
 //! block is unused.
 //!
 //! The receive queue is a FIFO whose indices are its credits: the backend

@@ -42,7 +42,7 @@
 //! - Shared memory is never exposed as `&[u8]`/`&mut [u8]`: the peer may
 //!   write it at any time. Copy in and out with [`SharedMem::read_at`] /
 //!   [`SharedMem::write_at`] (bounds-checked, volatile), or build atomics on
-//!   [`SharedMem::as_ptr`] (the ring does).
+//!   [`SharedRegion::as_ptr`](crate::ring::SharedRegion::as_ptr) (the ring does).
 //! - The host never blocks on a guest: every host-side operation is
 //!   non-blocking or bounded by a timeout.
 //! - All libc calls live in one private `sys` module; `unsafe` is denied
@@ -127,7 +127,7 @@ impl From<OutOfBounds> for io::Error {
 /// The memory may be written by the peer at any moment, so this trait never
 /// hands out a Rust reference into it: copy with [`read_at`](Self::read_at)
 /// and [`write_at`](Self::write_at), or build atomics on
-/// [`as_ptr`](Self::as_ptr) (the ring does). Dropping the owner unmaps the
+/// [`as_ptr`](crate::ring::SharedRegion::as_ptr) (the ring does). Dropping the owner unmaps the
 /// memory (and, on the guest side, stops offering it).
 ///
 /// # Safety

@@ -15,7 +15,7 @@
 //! The parts that need no protocol engine:
 //! - [`types`]: `#[repr(C)]` mirrors of every public type, with
 //!   compile-time layout checks, and the numeric constants;
-//! - [`error`]: the error-handler machinery and [`error()`], through which
+//! - [`mod@error`]: the error-handler machinery and [`error()`], through which
 //!   every failing entry point reports;
 //! - [`guard`]: [`ffi_guard`] / [`ffi_guard_or`], which keep panics from
 //!   crossing the C boundary;

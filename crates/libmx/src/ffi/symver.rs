@@ -12,7 +12,7 @@
 //! `mx.map` (passed by `build.rs`, which also makes the cdylib link with
 //! lld) only *defines* the version nodes, and each versioned symbol renames
 //! itself with an assembler directive `.symver sym, sym@@@VER`, emitted by
-//! [`mx_symbol_version!`](crate::ffi::symver::mx_symbol_version).
+//! `mx_symbol_version!`.
 //!
 //! The directive must be in the SAME module as the `#[no_mangle]` definition
 //! (so both land in the same codegen unit; elsewhere the directive silently

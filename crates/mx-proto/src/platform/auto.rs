@@ -1,4 +1,4 @@
-//! The `auto` platform: [`local`](super::local) or [`xen`](super::xen),
+//! The `auto` platform: [`local`](super::local) or [`xen`],
 //! chosen at run time, behind one set of types.
 //!
 //! Every associated type is an enum with a `Local` and a `Xen` variant that

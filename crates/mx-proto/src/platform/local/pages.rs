@@ -47,7 +47,7 @@ impl MemfdPages {
         Ok(MemfdPages { fd, map })
     }
 
-    /// Start of the mapping (inherent, so that having both [`SharedMem`]
+    /// Start of the mapping (inherent, so that having both [`SharedMem`](crate::platform::SharedMem)
     /// and [`SharedRegion`] in scope is not ambiguous).
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()
@@ -119,7 +119,7 @@ impl MappedPages {
         Ok(MappedPages { map })
     }
 
-    /// Start of the mapping (inherent, so that having both [`SharedMem`]
+    /// Start of the mapping (inherent, so that having both [`SharedMem`](crate::platform::SharedMem)
     /// and [`SharedRegion`] in scope is not ambiguous).
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()

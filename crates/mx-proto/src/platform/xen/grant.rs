@@ -80,7 +80,7 @@ impl GrantedPages {
     }
 
     /// Start of this side's mapping (inherent, so that having both
-    /// [`SharedMem`] and [`SharedRegion`] in scope is not ambiguous).
+    /// [`SharedMem`](crate::platform::SharedMem) and [`SharedRegion`] in scope is not ambiguous).
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()
     }

@@ -61,7 +61,7 @@ pub struct XenTarget {
 
 impl Default for XenTarget {
     /// `$MX_XEN_DEVICE` (else any free slot), `$MX_XEN_POOL_PAGES` (else
-    /// [`default_pool_pages`] of gntalloc's limit).
+    /// `default_pool_pages` of gntalloc's limit).
     fn default() -> Self {
         let env = |k: &str| {
             std::env::var(k)
