@@ -999,7 +999,7 @@ impl<B: MsgBuf> Core<B> {
         }
         let l = *l;
         if ok {
-            self.unstage_block(l.region, b.at, b.off, b.len);
+            self.copy_staged(l.region, b.at, b.off, b.len, super::send::Staging::Out);
         }
         self.issue_pull_blocks(b.rid);
         let Some(Request {

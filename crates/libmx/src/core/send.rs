@@ -18,6 +18,15 @@ use mx_proto::msg::command::{
 use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::{CmdSlot, Command, Dest, RdmaRef, Seq, SMALL_INLINE_MAX, TINY_INLINE_MAX};
 
+/// Which way [`Core::copy_staged`] copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Staging {
+    /// From the buffer into the pool.
+    In,
+    /// From the pool into the buffer.
+    Out,
+}
+
 /// What emitting the head of the data queue did.
 enum Emit {
     /// A command was written; `finished` when the message is fully out.
@@ -333,9 +342,9 @@ impl<B: MsgBuf> Core<B> {
                 break;
             }
         }
-        let (owner, last) = (reg.owner, hi == reg.segs.len());
+        let last = hi == reg.segs.len();
         let rr = RegionRegister::new(id, lo == 0, last, lo as u16, &reg.segs[lo..hi]);
-        self.copy_into_pool(id, owner, start, end - start);
+        self.copy_staged(id, start, start, end - start, Staging::In);
         if let Some(reg) = self.regions[usize::from(id)].as_mut() {
             reg.segs_registered = hi;
         }
@@ -343,32 +352,6 @@ impl<B: MsgBuf> Core<B> {
             self.stage_q.push_back(Ctrl::StageBlock { region: id, seq });
         }
         Some(Command::RegionRegister(rr))
-    }
-
-    /// Copy message bytes `[off, off + n)` of the owner's buffer into region
-    /// `id`'s staging ranges.
-    fn copy_into_pool(&mut self, id: u8, owner: ReqId, off: u32, n: u32) {
-        let Some(reg) = &self.regions[usize::from(id)] else {
-            return;
-        };
-        let (Some(pool), Some(r)) = (self.pool.as_mut(), slot_req(&self.reqs, owner)) else {
-            return;
-        };
-        let Some(buf) = r.buf.as_ref() else { return };
-        let end = off.saturating_add(n).min(buf.len());
-        let mut base = 0u32;
-        for &range in &reg.staged {
-            let (lo, hi) = (off.max(base), end.min(base + range.len));
-            if lo < hi {
-                let (a, b) = ((lo - base) as usize, (hi - base) as usize);
-                pool.with_bytes(range, &mut |bytes| buf.read_at(lo, &mut bytes[a..b]));
-                self.stats.bytes_staged += u64::from(hi - lo);
-            }
-            base += range.len;
-            if base >= end {
-                break;
-            }
-        }
     }
 
     /// Register a receive buffer and issue its pull (or wait for an id).
@@ -530,15 +513,15 @@ impl<B: MsgBuf> Core<B> {
         }
     }
 
-    /// Copy the `n` bytes a block pull brought to offset `at` of region
-    /// `id`'s staging ranges out to its owner's buffer at message offset
-    /// `off` (nothing when it is not staged).
-    pub(super) fn unstage_block(&mut self, id: u8, at: u32, off: u32, n: u32) {
+    /// Copy `n` bytes between offset `at` of region `id`'s staging ranges and
+    /// message offset `off` of its owner's buffer: into the pool (a send
+    /// being staged) or out of it (a block a pull brought). Nothing when the
+    /// region is not staged.
+    pub(super) fn copy_staged(&mut self, id: u8, at: u32, off: u32, n: u32, dir: Staging) {
         let Some(reg) = &self.regions[usize::from(id)] else {
             return;
         };
-        let owner = reg.owner;
-        let (Some(pool), Some(r)) = (self.pool.as_mut(), slot_req_mut(&mut self.reqs, owner))
+        let (Some(pool), Some(r)) = (self.pool.as_mut(), slot_req_mut(&mut self.reqs, reg.owner))
         else {
             return;
         };
@@ -549,9 +532,10 @@ impl<B: MsgBuf> Core<B> {
         for &range in &reg.staged {
             let (lo, hi) = (at.max(base), end.min(base + range.len));
             if lo < hi {
-                let (a, b) = ((lo - base) as usize, (hi - base) as usize);
-                pool.with_bytes(range, &mut |bytes| {
-                    buf.write_at(off + (lo - at), &bytes[a..b])
+                let (a, b, msg) = ((lo - base) as usize, (hi - base) as usize, off + (lo - at));
+                pool.with_bytes(range, &mut |bytes| match dir {
+                    Staging::In => buf.read_at(msg, &mut bytes[a..b]),
+                    Staging::Out => buf.write_at(msg, &bytes[a..b]),
                 });
                 self.stats.bytes_staged += u64::from(hi - lo);
             }

@@ -87,6 +87,14 @@ impl MsgBuf for SimBuf {
     }
 }
 
+/// Why a pull has no bytes to copy (yet).
+enum NoSource {
+    /// The sender is still registering that part of its window: hold it.
+    NotYet,
+    /// The pull fails with this status, reported after this delay.
+    Fail(PullStatus, Time),
+}
+
 /// A node's staging pool: what the Xen platform's granted pool is to a
 /// guest.
 #[derive(Clone)]
@@ -703,8 +711,8 @@ impl Sim {
                                 .expect("one piece"),
                         }
                     }
-                    Err((PullStatus::Success, _)) => return self.defer(i, &p),
-                    Err((status, delay)) => {
+                    Err(NoSource::NotYet) => return self.defer(i, &p),
+                    Err(NoSource::Fail(status, delay)) => {
                         self.put_local(
                             i,
                             delay,
@@ -720,7 +728,7 @@ impl Sim {
                 self.put_local(i, lat, &ev);
             }
             Command::Pull(p) => {
-                if matches!(self.pull_source(&p), Err((PullStatus::Success, _))) {
+                if matches!(self.pull_source(&p), Err(NoSource::NotYet)) {
                     return self.defer(i, &p);
                 }
                 let (status, transferred, delay) = self.do_pull(i, &p);
@@ -764,7 +772,8 @@ impl Sim {
         let lat = 2 * self.wire.latency + 10;
         let data = match self.pull_source(p) {
             Ok(d) => d,
-            Err((status, delay)) => return (status, 0, delay),
+            Err(NoSource::Fail(status, delay)) => return (status, 0, delay),
+            Err(NoSource::NotYet) => return (PullStatus::BadRdmaWindow, 0, lat),
         };
         let local = match self.nodes[i].regions.get(&p.local_region) {
             Some(r) if r.complete => r.segs.clone(),
@@ -776,36 +785,34 @@ impl Sim {
         (PullStatus::Success, p.length, lat)
     }
 
-    /// The sender's bytes of a pull, or how it fails (and when).
-    fn pull_source(&self, p: &mx_proto::msg::command::Pull) -> Result<Vec<u8>, (PullStatus, Time)> {
+    /// The sender's bytes of a pull, or why not.
+    fn pull_source(&self, p: &mx_proto::msg::command::Pull) -> Result<Vec<u8>, NoSource> {
         let lat = 2 * self.wire.latency + 10;
         let Some(j) = self.node_by_dest(p.dest.peer, p.dest.endpoint) else {
-            return Err((PullStatus::BadEndpoint, lat));
+            return Err(NoSource::Fail(PullStatus::BadEndpoint, lat));
         };
         if self.nodes[j].vanished {
-            return Err((PullStatus::Unreachable, 2_000_000));
+            return Err(NoSource::Fail(PullStatus::Unreachable, 2_000_000));
         }
         if !self.nodes[j].alive {
-            return Err((PullStatus::EndpointClosed, lat));
+            return Err(NoSource::Fail(PullStatus::EndpointClosed, lat));
         }
         if self.nodes[j].session != p.session {
-            return Err((PullStatus::BadSession, lat));
+            return Err(NoSource::Fail(PullStatus::BadSession, lat));
         }
         if let Some(st) = self.pull_fail {
-            return Err((st, lat));
+            return Err(NoSource::Fail(st, lat));
         }
         let (remote, complete) = match self.nodes[j].regions.get(&p.remote.id) {
             Some(r) if !r.segs.is_empty() || r.complete => (r.segs.clone(), r.complete),
-            _ => return Err((PullStatus::BadRdmaWindow, lat)),
+            _ => return Err(NoSource::Fail(PullStatus::BadRdmaWindow, lat)),
         };
         let end = u64::from(p.remote.offset) + u64::from(p.length);
         if !complete && end > Sim::region_len(&remote) {
-            // Not registered yet (`Success` is never an error otherwise):
-            // the caller holds the pull.
-            return Err((PullStatus::Success, 0));
+            return Err(NoSource::NotYet);
         }
         self.read_region(j, &remote, p.remote.offset, p.length)
-            .ok_or((PullStatus::BadRdmaWindow, lat))
+            .ok_or(NoSource::Fail(PullStatus::BadRdmaWindow, lat))
     }
 
     /// Hold a pull whose bytes are not registered yet and retry it soon.
