@@ -519,7 +519,7 @@ fn pull<H: HostPlatform>(
             return Outcome::Done;
         }
     }
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let status = copy_pull(ctx, eps, puller, sender, p);
     let took = started.elapsed();
     if took > SLOW_COPY {
