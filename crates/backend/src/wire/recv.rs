@@ -359,90 +359,56 @@ impl<H: HostPlatform> Rx<'_, H> {
                 e.counters
                     .add(Counter::BytesReceived, m.payload.len() as u64);
             }
-            Packet::Rndv(r) => {
-                let Some(i) = self.admit(
-                    &head,
-                    peer,
-                    r.dst_endpoint,
-                    r.src_endpoint,
-                    Some(r.session.0),
-                    Some(r.lib_seqnum),
-                    false,
-                ) else {
-                    return;
-                };
-                post(
-                    self.eps[i].as_mut().expect("admitted"),
-                    &Event::RecvRndv {
-                        hdr: RecvHdr {
-                            src: Source {
-                                peer,
-                                endpoint: r.src_endpoint.0,
-                            },
-                            seq: Seq {
-                                seqnum: r.lib_seqnum.raw(),
-                                piggyack: r.lib_piggyack.raw(),
-                            },
-                            match_info: r.match_info.0,
-                        },
-                        msg_length: r.msg_length,
-                        rdma: RdmaRef {
-                            id: r.pulled_rdma_id,
-                            seqnum: r.pulled_rdma_seqnum,
-                            offset: u32::from(r.pulled_rdma_offset),
-                        },
-                    },
-                );
-            }
-            Packet::Notify(n) => {
-                let Some(i) = self.admit(
-                    &head,
-                    peer,
-                    n.dst_endpoint,
-                    n.src_endpoint,
-                    Some(n.session.0),
-                    Some(n.lib_seqnum),
-                    false,
-                ) else {
-                    return;
-                };
-                post(
-                    self.eps[i].as_mut().expect("admitted"),
-                    &Event::RecvNotify {
-                        src: Source {
-                            peer,
-                            endpoint: n.src_endpoint.0,
-                        },
+            Packet::Rndv(r) => self.admit_post(
+                &head,
+                peer,
+                (r.dst_endpoint, r.src_endpoint),
+                Some(r.session.0),
+                Some(r.lib_seqnum),
+                |src| Event::RecvRndv {
+                    hdr: RecvHdr {
+                        src,
                         seq: Seq {
-                            seqnum: n.lib_seqnum.raw(),
-                            piggyack: n.lib_piggyack.raw(),
+                            seqnum: r.lib_seqnum.raw(),
+                            piggyack: r.lib_piggyack.raw(),
                         },
-                        total_length: n.total_length,
-                        rdma_id: n.pulled_rdma_id,
-                        rdma_seqnum: n.pulled_rdma_seqnum,
+                        match_info: r.match_info.0,
                     },
-                );
-            }
+                    msg_length: r.msg_length,
+                    rdma: RdmaRef {
+                        id: r.pulled_rdma_id,
+                        seqnum: r.pulled_rdma_seqnum,
+                        offset: u32::from(r.pulled_rdma_offset),
+                    },
+                },
+            ),
+            Packet::Notify(n) => self.admit_post(
+                &head,
+                peer,
+                (n.dst_endpoint, n.src_endpoint),
+                Some(n.session.0),
+                Some(n.lib_seqnum),
+                |src| Event::RecvNotify {
+                    src,
+                    seq: Seq {
+                        seqnum: n.lib_seqnum.raw(),
+                        piggyack: n.lib_piggyack.raw(),
+                    },
+                    total_length: n.total_length,
+                    rdma_id: n.pulled_rdma_id,
+                    rdma_seqnum: n.pulled_rdma_seqnum,
+                },
+            ),
             Packet::ConnectRequest(c) => {
                 self.peers.set_reverse(peer, c.src_dst_peer_index);
-                let Some(i) = self.admit(
+                self.admit_post(
                     &head,
                     peer,
-                    c.dst_endpoint,
-                    c.src_endpoint,
+                    (c.dst_endpoint, c.src_endpoint),
                     None,
                     Some(LibSeqnum(0)),
-                    false,
-                ) else {
-                    return;
-                };
-                post(
-                    self.eps[i].as_mut().expect("admitted"),
-                    &Event::RecvConnectRequest {
-                        src: Source {
-                            peer,
-                            endpoint: c.src_endpoint.0,
-                        },
+                    |src| Event::RecvConnectRequest {
+                        src,
                         src_session: c.src_session_id.0,
                         app_key: c.app_key,
                         target_recv_seqnum_start: c.target_recv_seqnum_start.raw(),
@@ -457,24 +423,14 @@ impl<H: HostPlatform> Rx<'_, H> {
                     self.c().bump(NicCounter::DropConnectStatus);
                     return;
                 }
-                let Some(i) = self.admit(
+                self.admit_post(
                     &head,
                     peer,
-                    c.dst_endpoint,
-                    c.src_endpoint,
+                    (c.dst_endpoint, c.src_endpoint),
                     None,
                     Some(LibSeqnum(0)),
-                    false,
-                ) else {
-                    return;
-                };
-                post(
-                    self.eps[i].as_mut().expect("admitted"),
-                    &Event::RecvConnectReply {
-                        src: Source {
-                            peer,
-                            endpoint: c.src_endpoint.0,
-                        },
+                    |src| Event::RecvConnectReply {
+                        src,
                         src_session: c.src_session_id.0,
                         target_session: c.target_session_id.0,
                         target_recv_seqnum_start: c.target_recv_seqnum_start.raw(),
@@ -483,31 +439,19 @@ impl<H: HostPlatform> Rx<'_, H> {
                     },
                 );
             }
-            Packet::Truc(t) => {
-                let Some(i) = self.admit(
-                    &head,
-                    peer,
-                    t.dst_endpoint,
-                    t.src_endpoint,
-                    Some(t.session.0),
-                    None,
-                    false,
-                ) else {
-                    return;
-                };
-                post(
-                    self.eps[i].as_mut().expect("admitted"),
-                    &Event::RecvLiback {
-                        src: Source {
-                            peer,
-                            endpoint: t.src_endpoint.0,
-                        },
-                        lib_seqnum: t.lib_seqnum.raw(),
-                        send_seq: t.send_seq.raw(),
-                        acknum: t.acknum,
-                    },
-                );
-            }
+            Packet::Truc(t) => self.admit_post(
+                &head,
+                peer,
+                (t.dst_endpoint, t.src_endpoint),
+                Some(t.session.0),
+                None,
+                |src| Event::RecvLiback {
+                    src,
+                    lib_seqnum: t.lib_seqnum.raw(),
+                    send_seq: t.send_seq.raw(),
+                    acknum: t.acknum,
+                },
+            ),
             Packet::NackLib(n) => {
                 let i = usize::from(n.dst_endpoint.0);
                 let Some(Some(e)) = self.eps.get_mut(i) else {
@@ -582,6 +526,27 @@ impl<H: HostPlatform> Rx<'_, H> {
             }
             Packet::Raw(_) | Packet::HostQuery(_) | Packet::HostReply(_) => {}
         }
+    }
+
+    /// [`Self::admit`] a packet that needs no receive-queue slot, then post
+    /// the event `ev` builds from its source.
+    fn admit_post(
+        &mut self,
+        head: &Head,
+        peer: u16,
+        (dst, src): (EndpointId, EndpointId),
+        session: Option<u32>,
+        nack_seq: Option<LibSeqnum>,
+        ev: impl FnOnce(Source) -> Event<'static>,
+    ) {
+        let Some(i) = self.admit(head, peer, dst, src, session, nack_seq, false) else {
+            return;
+        };
+        let source = Source {
+            peer,
+            endpoint: src.0,
+        };
+        post(self.eps[i].as_mut().expect("admitted"), &ev(source));
     }
 
     /// Destination checks and room for one packet; on failure the NACK is
