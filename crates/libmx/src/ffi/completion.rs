@@ -93,6 +93,28 @@ unsafe fn nothing(shared: &EpShared, func: &str, result: *mut u32) -> MxReturn {
     MxReturn::SUCCESS
 }
 
+/// The answer of a blocking call ([`block`]): the status handed out
+/// ([`deliver`]), nothing yet ([`nothing`]: timeout or wakeup), or the
+/// core's refusal (through the error handler, with `refused`'s message).
+///
+/// # Safety
+/// As [`deliver`] and [`nothing`].
+unsafe fn answer(
+    shared: &EpShared,
+    func: &str,
+    got: Result<Option<MxStatus>, crate::core::Return>,
+    (status, result, request): (*mut MxStatus, *mut u32, *mut MxRequestPtr),
+    refused: impl FnOnce() -> String,
+) -> MxReturn {
+    match got {
+        // SAFETY: per the contract.
+        Ok(Some(st)) => unsafe { deliver(shared, func, Some(st), status, result, request) },
+        // SAFETY: per the contract.
+        Ok(None) => unsafe { nothing(shared, func, result) },
+        Err(e) => shared.fail(MxReturn(e as u32), &refused()),
+    }
+}
+
 macro_rules! ep_or_return {
     ($ep:expr, $func:expr) => {
         match get_ep($ep, $func) {
@@ -196,16 +218,14 @@ pub unsafe extern "C" fn mx_wait(
             Err(e) => return e,
         };
         check_result_ptr!(shared, result, "mx_wait");
-        match block(&shared, timeout, |c| {
+        let got = block(&shared, timeout, |c| {
             c.test(id).map(|o| o.map(|done| take(&shared, c, done)))
-        }) {
-            // SAFETY: forwarded contract.
-            Ok(Some(st)) => unsafe {
-                deliver(&shared, "mx_wait", Some(st), status, result, request)
-            },
-            // SAFETY: forwarded contract.
-            Ok(None) => unsafe { nothing(&shared, "mx_wait", result) },
-            Err(e) => shared.fail(MxReturn(e as u32), "mx_wait: unknown request"),
+        });
+        // SAFETY: forwarded contract.
+        unsafe {
+            answer(&shared, "mx_wait", got, (status, result, request), || {
+                "mx_wait: unknown request".into()
+            })
         }
     })
 }
@@ -282,24 +302,19 @@ pub unsafe extern "C" fn mx_wait_any(
         if let Err(e) = check_mask(&shared, "mx_wait_any", match_info, match_mask) {
             return e;
         }
-        match block(&shared, timeout, |c| {
+        let got = block(&shared, timeout, |c| {
             c.test_any(match_info, match_mask)
                 .map(|o| o.map(|done| take(&shared, c, done)))
-        }) {
-            // SAFETY: forwarded contract.
-            Ok(Some(st)) => unsafe {
-                deliver(
-                    &shared,
-                    "mx_wait_any",
-                    Some(st),
-                    status,
-                    result,
-                    core::ptr::null_mut(),
-                )
-            },
-            // SAFETY: forwarded contract.
-            Ok(None) => unsafe { nothing(&shared, "mx_wait_any", result) },
-            Err(e) => shared.fail(MxReturn(e as u32), "mx_wait_any: refused"),
+        });
+        // SAFETY: forwarded contract.
+        unsafe {
+            answer(
+                &shared,
+                "mx_wait_any",
+                got,
+                (status, result, core::ptr::null_mut()),
+                || "mx_wait_any: refused".into(),
+            )
         }
     })
 }
@@ -436,27 +451,19 @@ pub unsafe extern "C" fn mx_probe(
     ffi_guard("mx_probe", || {
         let shared = ep_or_return!(endpoint, "mx_probe");
         check_result_ptr!(shared, result, "mx_probe");
-        match block(&shared, timeout, |c| {
+        let got = block(&shared, timeout, |c| {
             c.iprobe(match_info, match_mask)
                 .map(|o| o.map(|p| probe_status(&shared, c, p)))
-        }) {
-            // SAFETY: forwarded contract.
-            Ok(Some(st)) => unsafe {
-                deliver(
-                    &shared,
-                    "mx_probe",
-                    Some(st),
-                    status,
-                    result,
-                    core::ptr::null_mut(),
-                )
-            },
-            // SAFETY: forwarded contract.
-            Ok(None) => unsafe { nothing(&shared, "mx_probe", result) },
-            Err(e) => shared.fail(
-                MxReturn(e as u32),
-                &format!("mx_probe: match {match_info:#x} mask {match_mask:#x} refused"),
-            ),
+        });
+        // SAFETY: forwarded contract.
+        unsafe {
+            answer(
+                &shared,
+                "mx_probe",
+                got,
+                (status, result, core::ptr::null_mut()),
+                || format!("mx_probe: match {match_info:#x} mask {match_mask:#x} refused"),
+            )
         }
     })
 }
