@@ -955,7 +955,6 @@ impl<B: MsgBuf> Core<B> {
                 region: 0,
                 next: 0,
                 got: 0,
-                inflight: 0,
                 failed: None,
                 ring: 0,
                 busy: 0,
@@ -983,7 +982,6 @@ impl<B: MsgBuf> Core<B> {
         let RecvPhase::Pulling(l) = &mut rs.phase else {
             return;
         };
-        l.inflight = l.inflight.saturating_sub(1);
         // The block's ring slot frees once it is copied out (just below).
         let slot = b.at / self.cfg.pull_block.max(1);
         l.busy &= !(1u8.checked_shl(slot).unwrap_or(0));
@@ -1012,7 +1010,7 @@ impl<B: MsgBuf> Core<B> {
         let RecvPhase::Pulling(l) = rs.phase else {
             return;
         };
-        if l.inflight > 0 || (l.failed.is_none() && l.got < l.length) {
+        if l.busy != 0 || (l.failed.is_none() && l.got < l.length) {
             return;
         }
         self.release_region(l.region);

@@ -423,7 +423,6 @@ impl<B: MsgBuf> Core<B> {
                 region: id,
                 next: 0,
                 got: 0,
-                inflight: 0,
                 failed: None,
                 ring,
                 busy: 0,
@@ -449,7 +448,10 @@ impl<B: MsgBuf> Core<B> {
             let RecvPhase::Pulling(l) = &mut rs.phase else {
                 return;
             };
-            if l.failed.is_some() || l.next >= l.length || l.inflight >= PULL_BLOCKS_IN_FLIGHT {
+            if l.failed.is_some()
+                || l.next >= l.length
+                || l.busy.count_ones() >= u32::from(PULL_BLOCKS_IN_FLIGHT)
+            {
                 return;
             }
             let staged = self.regions[usize::from(l.region)]
@@ -480,7 +482,6 @@ impl<B: MsgBuf> Core<B> {
                 },
             );
             l.next += len;
-            l.inflight += 1;
             l.busy |= 1 << slot;
             self.ctrl_q.push_back(Ctrl::Pull(cookie));
         }

@@ -132,14 +132,13 @@ pub(crate) struct LargeRecv {
     pub next: u32,
     /// Bytes pulled so far.
     pub got: u32,
-    /// Block pulls in flight.
-    pub inflight: u8,
     /// How the first failed block ended; no new block is asked for then.
     pub failed: Option<mx_proto::msg::event::PullStatus>,
     /// Size of the region pulled into: the whole message, or for a staged
     /// pull a ring of a few blocks that blocks reuse once copied out.
     pub ring: u32,
-    /// Ring slots (blocks of the ring) holding a block in flight.
+    /// Ring slots (blocks of the ring) holding a block in flight: one bit
+    /// per block pull in flight (an unstaged pull has one slot).
     pub busy: u8,
 }
 
