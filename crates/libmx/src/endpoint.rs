@@ -360,8 +360,9 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         );
         cfg.context_id = opts.context_id;
         opts.tune(&mut cfg);
-        // Direct pulls need the sender's memory by address: local only.
-        cfg.direct_pull = opts.direct_pull && frontend.bulk_pool().is_none();
+        // Only offered where it can work: the core never offers it for a
+        // staged pull, and a backend that cannot (Xen) copies itself.
+        cfg.direct_pull = opts.direct_pull;
         cfg.seed = u64::from(chan.session()) ^ (u64::from(std::process::id()) << 32);
         let mut core = Core::new(cfg)?;
         if let Some(pool) = pool {
@@ -753,18 +754,23 @@ fn copy_direct<B: MsgBuf>(
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
-    if !cache
-        .as_ref()
-        .is_some_and(|m| m.pid() == pid && m.is_alive())
-    {
-        *cache = ProcessMemory::open(pid).ok();
+    // The cached sender (its pidfd) is kept while its pid comes back; a
+    // read that fails may mean that process ended and the pid is another
+    // one's now, so the second try opens it afresh.
+    for fresh in [false, true] {
+        if fresh || cache.as_ref().is_none_or(|m| m.pid() != pid) {
+            *cache = ProcessMemory::open(pid).ok();
+        }
+        let Some(mem) = cache.as_ref() else {
+            return false;
+        };
+        if buf.fill_in_place(len, &mut |off, bytes| {
+            mem.read(remote, u64::from(off), bytes).is_ok()
+        }) {
+            return true;
+        }
     }
-    let Some(mem) = cache.as_ref() else {
-        return false;
-    };
-    buf.fill_in_place(len, &mut |off, bytes| {
-        mem.read(remote, u64::from(off), bytes).is_ok()
-    })
+    false
 }
 
 /// Events in, timers, commands out, until nothing moves.
