@@ -11,5 +11,6 @@
 //!   rendezvous, bulk copies) and its `local` implementation.
 pub mod channel;
 pub mod msg;
+pub mod peer;
 pub mod platform;
 pub mod ring;

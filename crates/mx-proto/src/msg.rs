@@ -70,6 +70,7 @@ macro_rules! ring_slot {
     };
 }
 
+pub mod arrival;
 pub mod command;
 pub mod control;
 pub mod event;

@@ -551,6 +551,22 @@ impl<T: Slot, K> Producer<T, K> {
         Ok(self.free_cached())
     }
 
+    /// Whether at least `n` slots are free. Unlike
+    /// [`free_slots`](Self::free_slots) it reloads the consumer's index only
+    /// when the cached copy says there are fewer: a room check per message
+    /// costs no shared-memory access while the ring has room.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] if the consumer's index is corrupt (now or before).
+    #[inline]
+    pub fn has_room(&mut self, n: u32) -> Result<bool, RingError> {
+        if self.free_cached() < n || self.broken.is_some() {
+            self.refresh()?;
+        }
+        Ok(self.free_cached() >= n)
+    }
+
     /// Writes `value` into the next slot. It becomes visible to the consumer
     /// at the next [`publish`](Self::publish).
     ///

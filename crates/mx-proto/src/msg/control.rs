@@ -320,6 +320,34 @@ pub enum ControlRequest {
         /// Board number.
         board: u32,
     },
+    /// Offer a peer channel ([`crate::peer`]) from our endpoint `endpoint`
+    /// to endpoint `peer_endpoint` of this host. Hands over the channel's
+    /// memory, laid out for `sizes`, and the other end's doorbell; the
+    /// backend answers [`ControlReply::PeerPending`] and offers the channel
+    /// to the other endpoint.
+    PeerOpen {
+        /// Our endpoint.
+        endpoint: u8,
+        /// The endpoint of this host we want a channel with.
+        peer_endpoint: u8,
+        /// The channel's sizes.
+        sizes: crate::peer::PeerSizes,
+    },
+    /// Accept channel `channel` offered to our endpoint `endpoint`; the
+    /// reply ([`ControlReply::Done`]) carries its memory and our doorbell.
+    PeerAccept {
+        /// Our endpoint.
+        endpoint: u8,
+        /// The channel, as the offer named it.
+        channel: u32,
+    },
+    /// Decline an offered channel, or withdraw one we offered.
+    PeerClose {
+        /// Our endpoint.
+        endpoint: u8,
+        /// The channel.
+        channel: u32,
+    },
 }
 
 /// Why a control request failed.
@@ -407,8 +435,14 @@ pub enum ControlReply {
         max_frame: u32,
     },
     /// A request without a result succeeded (`CloseRaw`, `SetHostname`,
-    /// `SetPeerName`).
+    /// `SetPeerName`, `PeerAccept`, `PeerClose`).
     Done,
+    /// A peer channel was offered: the backend's name for it. Use it once
+    /// [`Event::PeerReady`](crate::msg::Event::PeerReady) names it.
+    PeerPending {
+        /// The channel.
+        channel: u32,
+    },
 }
 
 struct Writer(Vec<u8>);
@@ -532,6 +566,22 @@ impl ControlRequest {
                 hostname,
             } => w.u32(43).u32(*board).u64(*nic_id).str(hostname),
             ControlRequest::RawCounters { board } => w.u32(44).u32(*board),
+            ControlRequest::PeerOpen {
+                endpoint,
+                peer_endpoint,
+                sizes,
+            } => w
+                .u32(60)
+                .u8(*endpoint)
+                .u8(*peer_endpoint)
+                .u32(sizes.msg_slots)
+                .u32(sizes.data_slots),
+            ControlRequest::PeerAccept { endpoint, channel } => {
+                w.u32(61).u8(*endpoint).u32(*channel)
+            }
+            ControlRequest::PeerClose { endpoint, channel } => {
+                w.u32(62).u8(*endpoint).u32(*channel)
+            }
         };
         w.0
     }
@@ -590,6 +640,22 @@ impl ControlRequest {
                 hostname: r.str()?,
             },
             44 => ControlRequest::RawCounters { board: r.u32()? },
+            60 => ControlRequest::PeerOpen {
+                endpoint: r.u8()?,
+                peer_endpoint: r.u8()?,
+                sizes: crate::peer::PeerSizes {
+                    msg_slots: r.u32()?,
+                    data_slots: r.u32()?,
+                },
+            },
+            61 => ControlRequest::PeerAccept {
+                endpoint: r.u8()?,
+                channel: r.u32()?,
+            },
+            62 => ControlRequest::PeerClose {
+                endpoint: r.u8()?,
+                channel: r.u32()?,
+            },
             k => return Err(MsgError::UnknownKind(k.min(255) as u8)),
         };
         r.done()?;
@@ -665,6 +731,9 @@ impl ControlReply {
             ControlReply::Done => {
                 w.u32(41);
             }
+            ControlReply::PeerPending { channel } => {
+                w.u32(60).u32(*channel);
+            }
         }
         w.0
     }
@@ -711,6 +780,7 @@ impl ControlReply {
                 max_frame: r.u32()?,
             },
             41 => ControlReply::Done,
+            60 => ControlReply::PeerPending { channel: r.u32()? },
             k => return Err(MsgError::UnknownKind(k.min(255) as u8)),
         };
         r.done()?;

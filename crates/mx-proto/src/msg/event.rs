@@ -60,6 +60,10 @@ u8_enum! {
         CommandError = 12,
         /// [`Event::PullDirect`].
         PullDirect = 13,
+        /// [`Event::PeerOffer`].
+        PeerOffer = 14,
+        /// [`Event::PeerReady`].
+        PeerReady = 15,
     }
 }
 
@@ -135,6 +139,19 @@ struct RawDone {
     transferred: U32,
 }
 
+/// A peer-channel notice (offer or ready).
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawPeer {
+    kind: u8,
+    src_ep: u8,
+    peer: U16,
+    channel: U32,
+    session: U32,
+    msg_slots: U16,
+    data_slots: U16,
+}
+
 #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 struct RawDirect {
@@ -192,6 +209,7 @@ const _: () = {
     assert!(core::mem::size_of::<RawLiback>() == 16);
     assert!(core::mem::size_of::<RawNack>() == 8);
     assert!(core::mem::size_of::<RawDone>() == 12);
+    assert!(core::mem::size_of::<RawPeer>() == 16);
 };
 
 /// Fields common to received data messages.
@@ -353,6 +371,25 @@ pub enum Event<'a> {
         pid: u32,
         /// Where the pulled bytes are in the sender process.
         segs: DirectSegs,
+    },
+    /// Another endpoint of this host offers us a peer channel
+    /// ([`crate::peer`]): accept it with the control request
+    /// `PeerAccept`, or decline it with `PeerClose`.
+    PeerOffer {
+        /// The backend's name for the channel.
+        channel: u32,
+        /// The offering endpoint (its peer index is this host's).
+        src: Source,
+        /// The offering endpoint's session id.
+        session: u32,
+        /// The channel's sizes.
+        sizes: crate::peer::PeerSizes,
+    },
+    /// The endpoint we offered a channel to accepted it: traffic to it may
+    /// take the channel from now on.
+    PeerReady {
+        /// The channel.
+        channel: u32,
     },
     /// The backend rejected one of our commands.
     CommandError {
@@ -551,6 +588,24 @@ impl<'a> Event<'a> {
                 cmd_kind: b[1],
                 code: b[2],
             },
+            EventKind::PeerOffer => {
+                let r: RawPeer = read(b);
+                Event::PeerOffer {
+                    channel: r.channel.get(),
+                    src: src(r.peer, r.src_ep),
+                    session: r.session.get(),
+                    sizes: crate::peer::PeerSizes {
+                        msg_slots: r.msg_slots.get().into(),
+                        data_slots: r.data_slots.get().into(),
+                    },
+                }
+            }
+            EventKind::PeerReady => {
+                let r: RawPeer = read(b);
+                Event::PeerReady {
+                    channel: r.channel.get(),
+                }
+            }
             EventKind::PullDirect => {
                 let r: RawDirect = read(b);
                 let n = usize::from(r.nsegs);
@@ -791,6 +846,39 @@ impl<'a> Event<'a> {
                     },
                 )
             }
+            Event::PeerOffer {
+                channel,
+                src,
+                session,
+                sizes,
+            } => put(
+                b,
+                &RawPeer {
+                    kind: EventKind::PeerOffer as u8,
+                    src_ep: src.endpoint,
+                    peer: src.peer.into(),
+                    channel: (*channel).into(),
+                    session: (*session).into(),
+                    msg_slots: u16::try_from(sizes.msg_slots)
+                        .map_err(|_| MsgError::BadField("peer channel sizes"))?
+                        .into(),
+                    data_slots: u16::try_from(sizes.data_slots)
+                        .map_err(|_| MsgError::BadField("peer channel sizes"))?
+                        .into(),
+                },
+            ),
+            Event::PeerReady { channel } => put(
+                b,
+                &RawPeer {
+                    kind: EventKind::PeerReady as u8,
+                    src_ep: 0,
+                    peer: 0.into(),
+                    channel: (*channel).into(),
+                    session: 0.into(),
+                    msg_slots: 0.into(),
+                    data_slots: 0.into(),
+                },
+            ),
             Event::CommandError { cmd_kind, code } => {
                 b[0] = EventKind::CommandError as u8;
                 b[1] = *cmd_kind;
