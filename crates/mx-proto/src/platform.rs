@@ -304,11 +304,92 @@ pub trait EventChannel: AsFd + Send + Sync {
 
 // ------------------------------------------------------------- rendezvous ---
 
+/// What [`PeerBell::drain`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BellState {
+    /// Nobody rang.
+    Quiet,
+    /// The peer rang (once or more, coalesced).
+    Rung,
+    /// The peer's end is gone (it closed the channel or died).
+    HungUp,
+}
+
+/// The doorbell of a peer channel ([`crate::peer`]): ring the other guest,
+/// learn that it rang or went away. Whatever the peer does with its own end,
+/// no call here blocks. [`AsFd`] is readable when the peer rang or hung up.
+pub trait PeerBell: AsFd + Send + Sync + Debug {
+    /// Rings the peer. Never blocks.
+    ///
+    /// # Errors
+    /// `BrokenPipe`-like errors once the peer is gone.
+    fn ring(&self) -> io::Result<()>;
+
+    /// Clears pending rings without blocking and says what it found.
+    ///
+    /// # Errors
+    /// An OS error if the doorbell is unusable.
+    fn drain(&self) -> io::Result<BellState>;
+}
+
+/// One guest's end of a peer channel: the shared memory and its doorbell.
+pub struct PeerEnd {
+    /// The channel's memory.
+    pub mem: std::sync::Arc<dyn SharedMem>,
+    /// Our end of the doorbell.
+    pub bell: Box<dyn PeerBell>,
+}
+
+impl Debug for PeerEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerEnd")
+            .field("pages", &self.mem.pages())
+            .field("bell", &self.bell)
+            .finish()
+    }
+}
+
+/// What a guest hands over, through its backend, to the other end of a
+/// peer channel it creates (local: the memfd and the other doorbell end).
+#[derive(Debug)]
+pub enum PeerRemote {
+    /// Local platform descriptors.
+    Local {
+        /// The channel's memfd.
+        pages: std::os::fd::OwnedFd,
+        /// The other end of the doorbell.
+        bell: local::LocalBell,
+    },
+}
+
+/// A peer channel a guest created: its own end, and what goes to the other.
+#[derive(Debug)]
+pub struct PeerOffer {
+    /// Our end (lay the channel out in it before offering).
+    pub end: PeerEnd,
+    /// What the other end gets.
+    pub remote: PeerRemote,
+}
+
+/// A peer channel's hand-over as the backend holds it between the offer
+/// and the acceptance: checked, not mapped, forwarded as it came.
+#[derive(Debug)]
+pub struct PeerGrant(pub(crate) PeerRemote);
+
+fn peer_unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "peer channels are not available on this platform",
+    )
+}
+
 /// Kind of a resource attached to a control request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResourceKind {
     /// A set of shared pages.
     Pages,
+    /// The doorbell end of a peer channel ([`PeerBell`]).
+    Bell,
     /// An event channel.
     Event,
 }
@@ -386,6 +467,51 @@ pub trait BackendLink<G: GuestPlatform>: AsFd + Send + Sync + Debug {
     /// link grants a pool at attach time and returns it here.
     fn bulk_pool(&self) -> Option<std::sync::Arc<dyn SharedMem>> {
         None
+    }
+
+    /// Creates the memory (`pages` pages) and doorbell of a peer channel
+    /// for another guest of this host. `Unsupported` where the platform has
+    /// none (the library then keeps talking through the backend).
+    ///
+    /// # Errors
+    /// `Unsupported`, or an OS error.
+    fn peer_create(&self, pages: usize) -> io::Result<PeerOffer> {
+        let _ = pages;
+        Err(peer_unsupported())
+    }
+
+    /// Sends control request `msg` with the remote half of `offer`, and
+    /// receives the reply into `reply`. Returns the reply's length.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); `Unsupported` where there are no peer channels.
+    fn peer_offer(
+        &self,
+        offer: &PeerOffer,
+        msg: &[u8],
+        reply: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        let _ = (offer, msg, reply, timeout);
+        Err(peer_unsupported())
+    }
+
+    /// Sends control request `msg` (an acceptance) and receives the reply,
+    /// with the channel's memory (which must be `pages` pages) and our
+    /// doorbell end when the backend granted it.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); `InvalidData` if what came is not a usable
+    /// channel; `Unsupported` where there are no peer channels.
+    fn peer_accept(
+        &self,
+        pages: usize,
+        msg: &[u8],
+        reply: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<(usize, Option<PeerEnd>)> {
+        let _ = (pages, msg, reply, timeout);
+        Err(peer_unsupported())
     }
 
     /// Allocates an event channel whose other end this backend can bind.
@@ -526,6 +652,16 @@ pub trait GuestConn<H: HostPlatform>: AsFd + Send + Debug {
     /// A handle for bulk copies to and from this guest's memory, usable
     /// from any thread for as long as the guest lives.
     fn memory(&self) -> H::Memory;
+
+    /// Sends reply `msg` with a peer channel another guest offered, to the
+    /// guest that accepted it. Never blocks.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); `Unsupported` where there are no peer channels.
+    fn send_peer(&self, msg: &[u8], grant: PeerGrant) -> io::Result<()> {
+        let _ = (msg, grant);
+        Err(peer_unsupported())
+    }
 }
 
 /// The resources attached to one received request, by slot. Each slot can
@@ -557,6 +693,18 @@ pub trait ReceivedResources<H: HostPlatform>: Send + Debug {
     /// `InvalidInput` if the slot is out of range, taken, or not an event
     /// channel; `InvalidData` if the guest's channel is not usable.
     fn take_event(&mut self, slot: usize) -> io::Result<H::Event>;
+
+    /// Takes a peer channel's hand-over (slot 0: its pages, which must be
+    /// exactly `pages` pages; slot 1: the other end's doorbell), checked
+    /// but not mapped, to forward to the guest that accepts it.
+    ///
+    /// # Errors
+    /// `InvalidInput`/`InvalidData` for missing or unsuitable resources;
+    /// `Unsupported` where there are no peer channels.
+    fn take_peer(&mut self, pages: usize) -> io::Result<PeerGrant> {
+        let _ = pages;
+        Err(peer_unsupported())
+    }
 }
 
 // --------------------------------------------------------------- bulk copy ---

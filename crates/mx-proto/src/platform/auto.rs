@@ -300,6 +300,39 @@ impl BackendLink<AutoGuest> for AutoLink {
         }
     }
 
+    fn peer_create(&self, pages: usize) -> io::Result<crate::platform::PeerOffer> {
+        match self {
+            AutoLink::Local(l) => l.peer_create(pages),
+            AutoLink::Xen(l) => l.peer_create(pages),
+        }
+    }
+
+    fn peer_offer(
+        &self,
+        offer: &crate::platform::PeerOffer,
+        msg: &[u8],
+        reply: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        match self {
+            AutoLink::Local(l) => l.peer_offer(offer, msg, reply, timeout),
+            AutoLink::Xen(l) => l.peer_offer(offer, msg, reply, timeout),
+        }
+    }
+
+    fn peer_accept(
+        &self,
+        pages: usize,
+        msg: &[u8],
+        reply: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<(usize, Option<crate::platform::PeerEnd>)> {
+        match self {
+            AutoLink::Local(l) => l.peer_accept(pages, msg, reply, timeout),
+            AutoLink::Xen(l) => l.peer_accept(pages, msg, reply, timeout),
+        }
+    }
+
     fn alloc_event(&self) -> io::Result<AutoEvent> {
         match self {
             AutoLink::Local(l) => l.alloc_event().map(AutoEvent::Local),
@@ -525,6 +558,13 @@ impl GuestConn<AutoHost> for AutoConn {
             AutoConn::Xen(c) => AutoMemory::Xen(c.memory()),
         }
     }
+
+    fn send_peer(&self, msg: &[u8], grant: crate::platform::PeerGrant) -> io::Result<()> {
+        match self {
+            AutoConn::Local(c) => c.send_peer(msg, grant),
+            AutoConn::Xen(c) => c.send_peer(msg, grant),
+        }
+    }
 }
 
 /// Resources received with one request.
@@ -562,6 +602,13 @@ impl ReceivedResources<AutoHost> for AutoResources {
         match self {
             AutoResources::Local(r) => r.take_event(slot).map(AutoEvent::Local),
             AutoResources::Xen(r) => r.take_event(slot).map(AutoEvent::Xen),
+        }
+    }
+
+    fn take_peer(&mut self, pages: usize) -> io::Result<crate::platform::PeerGrant> {
+        match self {
+            AutoResources::Local(r) => r.take_peer(pages),
+            AutoResources::Xen(r) => r.take_peer(pages),
         }
     }
 }

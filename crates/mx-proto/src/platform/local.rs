@@ -35,11 +35,13 @@ use std::time::Duration;
 
 use super::Platform;
 
+mod bell;
 mod event;
 mod pages;
 mod rendezvous;
 mod vm;
 
+pub use bell::LocalBell;
 pub use event::EventFdChannel;
 pub use pages::{MappedPages, MemfdPages};
 pub use rendezvous::{

@@ -777,3 +777,23 @@ pub(crate) fn process_vm_write(pid: i32, segs: &[RemoteSeg], src: &[u8]) -> io::
         libc::process_vm_writev(pid, &liov, 1, riov.as_ptr(), n as libc::c_ulong, 0)
     })
 }
+
+/// The `(SO_DOMAIN, SO_TYPE)` of a socket; `ENOTSOCK` for anything else.
+pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(libc::c_int, libc::c_int)> {
+    let get = |opt: libc::c_int| -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are writable and sized for an int option.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(v)
+    };
+    Ok((get(libc::SO_DOMAIN)?, get(libc::SO_TYPE)?))
+}

@@ -23,11 +23,13 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{EventFdChannel, LocalGuest, LocalHost, MappedPages, MemfdPages, ProcessMemory};
+use super::{
+    EventFdChannel, LocalBell, LocalGuest, LocalHost, MappedPages, MemfdPages, ProcessMemory,
+};
 use crate::platform::sys;
 use crate::platform::{
-    BackendLink, GuestConn, GuestListener, Incoming, ReceivedResources, Resource, ResourceKind,
-    MAX_CONTROL_MSG, MAX_RESOURCES,
+    BackendLink, GuestConn, GuestListener, Incoming, PeerEnd, PeerGrant, PeerOffer, PeerRemote,
+    ReceivedResources, Resource, ResourceKind, MAX_CONTROL_MSG, MAX_RESOURCES,
 };
 
 /// The backend socket path when nothing else is configured.
@@ -43,6 +45,7 @@ const VERSION: u8 = 1;
 const HEADER_LEN: usize = 2 + MAX_RESOURCES;
 const KIND_PAGES: u8 = 1;
 const KIND_EVENT: u8 = 2;
+const KIND_BELL: u8 = 3;
 
 fn default_path() -> PathBuf {
     std::env::var_os(SOCKET_ENV).map_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH), PathBuf::from)
@@ -161,27 +164,111 @@ impl BackendLink<LocalGuest> for LocalLink {
                 "control message or resource list too long",
             ));
         }
-        let mut head = [0u8; HEADER_LEN];
-        head[0] = VERSION;
-        head[1] = resources.len() as u8;
+        let mut kinds = [0u8; MAX_RESOURCES];
         let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(2 * resources.len());
         for (i, r) in resources.iter().enumerate() {
             match r {
                 Resource::Pages(p) => {
-                    head[2 + i] = KIND_PAGES;
+                    kinds[i] = KIND_PAGES;
                     fds.push(p.as_fd());
                 }
                 Resource::Event(e) => {
-                    head[2 + i] = KIND_EVENT;
+                    kinds[i] = KIND_EVENT;
                     let (to_host, to_guest) = e.descriptors();
                     fds.push(to_host);
                     fds.push(to_guest);
                 }
             }
         }
+        self.send_parts(msg, &kinds[..resources.len()], &fds, timeout)
+    }
+
+    fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        let (len, fds) = self.recv_parts(buf, timeout)?;
+        if !fds.is_empty() {
+            return Err(invalid_data("unexpected descriptors from backend"));
+        }
+        Ok(len)
+    }
+
+    fn peer_create(&self, pages: usize) -> io::Result<PeerOffer> {
+        let mem = std::sync::Arc::new(MemfdPages::new(pages)?);
+        let remote_pages = mem.as_fd().try_clone_to_owned()?;
+        let (ours, theirs) = LocalBell::pair()?;
+        Ok(PeerOffer {
+            end: PeerEnd {
+                mem,
+                bell: Box::new(ours),
+            },
+            remote: PeerRemote::Local {
+                pages: remote_pages,
+                bell: theirs,
+            },
+        })
+    }
+
+    fn peer_offer(
+        &self,
+        offer: &PeerOffer,
+        msg: &[u8],
+        reply: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        let PeerRemote::Local { pages, bell } = &offer.remote;
+        self.send_parts(
+            msg,
+            &[KIND_PAGES, KIND_BELL],
+            &[pages.as_fd(), bell.as_fd()],
+            timeout,
+        )?;
+        self.recv(reply, timeout)
+    }
+
+    fn peer_accept(
+        &self,
+        pages: usize,
+        msg: &[u8],
+        reply: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<(usize, Option<PeerEnd>)> {
+        self.send_parts(msg, &[], &[], timeout)?;
+        let (len, fds) = self.recv_parts(reply, timeout)?;
+        let mut fds = fds.into_iter();
+        let end = match (fds.next(), fds.next()) {
+            (None, _) => None,
+            (Some(mem), Some(bell)) => Some(PeerEnd {
+                mem: std::sync::Arc::new(MappedPages::map(mem, pages)?),
+                bell: Box::new(LocalBell::from_fd(bell)?),
+            }),
+            (Some(_), None) => return Err(invalid_data("half a peer channel from backend")),
+        };
+        Ok((len, end))
+    }
+}
+
+impl LocalLink {
+    /// One control message with resources of the given kinds (their
+    /// descriptors in `fds`, in order).
+    fn send_parts(
+        &self,
+        msg: &[u8],
+        kinds: &[u8],
+        fds: &[BorrowedFd<'_>],
+        timeout: Duration,
+    ) -> io::Result<()> {
+        if msg.len() > MAX_CONTROL_MSG || kinds.len() > MAX_RESOURCES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "control message or resource list too long",
+            ));
+        }
+        let mut head = [0u8; HEADER_LEN];
+        head[0] = VERSION;
+        head[1] = kinds.len() as u8;
+        head[2..2 + kinds.len()].copy_from_slice(kinds);
         let deadline = Instant::now() + timeout;
         loop {
-            match sys::send_with_fds(self.sock.as_fd(), &[&head, msg], &fds) {
+            match sys::send_with_fds(self.sock.as_fd(), &[&head, msg], fds) {
                 Ok(n) if n == HEADER_LEN + msg.len() => return Ok(()),
                 Ok(_) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -193,23 +280,29 @@ impl BackendLink<LocalGuest> for LocalLink {
         }
     }
 
-    fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+    /// One message from the backend: its length, and the descriptors of a
+    /// peer channel if the header announces exactly one (pages, bell).
+    fn recv_parts(&self, buf: &mut [u8], timeout: Duration) -> io::Result<(usize, Vec<OwnedFd>)> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut head = [0u8; HEADER_LEN];
             match sys::recv_with_fds(self.sock.as_fd(), &mut head, buf) {
                 Ok(r) if r.len == 0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
                 Ok(r) => {
-                    if r.truncated || r.ctruncated || !r.fds.is_empty() {
-                        return Err(invalid_data(
-                            "oversized or unexpected control message from backend",
-                        ));
+                    if r.truncated || r.ctruncated {
+                        return Err(invalid_data("oversized control message from backend"));
                     }
-                    if r.len < HEADER_LEN || head[0] != VERSION || head[1..].iter().any(|&b| b != 0)
-                    {
+                    if r.len < HEADER_LEN || head[0] != VERSION {
                         return Err(invalid_data("malformed control header from backend"));
                     }
-                    return Ok(r.len - HEADER_LEN);
+                    let peer = [2, KIND_PAGES, KIND_BELL];
+                    let plain = head[1..].iter().all(|&b| b == 0) && r.fds.is_empty();
+                    let granted =
+                        head[1..4] == peer && head[4..].iter().all(|&b| b == 0) && r.fds.len() == 2;
+                    if !plain && !granted {
+                        return Err(invalid_data("unexpected resources from backend"));
+                    }
+                    return Ok((r.len - HEADER_LEN, r.fds));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     wait_fd(self.sock.as_fd(), libc::POLLIN, deadline)?
@@ -495,6 +588,7 @@ impl GuestConn<LocalHost> for LocalConn {
             want += match k {
                 KIND_PAGES => 1,
                 KIND_EVENT => 2,
+                KIND_BELL => 1,
                 _ => return Err(invalid_data("unknown resource kind")),
             };
         }
@@ -508,6 +602,7 @@ impl GuestConn<LocalHost> for LocalConn {
             let mut next = || fds.next().ok_or_else(|| invalid_data("missing descriptor"));
             slots.push(Some(match k {
                 KIND_PAGES => Slot::Pages(next()?),
+                KIND_BELL => Slot::Bell(next()?),
                 _ => Slot::Event(next()?, next()?),
             }));
         }
@@ -539,6 +634,34 @@ impl GuestConn<LocalHost> for LocalConn {
     fn memory(&self) -> ProcessMemory {
         self.memory.clone()
     }
+
+    fn send_peer(&self, msg: &[u8], grant: PeerGrant) -> io::Result<()> {
+        if msg.len() > MAX_CONTROL_MSG {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "control message too long",
+            ));
+        }
+        let PeerGrant(PeerRemote::Local { pages, bell }) = grant;
+        let bell = bell.into_fd();
+        let mut head = [0u8; HEADER_LEN];
+        head[0] = VERSION;
+        head[1] = 2;
+        head[2] = KIND_PAGES;
+        head[3] = KIND_BELL;
+        loop {
+            match sys::send_with_fds(
+                self.sock.as_fd(),
+                &[&head, msg],
+                &[pages.as_fd(), bell.as_fd()],
+            ) {
+                Ok(n) if n == HEADER_LEN + msg.len() => return Ok(()),
+                Ok(_) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// One received resource slot.
@@ -546,6 +669,7 @@ impl GuestConn<LocalHost> for LocalConn {
 enum Slot {
     Pages(OwnedFd),
     Event(OwnedFd, OwnedFd),
+    Bell(OwnedFd),
 }
 
 /// Resources received with one local request: descriptors not yet mapped
@@ -564,6 +688,7 @@ impl LocalResources {
         let matches = match cell {
             Some(Slot::Pages(_)) => kind == ResourceKind::Pages,
             Some(Slot::Event(..)) => kind == ResourceKind::Event,
+            Some(Slot::Bell(_)) => kind == ResourceKind::Bell,
             None => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -590,6 +715,7 @@ impl ReceivedResources<LocalHost> for LocalResources {
         match self.slots.get(slot)? {
             Some(Slot::Pages(_)) => Some(ResourceKind::Pages),
             Some(Slot::Event(..)) => Some(ResourceKind::Event),
+            Some(Slot::Bell(_)) => Some(ResourceKind::Bell),
             None => None,
         }
     }
@@ -597,15 +723,31 @@ impl ReceivedResources<LocalHost> for LocalResources {
     fn take_pages(&mut self, slot: usize, expected_pages: usize) -> io::Result<MappedPages> {
         match self.take(slot, ResourceKind::Pages)? {
             Slot::Pages(fd) => MappedPages::map(fd, expected_pages),
-            Slot::Event(..) => unreachable!("kind checked by take"),
+            _ => unreachable!("kind checked by take"),
         }
     }
 
     fn take_event(&mut self, slot: usize) -> io::Result<EventFdChannel> {
         match self.take(slot, ResourceKind::Event)? {
             Slot::Event(to_host, to_guest) => EventFdChannel::from_guest_fds(to_host, to_guest),
-            Slot::Pages(_) => unreachable!("kind checked by take"),
+            _ => unreachable!("kind checked by take"),
         }
+    }
+
+    fn take_peer(&mut self, pages: usize) -> io::Result<PeerGrant> {
+        let Slot::Pages(mem) = self.take(0, ResourceKind::Pages)? else {
+            unreachable!("kind checked by take")
+        };
+        let Slot::Bell(bell) = self.take(1, ResourceKind::Bell)? else {
+            unreachable!("kind checked by take")
+        };
+        // The same checks as for a channel we map ourselves (a sealed memfd
+        // of exactly this size); the mapping itself is not kept.
+        drop(MappedPages::map(mem.try_clone()?, pages)?);
+        Ok(PeerGrant(PeerRemote::Local {
+            pages: mem,
+            bell: LocalBell::from_fd(bell)?,
+        }))
     }
 }
 
@@ -626,6 +768,88 @@ mod tests {
                 other => return other,
             }
         }
+    }
+
+    #[test]
+    fn a_peer_channel_travels_from_one_guest_through_the_host_to_another() {
+        use crate::platform::{BellState, PeerBell};
+        let (link_a, conn_a) = LocalConn::pair().unwrap();
+        let (link_b, conn_b) = LocalConn::pair().unwrap();
+        let a = std::thread::spawn(move || {
+            let offer = link_a.peer_create(2).unwrap();
+            offer.end.mem.write_at(PAGE_SIZE + 3, b"from a").unwrap();
+            let mut reply = [0u8; MAX_CONTROL_MSG];
+            let n = link_a.peer_offer(&offer, b"offer", &mut reply, T).unwrap();
+            assert_eq!(&reply[..n], b"pending");
+            offer.end
+        });
+        let mut buf = [0u8; MAX_CONTROL_MSG];
+        let Incoming::Request { len, mut resources } = recv_now(&conn_a, &mut buf) else {
+            panic!("no offer")
+        };
+        assert_eq!(&buf[..len], b"offer");
+        let grant = resources.take_peer(2).unwrap();
+        conn_a.send(b"pending").unwrap();
+        let end_a = a.join().unwrap();
+
+        let b = std::thread::spawn(move || {
+            let mut reply = [0u8; MAX_CONTROL_MSG];
+            let (n, end) = link_b.peer_accept(2, b"accept", &mut reply, T).unwrap();
+            assert_eq!(&reply[..n], b"granted");
+            let end = end.expect("a granted channel");
+            let mut got = [0u8; 6];
+            end.mem.read_at(PAGE_SIZE + 3, &mut got).unwrap();
+            assert_eq!(&got, b"from a");
+            end.bell.ring().unwrap();
+            // A refusal carries no descriptors.
+            let (n, none) = link_b.peer_accept(2, b"accept", &mut reply, T).unwrap();
+            assert_eq!(&reply[..n], b"no");
+            assert!(none.is_none());
+            end
+        });
+        let Incoming::Request { len, .. } = recv_now(&conn_b, &mut buf) else {
+            panic!("no accept")
+        };
+        assert_eq!(&buf[..len], b"accept");
+        conn_b.send_peer(b"granted", grant).unwrap();
+        let Incoming::Request { .. } = recv_now(&conn_b, &mut buf) else {
+            panic!("no second accept")
+        };
+        conn_b.send(b"no").unwrap();
+        let end_b = b.join().unwrap();
+        // The two ends share the bell, and the backend kept no copy of it:
+        // when B's end goes, A sees the hang-up.
+        let t0 = Instant::now();
+        while end_a.bell.drain().unwrap() != BellState::Rung {
+            assert!(t0.elapsed() < T);
+        }
+        drop(end_b);
+        assert_eq!(end_a.bell.drain().unwrap(), BellState::HungUp);
+    }
+
+    #[test]
+    fn the_host_refuses_a_peer_hand_over_that_is_not_one() {
+        let (link, conn) = LocalConn::pair().unwrap();
+        let pages = link.alloc_pages(2).unwrap();
+        let ev = link.alloc_event().unwrap();
+        link.send(b"x", &[Resource::Pages(&pages), Resource::Event(&ev)], T)
+            .unwrap();
+        let mut buf = [0u8; MAX_CONTROL_MSG];
+        let Incoming::Request { mut resources, .. } = recv_now(&conn, &mut buf) else {
+            panic!("no request")
+        };
+        assert!(resources.take_peer(2).is_err(), "an eventfd is not a bell");
+        let offer = link.peer_create(2).unwrap();
+        let mut reply = [0u8; 8];
+        let guest = std::thread::spawn(move || {
+            let _ = link.peer_offer(&offer, b"y", &mut reply, T);
+        });
+        let Incoming::Request { mut resources, .. } = recv_now(&conn, &mut buf) else {
+            panic!("no offer")
+        };
+        assert!(resources.take_peer(3).is_err(), "wrong page count");
+        conn.send(b"n").unwrap();
+        guest.join().unwrap();
     }
 
     #[test]
