@@ -772,7 +772,7 @@ mod tests {
 
     #[test]
     fn a_peer_channel_travels_from_one_guest_through_the_host_to_another() {
-        use crate::platform::{BellState, PeerBell};
+        use crate::platform::BellState;
         let (link_a, conn_a) = LocalConn::pair().unwrap();
         let (link_b, conn_b) = LocalConn::pair().unwrap();
         let a = std::thread::spawn(move || {
