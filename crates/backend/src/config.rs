@@ -73,6 +73,10 @@ pub struct BackendConfig {
     pub wire: WireTiming,
     /// Who may open the board's raw endpoint.
     pub raw_access: RawAccess,
+    /// Peer channels (offered or up) one endpoint may have; 0 turns them
+    /// off (traffic between the endpoints of this host then always
+    /// crosses the backend).
+    pub peer_channels_per_endpoint: usize,
 }
 
 /// Timing of the wire side. The defaults are the specification's; tests
@@ -135,6 +139,7 @@ impl BackendConfig {
             discovery: true,
             wire: WireTiming::default(),
             raw_access: RawAccess::Privileged,
+            peer_channels_per_endpoint: crate::peer_channels::DEFAULT_PER_ENDPOINT,
         }
     }
 

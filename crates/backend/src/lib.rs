@@ -15,6 +15,7 @@ pub mod deliver;
 pub mod discovery;
 pub mod endpoint;
 pub mod nic;
+pub mod peer_channels;
 pub mod peers;
 pub mod pull;
 pub mod raw;

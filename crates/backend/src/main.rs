@@ -118,6 +118,11 @@ struct Cli {
     #[arg(long, value_enum, default_value = "privileged")]
     raw_access: RawAccessArg,
 
+    /// Peer channels one endpoint may have with the other endpoints of
+    /// this host (0: none, every message crosses the backend).
+    #[arg(long, default_value_t = backend::peer_channels::DEFAULT_PER_ENDPOINT)]
+    peer_channels: usize,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, default_value = "info")]
     log: String,
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
     cfg.peers_file = cli.peers;
     cfg.discovery = !cli.no_discovery;
     cfg.wire.pull_timeout = Duration::from_secs(cli.pull_timeout_s);
+    cfg.peer_channels_per_endpoint = cli.peer_channels;
     cfg.raw_access = match cli.raw_access {
         RawAccessArg::Privileged => RawAccess::Privileged,
         RawAccessArg::Any => RawAccess::Any,

@@ -35,6 +35,7 @@ use crate::counters::{Counter, NicCounters, RawCounter, RawCounters};
 use crate::deliver::{self, Ctx, Outcome};
 use crate::endpoint::Endpoint;
 use crate::nic::Nic;
+use crate::peer_channels::PeerBroker;
 use crate::peers::PeerTable;
 use crate::raw::{RawEndpoint, RawTx};
 use crate::wire::Wire;
@@ -133,6 +134,10 @@ pub struct Backend<H: HostPlatform> {
     raw: Option<RawEndpoint<H>>,
     /// Its counters (kept across opens).
     raw_counters: Arc<RawCounters>,
+    /// Peer channels offered and up.
+    peer_channels: PeerBroker,
+    /// The peer channel the control reply being sent hands over.
+    peer_grant_out: Option<mx_proto::platform::PeerGrant>,
 }
 
 /// What [`Backend::attach_channel`] set up from an open request.
@@ -270,6 +275,8 @@ impl<H: HostPlatform> Backend<H> {
             nic_needs_polling,
             raw: None,
             raw_counters: Arc::new(RawCounters::default()),
+            peer_channels: PeerBroker::new(cfg.peer_channels_per_endpoint),
+            peer_grant_out: None,
             cfg,
         })
     }
@@ -490,8 +497,13 @@ impl<H: HostPlatform> Backend<H> {
             let outcome = match incoming {
                 Ok(Incoming::Request { len, resources }) => {
                     let reply = self.control(key, &buf[..len], resources);
+                    let grant = self.peer_grant_out.take();
                     if let Some(g) = self.guests.get(key) {
-                        if let Err(e) = g.conn.send(&reply.encode()) {
+                        let sent = match grant {
+                            Some(grant) => g.conn.send_peer(&reply.encode(), grant),
+                            None => g.conn.send(&reply.encode()),
+                        };
+                        if let Err(e) = sent {
                             warn!(guest = %g.conn.guest_id(), "control reply failed: {e}; detaching");
                             self.ctl_buf = buf;
                             self.detach(key);
@@ -630,6 +642,43 @@ impl<H: HostPlatform> Backend<H> {
                 Ok(()) => ControlReply::Done,
                 Err(e) => ControlReply::Error(e),
             },
+            ControlRequest::PeerOpen {
+                endpoint,
+                peer_endpoint,
+                sizes,
+            } => match self.peer_channels.open(
+                &mut self.endpoints,
+                key,
+                endpoint,
+                peer_endpoint,
+                sizes,
+                self.self_peer,
+                &mut res,
+            ) {
+                Ok(channel) => ControlReply::PeerPending { channel },
+                Err(e) => ControlReply::Error(e),
+            },
+            ControlRequest::PeerAccept { endpoint, channel } => {
+                match self
+                    .peer_channels
+                    .accept(&self.endpoints, key, endpoint, channel)
+                {
+                    Ok(grant) => {
+                        self.peer_grant_out = Some(grant);
+                        ControlReply::Done
+                    }
+                    Err(e) => ControlReply::Error(e),
+                }
+            }
+            ControlRequest::PeerClose { endpoint, channel } => {
+                match self
+                    .peer_channels
+                    .close(&self.endpoints, key, endpoint, channel)
+                {
+                    Ok(()) => ControlReply::Done,
+                    Err(e) => ControlReply::Error(e),
+                }
+            }
             ControlRequest::RawCounters { board } => {
                 if board != 0 {
                     ControlReply::Error(ControlError::BoardUnknown)
@@ -913,6 +962,7 @@ impl<H: HostPlatform> Backend<H> {
         self.abort_pulls(id);
         if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
             let _ = self.poller.delete(ep.event.as_fd());
+            self.peer_channels.endpoint_closed(id, ep.session);
             if let Some(g) = self.guests.get_mut(ep.guest) {
                 g.endpoints.retain(|&e| e != id);
             }
@@ -936,6 +986,7 @@ impl<H: HostPlatform> Backend<H> {
             self.abort_pulls(id);
             if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
                 let _ = self.poller.delete(ep.event.as_fd());
+                self.peer_channels.endpoint_closed(id, ep.session);
             }
         }
     }
