@@ -26,9 +26,10 @@ use mx_proto::msg::control::{
 };
 use mx_proto::msg::raw::RawCommand;
 use mx_proto::msg::{CmdSlot, Command, EvtSlot};
+use mx_proto::peer::{PeerChannel, PeerSizes};
 use mx_proto::platform::{
-    BackendLink, EventChannel, GuestPlatform, Resource, WaitOutcome, Wakeup, MAX_CONTROL_MSG,
-    PAGE_SIZE,
+    BackendLink, EventChannel, GuestPlatform, PeerBell, Resource, SharedMem, WaitOutcome, Wakeup,
+    MAX_CONTROL_MSG, PAGE_SIZE,
 };
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -375,6 +376,134 @@ fn done_reply(r: ControlReply) -> Result<(), FrontendError> {
         _ => Err(FrontendError::Protocol(
             "unexpected reply to a board request",
         )),
+    }
+}
+
+/// Our end of a peer channel ([`mx_proto::peer`]) to another endpoint of
+/// this host: the rings and the doorbell.
+pub struct PeerLink {
+    /// The backend's name for the channel.
+    pub channel: u32,
+    /// The rings.
+    pub chan: PeerChannel<Arc<dyn SharedMem>>,
+    /// Our end of the doorbell.
+    pub bell: Box<dyn PeerBell>,
+}
+
+impl std::fmt::Debug for PeerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLink")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G: GuestPlatform> Frontend<G> {
+    /// Create a peer channel from our endpoint `endpoint` to endpoint
+    /// `peer_endpoint` of this host, lay it out and offer it. It is up once
+    /// the other end rings its doorbell; a hang-up means it was declined.
+    ///
+    /// # Errors
+    /// `Refused(Unsupported)` where the platform or the backend has no peer
+    /// channels, `Refused(Busy)` if the pair has one or an offer already,
+    /// `Refused(NoResources)` at a limit.
+    pub fn offer_peer(
+        &self,
+        endpoint: u8,
+        peer_endpoint: u8,
+        sizes: PeerSizes,
+    ) -> Result<PeerLink, FrontendError> {
+        let pages = sizes.pages()?;
+        let offer = match self.link.link.peer_create(pages) {
+            Ok(o) => o,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                return Err(FrontendError::Refused(ControlError::Unsupported))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let chan = PeerChannel::create(offer.end.mem.clone(), &sizes)?;
+        let req = ControlRequest::PeerOpen {
+            endpoint,
+            peer_endpoint,
+            sizes,
+        };
+        let _guard = self.link.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = vec![0u8; MAX_CONTROL_MSG];
+        let n = self
+            .link
+            .link
+            .peer_offer(&offer, &req.encode(), &mut buf, CONTROL_TIMEOUT)?;
+        match ControlReply::decode(&buf[..n]) {
+            Ok(ControlReply::PeerPending { channel }) => Ok(PeerLink {
+                channel,
+                chan,
+                bell: offer.end.bell,
+            }),
+            Ok(ControlReply::Error(e)) => Err(FrontendError::Refused(e)),
+            _ => Err(FrontendError::Protocol("unexpected reply to a peer offer")),
+        }
+    }
+
+    /// Accept channel `channel` offered to our endpoint `endpoint` with
+    /// `sizes` (what the offer said), check its memory and ring the other
+    /// end to say it is up.
+    ///
+    /// # Errors
+    /// `Refused(BadEndpoint)` if the offer lapsed or its sender is gone;
+    /// a channel error if the memory is not laid out as the offer said.
+    pub fn accept_peer(
+        &self,
+        endpoint: u8,
+        channel: u32,
+        sizes: PeerSizes,
+    ) -> Result<PeerLink, FrontendError> {
+        let pages = sizes.pages()?;
+        let req = ControlRequest::PeerAccept { endpoint, channel };
+        let (n, end, buf) = {
+            let _guard = self.link.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut buf = vec![0u8; MAX_CONTROL_MSG];
+            let (n, end) =
+                match self
+                    .link
+                    .link
+                    .peer_accept(pages, &req.encode(), &mut buf, CONTROL_TIMEOUT)
+                {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        return Err(FrontendError::Refused(ControlError::Unsupported))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            (n, end, buf)
+        };
+        match (ControlReply::decode(&buf[..n]), end) {
+            (Ok(ControlReply::Done), Some(end)) => {
+                let chan = PeerChannel::attach(end.mem, &sizes)?;
+                end.bell.ring()?;
+                Ok(PeerLink {
+                    channel,
+                    chan,
+                    bell: end.bell,
+                })
+            }
+            (Ok(ControlReply::Error(e)), None) => Err(FrontendError::Refused(e)),
+            _ => Err(FrontendError::Protocol("unexpected reply to a peer accept")),
+        }
+    }
+
+    /// Decline an offered channel, or tell the backend we dropped one.
+    ///
+    /// # Errors
+    /// If the backend cannot be reached or does not know the channel.
+    pub fn close_peer(&self, endpoint: u8, channel: u32) -> Result<(), FrontendError> {
+        match call::<G>(
+            &self.link,
+            &ControlRequest::PeerClose { endpoint, channel },
+            &[],
+        )? {
+            ControlReply::Done => Ok(()),
+            _ => Err(FrontendError::Protocol("unexpected reply to a peer close")),
+        }
     }
 }
 
@@ -729,6 +858,19 @@ impl<G: GuestPlatform> Doorbell<G> {
     /// If the event channel is broken.
     pub fn wait(&self, timeout: Option<Duration>) -> io::Result<WaitOutcome> {
         self.event.wait(timeout)
+    }
+
+    /// [`wait`](Self::wait), also ending when one of `peers` (peer-channel
+    /// doorbells) rings or hangs up: one wait for the backend and the peers.
+    ///
+    /// # Errors
+    /// If a descriptor is broken.
+    pub fn wait_with(
+        &self,
+        peers: &[std::os::fd::BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> io::Result<WaitOutcome> {
+        self.event.wait_with(peers, timeout)
     }
 
     /// Interrupt one blocked [`wait`](Self::wait) (the current one or the next).

@@ -251,6 +251,9 @@ unsafe impl<T: crate::ring::SharedRegion + Send + Sync + ?Sized> SharedMem for T
 
 // ---------------------------------------------------------- event channel ---
 
+/// Most extra descriptors one [`EventChannel::wait_with`] watches.
+pub const WAIT_EXTRA_MAX: usize = 64;
+
 /// Why [`EventChannel::wait`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitOutcome {
@@ -292,6 +295,63 @@ pub trait EventChannel: AsFd + Send + Sync {
     /// # Errors
     /// An OS error if the channel is broken.
     fn wait(&self, timeout: Option<Duration>) -> io::Result<WaitOutcome>;
+
+    /// [`wait`](Self::wait), also ending when one of `extra` (at most
+    /// [`WAIT_EXTRA_MAX`]; peer-channel doorbells) becomes readable or
+    /// hangs up, which reports `Notified` without consuming anything of
+    /// theirs: one wait for the backend and for the peers.
+    ///
+    /// # Errors
+    /// An OS error if a descriptor is broken; `InvalidInput` for too many.
+    fn wait_with(
+        &self,
+        extra: &[std::os::fd::BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> io::Result<WaitOutcome> {
+        use std::os::fd::AsRawFd;
+        if extra.is_empty() {
+            return self.wait(timeout);
+        }
+        if extra.len() > WAIT_EXTRA_MAX {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let wake = self.wakeup()?;
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let pfd = |fd: std::os::fd::BorrowedFd<'_>| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            let mut fds = [pfd(self.as_fd()); WAIT_EXTRA_MAX + 2];
+            fds[1] = pfd(wake.as_fd());
+            for (f, e) in fds[2..].iter_mut().zip(extra) {
+                *f = pfd(*e);
+            }
+            let fds = &mut fds[..2 + extra.len()];
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            match sys::ppoll(fds, left) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                return Err(io::Error::other("event channel descriptor in error"));
+            }
+            if fds[0].revents & libc::POLLIN != 0 && self.consume()? {
+                return Ok(WaitOutcome::Notified);
+            }
+            if fds[1].revents & libc::POLLIN != 0 && wake.consume()? {
+                return Ok(WaitOutcome::Interrupted);
+            }
+            if fds[2..].iter().any(|f| f.revents != 0) {
+                return Ok(WaitOutcome::Notified);
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(WaitOutcome::TimedOut);
+            }
+        }
+    }
 
     /// A handle that interrupts [`wait`](Self::wait) on this channel from
     /// another thread of this process (MX's `mx_wakeup`). Each

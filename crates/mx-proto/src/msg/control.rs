@@ -437,8 +437,9 @@ pub enum ControlReply {
     /// A request without a result succeeded (`CloseRaw`, `SetHostname`,
     /// `SetPeerName`, `PeerAccept`, `PeerClose`).
     Done,
-    /// A peer channel was offered: the backend's name for it. Use it once
-    /// [`Event::PeerReady`](crate::msg::Event::PeerReady) names it.
+    /// A peer channel was offered: the backend's name for it. The other
+    /// endpoint rings the channel's doorbell once it accepted (and hangs up
+    /// if it declines or the offer lapses).
     PeerPending {
         /// The channel.
         channel: u32,

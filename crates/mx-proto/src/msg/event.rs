@@ -62,8 +62,6 @@ u8_enum! {
         PullDirect = 13,
         /// [`Event::PeerOffer`].
         PeerOffer = 14,
-        /// [`Event::PeerReady`].
-        PeerReady = 15,
     }
 }
 
@@ -139,7 +137,7 @@ struct RawDone {
     transferred: U32,
 }
 
-/// A peer-channel notice (offer or ready).
+/// A peer-channel offer.
 #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 struct RawPeer {
@@ -385,12 +383,6 @@ pub enum Event<'a> {
         /// The channel's sizes.
         sizes: crate::peer::PeerSizes,
     },
-    /// The endpoint we offered a channel to accepted it: traffic to it may
-    /// take the channel from now on.
-    PeerReady {
-        /// The channel.
-        channel: u32,
-    },
     /// The backend rejected one of our commands.
     CommandError {
         /// The command's kind byte.
@@ -600,12 +592,7 @@ impl<'a> Event<'a> {
                     },
                 }
             }
-            EventKind::PeerReady => {
-                let r: RawPeer = read(b);
-                Event::PeerReady {
-                    channel: r.channel.get(),
-                }
-            }
+
             EventKind::PullDirect => {
                 let r: RawDirect = read(b);
                 let n = usize::from(r.nsegs);
@@ -865,18 +852,6 @@ impl<'a> Event<'a> {
                     data_slots: u16::try_from(sizes.data_slots)
                         .map_err(|_| MsgError::BadField("peer channel sizes"))?
                         .into(),
-                },
-            ),
-            Event::PeerReady { channel } => put(
-                b,
-                &RawPeer {
-                    kind: EventKind::PeerReady as u8,
-                    src_ep: 0,
-                    peer: 0.into(),
-                    channel: (*channel).into(),
-                    session: 0.into(),
-                    msg_slots: 0.into(),
-                    data_slots: 0.into(),
                 },
             ),
             Event::CommandError { cmd_kind, code } => {
