@@ -76,6 +76,9 @@ pub struct OpenOptions {
     pub max_retries: Option<u32>,
     /// Report open, close and partner resets on stderr (`MX_VERBOSE`).
     pub verbose: bool,
+    /// Talk to the other endpoints of this host through peer channels
+    /// (`MX_PEER_CHANNELS`, default on; never with `MX_DISABLE_SHMEM`).
+    pub peer_channels: bool,
 }
 
 impl Default for OpenOptions {
@@ -101,6 +104,7 @@ impl OpenOptions {
             imm_ack: env.imm_ack,
             max_retries: env.max_retries,
             verbose: env.verbose,
+            peer_channels: env.peer_channels,
         }
     }
 
@@ -259,6 +263,8 @@ struct State<B: MsgBuf> {
     /// Slots of the command ring (all free once the backend consumed
     /// everything we posted).
     cmd_slots: u32,
+    /// Channels to the other endpoints of this host.
+    peers: crate::peers::Peers,
 }
 
 struct Inner<B: MsgBuf> {
@@ -364,6 +370,12 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         // staged pull, and a backend that cannot (Xen) copies itself.
         cfg.direct_pull = opts.direct_pull;
         cfg.seed = u64::from(chan.session()) ^ (u64::from(std::process::id()) << 32);
+        let peers = crate::peers::Peers::new(
+            opts.peer_channels && !opts.disable_shmem,
+            chan.id(),
+            chan.session(),
+            frontend.board().self_peer,
+        );
         let mut core = Core::new(cfg)?;
         if let Some(pool) = pool {
             core.set_bulk_pool(Box::new(pool));
@@ -391,6 +403,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                     broken: false,
                     direct_src: None,
                     cmd_slots: opts.sizes.cmd_slots,
+                    peers,
                 }),
                 cond: Condvar::new(),
                 doorbell,
@@ -430,7 +443,8 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 let Ok(mut st) = inner.state.try_lock() else {
                     continue;
                 };
-                progress(&mut st, now);
+                // The periodic pass also looks for peers that hung up.
+                progress(&inner.frontend, &mut st, now, true);
                 inner.last_progress.store(now, Ordering::Relaxed);
             });
     }
@@ -466,7 +480,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         let mut st = lock(&self.inner.state);
         let r = f(&mut st.core);
         let now = self.now();
-        progress(&mut st, now);
+        progress(&self.inner.frontend, &mut st, now, false);
         self.inner.last_progress.store(now, Ordering::Relaxed);
         r
     }
@@ -477,11 +491,21 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
     pub fn poll_with<R>(&self, f: impl FnOnce(&mut Core<B>) -> R) -> R {
         let mut st = lock(&self.inner.state);
         let now = self.now();
-        progress(&mut st, now);
+        progress(&self.inner.frontend, &mut st, now, false);
         let r = f(&mut st.core);
-        progress(&mut st, now);
+        progress(&self.inner.frontend, &mut st, now, false);
         self.inner.last_progress.store(now, Ordering::Relaxed);
         r
+    }
+
+    /// What this endpoint's peer channels counted.
+    pub fn peer_stats(&self) -> crate::peers::PeerStats {
+        lock(&self.inner.state).peers.stats()
+    }
+
+    /// Peer channels up (to other endpoints of this host).
+    pub fn peer_channels_up(&self) -> usize {
+        lock(&self.inner.state).peers.up()
     }
 
     /// Whether the channel to the backend broke (the backend went away or
@@ -505,7 +529,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             let done = {
                 let mut st = lock(&self.inner.state);
                 let now = self.now();
-                progress(&mut st, now);
+                progress(&self.inner.frontend, &mut st, now, false);
                 let total = st.cmd_slots;
                 let drained = st.chan.command_space().map_or(true, |n| n >= total);
                 st.broken || (drained && st.core.is_quiescent())
@@ -521,7 +545,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
     pub fn progress(&self) {
         let mut st = lock(&self.inner.state);
         let now = self.now();
-        progress(&mut st, now);
+        progress(&self.inner.frontend, &mut st, now, false);
     }
 
     /// Post a send.
@@ -577,7 +601,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         loop {
             let mut st = lock(&inner.state);
             let now = self.now();
-            progress(&mut st, now);
+            progress(&inner.frontend, &mut st, now, false);
             inner.last_progress.store(now, Ordering::Relaxed);
             if let Some(r) = done(&mut st.core) {
                 return Some(r);
@@ -615,6 +639,9 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 drop(g);
                 continue;
             }
+            if !st.peers.prepare_to_sleep() {
+                continue;
+            }
             let armed = match st.chan.prepare_to_sleep() {
                 Ok(armed) => armed,
                 Err(_) => {
@@ -626,8 +653,14 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 continue;
             }
             st.sleeper = true;
+            let bells = st.peers.bells();
             drop(st);
-            let _ = inner.doorbell.wait(Some(sleep));
+            if bells.is_empty() {
+                let _ = inner.doorbell.wait(Some(sleep));
+            } else {
+                let fds: Vec<_> = bells.iter().map(|b| b.as_fd()).collect();
+                let _ = inner.doorbell.wait_with(&fds, Some(sleep));
+            }
             let mut st = lock(&inner.state);
             st.sleeper = false;
             drop(st);
@@ -773,8 +806,11 @@ fn copy_direct<B: MsgBuf>(
     false
 }
 
-/// Events in, timers, commands out, until nothing moves.
-fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
+/// Events in (from the backend and the peers), timers, commands out (to
+/// the peers where a channel is up, else to the backend), until nothing
+/// moves; then the peer channels' control-path work. `bells`: also look
+/// for peers that hung up (the background pass does).
+fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time, bells: bool) {
     if st.broken {
         return;
     }
@@ -785,6 +821,7 @@ fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
         recv_scratch,
         broken,
         direct_src,
+        peers,
         ..
     } = st;
     loop {
@@ -807,6 +844,16 @@ fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
                 core.handle_pull_direct(cookie, |buf, len| {
                     copy_direct(direct_src, pid, segs.segs(), buf, len)
                 });
+                continue;
+            }
+            if let Event::PeerOffer {
+                channel,
+                src,
+                session,
+                sizes,
+            } = ev
+            {
+                peers.offered(channel, src, session, sizes);
                 continue;
             }
             let payload = match ev {
@@ -836,6 +883,7 @@ fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
             *broken = true;
             return;
         }
+        moved |= peers.receive(core, now);
         // Timers.
         if core.poll_timeout().is_some_and(|at| at <= now) {
             core.handle_timeout(now);
@@ -851,7 +899,25 @@ fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
             if !core.poll_command(now, &mut slot, &mut Scratch(send_scratch)) {
                 break;
             }
-            if let Ok(Command::MediumFrag(m)) = Command::parse(&slot) {
+            let cmd = Command::parse(&slot);
+            if let Ok(cmd) = &cmd {
+                if peers.try_send(cmd, &slot, send_scratch) {
+                    moved = true;
+                    if let Command::MediumFrag(m) = cmd {
+                        // The fragment was copied into the channel: its
+                        // send-queue slot is free again at once.
+                        core.handle_event(
+                            now,
+                            &Event::SendMediumDone {
+                                sendq_slot: m.sendq_slot,
+                            },
+                            &crate::core::NoRecvQueue,
+                        );
+                    }
+                    continue;
+                }
+            }
+            if let Ok(Command::MediumFrag(m)) = cmd {
                 let len = usize::from(m.frag_length).min(QUEUE_SLOT_SIZE);
                 if chan
                     .sendq_write(m.sendq_slot, &send_scratch[..len])
@@ -867,6 +933,7 @@ fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
             }
             pushed = true;
         }
+        peers.flush();
         if pushed {
             moved = true;
             if chan.flush().is_err() {
@@ -875,7 +942,10 @@ fn progress<B: MsgBuf>(st: &mut State<B>, now: Time) {
             }
         }
         if !moved {
-            return;
+            break;
         }
+    }
+    if bells || peers.needs_maintenance() {
+        peers.maintain(frontend, core, now, bells);
     }
 }

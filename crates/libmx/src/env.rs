@@ -21,6 +21,7 @@ pub const VARIABLES: &[&str] = &[
     "MX_SPIN_US",
     "MX_STAGE_LARGE",
     "MX_DIRECT_PULL",
+    "MX_PEER_CHANNELS",
 ];
 
 /// Default of `MX_SPIN_US` (µs): how long blocking waits spin first.
@@ -67,6 +68,10 @@ pub struct MxEnv {
     /// straight from the sender process, where the backend allows it; 0
     /// lets the backend copy.
     pub direct_pull: bool,
+    /// `MX_PEER_CHANNELS` (default 1): talk to the other endpoints of this
+    /// host through peer channels of our own, with the backend out of the
+    /// data path (crate::peers); 0 sends everything through the backend.
+    pub peer_channels: bool,
     /// Variables whose value was not understood (each kept its default).
     pub warnings: Vec<String>,
 }
@@ -85,6 +90,7 @@ impl Default for MxEnv {
             spin_us: DEFAULT_SPIN_US,
             stage_pages: 0,
             direct_pull: true,
+            peer_channels: true,
             warnings: Vec::new(),
         }
     }
@@ -122,6 +128,7 @@ impl MxEnv {
         let spin_us = num("MX_SPIN_US");
         let stage_pages = num("MX_STAGE_LARGE");
         let direct_pull = num("MX_DIRECT_PULL");
+        let peer_channels = num("MX_PEER_CHANNELS");
         let on = |v: Option<u64>, default: bool| v.map_or(default, |v| v != 0);
         env.disable_self = on(disable_self, false);
         env.disable_shmem = on(disable_shmem, false);
@@ -132,6 +139,7 @@ impl MxEnv {
         env.spin_us = spin_us.unwrap_or(DEFAULT_SPIN_US);
         env.stage_pages = stage_pages.map_or(0, |v| v.min(STAGE_PAGES_MAX) as usize);
         env.direct_pull = on(direct_pull, true);
+        env.peer_channels = on(peer_channels, true);
         env.max_retries = match max_retries {
             None | Some(0) => None,
             Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
@@ -174,9 +182,10 @@ mod tests {
             ("MX_SPIN_US", "0"),
             ("MX_STAGE_LARGE", "99999999"),
             ("MX_DIRECT_PULL", "0"),
+            ("MX_PEER_CHANNELS", "0"),
         ]);
         assert_eq!(e.stage_pages, 1 << 20, "capped");
-        assert!(!e.direct_pull);
+        assert!(!e.direct_pull && !e.peer_channels);
         assert!(e.disable_self && e.disable_shmem && e.imm_ack && e.verbose);
         assert!(!e.zombie_send && !e.rcache);
         assert_eq!(e.max_retries, Some(7));

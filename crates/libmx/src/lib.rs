@@ -6,11 +6,14 @@
 //!   frontend: progress, blocking waits, wake-ups, background progression.
 //! - [`mod@env`]: the MX environment variables (`MX_DISABLE_SHMEM`,
 //!   `MX_ZOMBIE_SEND`, `MX_IMM_ACK`, ...).
+//! - [`peers`]: peer channels, the backend out of the data path between
+//!   endpoints of one host.
 //! - [`raw`]: a board's raw endpoint (the MX raw API of fabric mappers).
 //! - [`ffi`]: the C ABI of `libmyriexpress.so` (MX API 0x301).
 pub mod core;
 pub mod endpoint;
 pub mod env;
 pub mod ffi;
+pub mod peers;
 pub mod raw;
 pub mod staging;

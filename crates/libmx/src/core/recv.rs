@@ -279,6 +279,8 @@ impl<B: MsgBuf> Core<B> {
             // Nobody to copy for us here: the backend will.
             Event::PullDirect { cookie, .. } => self.pull_direct(cookie, |_, _| false),
             Event::CommandError { .. } => self.stats.command_errors += 1,
+            // Peer-channel offers are the shell's business (crate::peers).
+            Event::PeerOffer { .. } => {}
         }
     }
 

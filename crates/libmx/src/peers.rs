@@ -1,0 +1,528 @@
+//! Peer channels in the library: messages to another endpoint of this host
+//! go straight into memory the two libraries share ([`mx_proto::peer`]),
+//! with the backend out of the data path.
+//!
+//! The protocol core does not know: it writes the same commands as ever,
+//! and the shell (crate::endpoint) offers each one here first. A command to
+//! a partner whose channel is up leaves through the channel; anything else
+//! (no channel yet, a full channel, a connect, a pull, a region, and a
+//! rendezvous, which must follow its window's registration to the backend)
+//! goes to the backend as before. The receiving library turns what it pops into the
+//! event the backend would have posted ([`mx_proto::msg::arrival`]), with
+//! the source the channel is bound to, and feeds its core.
+//!
+//! **Order across the switch.** The core orders every partner's messages by
+//! seqnum and keeps early ones (up to 4096) until the gap before them is
+//! filled, so a message that overtakes an older one still crossing the
+//! backend waits for it, and a message that falls back to the backend
+//! because the channel is full is merged in order too. Nothing here keeps
+//! its own sequence: the hand-over is the core's ordinary reordering.
+//!
+//! **Set-up.** The first data message to a same-host partner makes the
+//! library offer a channel (at most once a second per partner while offers
+//! fail); the other library accepts the backend's offer event and rings the
+//! doorbell, which tells us it is up. Both may offer at once: the backend
+//! takes the first and refuses the second (`Busy`), whose sender accepts
+//! the first's offer instead.
+//!
+//! **Faults.** Everything popped is a copy, parsed and checked (kind,
+//! destination endpoint and session, the data slot's order and bounds)
+//! before it reaches the core; a channel that lies once is dropped, and the
+//! core's retransmission brings what it lost through the backend. A peer
+//! that dies or closes its endpoint hangs the doorbell up: whatever it had
+//! sent is still read, then the channel is dropped.
+
+use crate::core::{Core, MsgBuf, NoRecvQueue, RecvQueue, Time};
+use crate::endpoint::Guest;
+use frontend::{Frontend, FrontendError, PeerLink};
+use mx_proto::msg::arrival::arrival;
+use mx_proto::msg::command::MediumFrag;
+use mx_proto::msg::control::ControlError;
+use mx_proto::msg::{CmdSlot, Command, Event, Source, QUEUE_SLOT_SIZE};
+use mx_proto::peer::{PeerChannel, PeerSizes};
+use mx_proto::platform::{BellState, PeerBell, SharedMem};
+use std::sync::Arc;
+
+/// Wait this long before offering a channel to the same endpoint again
+/// after an offer failed or a channel went down (µs).
+const RETRY_US: Time = 1_000_000;
+/// An offer not accepted within this long is withdrawn (µs).
+const PENDING_US: Time = 10_000_000;
+/// Most messages taken from one channel per progress pass, so that one
+/// busy peer cannot starve the backend's events or the other peers.
+const POP_BATCH: usize = 256;
+
+/// What the peer channels of an endpoint counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Channels that came up (offered by us and accepted, or accepted by us).
+    pub up: u64,
+    /// Channels dropped (hang-up, lie, lapse).
+    pub down: u64,
+    /// Offers that failed (refused, busy, unsupported).
+    pub refused: u64,
+    /// Messages sent through a channel.
+    pub sent: u64,
+    /// Messages received through a channel.
+    pub received: u64,
+    /// Messages to a partner with a channel that went through the backend
+    /// because the channel was full.
+    pub overflow: u64,
+    /// Messages dropped because the peer lied (malformed, wrong
+    /// destination, out-of-order slot); each drops its channel too.
+    pub lies: u64,
+}
+
+struct Slot {
+    ep: u8,
+    session: u32,
+    channel: u32,
+    chan: PeerChannel<Arc<dyn SharedMem>>,
+    bell: Arc<dyn PeerBell>,
+    /// The other end accepted (it rang, or something arrived).
+    up: bool,
+    /// When the offer was made (pending slots lapse).
+    since: Time,
+    /// Pushed since the last publish.
+    pushed: bool,
+    /// Hung up or lied: read what is left, then forget.
+    dead: bool,
+}
+
+/// The peer channels of one endpoint.
+pub(crate) struct Peers {
+    enabled: bool,
+    me: u8,
+    session: u32,
+    self_peer: u16,
+    slots: Vec<Slot>,
+    /// Endpoints a channel was wanted for, and when we last tried.
+    tried: Vec<(u8, Time)>,
+    /// Endpoints a send wanted a channel to since the last maintenance.
+    wanted: Vec<(u8, u32)>,
+    /// Offers to accept (or decline) at the next maintenance.
+    offers: Vec<(u32, Source, u32, PeerSizes)>,
+    scratch: Vec<u8>,
+    stats: PeerStats,
+}
+
+/// Whether a command may take a peer channel: the messages of the MX
+/// library protocol between two endpoints. Connects stay with the backend
+/// (it knows which endpoints exist), and pulls and regions are requests to
+/// the backend itself.
+fn channel_kind(cmd: &Command<'_>) -> Option<(u8, u32, bool)> {
+    match cmd {
+        Command::Tiny { hdr, .. } | Command::Small { hdr, .. } => {
+            Some((hdr.dest.endpoint, hdr.session, true))
+        }
+        Command::MediumFrag(m) => Some((m.hdr.dest.endpoint, m.hdr.session, true)),
+        Command::Rndv(r) => Some((r.hdr.dest.endpoint, r.hdr.session, true)),
+        Command::Notify(n) => Some((n.dest.endpoint, n.session, false)),
+        Command::Liback(l) => Some((l.dest.endpoint, l.session, false)),
+        _ => None,
+    }
+}
+
+fn dest_peer(cmd: &Command<'_>) -> Option<u16> {
+    Some(match cmd {
+        Command::Tiny { hdr, .. } | Command::Small { hdr, .. } => hdr.dest.peer,
+        Command::MediumFrag(m) => m.hdr.dest.peer,
+        Command::Rndv(r) => r.hdr.dest.peer,
+        Command::Notify(n) => n.dest.peer,
+        Command::Liback(l) => l.dest.peer,
+        _ => return None,
+    })
+}
+
+struct OneSlot<'a>(&'a [u8]);
+
+impl RecvQueue for OneSlot<'_> {
+    fn slot(&self, _idx: u16) -> &[u8] {
+        self.0
+    }
+}
+
+impl Peers {
+    /// Peer channels of endpoint `me` (session `session`) on a host whose
+    /// index in the peer table is `self_peer`; `enabled` false never
+    /// offers and declines every offer.
+    pub(crate) fn new(enabled: bool, me: u8, session: u32, self_peer: u16) -> Self {
+        Peers {
+            enabled,
+            me,
+            session,
+            self_peer,
+            slots: Vec::new(),
+            tried: Vec::new(),
+            wanted: Vec::new(),
+            offers: Vec::new(),
+            scratch: vec![0; QUEUE_SLOT_SIZE],
+            stats: PeerStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> PeerStats {
+        self.stats
+    }
+
+    /// Channels up.
+    pub(crate) fn up(&self) -> usize {
+        self.slots.iter().filter(|s| s.up && !s.dead).count()
+    }
+
+    /// Offer command `cmd` (encoded in `slot`; `frag` holds a medium
+    /// fragment's bytes) to the channel of its partner. True if it left
+    /// that way; false if it must go to the backend.
+    pub(crate) fn try_send(&mut self, cmd: &Command<'_>, slot: &CmdSlot, frag: &[u8]) -> bool {
+        if !self.enabled || dest_peer(cmd) != Some(self.self_peer) {
+            return false;
+        }
+        let Some((ep, session, data_msg)) = channel_kind(cmd) else {
+            return false;
+        };
+        if ep == self.me {
+            return false;
+        }
+        let Some(s) = self
+            .slots
+            .iter_mut()
+            .find(|s| s.ep == ep && s.session == session && !s.dead)
+        else {
+            if data_msg && !self.wanted.contains(&(ep, session)) {
+                self.wanted.push((ep, session));
+            }
+            return false;
+        };
+        // A rendezvous names a window the receiver's pull will ask the
+        // backend for: it follows the window's registration through the
+        // backend's command ring, so the backend knows the window before
+        // any pull of it (the notify that ends it may take the channel).
+        if !s.up || matches!(cmd, Command::Rndv(_)) {
+            return false;
+        }
+        let medium = matches!(cmd, Command::MediumFrag(_));
+        match s.chan.has_room(medium) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.stats.overflow += 1;
+                return false;
+            }
+            Err(_) => {
+                s.dead = true;
+                return false;
+            }
+        }
+        let pushed = if let Command::MediumFrag(m) = cmd {
+            let len = usize::from(m.frag_length).min(frag.len());
+            s.chan.put_data(&frag[..len]).and_then(|data_slot| {
+                let mut out = CmdSlot::default();
+                Command::MediumFrag(MediumFrag {
+                    sendq_slot: data_slot,
+                    ..*m
+                })
+                .emit(&mut out)?;
+                s.chan.push(&out)
+            })
+        } else {
+            s.chan.push(slot)
+        };
+        if pushed.is_err() {
+            // Room was checked: the peer broke an index.
+            s.dead = true;
+            return false;
+        }
+        s.pushed = true;
+        self.stats.sent += 1;
+        true
+    }
+
+    /// Make what was pushed visible, ringing peers that sleep.
+    pub(crate) fn flush(&mut self) {
+        for s in &mut self.slots {
+            if s.pushed {
+                s.pushed = false;
+                if s.chan.publish().is_needed() && s.bell.ring().is_err() {
+                    s.dead = true;
+                }
+            }
+        }
+    }
+
+    /// Feed the core what arrived on every channel. True if anything did.
+    pub(crate) fn receive<B: MsgBuf>(&mut self, core: &mut Core<B>, now: Time) -> bool {
+        let mut moved = false;
+        for i in 0..self.slots.len() {
+            moved |= self.receive_one(i, core, now);
+        }
+        moved
+    }
+
+    fn receive_one<B: MsgBuf>(&mut self, i: usize, core: &mut Core<B>, now: Time) -> bool {
+        let (me, session, self_peer) = (self.me, self.session, self.self_peer);
+        let Peers {
+            slots,
+            scratch,
+            stats,
+            ..
+        } = self;
+        let s = &mut slots[i];
+        let src = Source {
+            peer: self_peer,
+            endpoint: s.ep,
+        };
+        let mut moved = false;
+        for _ in 0..POP_BATCH {
+            let raw = match s.chan.pop() {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(_) => {
+                    s.dead = true;
+                    break;
+                }
+            };
+            moved = true;
+            // Something arrived: the other end has the channel.
+            if !s.up {
+                s.up = true;
+                stats.up += 1;
+            }
+            let ok = match Command::parse(&raw) {
+                Ok(cmd) => deliver(core, now, src, (me, session), &cmd, &mut s.chan, scratch),
+                Err(_) => false,
+            };
+            if ok {
+                stats.received += 1;
+            } else {
+                stats.lies += 1;
+                s.dead = true;
+                break;
+            }
+        }
+        if moved {
+            // The sender never waits for room (a full channel sends through
+            // the backend), so releasing needs no ring.
+            let _ = s.chan.release();
+        }
+        moved
+    }
+
+    /// An offer event from the backend, handled at the next maintenance.
+    pub(crate) fn offered(&mut self, channel: u32, src: Source, session: u32, sizes: PeerSizes) {
+        // Bounded: a backend cannot make us queue more offers than
+        // endpoints could exist.
+        if self.offers.len() < 256 {
+            self.offers.push((channel, src, session, sizes));
+        }
+    }
+
+    /// The control-path work: accept or decline offers, make the offers
+    /// sends asked for, see which pending offers were accepted, and drop
+    /// dead channels. `bells`: also look for hang-ups of channels that are
+    /// up (a syscall per channel; the background thread does it).
+    pub(crate) fn maintain<B: MsgBuf>(
+        &mut self,
+        frontend: &Frontend<Guest>,
+        core: &mut Core<B>,
+        now: Time,
+        bells: bool,
+    ) {
+        for (channel, src, session, sizes) in std::mem::take(&mut self.offers) {
+            let taken = self.slots.iter().any(|s| s.ep == src.endpoint && !s.dead);
+            if !self.enabled || taken || src.peer != self.self_peer || src.endpoint == self.me {
+                let _ = frontend.close_peer(self.me, channel);
+                continue;
+            }
+            match frontend.accept_peer(self.me, channel, sizes) {
+                Ok(link) => {
+                    self.add(link, src.endpoint, session, now, true);
+                }
+                Err(_) => self.stats.refused += 1,
+            }
+        }
+        for (ep, session) in std::mem::take(&mut self.wanted) {
+            let recent = self
+                .tried
+                .iter()
+                .any(|&(e, t)| e == ep && now.saturating_sub(t) < RETRY_US);
+            if recent || self.slots.iter().any(|s| s.ep == ep && !s.dead) {
+                continue;
+            }
+            self.tried.retain(|&(e, _)| e != ep);
+            self.tried.push((ep, now));
+            match frontend.offer_peer(self.me, ep, PeerSizes::default()) {
+                Ok(link) => self.add(link, ep, session, now, false),
+                Err(FrontendError::Refused(ControlError::Unsupported)) => {
+                    // The platform (Xen, for now) or the backend has none:
+                    // stop asking.
+                    self.stats.refused += 1;
+                    self.enabled = false;
+                }
+                Err(_) => self.stats.refused += 1,
+            }
+        }
+        for i in 0..self.slots.len() {
+            let s = &mut self.slots[i];
+            if s.dead || (s.up && !bells) {
+                continue;
+            }
+            match s.bell.drain() {
+                Ok(BellState::Rung) => {
+                    if !s.up {
+                        s.up = true;
+                        self.stats.up += 1;
+                    }
+                }
+                Ok(BellState::Quiet) => {}
+                Ok(BellState::HungUp) | Err(_) => {
+                    s.dead = true;
+                    // What it sent before it went is still good.
+                    self.receive_one(i, core, now);
+                }
+            }
+            let s = &mut self.slots[i];
+            if !s.up && now.saturating_sub(s.since) > PENDING_US {
+                s.dead = true;
+            }
+        }
+        self.reap(frontend, now);
+    }
+
+    fn add(&mut self, link: PeerLink, ep: u8, session: u32, now: Time, up: bool) {
+        let PeerLink {
+            channel,
+            chan,
+            bell,
+        } = link;
+        self.slots.push(Slot {
+            ep,
+            session,
+            channel,
+            chan,
+            bell: Arc::from(bell),
+            up,
+            since: now,
+            pushed: false,
+            dead: false,
+        });
+        if up {
+            self.stats.up += 1;
+        }
+    }
+
+    fn reap(&mut self, frontend: &Frontend<Guest>, now: Time) {
+        let me = self.me;
+        let mut i = 0;
+        while i < self.slots.len() {
+            if self.slots[i].dead {
+                let s = self.slots.swap_remove(i);
+                self.stats.down += 1;
+                // The backend forgets the pair (it frees our count against
+                // its limit); it may already have (the peer closed).
+                let _ = frontend.close_peer(me, s.channel);
+                self.tried.retain(|&(e, _)| e != s.ep);
+                self.tried.push((s.ep, now));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Before sleeping: clear the doorbells and arm every channel. False if
+    /// something arrived meanwhile or a channel went down (make progress
+    /// first).
+    pub(crate) fn prepare_to_sleep(&mut self) -> bool {
+        let mut sleep = true;
+        let stats = &mut self.stats;
+        for s in &mut self.slots {
+            if s.dead {
+                return false;
+            }
+            match s.bell.drain() {
+                Ok(BellState::Quiet) => {}
+                Ok(BellState::Rung) => {
+                    if !s.up {
+                        s.up = true;
+                        stats.up += 1;
+                        sleep = false;
+                    }
+                }
+                Ok(BellState::HungUp) | Err(_) => {
+                    s.dead = true;
+                    return false;
+                }
+            }
+            match s.chan.prepare_to_sleep() {
+                Ok(true) => {}
+                Ok(false) => sleep = false,
+                Err(_) => {
+                    s.dead = true;
+                    return false;
+                }
+            }
+        }
+        sleep
+    }
+
+    /// The doorbells to wait on besides the backend's.
+    pub(crate) fn bells(&self) -> Vec<Arc<dyn PeerBell>> {
+        self.slots.iter().map(|s| s.bell.clone()).collect()
+    }
+
+    /// Whether any channel needs the control path (offers, wants, dead or
+    /// pending channels).
+    pub(crate) fn needs_maintenance(&self) -> bool {
+        !self.offers.is_empty()
+            || !self.wanted.is_empty()
+            || self.slots.iter().any(|s| s.dead || !s.up)
+    }
+}
+
+/// Check one message popped from a channel and hand it to the core as the
+/// event the backend would have posted. False if the peer lied.
+fn deliver<B: MsgBuf>(
+    core: &mut Core<B>,
+    now: Time,
+    src: Source,
+    (me, session): (u8, u32),
+    cmd: &Command<'_>,
+    chan: &mut PeerChannel<Arc<dyn SharedMem>>,
+    scratch: &mut [u8],
+) -> bool {
+    let Some((ep, to_session, _)) = channel_kind(cmd) else {
+        return false;
+    };
+    if ep != me || to_session != session {
+        return false;
+    }
+    match cmd {
+        Command::MediumFrag(m) => {
+            let len = usize::from(m.frag_length);
+            if len > scratch.len() {
+                return false;
+            }
+            let bytes = &mut scratch[..len];
+            if chan.take_data(m.sendq_slot, bytes).is_err() {
+                return false;
+            }
+            let Some(ev) = arrival(src, cmd, 0) else {
+                return false;
+            };
+            core.handle_event(now, &ev, &OneSlot(bytes));
+        }
+        Command::Small { data, .. } => {
+            let Some(ev) = arrival(src, cmd, 0) else {
+                return false;
+            };
+            core.handle_event(now, &ev, &OneSlot(data));
+        }
+        _ => {
+            let Some(ev) = arrival(src, cmd, 0) else {
+                return false;
+            };
+            debug_assert!(!matches!(ev, Event::RecvSmall { .. }));
+            core.handle_event(now, &ev, &NoRecvQueue);
+        }
+    }
+    true
+}

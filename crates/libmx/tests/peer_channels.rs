@@ -1,0 +1,340 @@
+//! Peer channels between two libmx endpoints of one host, through an
+//! embedded backend on the local platform: they come up on their own,
+//! carry every size class byte-exact in MX order, keep the backend out of
+//! the data path, and fall back to the backend when refused or gone.
+
+use backend::{spawn_local, BackendConfig, EmbeddedBackend};
+use libmx::core::{EndpointAddr, Status};
+use libmx::endpoint::{Endpoint, OpenOptions};
+use mx_proto::msg::control::COUNTER_LABELS;
+use mx_proto::platform::local::LocalTarget;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const T: Option<Duration> = Some(Duration::from_secs(10));
+const KEY: u32 = 0x5150;
+
+fn pattern(len: usize, salt: u64) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u64).wrapping_mul(2654435761) ^ salt) as u8)
+        .collect()
+}
+
+struct Host {
+    _be: EmbeddedBackend,
+    dir: PathBuf,
+    target: LocalTarget,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn host(name: &str, cfg: BackendConfig) -> Host {
+    let dir = std::env::temp_dir().join(format!("mx-peerch-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("backend.sock");
+    let be = spawn_local(cfg, &sock).unwrap();
+    Host {
+        _be: be,
+        target: LocalTarget::new(&sock),
+        dir,
+    }
+}
+
+fn open(h: &Host, id: u8, peer_channels: bool) -> Endpoint<Vec<u8>> {
+    Endpoint::<Vec<u8>>::open(
+        Some(&h.target),
+        &OpenOptions {
+            endpoint: Some(id),
+            key: KEY,
+            peer_channels,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn connect_pair(a: &Endpoint<Vec<u8>>, b: &Endpoint<Vec<u8>>) -> (EndpointAddr, EndpointAddr) {
+    let nic = a.frontend().board().nic_id;
+    let ida = a.with_core(|c| c.config().endpoint);
+    let idb = b.with_core(|c| c.config().endpoint);
+    (
+        a.connect(nic, idb, KEY, T).unwrap(),
+        b.connect(nic, ida, KEY, T).unwrap(),
+    )
+}
+
+/// One message `from` -> `to`, checked byte for byte.
+fn exchange(
+    from: &Endpoint<Vec<u8>>,
+    to: &Endpoint<Vec<u8>>,
+    dest: EndpointAddr,
+    len: usize,
+    tag: u64,
+) {
+    let data = pattern(len, tag);
+    let r = to.irecv(vec![0; len], tag, u64::MAX, 0).unwrap();
+    let s = from.isend(dest, data.clone(), tag, 0, false).unwrap();
+    let got = to.wait(r, T).unwrap().expect("receive completes");
+    assert_eq!(got.status, Status::Success, "len {len}");
+    assert_eq!(got.xfer_length as usize, len);
+    assert!(
+        got.buf.as_deref() == Some(&data[..]),
+        "bytes differ at len {len}"
+    );
+    let sent = from.wait(s, T).unwrap().expect("send completes");
+    assert_eq!(sent.status, Status::Success);
+}
+
+/// Ping-pong until the channel carries traffic both ways (it comes up
+/// after the first messages, which cross the backend).
+fn warm_up(a: &Endpoint<Vec<u8>>, b: &Endpoint<Vec<u8>>, ab: EndpointAddr, ba: EndpointAddr) {
+    let t0 = Instant::now();
+    let mut i = 0;
+    while a.peer_channels_up() == 0 || b.peer_channels_up() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no channel came up");
+        exchange(a, b, ab, 8, 1_000_000 + i);
+        exchange(b, a, ba, 8, 2_000_000 + i);
+        i += 1;
+    }
+}
+
+fn backend_counter(ep: &Endpoint<Vec<u8>>, label: &str) -> u64 {
+    let id = ep.with_core(|c| c.config().endpoint);
+    let i = COUNTER_LABELS.iter().position(|&l| l == label).unwrap();
+    ep.frontend().counters(id).unwrap()[i]
+}
+
+#[test]
+fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
+    let h = host("sizes", BackendConfig::new());
+    let a = open(&h, 1, true);
+    let b = open(&h, 2, true);
+    let (ab, ba) = connect_pair(&a, &b);
+    warm_up(&a, &b, ab, ba);
+    let tiny_before = backend_counter(&a, "tiny sent") + backend_counter(&b, "tiny sent");
+    let medium_before =
+        backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent");
+    let sent_before = a.peer_stats().sent + b.peer_stats().sent;
+    let sizes = [
+        0usize,
+        1,
+        32,
+        33,
+        128,
+        129,
+        8191,
+        8192,
+        8193,
+        32768,
+        32769,
+        300_000,
+        4 << 20,
+    ];
+    for (i, &len) in sizes.iter().enumerate() {
+        exchange(&a, &b, ab, len, 0x1000 + i as u64);
+        exchange(&b, &a, ba, len, 0x2000 + i as u64);
+    }
+    // Tiny, small and medium messages no longer reach the backend.
+    assert_eq!(
+        backend_counter(&a, "tiny sent") + backend_counter(&b, "tiny sent"),
+        tiny_before,
+        "tiny messages crossed the backend"
+    );
+    assert_eq!(
+        backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent"),
+        medium_before,
+        "medium fragments crossed the backend"
+    );
+    let (sa, sb) = (a.peer_stats(), b.peer_stats());
+    assert!(sa.sent + sb.sent > sent_before + 2 * sizes.len() as u64);
+    assert!(sa.received > 0 && sb.received > 0);
+    assert_eq!((sa.lies, sb.lies), (0, 0));
+    assert_eq!((sa.up, sb.up), (1, 1), "one channel per pair, both ends");
+}
+
+/// Both sides stream at once from the first message on, while the channel
+/// comes up underneath: each side receives the other's messages in the
+/// order they were sent (MX order per pair), every byte right.
+#[test]
+fn crossing_streams_keep_mx_order_across_the_switch() {
+    let h = host("cross", BackendConfig::new());
+    let a = open(&h, 1, true);
+    let b = open(&h, 2, true);
+    let (ab, ba) = connect_pair(&a, &b);
+    let n = 600usize;
+    let len_of = |i: usize| [8usize, 100, 5000, 20000, 70000][i % 5];
+    let run = |me: Endpoint<Vec<u8>>, dest: EndpointAddr, salt: u64| {
+        std::thread::spawn(move || {
+            // Every receive matches every message: the i-th posted must get
+            // the peer's i-th send.
+            let recvs: Vec<_> = (0..n)
+                .map(|_| me.irecv(vec![0; 70000], 0, 0, 0).unwrap())
+                .collect();
+            let sends: Vec<_> = (0..n)
+                .map(|i| {
+                    me.isend(
+                        dest,
+                        pattern(len_of(i), salt + i as u64),
+                        i as u64,
+                        0,
+                        false,
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let peer_salt = if salt == 0 { 1 << 32 } else { 0 };
+            for (i, r) in recvs.into_iter().enumerate() {
+                let got = me.wait(r, T).unwrap().expect("receive completes");
+                assert_eq!(got.status, Status::Success);
+                assert_eq!(got.match_info, i as u64, "message {i} out of order");
+                let want = pattern(len_of(i), peer_salt + i as u64);
+                assert_eq!(&got.buf.as_deref().unwrap()[..want.len()], &want[..]);
+            }
+            for s in sends {
+                assert_eq!(me.wait(s, T).unwrap().unwrap().status, Status::Success);
+            }
+            me
+        })
+    };
+    let ta = run(a, ab, 0);
+    let tb = run(b, ba, 1 << 32);
+    let a = ta.join().unwrap();
+    let b = tb.join().unwrap();
+    assert!(
+        a.peer_stats().sent > 0 && b.peer_stats().sent > 0,
+        "the channel carried part of it"
+    );
+}
+
+/// A library with peer channels off declines the offer; a backend that
+/// allows none refuses it: either way everything still flows, through the
+/// backend.
+#[test]
+fn refused_channels_leave_traffic_on_the_backend() {
+    let h = host("off", BackendConfig::new());
+    let a = open(&h, 1, true);
+    let b = open(&h, 2, false);
+    let (ab, ba) = connect_pair(&a, &b);
+    for i in 0..50 {
+        exchange(&a, &b, ab, 64, i);
+        exchange(&b, &a, ba, 20000, 100 + i);
+    }
+    assert_eq!(a.peer_channels_up() + b.peer_channels_up(), 0);
+    assert_eq!(a.peer_stats().sent + b.peer_stats().sent, 0);
+
+    let mut cfg = BackendConfig::new();
+    cfg.peer_channels_per_endpoint = 0;
+    let h = host("limit", cfg);
+    let a = open(&h, 1, true);
+    let b = open(&h, 2, true);
+    let (ab, ba) = connect_pair(&a, &b);
+    for i in 0..50 {
+        exchange(&a, &b, ab, 64, i);
+        exchange(&b, &a, ba, 64, 100 + i);
+    }
+    assert_eq!(a.peer_channels_up() + b.peer_channels_up(), 0);
+    assert!(a.peer_stats().refused + b.peer_stats().refused > 0);
+}
+
+/// Many peers at once: one endpoint talks to five others, each through a
+/// channel of its own, blocking waits (`spin` 0) on every side.
+#[test]
+fn many_peers_blocking() {
+    let h = host("many", BackendConfig::new());
+    let open_blocking = |id| {
+        Endpoint::<Vec<u8>>::open(
+            Some(&h.target),
+            &OpenOptions {
+                endpoint: Some(id),
+                key: KEY,
+                spin: Duration::ZERO,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let hub = open_blocking(1);
+    let others: Vec<_> = (2..7).map(open_blocking).collect();
+    let mut handles = Vec::new();
+    for o in others {
+        let (to_o, to_hub) = connect_pair(&hub, &o);
+        let o2 = o.clone();
+        handles.push((
+            std::thread::spawn(move || {
+                for i in 0..200u64 {
+                    let r = o2.irecv(vec![0; 256], i, u64::MAX, 0).unwrap();
+                    let got = o2.wait(r, T).unwrap().unwrap();
+                    assert_eq!(got.buf.as_deref().unwrap(), &pattern(256, i)[..]);
+                    let s = o2.isend(to_hub, pattern(64, i), i, 0, false).unwrap();
+                    o2.wait(s, T).unwrap().unwrap();
+                }
+                o2
+            }),
+            to_o,
+        ));
+    }
+    for i in 0..200u64 {
+        for (_, to_o) in &handles {
+            let s = hub.isend(*to_o, pattern(256, i), i, 0, false).unwrap();
+            hub.wait(s, T).unwrap().unwrap();
+        }
+        for _ in &handles {
+            let r = hub.irecv(vec![0; 64], i, u64::MAX, 0).unwrap();
+            let got = hub.wait(r, T).unwrap().unwrap();
+            assert_eq!(got.buf.as_deref().unwrap(), &pattern(64, i)[..]);
+        }
+    }
+    let mut others = Vec::new();
+    for (t, _) in handles {
+        others.push(t.join().unwrap());
+    }
+    assert_eq!(hub.peer_channels_up(), 5);
+    assert!(others.iter().all(|o| o.peer_channels_up() == 1));
+}
+
+/// The peer closes its endpoint while we still send to it: the channel is
+/// dropped, our sends to it end with an error status instead of hanging,
+/// and our traffic with another peer keeps flowing.
+#[test]
+fn a_peer_that_goes_away_fails_our_sends_and_spares_the_others() {
+    let h = host("gone", BackendConfig::new());
+    let a = open(&h, 1, true);
+    let b = open(&h, 2, true);
+    let c = open(&h, 3, true);
+    let (ab, ba) = connect_pair(&a, &b);
+    let (ac, ca) = connect_pair(&a, &c);
+    warm_up(&a, &b, ab, ba);
+    warm_up(&a, &c, ac, ca);
+    assert_eq!(a.peer_channels_up(), 2);
+    drop(b);
+    let t0 = Instant::now();
+    // Synchronous sends into the void (eager ones may complete before
+    // their ack, as MX allows): each ends, and not with success (the
+    // backend NACKs ENDPT_CLOSED once the channel is gone).
+    let mut failed = 0;
+    for i in 0..20 {
+        let s = a.isend(ab, pattern(100, i), i, 0, true).unwrap();
+        let done = a.wait(s, Some(Duration::from_secs(30))).unwrap();
+        if done.is_some_and(|d| d.status != Status::Success) {
+            failed += 1;
+        }
+        // Meanwhile the other peer is served as ever.
+        exchange(&a, &c, ac, 1000, 500 + i);
+    }
+    assert!(failed > 0, "sends to a closed peer must fail");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    let t0 = Instant::now();
+    while a.peer_channels_up() != 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the dead channel lingers"
+        );
+        a.progress();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(a.peer_stats().down >= 1);
+}
