@@ -526,3 +526,198 @@ fn deliver<B: MsgBuf>(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    //! A lying peer, simulated: we hold the creator's end of a channel and
+    //! write into it what a hostile or broken library could.
+    use super::*;
+    use crate::core::Config;
+    use mx_proto::msg::command::SendHdr;
+    use mx_proto::msg::{Dest, Seq};
+    use mx_proto::platform::local::{LocalBell, MemfdPages};
+    use mx_proto::ring::layout::offset;
+
+    const ME: u8 = 2;
+    const SESSION: u32 = 0x77;
+    const LIAR: u8 = 5;
+
+    struct Rig {
+        peers: Peers,
+        core: Core<Vec<u8>>,
+        liar: PeerChannel<Arc<dyn SharedMem>>,
+        mem: Arc<dyn SharedMem>,
+        _liar_bell: LocalBell,
+    }
+
+    fn rig() -> Rig {
+        let sizes = PeerSizes {
+            msg_slots: 8,
+            data_slots: 4,
+        };
+        let mem: Arc<dyn SharedMem> = Arc::new(MemfdPages::new(sizes.pages().unwrap()).unwrap());
+        let liar = PeerChannel::create(mem.clone(), &sizes).unwrap();
+        let ours = PeerChannel::attach(mem.clone(), &sizes).unwrap();
+        let (bell, liar_bell) = LocalBell::pair().unwrap();
+        let mut peers = Peers::new(true, ME, SESSION, 0);
+        peers.add(
+            PeerLink {
+                channel: 1,
+                chan: ours,
+                bell: Box::new(bell),
+            },
+            LIAR,
+            0x99,
+            0,
+            true,
+        );
+        Rig {
+            peers,
+            core: Core::new(Config::new(ME, 0, 0x1, SESSION, 1)).unwrap(),
+            liar,
+            mem,
+            _liar_bell: liar_bell,
+        }
+    }
+
+    fn hdr(endpoint: u8, session: u32) -> SendHdr {
+        SendHdr {
+            dest: Dest { peer: 0, endpoint },
+            session,
+            seq: Seq {
+                seqnum: 1,
+                piggyack: 0,
+            },
+            match_info: 3,
+        }
+    }
+
+    fn send(r: &mut Rig, cmd: &Command<'_>) {
+        let mut slot = CmdSlot::default();
+        cmd.emit(&mut slot).unwrap();
+        r.liar.push(&slot).unwrap();
+        let _ = r.liar.publish();
+    }
+
+    fn alive(r: &Rig) -> bool {
+        r.peers.slots.iter().any(|s| !s.dead)
+    }
+
+    #[test]
+    fn a_well_formed_message_is_taken() {
+        let mut r = rig();
+        send(
+            &mut r,
+            &Command::Tiny {
+                hdr: hdr(ME, SESSION),
+                data: b"hi",
+            },
+        );
+        assert!(r.peers.receive(&mut r.core, 0));
+        assert_eq!((r.peers.stats().received, r.peers.stats().lies), (1, 0));
+        assert!(alive(&r));
+    }
+
+    #[test]
+    fn a_message_for_another_endpoint_or_session_is_a_lie() {
+        for (ep, session) in [(ME + 1, SESSION), (ME, SESSION + 1)] {
+            let mut r = rig();
+            send(
+                &mut r,
+                &Command::Tiny {
+                    hdr: hdr(ep, session),
+                    data: b"x",
+                },
+            );
+            r.peers.receive(&mut r.core, 0);
+            assert_eq!(r.peers.stats().lies, 1);
+            assert!(!alive(&r), "a lying channel is dropped");
+        }
+    }
+
+    #[test]
+    fn backend_requests_and_garbage_are_lies() {
+        let mut r = rig();
+        send(&mut r, &Command::RegionDeregister { region_id: 1 });
+        r.peers.receive(&mut r.core, 0);
+        assert_eq!(r.peers.stats().lies, 1);
+
+        let mut r = rig();
+        let mut junk = CmdSlot::default();
+        junk.0.fill(0xee);
+        r.liar.push(&junk).unwrap();
+        let _ = r.liar.publish();
+        r.peers.receive(&mut r.core, 0);
+        assert_eq!(r.peers.stats().lies, 1);
+        assert!(!alive(&r));
+    }
+
+    #[test]
+    fn a_fragment_that_names_the_wrong_slot_or_none_is_a_lie() {
+        let frag = |slot| {
+            Command::MediumFrag(MediumFrag {
+                hdr: hdr(ME, SESSION),
+                msg_length: 9000,
+                frag_seqnum: 0,
+                frag_length: 8192,
+                sendq_slot: slot,
+            })
+        };
+        // Names a data slot it never filled.
+        let mut r = rig();
+        send(&mut r, &frag(0));
+        r.peers.receive(&mut r.core, 0);
+        assert_eq!(r.peers.stats().lies, 1);
+        // Fills slot 0 and names slot 1.
+        let mut r = rig();
+        r.liar.put_data(&[7; 8192]).unwrap();
+        send(&mut r, &frag(1));
+        r.peers.receive(&mut r.core, 0);
+        assert_eq!(r.peers.stats().lies, 1);
+        // The honest version passes.
+        let mut r = rig();
+        let slot = r.liar.put_data(&[7; 8192]).unwrap();
+        send(&mut r, &frag(slot));
+        r.peers.receive(&mut r.core, 0);
+        assert_eq!((r.peers.stats().received, r.peers.stats().lies), (1, 0));
+    }
+
+    #[test]
+    fn impossible_ring_indices_drop_the_channel_without_reading_out_of_it() {
+        let mut r = rig();
+        // The creator's message ring is ring 0: claim 1000 messages in a
+        // ring of 8.
+        let prod = offset::INDEX_BLOCK + offset::PROD;
+        r.mem.write_at(prod, &1000u32.to_le_bytes()).unwrap();
+        assert!(!r.peers.receive(&mut r.core, 0));
+        assert!(!alive(&r));
+        assert!(
+            !r.peers.prepare_to_sleep(),
+            "a dead channel is reaped first"
+        );
+    }
+
+    #[test]
+    fn a_flood_is_taken_in_bounded_batches() {
+        let mut r = rig();
+        for _ in 0..8 {
+            send(
+                &mut r,
+                &Command::Liback(mx_proto::msg::command::Liback {
+                    dest: Dest {
+                        peer: 0,
+                        endpoint: ME,
+                    },
+                    session: SESSION,
+                    lib_seqnum: 0,
+                    send_seq: 0,
+                    acknum: 1,
+                    resent: 0,
+                }),
+            );
+        }
+        assert!(r.peers.receive(&mut r.core, 0));
+        assert_eq!(r.peers.stats().received, 8);
+        assert!(alive(&r));
+    }
+}
