@@ -338,3 +338,86 @@ fn a_peer_that_goes_away_fails_our_sends_and_spares_the_others() {
     }
     assert!(a.peer_stats().down >= 1);
 }
+
+/// The child side of [`a_peer_killed_mid_stream_is_cleaned_up`]: run only
+/// when that test re-executes this binary with the backend's socket.
+#[test]
+fn child_streams_until_killed() {
+    let Ok(sock) = std::env::var("MX_PEERCH_CHILD_SOCK") else {
+        return;
+    };
+    let target = LocalTarget::new(sock);
+    let me = Endpoint::<Vec<u8>>::open(
+        Some(&target),
+        &OpenOptions {
+            endpoint: Some(3),
+            key: KEY,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let nic = me.frontend().board().nic_id;
+    let to = me.connect(nic, 1, KEY, T).unwrap();
+    let t0 = Instant::now();
+    let mut i = 0u64;
+    // Bounded: the parent kills us long before.
+    while t0.elapsed() < Duration::from_secs(60) {
+        let s = me.isend(to, pattern(3000, i), i, 0, false).unwrap();
+        let _ = me.wait(s, T);
+        i += 1;
+    }
+}
+
+/// A peer process SIGKILLed while it streams to us through a channel: the
+/// channel is dropped (its doorbell hangs up), our synchronous sends to it
+/// fail instead of hanging, and our traffic with another peer goes on.
+#[test]
+fn a_peer_killed_mid_stream_is_cleaned_up() {
+    let h = host("kill", BackendConfig::new());
+    let a = open(&h, 1, true);
+    let c = open(&h, 2, true);
+    let (ac, ca) = connect_pair(&a, &c);
+    warm_up(&a, &c, ac, ca);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_streams_until_killed", "--nocapture"])
+        .env("MX_PEERCH_CHILD_SOCK", h.dir.join("backend.sock"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Take the child's stream (mask 0: any message) until its channel is up.
+    let t0 = Instant::now();
+    let mut got = 0;
+    while a.peer_channels_up() < 2 || got < 50 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no stream from the child"
+        );
+        let r = a.irecv(vec![0; 3000], 0, 0, 0).unwrap();
+        if let Some(done) = a.wait(r, T).unwrap() {
+            assert_eq!(done.status, Status::Success);
+            got += 1;
+        }
+    }
+    let nic = a.frontend().board().nic_id;
+    let to_child = a.connect(nic, 3, KEY, T).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t0 = Instant::now();
+    while a.peer_channels_up() != 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the dead channel lingers"
+        );
+        a.progress();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let s = a.isend(to_child, pattern(10, 1), 1, 0, true).unwrap();
+    let done = a.wait(s, Some(Duration::from_secs(30))).unwrap();
+    assert!(
+        done.is_some_and(|d| d.status != Status::Success),
+        "a send to a killed peer must fail"
+    );
+    // Tags the child never used: its unexpected messages stay unmatched.
+    exchange(&a, &c, ac, 20000, 1 << 40);
+    exchange(&c, &a, ca, 20000, (1 << 40) + 1);
+}
