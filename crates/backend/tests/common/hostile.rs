@@ -31,7 +31,7 @@ use mx_proto::msg::control::{
     CONTROL_VERSION,
 };
 use mx_proto::msg::{Command, Dest, Event, RdmaRef, Seq, CMD_SLOT_SIZE};
-use mx_proto::platform::local::{EventFdChannel, LocalGuest, LocalLink, LocalTarget, MemfdPages};
+use mx_proto::platform::local::{LocalGuest, LocalLink, LocalTarget, MemfdPages, SocketChannel};
 use mx_proto::platform::{
     BackendLink, EventChannel, GuestPlatform, Resource, SharedMem, MAX_CONTROL_MSG, PAGE_SIZE,
 };
@@ -52,7 +52,7 @@ const SIZES: ChannelSizes = ChannelSizes {
 fn call(
     link: &LocalLink,
     req: &ControlRequest,
-    res: &[Resource<'_, MemfdPages, EventFdChannel>],
+    res: &[Resource<'_, MemfdPages, SocketChannel>],
 ) -> io::Result<ControlReply> {
     let mut buf = vec![0u8; MAX_CONTROL_MSG];
     let n = link.call(&req.encode(), res, &mut buf, Duration::from_secs(10))?;
@@ -65,7 +65,7 @@ struct Hostile {
     board: BoardInfo,
     pages: Arc<MemfdPages>,
     chan: GuestChannel<Arc<MemfdPages>>,
-    event: EventFdChannel,
+    event: SocketChannel,
     layout: Layout,
     ep: u8,
     session: u32,

@@ -14,7 +14,9 @@
 //! | 2 | 16 | resource kinds, one byte per slot: 1 pages, 2 event; unused bytes 0 |
 //!
 //! The attached descriptors follow the slots in order: one memfd per pages
-//! slot, two eventfds (guest→host, host→guest) per event slot.
+//! slot, the host's end of a doorbell socket pair per event slot (see
+//! [`SocketChannel`]). Version 2 replaced version 1's two eventfds per
+//! event slot, which a guest could make the host block on.
 
 use std::fmt;
 use std::io;
@@ -23,7 +25,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{EventFdChannel, LocalGuest, LocalHost, MappedPages, MemfdPages, ProcessMemory};
+use super::{LocalGuest, LocalHost, MappedPages, MemfdPages, ProcessMemory, SocketChannel};
 use crate::platform::sys;
 use crate::platform::{
     BackendLink, GuestConn, GuestListener, Incoming, ReceivedResources, Resource, ResourceKind,
@@ -38,7 +40,7 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/mx-backend.sock";
 pub const SOCKET_ENV: &str = "MX_BACKEND_SOCKET";
 
 /// Version byte of the local control header.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Length of the local control header.
 const HEADER_LEN: usize = 2 + MAX_RESOURCES;
 const KIND_PAGES: u8 = 1;
@@ -145,14 +147,14 @@ impl BackendLink<LocalGuest> for LocalLink {
         MemfdPages::new(count)
     }
 
-    fn alloc_event(&self) -> io::Result<EventFdChannel> {
-        EventFdChannel::new_guest()
+    fn alloc_event(&self) -> io::Result<SocketChannel> {
+        SocketChannel::new_guest()
     }
 
     fn send(
         &self,
         msg: &[u8],
-        resources: &[Resource<'_, MemfdPages, EventFdChannel>],
+        resources: &[Resource<'_, MemfdPages, SocketChannel>],
         timeout: Duration,
     ) -> io::Result<()> {
         if msg.len() > MAX_CONTROL_MSG || resources.len() > MAX_RESOURCES {
@@ -164,25 +166,37 @@ impl BackendLink<LocalGuest> for LocalLink {
         let mut head = [0u8; HEADER_LEN];
         head[0] = VERSION;
         head[1] = resources.len() as u8;
-        let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(2 * resources.len());
+        let mut host_ends = Vec::new();
         for (i, r) in resources.iter().enumerate() {
-            match r {
-                Resource::Pages(p) => {
-                    head[2 + i] = KIND_PAGES;
-                    fds.push(p.as_fd());
-                }
+            head[2 + i] = match r {
+                Resource::Pages(_) => KIND_PAGES,
                 Resource::Event(e) => {
-                    head[2 + i] = KIND_EVENT;
-                    let (to_host, to_guest) = e.descriptors();
-                    fds.push(to_host);
-                    fds.push(to_guest);
+                    host_ends.push(e.host_end()?);
+                    KIND_EVENT
                 }
-            }
+            };
         }
+        let mut ends = host_ends.iter();
+        let fds: Vec<BorrowedFd<'_>> = resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Pages(p) => Some(p.as_fd()),
+                Resource::Event(_) => ends.next().map(AsFd::as_fd),
+            })
+            .collect();
         let deadline = Instant::now() + timeout;
         loop {
             match sys::send_with_fds(self.sock.as_fd(), &[&head, msg], &fds) {
-                Ok(n) if n == HEADER_LEN + msg.len() => return Ok(()),
+                Ok(n) if n == HEADER_LEN + msg.len() => {
+                    // The host has its ends now: the guest keeps none, so a
+                    // host that closes one is a hang-up the guest sees.
+                    for r in resources {
+                        if let Resource::Event(e) = r {
+                            e.host_end_sent();
+                        }
+                    }
+                    return Ok(());
+                }
                 Ok(_) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     wait_fd(self.sock.as_fd(), libc::POLLOUT, deadline)?
@@ -493,8 +507,7 @@ impl GuestConn<LocalHost> for LocalConn {
         let mut want = 0;
         for &k in &head[2..2 + n] {
             want += match k {
-                KIND_PAGES => 1,
-                KIND_EVENT => 2,
+                KIND_PAGES | KIND_EVENT => 1,
                 _ => return Err(invalid_data("unknown resource kind")),
             };
         }
@@ -508,7 +521,7 @@ impl GuestConn<LocalHost> for LocalConn {
             let mut next = || fds.next().ok_or_else(|| invalid_data("missing descriptor"));
             slots.push(Some(match k {
                 KIND_PAGES => Slot::Pages(next()?),
-                _ => Slot::Event(next()?, next()?),
+                _ => Slot::Event(next()?),
             }));
         }
         Ok(Incoming::Request {
@@ -545,7 +558,7 @@ impl GuestConn<LocalHost> for LocalConn {
 #[derive(Debug)]
 enum Slot {
     Pages(OwnedFd),
-    Event(OwnedFd, OwnedFd),
+    Event(OwnedFd),
 }
 
 /// Resources received with one local request: descriptors not yet mapped
@@ -601,9 +614,9 @@ impl ReceivedResources<LocalHost> for LocalResources {
         }
     }
 
-    fn take_event(&mut self, slot: usize) -> io::Result<EventFdChannel> {
+    fn take_event(&mut self, slot: usize) -> io::Result<SocketChannel> {
         match self.take(slot, ResourceKind::Event)? {
-            Slot::Event(to_host, to_guest) => EventFdChannel::from_guest_fds(to_host, to_guest),
+            Slot::Event(fd) => SocketChannel::from_guest_fd(fd),
             Slot::Pages(_) => unreachable!("kind checked by take"),
         }
     }
@@ -708,8 +721,8 @@ mod tests {
         let mut head = [0u8; HEADER_LEN];
         head[0] = VERSION;
         head[1] = 1;
-        head[2] = KIND_EVENT; // claims an event, sends one memfd
-        sys::send_with_fds(link.as_fd(), &[&head, b"x"], &[p.as_fd()]).unwrap();
+        head[2] = KIND_EVENT; // claims an event, sends two descriptors
+        sys::send_with_fds(link.as_fd(), &[&head, b"x"], &[p.as_fd(), p.as_fd()]).unwrap();
         let mut buf = [0u8; MAX_CONTROL_MSG];
         assert_eq!(
             conn.recv(&mut buf).unwrap_err().kind(),
