@@ -505,6 +505,13 @@ impl GuestConn<AutoHost> for AutoConn {
         }
     }
 
+    fn principal(&self) -> u64 {
+        match self {
+            AutoConn::Local(c) => c.principal(),
+            AutoConn::Xen(c) => c.principal(),
+        }
+    }
+
     fn recv(&self, buf: &mut [u8]) -> io::Result<Incoming<AutoResources>> {
         match self {
             AutoConn::Local(c) => Ok(map_incoming(c.recv(buf)?, AutoResources::Local)),

@@ -85,6 +85,7 @@ pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
 }
 
 /// `fcntl(F_GETFL)`: the file status flags (`O_NONBLOCK`, access mode...).
+#[cfg(test)]
 pub(crate) fn get_status_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     // SAFETY: plain syscall on a borrowed, open descriptor; no pointers.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })

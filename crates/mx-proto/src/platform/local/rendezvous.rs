@@ -471,6 +471,10 @@ impl GuestConn<LocalHost> for LocalConn {
         self.cred
     }
 
+    fn principal(&self) -> u64 {
+        u64::from(self.cred.uid)
+    }
+
     fn is_privileged(&self) -> bool {
         // SO_PEERCRED's uid, never what the guest says: root, or whoever
         // runs the backend (a backend run by a user trusts that user).
