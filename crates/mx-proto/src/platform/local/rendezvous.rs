@@ -430,6 +430,16 @@ impl GuestListener<LocalHost> for LocalListener {
             };
             match Self::identify(sock) {
                 Ok(conn) => return Ok(Some(conn)),
+                // Out of descriptors (the pidfd): the caller must back off,
+                // not take the next guest at once. This one is closed.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                    ) =>
+                {
+                    return Err(e)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "refusing a guest whose identity cannot be established");
                     continue;
