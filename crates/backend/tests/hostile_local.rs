@@ -135,8 +135,17 @@ fn pingpong_exe() -> std::path::PathBuf {
     p
 }
 
-/// One verified mx_pingpong between endpoints 1 and 2 of `be`; its time.
+/// One verified mx_pingpong between endpoints 31 and 30 of `be`; its time.
 fn pingpong(be: &BackendProc) -> Duration {
+    pingpong_with(
+        be,
+        &["-V", "-S", "0", "-E", "32769", "-M", "8", "-N", "100"],
+    )
+    .0
+}
+
+/// A verified mx_pingpong with `args`; its time and stdout.
+fn pingpong_with(be: &BackendProc, args: &[&str]) -> (Duration, String) {
     let run = |args: &[&str]| {
         Command::new(pingpong_exe())
             .args(args)
@@ -148,20 +157,56 @@ fn pingpong(be: &BackendProc) -> Duration {
             .spawn()
             .expect("spawn mx_pingpong")
     };
-    let rx = run(&["-e", "1"]);
+    let rx = run(&["-e", "30"]);
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
-    let tx = run(&[
-        "-e", "2", "-d", "h14:0", "-r", "1", "-V", "-S", "0", "-E", "32769", "-M", "8", "-N", "100",
-    ]);
+    let mut all = vec!["-e", "31", "-d", "h14:0", "-r", "30"];
+    all.extend_from_slice(args);
+    let tx = run(&all);
     let out = wait_bounded(tx, Duration::from_secs(60));
     let took = t0.elapsed();
     assert!(out.status.success(), "mx_pingpong sender: {out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("32768"), "{stdout}");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let r = wait_bounded(rx, Duration::from_secs(20));
     assert!(r.status.success(), "mx_pingpong receiver: {r:?}");
-    took
+    (took, stdout)
+}
+
+/// Item 3, measured: an honest pingpong beside four busy endpoints of one
+/// user (one principal: one fair share) and beside four busy endpoints of
+/// four users (four shares, what every endpoint got before shares were
+/// per principal). Asserts completion; prints the latencies.
+#[test]
+fn busy_endpoints_of_one_user_take_one_share() {
+    for (label, uids) in [
+        ("one user", [NOBODY; 4]),
+        ("four users", [NOBODY, NOBODY - 1, NOBODY - 2, NOBODY - 3]),
+    ] {
+        let be = BackendProc::start(&["--hostname", "h14:0"]);
+        let mut load = Vec::new();
+        for (i, uid) in uids.iter().enumerate() {
+            let mut g = GuestProc::spawn_as(
+                &format!("busy{i}"),
+                "busy",
+                be.socket(),
+                &[(HOSTILE_MS_ENV, "60000".into())],
+                Some(*uid),
+            );
+            g.expect("MXREADY");
+            load.push(g);
+        }
+        let (took, out) =
+            pingpong_with(&be, &["-V", "-S", "0", "-E", "129", "-M", "2", "-N", "300"]);
+        let table: Vec<&str> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .collect();
+        assert!(!table.is_empty(), "{out}");
+        eprintln!(
+            "beside 4 busy endpoints of {label}: {took:?}\n{}",
+            table.join("\n")
+        );
+    }
 }
 
 fn wait_bounded(mut c: std::process::Child, limit: Duration) -> std::process::Output {
@@ -183,6 +228,8 @@ fn wait_bounded(mut c: std::process::Child, limit: Duration) -> std::process::Ou
 fn a_guest_that_never_drains_cannot_stall_a_pingpong() {
     let be = BackendProc::start(&["--hostname", "h14:0"]);
     let base = pingpong(&be);
+    let (_, out) = pingpong_with(&be, &["-V", "-S", "32768", "-E", "32769", "-N", "10"]);
+    assert!(out.contains("32768"), "{out}");
     let mut h = GuestProc::spawn(
         "stall",
         "stall",
@@ -323,6 +370,7 @@ fn guest_child() {
         "punch" => common::hostile::run_punch(&socket),
         "flood" => common::hostile::run_flood(&socket),
         "hog" => common::hostile::run_hog(&socket),
+        "busy" => common::hostile::run_busy(&socket),
         other => panic!("unknown role {other}"),
     }
 }

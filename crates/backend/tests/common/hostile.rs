@@ -842,3 +842,23 @@ pub fn run_hog(socket: &Path) {
     println!("MXHOG opened={} error={err}", held.len());
     hold();
 }
+
+/// Issue 14 item 3's load: keep the command ring full of messages to
+/// ourselves and drain them, as fast as the backend takes them, for the
+/// attack time (`MXREADY` first); then hold.
+pub fn run_busy(socket: &Path) {
+    let (mut rng, _) = Rng::from_entropy();
+    let mut h = Hostile::open(socket);
+    println!("MXREADY {} {}", h.ep, h.session);
+    let t0 = Instant::now();
+    while t0.elapsed() < attack_time() {
+        while h.chan.command_space().unwrap_or(0) > 0 {
+            h.push_self_tiny(&mut rng);
+        }
+        h.kick();
+        h.drain();
+        std::thread::yield_now();
+    }
+    println!("MXATTACKED");
+    hold();
+}
