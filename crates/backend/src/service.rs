@@ -4,8 +4,10 @@
 //!
 //! # The loop
 //!
-//! A pass takes up to `cmd_batch` commands from every open endpoint (round
-//! robin, so one busy guest cannot starve the others), then publishes the
+//! A pass takes up to `cmd_batch` commands from every guest principal (a
+//! uid or a domain, [`GuestConn::principal`]), shared among its endpoints
+//! (round robin, so one busy user cannot starve the others however many
+//! endpoints it opens), then publishes the
 //! events of every endpoint that got some and notifies only the guests that
 //! asked to be woken (their `prod_event`). When passes find work the loop
 //! goes on at once; when they stop finding work it keeps polling for the
@@ -17,7 +19,10 @@
 //! receive queue is full) is retried every pass while the loop spins, then
 //! every millisecond (`PENDING_POLL`): guests free room without notifying,
 //! and a guest that never drains must not make the backend spin. A guest
-//! whose event ring or receive queue index is corrupt is detached.
+//! whose event ring or receive queue index is corrupt is detached. A
+//! command blocked on another endpoint of this host that stays full is
+//! dropped and counted after `WireTiming::stalled_wait`
+//! ([`deliver::give_up`]); connects never wait.
 //!
 //! With a NIC ([`Backend::new_with_nic`]) a pass also serves the wire
 //! ([`crate::wire::service`]): received frames, the replies they cause,
