@@ -137,15 +137,26 @@ fn pingpong_exe() -> std::path::PathBuf {
 
 /// One verified mx_pingpong between endpoints 31 and 30 of `be`; its time.
 fn pingpong(be: &BackendProc) -> Duration {
-    pingpong_with(
-        be,
-        &["-V", "-S", "0", "-E", "32769", "-M", "8", "-N", "100"],
-    )
-    .0
+    pingpong_between(be, || (), ARGS).0
 }
+
+/// Every size class up to a large message, every byte verified.
+const ARGS: &[&str] = &["-V", "-S", "0", "-E", "32769", "-M", "8", "-N", "100"];
 
 /// A verified mx_pingpong with `args`; its time and stdout.
 fn pingpong_with(be: &BackendProc, args: &[&str]) -> (Duration, String) {
+    let (t, out, ()) = pingpong_between(be, || (), args);
+    (t, out)
+}
+
+/// A verified mx_pingpong with `args`, calling `between` once the
+/// receiver (endpoint 30) is up and before the sender (31) starts; its
+/// time, stdout and what `between` returned.
+fn pingpong_between<T>(
+    be: &BackendProc,
+    between: impl FnOnce() -> T,
+    args: &[&str],
+) -> (Duration, String, T) {
     let run = |args: &[&str]| {
         Command::new(pingpong_exe())
             .args(args)
@@ -159,6 +170,7 @@ fn pingpong_with(be: &BackendProc, args: &[&str]) -> (Duration, String) {
     };
     let rx = run(&["-e", "30"]);
     std::thread::sleep(Duration::from_millis(300));
+    let t = between();
     let t0 = Instant::now();
     let mut all = vec!["-e", "31", "-d", "h14:0", "-r", "30"];
     all.extend_from_slice(args);
@@ -169,7 +181,7 @@ fn pingpong_with(be: &BackendProc, args: &[&str]) -> (Duration, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let r = wait_bounded(rx, Duration::from_secs(20));
     assert!(r.status.success(), "mx_pingpong receiver: {r:?}");
-    (took, stdout)
+    (took, stdout, t)
 }
 
 /// Item 3, measured: an honest pingpong beside four busy endpoints of one
@@ -230,14 +242,36 @@ fn a_guest_that_never_drains_cannot_stall_a_pingpong() {
     let base = pingpong(&be);
     let (_, out) = pingpong_with(&be, &["-V", "-S", "32768", "-E", "32769", "-N", "10"]);
     assert!(out.contains("32768"), "{out}");
-    let mut h = GuestProc::spawn(
-        "stall",
-        "stall",
-        be.socket(),
-        &[(HOSTILE_MS_ENV, "20000".into())],
+    // The attacker starts once the receiver is up and sends it wrong-key
+    // connect requests: each answer is for the attacker's full ring.
+    let (attacked, out, (_h, attacker)) = pingpong_between(
+        &be,
+        || {
+            let mut h = GuestProc::spawn(
+                "stall",
+                "stall",
+                be.socket(),
+                &[
+                    (HOSTILE_MS_ENV, "20000".into()),
+                    ("MX_STALL_EP", "30".into()),
+                ],
+            );
+            let r = Ready::of(&mut h);
+            std::thread::sleep(Duration::from_millis(300));
+            (h, r)
+        },
+        ARGS,
     );
-    h.expect("MXREADY");
-    let attacked = pingpong(&be);
+    assert!(out.contains("32768"), "{out}");
+    // The victim's answers met the attacker's full ring and were dropped
+    // at once, not queued.
+    let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(be.socket())).expect("attach");
+    let c = fe.counters(attacker.ep).expect("attacker's counters");
+    let i = mx_proto::msg::control::COUNTER_LABELS
+        .iter()
+        .position(|l| *l == "recv dropped: event ring full")
+        .expect("label");
+    assert!(c[i] > 0, "no connect reply reached the attacker: {c:?}");
     eprintln!(
         "verified pingpong (100 x 14 sizes): {base:?} alone, {attacked:?} under the connect attack"
     );

@@ -690,7 +690,7 @@ pub fn run_doorbell(socket: &Path) {
 }
 
 /// Issue 14 item 2: keep our event ring full and send connect requests
-/// with a wrong key to every other endpoint of the board. `MXREADY` once
+/// with a wrong key to the victim endpoint (`MX_STALL_EP`, or all). `MXREADY` once
 /// the ring is full; then it attacks for the attack time and holds.
 pub fn run_stall_connect(socket: &Path) {
     let (mut rng, _) = Rng::from_entropy();
@@ -706,10 +706,14 @@ pub fn run_stall_connect(socket: &Path) {
     let t0 = Instant::now();
     let mut sent = 0u64;
     while t0.elapsed() < attack_time() {
-        for ep in 0..32u8 {
-            if ep == h.ep {
-                continue;
-            }
+        // One victim (`MX_STALL_EP`), or every endpoint but ours. A
+        // request to a closed endpoint would be NACKed into our own full
+        // ring and hold our own later commands back, so aim well.
+        let victims: Vec<u8> = match std::env::var("MX_STALL_EP") {
+            Ok(v) => vec![v.parse().expect("endpoint")],
+            Err(_) => (0..32u8).filter(|&e| e != h.ep).collect(),
+        };
+        for &ep in &victims {
             let req = Command::ConnectRequest(ConnectRequest {
                 dest: Dest {
                     peer: h.board.self_peer,
