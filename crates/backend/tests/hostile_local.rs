@@ -82,6 +82,7 @@ fn a_guest_cannot_make_the_backend_block_on_its_doorbell() {
             field(&r, "dups").is_some_and(|d| d != "0"),
             "the attacker holds no host end: {r:?}"
         );
+        eprintln!("doorbell attacker: {r:?}");
         h.expect("MXATTACKED");
         // A newcomer attaches and opens while the attacker still holds.
         let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(be.socket())).expect("attach");
