@@ -77,6 +77,43 @@ pub struct BackendConfig {
     /// off (traffic between the endpoints of this host then always
     /// crosses the backend).
     pub peer_channels_per_endpoint: usize,
+    /// What one guest principal (a uid on the local platform, a domain on
+    /// Xen) may hold.
+    pub limits: GuestLimits,
+}
+
+/// Limits per guest principal: whoever the platform says is accountable
+/// for a guest (local: the uid from `SO_PEERCRED`; Xen: the domain id), so
+/// that many processes of one user count as one. Defaults leave room for
+/// others on a default board of 32 endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Attached guests (control connections) of one principal (64): each
+    /// costs the backend two descriptors.
+    pub attachments: u32,
+    /// Attached guests of all principals together (1024).
+    pub total_attachments: u32,
+    /// Open endpoints of one principal (24: three quarters of a default
+    /// board, so one user can run a 24-rank job and others keep 8).
+    pub endpoints: u32,
+    /// Shared memory mapped for one principal's channels, in bytes
+    /// (256 MiB: about 120 default endpoints, 15 of the largest).
+    pub memory: u64,
+    /// Peer channels (offered or up) the endpoints of one principal may
+    /// have together (64).
+    pub peer_channels: u32,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits {
+            attachments: 64,
+            total_attachments: 1024,
+            endpoints: 24,
+            memory: 256 << 20,
+            peer_channels: 64,
+        }
+    }
 }
 
 /// Timing of the wire side. The defaults are the specification's; tests
@@ -101,6 +138,14 @@ pub struct WireTiming {
     /// a large send block by block, and one that never registers the rest
     /// must not hold the puller back for ever.
     pub staging_wait: Duration,
+    /// A command of one endpoint blocked on another endpoint of this host
+    /// whose event ring or receive queue stays full waits this long at
+    /// most (100 ms), then is dropped and counted (the library's
+    /// retransmission recovers it, as for a frame lost on the wire), and
+    /// later commands to that endpoint are dropped at once until it has
+    /// room again: a guest that never drains cannot hold up the commands
+    /// queued behind one addressed to it.
+    pub stalled_wait: Duration,
 }
 
 impl Default for WireTiming {
@@ -113,6 +158,7 @@ impl Default for WireTiming {
             burst_count: mxoe_wire::mapper::BURST_COUNT,
             host_query: Duration::from_secs(5),
             staging_wait: Duration::from_secs(10),
+            stalled_wait: Duration::from_millis(100),
         }
     }
 }
@@ -140,6 +186,7 @@ impl BackendConfig {
             wire: WireTiming::default(),
             raw_access: RawAccess::Privileged,
             peer_channels_per_endpoint: crate::peer_channels::DEFAULT_PER_ENDPOINT,
+            limits: GuestLimits::default(),
         }
     }
 

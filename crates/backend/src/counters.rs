@@ -37,9 +37,14 @@ pub enum Counter {
     PullsFailed,
     PullResent,
     PullsDirect,
+    /// A command given up on: its destination endpoint kept its event ring
+    /// or receive queue full for longer than
+    /// [`WireTiming::stalled_wait`](crate::WireTiming::stalled_wait), or a
+    /// connect request or reply found it full (those never wait).
+    DropStalledDest,
 }
 
-const N: usize = Counter::PullsDirect as usize + 1;
+const N: usize = Counter::DropStalledDest as usize + 1;
 const _: () = assert!(N == COUNTER_LABELS.len());
 
 /// The counters of one endpoint.

@@ -371,6 +371,69 @@ pub fn handle<H: HostPlatform>(
     Outcome::Done
 }
 
+/// A command of `src_id` came back [`Outcome::Blocked`]: give up on it if
+/// what blocks it is another endpoint of this host that keeps its event
+/// ring or receive queue full, and it has waited
+/// [`WireTiming::stalled_wait`](crate::WireTiming::stalled_wait) (or that
+/// endpoint was already found stalled, or the command is a connect request
+/// or reply, which never waits: the requester retries). Dropped and
+/// counted, as a frame lost on the wire would be (the library
+/// retransmits); a medium fragment's send-queue slot is handed back with
+/// its completion. Returns true if the command is done with.
+///
+/// Not for pulls (their wait has its own bound, `staging_wait`) nor for a
+/// source whose own event ring is full (that is its own back-pressure).
+pub fn give_up<H: HostPlatform>(
+    ctx: &mut Ctx<'_, H>,
+    eps: &mut [Option<Endpoint<H>>],
+    src_id: usize,
+    cmd: &Command<'_>,
+    stalled_wait: Duration,
+) -> bool {
+    if matches!(cmd, Command::Pull(_)) {
+        return false;
+    }
+    let Some((dest, _)) = dest_of(cmd) else {
+        return false;
+    };
+    if !ctx.peers.is_local(dest.peer) {
+        return false;
+    }
+    let Some((s, d)) = pair(eps, src_id, usize::from(dest.endpoint)) else {
+        return false;
+    };
+    if space::<H>(&mut s.chan) == 0 {
+        return false;
+    }
+    if space::<H>(&mut d.chan) > 0 && recvq_space::<H>(&mut d.chan) > 0 {
+        d.stalled = false;
+        return false;
+    }
+    let connect = matches!(cmd, Command::ConnectRequest(_) | Command::ConnectReply(_));
+    let waited = ctx
+        .blocked_since
+        .map_or(Duration::ZERO, |t| ctx.now.saturating_duration_since(t));
+    if !connect && !d.stalled && waited < stalled_wait {
+        return false;
+    }
+    if !connect {
+        d.stalled = true;
+    }
+    if let Command::MediumFrag(m) = cmd {
+        if u32::from(m.sendq_slot) < s.chan.sendq_slots() {
+            post(
+                s,
+                &Event::SendMediumDone {
+                    sendq_slot: m.sendq_slot,
+                },
+            );
+        }
+    }
+    s.counters.bump(Counter::DropStalledDest);
+    d.counters.bump(Counter::DropEventRingFull);
+    true
+}
+
 /// Whether a command of `src` to local endpoint `dst` takes the network
 /// path: either side opened with `MX_DISABLE_SHMEM`.
 #[inline]

@@ -46,4 +46,10 @@ pub struct Endpoint<H: HostPlatform> {
     /// this host takes the network path (encoded, looped back, decoded),
     /// in both directions, instead of the intra-node shortcut.
     pub no_shmem: bool,
+    /// A command addressed to this endpoint was given up on because its
+    /// event ring or receive queue stayed full
+    /// ([`WireTiming::stalled_wait`](crate::WireTiming::stalled_wait)):
+    /// later ones that find it full are dropped at once, until one finds
+    /// room.
+    pub stalled: bool,
 }

@@ -23,7 +23,7 @@ pub mod region;
 pub mod service;
 pub mod wire;
 
-pub use config::{BackendConfig, IdlePolicy, RawAccess, WireTiming};
+pub use config::{BackendConfig, GuestLimits, IdlePolicy, RawAccess, WireTiming};
 pub use counters::{NicCounters, RawCounters};
 pub use service::{Backend, StopHandle};
 

@@ -122,6 +122,31 @@ struct Cli {
     /// this host (0: none, every message crosses the backend).
     #[arg(long, default_value_t = backend::peer_channels::DEFAULT_PER_ENDPOINT)]
     peer_channels: usize,
+    /// Most attached guests (control connections) per uid (local) or
+    /// domain (Xen).
+    #[arg(long, default_value_t = backend::GuestLimits::default().attachments)]
+    max_guests_per_user: u32,
+
+    /// Most attached guests of all users together.
+    #[arg(long, default_value_t = backend::GuestLimits::default().total_attachments)]
+    max_guests: u32,
+
+    /// Most open endpoints per uid (local) or domain (Xen).
+    #[arg(long, default_value_t = backend::GuestLimits::default().endpoints)]
+    max_endpoints_per_user: u32,
+
+    /// Most shared memory (MiB) mapped for the channels of one uid or domain.
+    #[arg(long, default_value_t = backend::GuestLimits::default().memory >> 20)]
+    max_memory_per_user_mib: u64,
+
+    /// Most peer channels (offered or up) of the endpoints of one uid or domain.
+    #[arg(long, default_value_t = backend::GuestLimits::default().peer_channels)]
+    max_peer_channels_per_user: u32,
+
+    /// How long a command waits for a same-host destination that keeps its
+    /// rings full before it is dropped and counted, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    stalled_wait_ms: u64,
 
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, default_value = "info")]
@@ -177,6 +202,14 @@ fn main() -> ExitCode {
     cfg.discovery = !cli.no_discovery;
     cfg.wire.pull_timeout = Duration::from_secs(cli.pull_timeout_s);
     cfg.peer_channels_per_endpoint = cli.peer_channels;
+    cfg.wire.stalled_wait = Duration::from_millis(cli.stalled_wait_ms);
+    cfg.limits = backend::GuestLimits {
+        attachments: cli.max_guests_per_user,
+        total_attachments: cli.max_guests,
+        endpoints: cli.max_endpoints_per_user,
+        memory: cli.max_memory_per_user_mib.saturating_mul(1 << 20),
+        peer_channels: cli.max_peer_channels_per_user,
+    };
     cfg.raw_access = match cli.raw_access {
         RawAccessArg::Privileged => RawAccess::Privileged,
         RawAccessArg::Any => RawAccess::Any,

@@ -78,18 +78,21 @@ pub struct PeerBroker {
     offers: Vec<(u32, Offer)>,
     links: Vec<(u32, Link)>,
     per_endpoint: usize,
+    per_principal: usize,
     counters: PeerCounters,
 }
 
 impl PeerBroker {
     /// A broker allowing `per_endpoint` channels to each endpoint (0 turns
-    /// peer channels off).
-    pub fn new(per_endpoint: usize) -> Self {
+    /// peer channels off) and `per_principal` to the endpoints of one guest
+    /// principal together.
+    pub fn new(per_endpoint: usize, per_principal: usize) -> Self {
         PeerBroker {
             next: 1,
             offers: Vec::new(),
             links: Vec::new(),
             per_endpoint,
+            per_principal,
             counters: PeerCounters::default(),
         }
     }
@@ -111,6 +114,20 @@ impl PeerBroker {
                 .links
                 .iter()
                 .filter(|(_, l)| l.has(ep, session))
+                .count()
+    }
+
+    /// Channels (offered or up) with an endpoint on either side for which
+    /// `mine` holds.
+    fn count_where(&self, mine: impl Fn(u8) -> bool) -> usize {
+        self.offers
+            .iter()
+            .filter(|(_, o)| mine(o.from) || mine(o.to))
+            .count()
+            + self
+                .links
+                .iter()
+                .filter(|(_, l)| mine(l.a.0) || mine(l.b.0))
                 .count()
     }
 
@@ -146,9 +163,10 @@ impl PeerBroker {
         to: u8,
         sizes: PeerSizes,
         self_peer: u16,
+        principal_of: impl Fn(usize) -> Option<usize>,
         res: &mut H::Resources,
     ) -> Result<u32, ControlError> {
-        let r = self.try_open(eps, guest, from, to, sizes, self_peer, res);
+        let r = self.try_open(eps, guest, from, to, sizes, self_peer, principal_of, res);
         if r.is_err() {
             self.counters.refused += 1;
         }
@@ -164,6 +182,7 @@ impl PeerBroker {
         to: u8,
         sizes: PeerSizes,
         self_peer: u16,
+        principal_of: impl Fn(usize) -> Option<usize>,
         res: &mut H::Resources,
     ) -> Result<u32, ControlError> {
         let now = Instant::now();
@@ -191,6 +210,19 @@ impl PeerBroker {
         }
         if self.count(a.0, a.1) >= self.per_endpoint || self.count(b.0, b.1) >= self.per_endpoint {
             return Err(ControlError::NoResources);
+        }
+        // Per principal: both sides' owners, so that one user cannot fill
+        // another's quota by offering to it.
+        let owner = |ep: u8| {
+            eps.get(usize::from(ep))
+                .and_then(Option::as_ref)
+                .and_then(|e| principal_of(e.guest))
+        };
+        for side in [a.0, b.0] {
+            let p = owner(side);
+            if p.is_some() && self.count_where(|ep| owner(ep) == p) >= self.per_principal {
+                return Err(ControlError::NoResources);
+            }
         }
         let pages = sizes.pages().map_err(|_| ControlError::BadResources)?;
         if pages > MAX_PAGES {

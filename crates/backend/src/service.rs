@@ -4,8 +4,10 @@
 //!
 //! # The loop
 //!
-//! A pass takes up to `cmd_batch` commands from every open endpoint (round
-//! robin, so one busy guest cannot starve the others), then publishes the
+//! A pass takes up to `cmd_batch` commands from every guest principal (a
+//! uid or a domain, [`GuestConn::principal`]), shared among its endpoints
+//! (round robin, so one busy user cannot starve the others however many
+//! endpoints it opens), then publishes the
 //! events of every endpoint that got some and notifies only the guests that
 //! asked to be woken (their `prod_event`). When passes find work the loop
 //! goes on at once; when they stop finding work it keeps polling for the
@@ -17,7 +19,10 @@
 //! receive queue is full) is retried every pass while the loop spins, then
 //! every millisecond (`PENDING_POLL`): guests free room without notifying,
 //! and a guest that never drains must not make the backend spin. A guest
-//! whose event ring or receive queue index is corrupt is detached.
+//! whose event ring or receive queue index is corrupt is detached. A
+//! command blocked on another endpoint of this host that stays full is
+//! dropped and counted after `WireTiming::stalled_wait`
+//! ([`deliver::give_up`]); connects never wait.
 //!
 //! With a NIC ([`Backend::new_with_nic`]) a pass also serves the wire
 //! ([`crate::wire::service`]): received frames, the replies they cause,
@@ -93,7 +98,57 @@ struct Guest<H: HostPlatform> {
     conn: H::Conn,
     memory: H::Memory,
     endpoints: Vec<u8>,
+    /// Index in [`Backend::principals`].
+    principal: usize,
+    /// Shared memory mapped for this guest's channels, in bytes.
+    mapped: u64,
 }
+
+/// Whoever the platform holds accountable for some guests
+/// ([`GuestConn::principal`]): limits and the service loop's fair shares
+/// are per principal, so that many processes of one user count as one.
+struct Principal {
+    id: u64,
+    attachments: u32,
+    /// Its open endpoints, in the order the service loop serves them.
+    endpoints: Vec<u8>,
+    /// Shared memory mapped for its channels, in bytes.
+    mapped: u64,
+    /// Where the next pass starts among `endpoints`.
+    cursor: usize,
+}
+
+/// A warning that may repeat at a guest's will: logged at most once per
+/// [`RATE_LIMIT`], with the number of repeats it stood for.
+#[derive(Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+/// Interval of a [`RateLimited`] warning.
+const RATE_LIMIT: Duration = Duration::from_secs(10);
+
+impl RateLimited {
+    /// `Some(repeats since the last one logged)` if this one may be logged.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < RATE_LIMIT)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// First and longest pause of the listener after the process ran out of
+/// descriptors (`EMFILE`, `ENFILE`): accepting again at once would only
+/// fail again, and the listener stays readable, so the loop would spin.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A handle that stops a running [`Backend`] from another thread.
 #[derive(Clone)]
@@ -138,6 +193,17 @@ pub struct Backend<H: HostPlatform> {
     peer_channels: PeerBroker,
     /// The peer channel the control reply being sent hands over.
     peer_grant_out: Option<mx_proto::platform::PeerGrant>,
+    /// Guest principals that ever attached a guest.
+    principals: Vec<Principal>,
+    /// Shared memory mapped for the raw endpoint's channel.
+    raw_mapped: u64,
+    /// The listener is out of the poller until then (descriptors ran out).
+    accept_paused: Option<Instant>,
+    /// The next pause of the listener.
+    accept_backoff: Duration,
+    /// Warnings a guest can cause at will.
+    warn_accept: RateLimited,
+    warn_limit: RateLimited,
 }
 
 /// What [`Backend::attach_channel`] set up from an open request.
@@ -275,8 +341,17 @@ impl<H: HostPlatform> Backend<H> {
             nic_needs_polling,
             raw: None,
             raw_counters: Arc::new(RawCounters::default()),
-            peer_channels: PeerBroker::new(cfg.peer_channels_per_endpoint),
+            peer_channels: PeerBroker::new(
+                cfg.peer_channels_per_endpoint,
+                cfg.limits.peer_channels as usize,
+            ),
             peer_grant_out: None,
+            principals: Vec::new(),
+            raw_mapped: 0,
+            accept_paused: None,
+            accept_backoff: ACCEPT_BACKOFF_MIN,
+            warn_accept: RateLimited::default(),
+            warn_limit: RateLimited::default(),
             cfg,
         })
     }
@@ -426,7 +501,27 @@ impl<H: HostPlatform> Backend<H> {
     }
 
     fn poll_io(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let timeout = timeout.or(Some(Duration::from_secs(1)));
+        let mut timeout = timeout.or(Some(Duration::from_secs(1)));
+        if let Some(until) = self.accept_paused {
+            let now = Instant::now();
+            if now >= until {
+                self.accept_paused = None;
+                match self
+                    .poller
+                    .add(self.listener.as_fd(), TOKEN_LISTENER, Interest::READABLE)
+                {
+                    Ok(()) => self.accept_all(),
+                    Err(e) => {
+                        warn!("cannot poll the listener again: {e}");
+                        self.pause_accepting(now);
+                    }
+                }
+            }
+            if let Some(until) = self.accept_paused {
+                let left = until.saturating_duration_since(Instant::now());
+                timeout = timeout.map(|t| t.min(left));
+            }
+        }
         self.poller.wait(&mut self.events, timeout)?;
         // By index: each report is copied out, so handling it may borrow
         // `self` mutably, and the busy loop's periodic poll allocates nothing.
@@ -447,8 +542,18 @@ impl<H: HostPlatform> Backend<H> {
                     self.serve_control((t & 0xffff_ffff) as usize, ev.hangup)
                 }
                 t if t & !0xffff_ffff == TOKEN_ENDPOINT => {
-                    if let Some(Some(ep)) = self.endpoints.get((t & 0xffff_ffff) as usize) {
-                        let _ = ep.event.consume();
+                    let id = (t & 0xffff_ffff) as usize;
+                    if let Some(Some(ep)) = self.endpoints.get(id) {
+                        // A guest that closed its end of the doorbell can
+                        // never be woken again, and its hang-up would wake
+                        // this loop for ever: close the endpoint.
+                        if ev.hangup || ep.event.consume().is_err() {
+                            warn!(
+                                endpoint = id,
+                                "endpoint's event channel hung up; closing it"
+                            );
+                            self.close(id as u8);
+                        }
                     }
                 }
                 _ => {}
@@ -458,33 +563,104 @@ impl<H: HostPlatform> Backend<H> {
     }
 
     fn accept_all(&mut self) {
+        if self.accept_paused.is_some() {
+            return;
+        }
         loop {
             match self.listener.accept() {
                 Ok(Some(conn)) => {
-                    let memory = conn.memory();
-                    let entry = self.guests.vacant_entry();
-                    let key = entry.key();
-                    if let Err(e) =
-                        self.poller
-                            .add(conn.as_fd(), TOKEN_GUEST | key as u64, Interest::READABLE)
-                    {
-                        warn!("cannot poll guest connection: {e}");
-                        continue;
-                    }
-                    info!(guest = %conn.guest_id(), "guest attached");
-                    entry.insert(Guest {
-                        conn,
-                        memory,
-                        endpoints: Vec::new(),
-                    });
+                    self.accept_backoff = ACCEPT_BACKOFF_MIN;
+                    self.admit(conn);
                 }
                 Ok(None) => break,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    let now = Instant::now();
+                    if let Some(n) = self.warn_accept.allow(now) {
+                        warn!(
+                            "accept: {e}; not accepting for {:?} ({n} more since the last warning)",
+                            self.accept_backoff
+                        );
+                    }
+                    self.pause_accepting(now);
+                    break;
+                }
                 Err(e) => {
-                    warn!("accept: {e}");
+                    if let Some(n) = self.warn_accept.allow(Instant::now()) {
+                        warn!("accept: {e} ({n} more since the last warning)");
+                    }
                     break;
                 }
             }
         }
+    }
+
+    /// Take the listener out of the poller for the current back-off, and
+    /// double the next one.
+    fn pause_accepting(&mut self, now: Instant) {
+        let _ = self.poller.delete(self.listener.as_fd());
+        self.accept_paused = Some(now + self.accept_backoff);
+        self.accept_backoff = (self.accept_backoff * 2).min(ACCEPT_BACKOFF_MAX);
+    }
+
+    /// A freshly accepted guest: attach it within its principal's limits,
+    /// or tell it why not and let it go.
+    fn admit(&mut self, conn: H::Conn) {
+        let id = conn.principal();
+        let p = self.principals.iter().position(|p| p.id == id);
+        let held = p.map_or(0, |i| self.principals[i].attachments);
+        let refused = if held >= self.cfg.limits.attachments {
+            Some("attachments per user")
+        } else if self.guests.len() >= self.cfg.limits.total_attachments as usize {
+            Some("attachments")
+        } else {
+            None
+        };
+        if let Some(limit) = refused {
+            if let Some(n) = self.warn_limit.allow(Instant::now()) {
+                warn!(guest = %conn.guest_id(), limit, "guest refused at a limit ({n} more since the last warning)");
+            }
+            // Its first request reads this as the answer; dropping the
+            // connection closes it.
+            let _ = conn.send(&ControlReply::Error(ControlError::NoResources).encode());
+            return;
+        }
+        let memory = conn.memory();
+        let entry = self.guests.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self
+            .poller
+            .add(conn.as_fd(), TOKEN_GUEST | key as u64, Interest::READABLE)
+        {
+            warn!("cannot poll guest connection: {e}");
+            return;
+        }
+        let principal = match p {
+            Some(i) => i,
+            None => {
+                self.principals.push(Principal {
+                    id,
+                    attachments: 0,
+                    endpoints: Vec::new(),
+                    mapped: 0,
+                    cursor: 0,
+                });
+                self.principals.len() - 1
+            }
+        };
+        self.principals[principal].attachments += 1;
+        info!(guest = %conn.guest_id(), "guest attached");
+        entry.insert(Guest {
+            conn,
+            memory,
+            endpoints: Vec::new(),
+            principal,
+            mapped: 0,
+        });
     }
 
     fn serve_control(&mut self, key: usize, hangup: bool) {
@@ -653,6 +829,7 @@ impl<H: HostPlatform> Backend<H> {
                 peer_endpoint,
                 sizes,
                 self.self_peer,
+                |g| self.guests.get(g).map(|g| g.principal),
                 &mut res,
             ) {
                 Ok(channel) => ControlReply::PeerPending { channel },
@@ -740,6 +917,7 @@ impl<H: HostPlatform> Backend<H> {
             .filter(|w| !w.loopback_only)
             .map_or(self.cfg.mtu, |w| w.nic.mtu());
         let max_frame = crate::raw::max_frame(mtu);
+        self.raw_mapped = mx_proto::ring::SharedRegion::len(&*a.pages) as u64;
         self.raw = Some(RawEndpoint::new(key, a.chan, a.event, max_frame));
         self.raw_counters.bump(RawCounter::Opens);
         if let Some(g) = self.guests.get(key) {
@@ -751,6 +929,8 @@ impl<H: HostPlatform> Backend<H> {
     fn close_raw(&mut self) {
         if let Some(raw) = self.raw.take() {
             let _ = self.poller.delete(raw.event.as_fd());
+            let bytes = std::mem::take(&mut self.raw_mapped);
+            self.account(raw.guest, -(bytes as i64));
             debug!("raw endpoint closed");
             // Dropping it unmaps the guest's pages and unbinds its channel.
         }
@@ -830,6 +1010,12 @@ impl<H: HostPlatform> Backend<H> {
         let sendq_off = layout.rings[RING_SENDQ]
             .map(|r| r.area_offset as usize)
             .ok_or(ControlError::BadResources)?;
+        let principal = self.guests.get(key).map_or(0, |g| g.principal);
+        let mapped = self.principals.get(principal).map_or(0, |p| p.mapped);
+        if mapped.saturating_add(layout_len as u64) > self.cfg.limits.memory {
+            self.limit_refused(key, "shared memory per user");
+            return Err(ControlError::NoResources);
+        }
         let pages = res
             .take_pages(0, layout_len / PAGE_SIZE)
             .map_err(|_| ControlError::BadResources)?;
@@ -842,12 +1028,34 @@ impl<H: HostPlatform> Backend<H> {
         self.poller
             .add(event.as_fd(), token, Interest::READABLE)
             .map_err(|_| ControlError::NoResources)?;
+        self.account(key, layout_len as i64);
         Ok(Attached {
             chan,
             pages,
             event,
             sendq_off,
         })
+    }
+
+    /// Add (or, negative, release) `bytes` of shared memory mapped for
+    /// guest `key` and its principal.
+    fn account(&mut self, key: usize, bytes: i64) {
+        if let Some(g) = self.guests.get_mut(key) {
+            g.mapped = g.mapped.saturating_add_signed(bytes);
+            if let Some(p) = self.principals.get_mut(g.principal) {
+                p.mapped = p.mapped.saturating_add_signed(bytes);
+            }
+        }
+    }
+
+    /// A request of guest `key` hit a per-principal limit: log it (rate
+    /// limited: a guest can ask again at will).
+    fn limit_refused(&mut self, key: usize, limit: &'static str) {
+        if let Some(n) = self.warn_limit.allow(Instant::now()) {
+            if let Some(g) = self.guests.get(key) {
+                warn!(guest = %g.conn.guest_id(), limit, "request refused at a limit ({n} more since the last warning)");
+            }
+        }
     }
 
     /// Give a board without a NIC its wire side, on a device that only
@@ -906,6 +1114,19 @@ impl<H: HostPlatform> Backend<H> {
             return Err(ControlError::BoardUnknown);
         }
         self.check_sizes(&sizes)?;
+        let principal = self
+            .guests
+            .get(key)
+            .map(|g| g.principal)
+            .ok_or(ControlError::NotOwner)?;
+        let held = self
+            .principals
+            .get(principal)
+            .map_or(0, |p| p.endpoints.len());
+        if held >= self.cfg.limits.endpoints as usize {
+            self.limit_refused(key, "endpoints per user");
+            return Err(ControlError::NoResources);
+        }
         let no_shmem = flags.contains(OpenFlags::DISABLE_SHMEM);
         if no_shmem {
             self.ensure_wire()?;
@@ -950,7 +1171,11 @@ impl<H: HostPlatform> Backend<H> {
             blocked_since: None,
             dirty: false,
             no_shmem,
+            stalled: false,
         });
+        if let Some(p) = self.principals.get_mut(principal) {
+            p.endpoints.push(id as u8);
+        }
         if let Some(g) = self.guests.get_mut(key) {
             g.endpoints.push(id as u8);
             info!(guest = %g.conn.guest_id(), endpoint = id, no_shmem, "endpoint opened");
@@ -963,8 +1188,15 @@ impl<H: HostPlatform> Backend<H> {
         if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
             let _ = self.poller.delete(ep.event.as_fd());
             self.peer_channels.endpoint_closed(id, ep.session);
+            self.account(
+                ep.guest,
+                -(mx_proto::ring::SharedRegion::len(&*ep.pages) as i64),
+            );
             if let Some(g) = self.guests.get_mut(ep.guest) {
                 g.endpoints.retain(|&e| e != id);
+                if let Some(p) = self.principals.get_mut(g.principal) {
+                    p.endpoints.retain(|&e| e != id);
+                }
             }
             debug!(endpoint = id, "endpoint closed");
             // Dropping `ep` unmaps the guest's pages and unbinds its channel.
@@ -979,6 +1211,13 @@ impl<H: HostPlatform> Backend<H> {
         };
         let _ = self.poller.delete(g.conn.as_fd());
         info!(guest = %g.conn.guest_id(), endpoints = g.endpoints.len(), "guest detached");
+        // Entries stay (indices in `guests` name them); one with nothing
+        // attached costs a pass nothing.
+        if let Some(p) = self.principals.get_mut(g.principal) {
+            p.attachments = p.attachments.saturating_sub(1);
+            p.mapped = p.mapped.saturating_sub(g.mapped);
+            p.endpoints.retain(|e| !g.endpoints.contains(e));
+        }
         if self.raw.as_ref().is_some_and(|r| r.guest == key) {
             self.close_raw();
         }
@@ -1006,8 +1245,8 @@ impl<H: HostPlatform> Backend<H> {
     /// any frame received.
     fn pass(&mut self) -> bool {
         let mut worked = false;
-        let n = self.endpoints.len();
         let now = Instant::now();
+        let stalled_wait = self.cfg.wire.stalled_wait;
         let endpoints_ptr = &mut self.endpoints;
         let mut ctx = Ctx::<H> {
             self_peer: self.self_peer,
@@ -1024,61 +1263,82 @@ impl<H: HostPlatform> Backend<H> {
         };
         let mut broken = Vec::new();
         let mut blocked = false;
-        for id in 0..n {
-            if endpoints_ptr[id].is_none() {
+        // Fair per principal, not per endpoint: each gets `cmd_batch`
+        // commands per pass shared among its endpoints (starting at a
+        // different one each pass), so a user with four busy endpoints
+        // takes the share of a user with one.
+        for p in self.principals.iter_mut() {
+            let k = p.endpoints.len();
+            if k == 0 {
                 continue;
             }
-            for _ in 0..self.cfg.cmd_batch {
-                let ep = endpoints_ptr[id].as_mut().expect("checked");
-                let (slot, retry): (CmdSlot, bool) = match ep.pending.take() {
-                    Some(s) => (s, true),
-                    None => match ep.chan.pop_command() {
-                        Ok(Some(s)) => (s, false),
-                        Ok(None) => break,
-                        Err(e) => {
-                            warn!(endpoint = id, "command ring corrupt: {e:?}");
-                            broken.push(ep.guest);
+            let share = self.cfg.cmd_batch.div_ceil(k as u32).max(1);
+            let start = p.cursor % k;
+            p.cursor = (start + 1) % k;
+            for j in 0..k {
+                let id = usize::from(p.endpoints[(start + j) % k]);
+                if endpoints_ptr.get(id).is_none_or(Option::is_none) {
+                    continue;
+                }
+                for _ in 0..share {
+                    let ep = endpoints_ptr[id].as_mut().expect("checked");
+                    let (slot, retry): (CmdSlot, bool) = match ep.pending.take() {
+                        Some(s) => (s, true),
+                        None => match ep.chan.pop_command() {
+                            Ok(Some(s)) => (s, false),
+                            Ok(None) => break,
+                            Err(e) => {
+                                warn!(endpoint = id, "command ring corrupt: {e:?}");
+                                broken.push(ep.guest);
+                                break;
+                            }
+                        },
+                    };
+                    // Retrying a blocked command is work only once it goes through.
+                    worked |= !retry;
+                    let cmd = match Command::parse(&slot) {
+                        Ok(c) => c,
+                        Err(_) => {
+                            let ep = endpoints_ptr[id].as_mut().expect("checked");
+                            ep.counters.bump(Counter::CmdsMalformed);
+                            continue;
+                        }
+                    };
+                    ctx.blocked_since = if retry {
+                        endpoints_ptr[id].as_ref().and_then(|e| e.blocked_since)
+                    } else {
+                        None
+                    };
+                    match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
+                        Outcome::Done => {
+                            worked = true;
+                            if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                ep.counters.bump(Counter::CmdsProcessed);
+                                ep.blocked_since = None;
+                            }
+                        }
+                        Outcome::Blocked => {
+                            if deliver::give_up(&mut ctx, endpoints_ptr, id, &cmd, stalled_wait) {
+                                worked = true;
+                                if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                    ep.blocked_since = None;
+                                }
+                                continue;
+                            }
+                            if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                ep.pending = Some(slot);
+                                ep.blocked_since.get_or_insert(now);
+                            }
+                            blocked = true;
                             break;
                         }
-                    },
-                };
-                // Retrying a blocked command is work only once it goes through.
-                worked |= !retry;
-                let cmd = match Command::parse(&slot) {
-                    Ok(c) => c,
-                    Err(_) => {
-                        let ep = endpoints_ptr[id].as_mut().expect("checked");
-                        ep.counters.bump(Counter::CmdsMalformed);
-                        continue;
-                    }
-                };
-                ctx.blocked_since = if retry {
-                    endpoints_ptr[id].as_ref().and_then(|e| e.blocked_since)
-                } else {
-                    None
-                };
-                match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
-                    Outcome::Done => {
-                        worked = true;
-                        if let Some(ep) = endpoints_ptr[id].as_mut() {
-                            ep.counters.bump(Counter::CmdsProcessed);
-                            ep.blocked_since = None;
-                        }
-                    }
-                    Outcome::Blocked => {
-                        if let Some(ep) = endpoints_ptr[id].as_mut() {
-                            ep.pending = Some(slot);
-                            ep.blocked_since.get_or_insert(now);
-                        }
-                        blocked = true;
-                        break;
                     }
                 }
-            }
-            if let Some(ep) = endpoints_ptr[id].as_mut() {
-                // A guest blocked on a full command ring asked to be told.
-                if ep.chan.release_commands().is_needed() {
-                    let _ = ep.event.notify();
+                if let Some(ep) = endpoints_ptr[id].as_mut() {
+                    // A guest blocked on a full command ring asked to be told.
+                    if ep.chan.release_commands().is_needed() {
+                        let _ = ep.event.notify();
+                    }
                 }
             }
         }

@@ -692,6 +692,12 @@ pub trait GuestConn<H: HostPlatform>: AsFd + Send + Debug {
     /// guest says.
     fn is_privileged(&self) -> bool;
 
+    /// Who is accountable for this guest, for per-guest limits and fair
+    /// shares: many guests of one principal count as one (local: the uid
+    /// the kernel reports; Xen: the domain id, tagged so that it never
+    /// equals a uid). Never from what the guest says.
+    fn principal(&self) -> u64;
+
     /// Receives one control request into `buf` (which should hold
     /// [`MAX_CONTROL_MSG`] bytes) without blocking.
     ///

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mx_proto::platform::local::{
-    EventFdChannel, GuestRange, LocalConn, LocalGuest, LocalHost, LocalHostConfig, LocalListener,
-    LocalPlatform, LocalTarget, PeerCred,
+    GuestRange, LocalConn, LocalGuest, LocalHost, LocalHostConfig, LocalListener, LocalPlatform,
+    LocalTarget, PeerCred, SocketChannel,
 };
 use mx_proto::platform::{
     BackendLink, EventChannel, Events, GuestConn, GuestListener, GuestMemory, GuestPlatform,
@@ -294,7 +294,7 @@ fn rendezvous_creds_resources_notify_and_hangup() {
     // Wait for the guest on the poller, as a backend would.
     let deadline = Instant::now() + T;
     let mut conn = None;
-    let mut channel: Option<EventFdChannel> = None;
+    let mut channel: Option<SocketChannel> = None;
     let mut pages = Vec::new();
     let mut got_notify = false;
     let mut buf = [0u8; MAX_CONTROL_MSG];
@@ -447,8 +447,8 @@ fn process_vm_copies_to_and_from_a_guest_process() {
 
 #[test]
 fn poller_reports_the_channels_that_fired() {
-    let pairs: Vec<(EventFdChannel, EventFdChannel)> =
-        (0..6).map(|_| EventFdChannel::pair().unwrap()).collect();
+    let pairs: Vec<(SocketChannel, SocketChannel)> =
+        (0..6).map(|_| SocketChannel::pair().unwrap()).collect();
     let poller = Poller::new().unwrap();
     for (i, (_, host)) in pairs.iter().enumerate() {
         poller

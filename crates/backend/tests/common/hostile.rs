@@ -31,13 +31,14 @@ use mx_proto::msg::control::{
     CONTROL_VERSION,
 };
 use mx_proto::msg::{Command, Dest, Event, RdmaRef, Seq, CMD_SLOT_SIZE};
-use mx_proto::platform::local::{EventFdChannel, LocalGuest, LocalLink, LocalTarget, MemfdPages};
+use mx_proto::platform::local::{LocalGuest, LocalLink, LocalTarget, MemfdPages, SocketChannel};
 use mx_proto::platform::{
     BackendLink, EventChannel, GuestPlatform, Resource, SharedMem, MAX_CONTROL_MSG, PAGE_SIZE,
 };
 use mx_proto::ring::layout::offset;
 use mx_proto::ring::Layout;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ const SIZES: ChannelSizes = ChannelSizes {
 fn call(
     link: &LocalLink,
     req: &ControlRequest,
-    res: &[Resource<'_, MemfdPages, EventFdChannel>],
+    res: &[Resource<'_, MemfdPages, SocketChannel>],
 ) -> io::Result<ControlReply> {
     let mut buf = vec![0u8; MAX_CONTROL_MSG];
     let n = link.call(&req.encode(), res, &mut buf, Duration::from_secs(10))?;
@@ -65,7 +66,7 @@ struct Hostile {
     board: BoardInfo,
     pages: Arc<MemfdPages>,
     chan: GuestChannel<Arc<MemfdPages>>,
-    event: EventFdChannel,
+    event: SocketChannel,
     layout: Layout,
     ep: u8,
     session: u32,
@@ -78,6 +79,15 @@ impl Hostile {
     /// Attach and open an endpoint exactly as `Frontend::open_endpoint`
     /// does, keeping the raw pages.
     fn open(socket: &Path) -> Hostile {
+        Self::open_with(socket, |_, _| ()).0
+    }
+
+    /// [`open`](Self::open), calling `before` just before the open request
+    /// goes out.
+    fn open_with<T>(
+        socket: &Path,
+        before: impl FnOnce(&LocalLink, &SocketChannel) -> T,
+    ) -> (Hostile, T) {
         let link =
             LocalGuest::attach(&LocalTarget::new(socket), Duration::from_secs(10)).expect("attach");
         let board = match call(
@@ -97,6 +107,7 @@ impl Hostile {
         let pages = Arc::new(link.alloc_pages(len / PAGE_SIZE).expect("pages"));
         let chan = GuestChannel::create(pages.clone(), &SIZES).expect("channel");
         let event = link.alloc_event().expect("event channel");
+        let t = before(&link, &event);
         let reply = call(
             &link,
             &ControlRequest::OpenEndpoint {
@@ -111,18 +122,21 @@ impl Hostile {
         let ControlReply::Opened { endpoint, session } = reply else {
             panic!("open: {reply:?}");
         };
-        Hostile {
-            link,
-            board,
-            pages,
-            chan,
-            event,
-            layout,
-            ep: endpoint,
-            session,
-            pushed: 0,
-            buf: vec![0x5a; 64 * 1024],
-        }
+        (
+            Hostile {
+                link,
+                board,
+                pages,
+                chan,
+                event,
+                layout,
+                ep: endpoint,
+                session,
+                pushed: 0,
+                buf: vec![0x5a; 64 * 1024],
+            },
+            t,
+        )
     }
 
     fn area(&self, ring: usize) -> (usize, usize) {
@@ -540,4 +554,315 @@ pub fn run_hostile(socket: &Path) {
         h.push_raw(rng);
     });
     println!("MXHOSTILE b_detached={b_detached} b_ms={b_ms} a_detached={a_detached} a_ms={a_ms}");
+}
+
+// ------------------------------------------------- issue 14's attacks ---
+
+/// How long an attack role keeps at it (`HOSTILE_MS_ENV`, default 2 s).
+fn attack_time() -> Duration {
+    Duration::from_millis(
+        std::env::var(HOSTILE_MS_ENV)
+            .ok()
+            .map_or(2000, |s| s.parse().expect("ms")),
+    )
+}
+
+/// Stay alive (holding every resource) until the parent kills us.
+fn hold() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// Duplicates of every `SOCK_SEQPACKET` socket this process holds except
+/// `keep_out`: taken before an open, they include the host's end of the
+/// doorbell pair the open is about to hand over.
+fn dup_seqpackets(keep_out: &[i32]) -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+    {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if keep_out.contains(&fd) {
+            continue;
+        }
+        let mut ty: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `ty`/`len` are a writable int and its size; a stale fd
+        // number only makes the call fail.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TYPE,
+                (&mut ty as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 || ty != libc::SOCK_SEQPACKET {
+            continue;
+        }
+        // SAFETY: plain syscall; the result, if valid, is a fresh descriptor.
+        let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if d >= 0 {
+            // SAFETY: `d` was just returned by the kernel and is ours alone.
+            out.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(d) });
+        }
+    }
+    out
+}
+
+/// Clear `O_NONBLOCK` on `fd`'s open file description.
+fn clear_nonblock(fd: i32) {
+    // SAFETY: plain fcntl calls on a descriptor we hold; no pointers.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+    }
+}
+
+/// Issue 14 item 1: the attack on the host's doorbell. Before opening, the
+/// guest keeps a duplicate of the host's end of its event channel; then it
+/// clears `O_NONBLOCK` on every description it shares with the backend,
+/// fills the host end's send buffer, never reads its own doorbell, and
+/// keeps asking to be woken while sending itself messages (each publish
+/// makes the backend notify). `MXATTACKED` when done; then it holds.
+pub fn run_doorbell(socket: &Path) {
+    use std::os::fd::AsRawFd;
+    // Open as usual, but keep the host end of the doorbell pair.
+    let (mut h, dups) = Hostile::open_with(socket, |link, event| {
+        dup_seqpackets(&[link.as_fd().as_raw_fd(), event.as_fd().as_raw_fd()])
+    });
+    clear_nonblock(h.event.as_fd().as_raw_fd());
+    let mut filled = 0u64;
+    for d in &dups {
+        clear_nonblock(d.as_raw_fd());
+        for _ in 0..1_000_000 {
+            let b = [1u8];
+            // SAFETY: one readable byte; MSG_DONTWAIT so we never block ourselves.
+            let r = unsafe {
+                libc::send(
+                    d.as_raw_fd(),
+                    b.as_ptr().cast(),
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if r != 1 {
+                break;
+            }
+            filled += 1;
+        }
+    }
+    println!(
+        "MXREADY {} {} dups={} filled={filled}",
+        h.ep,
+        h.session,
+        dups.len()
+    );
+    let (mut rng, _) = Rng::from_entropy();
+    let t0 = Instant::now();
+    while t0.elapsed() < attack_time() {
+        for _ in 0..8 {
+            h.push_self_tiny(&mut rng);
+        }
+        let _ = h.chan.publish_commands();
+        let _ = h.chan.prepare_to_sleep();
+        let _ = h.event.notify();
+        // Consume events now and then (so sends keep flowing and the
+        // backend keeps publishing and notifying), never the doorbell.
+        if rng.below(4) == 0 {
+            for _ in 0..64 {
+                if !matches!(h.chan.pop_event(), Ok(Some(_))) {
+                    break;
+                }
+            }
+            let _ = h.chan.release_events();
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    println!("MXATTACKED");
+    hold();
+}
+
+/// Issue 14 item 2: keep our event ring full and send connect requests
+/// with a wrong key to the victim endpoint (`MX_STALL_EP`, or all). `MXREADY` once
+/// the ring is full; then it attacks for the attack time and holds.
+pub fn run_stall_connect(socket: &Path) {
+    let (mut rng, _) = Rng::from_entropy();
+    let mut h = Hostile::open(socket);
+    // Exactly one event ring's worth of messages to ourselves: the ring is
+    // then full and nothing of ours waits in the backend.
+    for _ in 0..SIZES.evt_slots {
+        h.push_self_tiny(&mut rng);
+    }
+    h.kick();
+    std::thread::sleep(Duration::from_millis(200));
+    println!("MXREADY {} {}", h.ep, h.session);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    while t0.elapsed() < attack_time() {
+        // One victim (`MX_STALL_EP`), or every endpoint but ours. A
+        // request to a closed endpoint would be NACKed into our own full
+        // ring and hold our own later commands back, so aim well.
+        let victims: Vec<u8> = match std::env::var("MX_STALL_EP") {
+            Ok(v) => vec![v.parse().expect("endpoint")],
+            Err(_) => (0..32u8).filter(|&e| e != h.ep).collect(),
+        };
+        for &ep in &victims {
+            let req = Command::ConnectRequest(ConnectRequest {
+                dest: Dest {
+                    peer: h.board.self_peer,
+                    endpoint: ep,
+                },
+                src_session: h.session,
+                app_key: 0xbad_bad,
+                target_recv_seqnum_start: 0,
+                connect_seqnum: rng.next() as u8,
+            });
+            if h.push(&req) {
+                sent += 1;
+            }
+        }
+        h.kick();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("MXATTACKED sent={sent}");
+    hold();
+}
+
+/// Issue 14 item 7: punch holes over the whole channel memfd again and
+/// again while using it. `MXPUNCHED n=<holes>`; then it holds.
+pub fn run_punch(socket: &Path) {
+    use std::os::fd::AsRawFd;
+    let (mut rng, _) = Rng::from_entropy();
+    let mut h = Hostile::open(socket);
+    println!("MXREADY {} {}", h.ep, h.session);
+    let len = h.pages.len() as i64;
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < attack_time() {
+        h.push_self_tiny(&mut rng);
+        h.kick();
+        let off = (rng.below(len as u64 / PAGE_SIZE as u64) * PAGE_SIZE as u64) as i64;
+        let whole = rng.below(4) == 0;
+        // SAFETY: plain syscall on our own memfd; no pointers.
+        let r = unsafe {
+            libc::fallocate(
+                h.pages.as_fd().as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                if whole { 0 } else { off },
+                if whole { len } else { PAGE_SIZE as i64 },
+            )
+        };
+        assert_eq!(r, 0, "punch hole: {}", io::Error::last_os_error());
+        n += 1;
+        h.drain();
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    println!("MXPUNCHED n={n}");
+    hold();
+}
+
+/// Issue 14 item 4: open `MX_FLOOD_N` connections, say hello on each, and
+/// count the answers (`MXFLOOD ok=<n> refused=<n> silent=<n>`); then hold
+/// them all.
+pub fn run_flood(socket: &Path) {
+    let n: usize = std::env::var("MX_FLOOD_N")
+        .ok()
+        .map_or(100, |s| s.parse().expect("count"));
+    let mut links = Vec::new();
+    for _ in 0..n {
+        match LocalGuest::attach(&LocalTarget::new(socket), Duration::from_secs(2)) {
+            Ok(l) => links.push(l),
+            Err(_) => break,
+        }
+    }
+    let hello = ControlRequest::Hello {
+        version: CONTROL_VERSION,
+    }
+    .encode();
+    for l in &links {
+        let _ = l.send(&hello, &[], Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (mut ok, mut refused, mut silent) = (0, 0, 0);
+    let mut buf = vec![0u8; MAX_CONTROL_MSG];
+    for l in &links {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match l.recv(&mut buf, left.max(Duration::from_millis(1))) {
+            Ok(len) => match ControlReply::decode(&buf[..len]) {
+                Ok(ControlReply::Hello(_)) => ok += 1,
+                Ok(ControlReply::Error(ControlError::NoResources)) => refused += 1,
+                other => panic!("flood: unexpected answer {other:?}"),
+            },
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => refused += 1,
+            Err(_) => silent += 1,
+        }
+    }
+    println!(
+        "MXFLOOD ok={ok} refused={refused} silent={silent} links={}",
+        links.len()
+    );
+    hold();
+}
+
+/// Issue 14 item 3: open endpoints until refused (`MXHOG opened=<n>
+/// error=<e>`); then hold them.
+pub fn run_hog(socket: &Path) {
+    let link =
+        LocalGuest::attach(&LocalTarget::new(socket), Duration::from_secs(10)).expect("attach");
+    let mut held = Vec::new();
+    let err = loop {
+        let layout = layout(&SIZES).expect("layout");
+        let pages = Arc::new(
+            link.alloc_pages(layout.region_len() / PAGE_SIZE)
+                .expect("pages"),
+        );
+        let _chan = GuestChannel::create(pages.clone(), &SIZES).expect("channel");
+        let event = link.alloc_event().expect("event channel");
+        let r = call(
+            &link,
+            &ControlRequest::OpenEndpoint {
+                board: 0,
+                endpoint: ANY_ENDPOINT,
+                sizes: SIZES,
+                flags: Default::default(),
+            },
+            &[Resource::Pages(&*pages), Resource::Event(&event)],
+        )
+        .expect("open");
+        match r {
+            ControlReply::Opened { .. } => held.push((pages, event)),
+            ControlReply::Error(e) => break format!("{e:?}"),
+            other => panic!("open: {other:?}"),
+        }
+        assert!(held.len() <= 64, "no limit at all");
+    };
+    println!("MXHOG opened={} error={err}", held.len());
+    hold();
+}
+
+/// Issue 14 item 3's load: keep the command ring full of messages to
+/// ourselves and drain them, as fast as the backend takes them, for the
+/// attack time (`MXREADY` first); then hold.
+pub fn run_busy(socket: &Path) {
+    let (mut rng, _) = Rng::from_entropy();
+    let mut h = Hostile::open(socket);
+    println!("MXREADY {} {}", h.ep, h.session);
+    let t0 = Instant::now();
+    while t0.elapsed() < attack_time() {
+        while h.chan.command_space().unwrap_or(0) > 0 {
+            h.push_self_tiny(&mut rng);
+        }
+        h.kick();
+        h.drain();
+        std::thread::yield_now();
+    }
+    println!("MXATTACKED");
+    hold();
 }

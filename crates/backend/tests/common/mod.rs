@@ -6,6 +6,9 @@
 //! parent writes commands, a guest answers with lines that start with `MX`
 //! (everything else on its stdout is the test harness talking).
 
+// Each test binary uses a part of these helpers.
+#![allow(dead_code)]
+
 pub mod guest;
 pub mod hostile;
 
@@ -175,10 +178,34 @@ impl BackendProc {
     /// Start `mx-backend --socket <tmp> --log warn` plus `args`, and wait
     /// for its socket.
     pub fn start(args: &[&str]) -> BackendProc {
+        Self::start_with(args, None)
+    }
+
+    /// [`start`](Self::start) with `RLIMIT_NOFILE` set to `nofile` in the
+    /// backend (to run it out of descriptors).
+    pub fn start_with(args: &[&str], nofile: Option<u64>) -> BackendProc {
         let dir = TempDir::new("split");
         let socket = dir.path().join("be.sock");
         let log = dir.path().join("backend.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_mx-backend"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mx-backend"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; the closure touches
+            // nothing else between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("--socket")
             .arg(&socket)
             .args(["--log", "warn"])
@@ -204,6 +231,37 @@ impl BackendProc {
             std::thread::sleep(Duration::from_millis(5));
         }
         be
+    }
+
+    /// SIGTERM, then wait up to `limit` for the exit; whether it exited.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        // SAFETY: plain syscall; the pid is our own unreaped child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if !self.alive() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// CPU time (user + system) the process used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which ends at the last ')'.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
     }
 
     /// The socket guests attach to.
@@ -242,7 +300,22 @@ pub struct GuestProc {
 impl GuestProc {
     /// Start a guest in `role` attached to the backend at `socket`.
     pub fn spawn(name: &str, role: &str, socket: &Path, env: &[(&str, String)]) -> GuestProc {
+        Self::spawn_as(name, role, socket, env, None)
+    }
+
+    /// [`spawn`](Self::spawn) as user `uid` (and its group) if given.
+    pub fn spawn_as(
+        name: &str,
+        role: &str,
+        socket: &Path,
+        env: &[(&str, String)],
+        uid: Option<u32>,
+    ) -> GuestProc {
         let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
         cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
             .env(ROLE_ENV, role)
             .env(SOCKET_ENV, socket)

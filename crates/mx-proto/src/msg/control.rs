@@ -47,6 +47,7 @@ pub const COUNTER_LABELS: &[&str] = &[
     "pulls failed",
     "pull requests resent",
     "pulls copied by the puller",
+    "sends dropped: destination stalled",
 ];
 
 /// Labels of the per-NIC counters of a board, in the order of the

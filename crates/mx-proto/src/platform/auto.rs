@@ -32,8 +32,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use super::local::{
-    EventFdChannel, GuestRange, LocalConn, LocalGuest, LocalHost, LocalHostConfig, LocalLink,
-    LocalListener, LocalResources, LocalTarget, MappedPages, MemfdPages, PeerCred, ProcessMemory,
+    GuestRange, LocalConn, LocalGuest, LocalHost, LocalHostConfig, LocalLink, LocalListener,
+    LocalResources, LocalTarget, MappedPages, MemfdPages, PeerCred, ProcessMemory, SocketChannel,
 };
 use super::xen::{
     self, GrantedPages, MappedGrants, XenConn, XenEvent, XenGuest, XenGuestId, XenHost,
@@ -194,8 +194,8 @@ pages_enum!(
 /// One end of an event channel (either side).
 #[derive(Debug)]
 pub enum AutoEvent {
-    /// Two eventfds.
-    Local(EventFdChannel),
+    /// A doorbell socket pair.
+    Local(SocketChannel),
     /// A Xen port.
     Xen(XenEvent),
 }
@@ -535,6 +535,13 @@ impl GuestConn<AutoHost> for AutoConn {
         match self {
             AutoConn::Local(c) => c.is_privileged(),
             AutoConn::Xen(c) => c.is_privileged(),
+        }
+    }
+
+    fn principal(&self) -> u64 {
+        match self {
+            AutoConn::Local(c) => c.principal(),
+            AutoConn::Xen(c) => c.principal(),
         }
     }
 

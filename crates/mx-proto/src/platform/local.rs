@@ -3,7 +3,7 @@
 //! | piece | how |
 //! |---|---|
 //! | pages | [`MemfdPages`]: a memfd, sized, sealed against shrinking, `mmap(MAP_SHARED)`; the host maps the received descriptor as [`MappedPages`] |
-//! | event channel | [`EventFdChannel`]: two eventfds, guest→host and host→guest |
+//! | event channel | [`SocketChannel`]: a `SOCK_SEQPACKET` doorbell pair, both directions; every send and receive `MSG_DONTWAIT` |
 //! | rendezvous | a Unix `SOCK_SEQPACKET` socket ([`DEFAULT_SOCKET_PATH`], or `$MX_BACKEND_SOCKET`); resources travel as `SCM_RIGHTS` |
 //! | identity | [`PeerCred`] from `SO_PEERCRED`, plus a pidfd (`SO_PEERPIDFD`) |
 //! | bulk copy | [`ProcessMemory`]: `process_vm_readv`/`writev` on [`GuestRange`]s |
@@ -20,16 +20,18 @@
 //!
 //! # Trust
 //!
-//! The host validates what it receives: pages must be a memfd sealed with
-//! `F_SEAL_SHRINK` (so the guest cannot truncate it under the host's mapping
-//! and make the backend fault) of exactly the expected size; event channels
-//! must be eventfds in non-blocking mode. The host reads eventfds with
-//! `RWF_NOWAIT`, so a guest that clears `O_NONBLOCK` on the shared file
-//! description cannot block it on a read. Known residual: a malicious guest
-//! can clear `O_NONBLOCK` *and* saturate the host→guest counter, making the
-//! host's next notify block; the Xen event channel has no such state. A
-//! backend that serves hostile local users should notify from a thread that
-//! may stall, or the local platform should move to a socket-based channel.
+//! The host validates what it receives: pages must be a memfd of exactly
+//! the expected size sealed with `F_SEAL_SHRINK` (the guest cannot
+//! truncate it under the host's mapping and make the backend fault) and
+//! `F_SEAL_SEAL` (no seal can be added later). Sealing does not stop the
+//! guest from punching holes (`fallocate(PUNCH_HOLE)`): it can zero any
+//! part of the host's view at any time, so nothing the host relies on
+//! lives there unchecked (ring indices are re-checked at every refresh,
+//! every slot is copied out before it is validated). An event channel must
+//! be a connected Unix `SOCK_SEQPACKET` socket; the host sends and
+//! receives on it with `MSG_DONTWAIT`, a flag of the call, so a guest that
+//! clears `O_NONBLOCK` on the shared file description or never reads its
+//! doorbells cannot make the host block ([`SocketChannel`]).
 
 use std::time::Duration;
 
@@ -42,7 +44,7 @@ mod rendezvous;
 mod vm;
 
 pub use bell::LocalBell;
-pub use event::EventFdChannel;
+pub use event::SocketChannel;
 pub use pages::{MappedPages, MemfdPages};
 pub use rendezvous::{
     LocalConn, LocalHostConfig, LocalLink, LocalListener, LocalResources, LocalTarget, PeerCred,
@@ -67,7 +69,7 @@ pub struct LocalGuest;
 impl super::GuestPlatform for LocalGuest {
     type Target = LocalTarget;
     type Pages = MemfdPages;
-    type Event = EventFdChannel;
+    type Event = SocketChannel;
     type Link = LocalLink;
 
     fn attach(target: &LocalTarget, timeout: Duration) -> std::io::Result<LocalLink> {
@@ -83,7 +85,7 @@ impl super::HostPlatform for LocalHost {
     type Config = LocalHostConfig;
     type GuestId = PeerCred;
     type Pages = MappedPages;
-    type Event = EventFdChannel;
+    type Event = SocketChannel;
     type Memory = ProcessMemory;
     type Resources = LocalResources;
     type Conn = LocalConn;

@@ -85,6 +85,7 @@ pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
 }
 
 /// `fcntl(F_GETFL)`: the file status flags (`O_NONBLOCK`, access mode...).
+#[cfg(test)]
 pub(crate) fn get_status_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     // SAFETY: plain syscall on a borrowed, open descriptor; no pointers.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })
@@ -328,6 +329,118 @@ pub(crate) fn eventfd_read(fd: BorrowedFd<'_>) -> io::Result<u64> {
     } else {
         Err(io::Error::from(io::ErrorKind::UnexpectedEof))
     }
+}
+
+// -------------------------------------------------------------- doorbells ---
+
+/// `send(2)` of a one-byte doorbell datagram with `MSG_DONTWAIT |
+/// MSG_NOSIGNAL`: the flags are this call's, so whoever else holds the
+/// socket's file description cannot make it block (clearing `O_NONBLOCK`
+/// changes nothing) nor raise `SIGPIPE`. `WouldBlock` when the peer has
+/// left so many doorbells unread that the socket's send buffer is full.
+pub(crate) fn doorbell_ring(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let b = [1u8];
+    // SAFETY: `b` is one readable byte for the duration of the call.
+    let n = cvt_size(unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            b.as_ptr().cast(),
+            b.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::from(io::ErrorKind::WriteZero))
+    }
+}
+
+/// Doorbell datagrams taken by one [`doorbell_drain`] call at most.
+pub(crate) const DOORBELL_BATCH: usize = 16;
+
+/// `recvmmsg(2)` of up to [`DOORBELL_BATCH`] doorbell datagrams with
+/// `MSG_DONTWAIT` (per call, as for [`doorbell_ring`]): one system call
+/// whatever the number queued. Returns how many it took; `WouldBlock` when
+/// none was queued, `UnexpectedEof` when the peer closed its end (or sent
+/// an empty datagram, which reads the same).
+pub(crate) fn doorbell_drain(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut bytes = [[0u8; 8]; DOORBELL_BATCH];
+    let mut iov = [libc::iovec {
+        iov_base: ptr::null_mut(),
+        iov_len: 0,
+    }; DOORBELL_BATCH];
+    // SAFETY: mmsghdr is plain old data; all-zero (no name, no iov, no control) is valid.
+    let mut msgs: [libc::mmsghdr; DOORBELL_BATCH] = unsafe { std::mem::zeroed() };
+    for ((m, v), b) in msgs.iter_mut().zip(iov.iter_mut()).zip(bytes.iter_mut()) {
+        *v = libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        };
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `msgs` holds DOORBELL_BATCH headers, each naming one live,
+    // writable 8-byte iovec; no timeout pointer.
+    let r = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            DOORBELL_BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            ptr::null_mut(),
+        )
+    };
+    let n = cvt(r)? as usize;
+    // End of stream reads as an empty message; ours are never empty (a
+    // peer that sends empty ones only closes its own channel).
+    if n == 0 || msgs[..n.min(DOORBELL_BATCH)].iter().any(|m| m.msg_len == 0) {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+    }
+    Ok(n)
+}
+
+/// What [`socket_kind`] found: `(domain, type, listening)`.
+pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(i32, i32, bool)> {
+    let get = |opt: libc::c_int| -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v`/`len` are a writable int buffer and its size.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(v)
+    };
+    Ok((
+        get(libc::SO_DOMAIN)?,
+        get(libc::SO_TYPE)?,
+        get(libc::SO_ACCEPTCONN)? != 0,
+    ))
+}
+
+/// `fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`: what a hostile
+/// guest may do to a memfd it shared (tests play it).
+#[cfg(test)]
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: plain syscall on a borrowed, open descriptor; no pointers.
+    cvt(unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    })
+    .map(drop)
 }
 
 // ------------------------------------------------------------ poll, epoll ---
@@ -776,24 +889,4 @@ pub(crate) fn process_vm_write(pid: i32, segs: &[RemoteSeg], src: &[u8]) -> io::
     cvt_size(unsafe {
         libc::process_vm_writev(pid, &liov, 1, riov.as_ptr(), n as libc::c_ulong, 0)
     })
-}
-
-/// The `(SO_DOMAIN, SO_TYPE)` of a socket; `ENOTSOCK` for anything else.
-pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(libc::c_int, libc::c_int)> {
-    let get = |opt: libc::c_int| -> io::Result<libc::c_int> {
-        let mut v: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `v` and `len` are writable and sized for an int option.
-        cvt(unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        })?;
-        Ok(v)
-    };
-    Ok((get(libc::SO_DOMAIN)?, get(libc::SO_TYPE)?))
 }

@@ -36,7 +36,7 @@ impl LocalBell {
     /// `InvalidData` for any other descriptor.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Self> {
         match sys::socket_kind(fd.as_fd()) {
-            Ok((libc::AF_UNIX, libc::SOCK_SEQPACKET)) => Ok(LocalBell { sock: fd }),
+            Ok((libc::AF_UNIX, libc::SOCK_SEQPACKET, false)) => Ok(LocalBell { sock: fd }),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "peer doorbell is not a unix seqpacket socket",
@@ -58,31 +58,29 @@ impl AsFd for LocalBell {
 
 impl PeerBell for LocalBell {
     fn ring(&self) -> io::Result<()> {
-        match sys::send_with_fds(self.sock.as_fd(), &[&[1]], &[]) {
-            Ok(_) => Ok(()),
+        match sys::doorbell_ring(self.sock.as_fd()) {
             // The peer has unread rings queued: it will look anyway.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
     fn drain(&self) -> io::Result<BellState> {
-        let mut state = BellState::Quiet;
-        // Bounded: a peer that rings faster than we drain cannot keep us here.
-        for _ in 0..64 {
-            let mut b = [0u8; 1];
-            match sys::recv_with_fds(self.sock.as_fd(), &mut b, &mut []) {
-                Ok(r) if r.len == 0 => return Ok(BellState::HungUp),
-                Ok(_) => state = BellState::Rung,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(state),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    return Ok(BellState::HungUp)
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        // One batch: rings left over keep the descriptor readable, so a
+        // peer that rings faster than we drain cannot keep us here.
+        match sys::doorbell_drain(self.sock.as_fd()) {
+            Ok(_) => Ok(BellState::Rung),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(BellState::Quiet),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(BellState::HungUp)
             }
+            Err(e) => Err(e),
         }
-        Ok(state)
     }
 }
 

@@ -1,39 +1,60 @@
-//! Event channels of the local platform: one eventfd per direction.
+//! Event channels of the local platform: a doorbell socket pair.
+//!
+//! # Why not eventfds
+//!
+//! A descriptor passed with `SCM_RIGHTS` shares its open file description
+//! with the sender, so a guest can clear `O_NONBLOCK` on anything it hands
+//! the backend, and an eventfd has no per-call non-blocking write (its
+//! `pwritev2(RWF_NOWAIT)` is `EOPNOTSUPP`): a guest that saturated the
+//! host→guest counter and cleared the flag made the backend's next notify
+//! block for ever. A Unix socket takes `MSG_DONTWAIT` on every `send` and
+//! `recv`, a flag of the call that nothing the guest does to the file
+//! description can change. So both directions of a channel are one
+//! connected `SOCK_SEQPACKET` pair: notifying sends a one-byte datagram,
+//! consuming takes every queued datagram in one `recvmmsg`. A full send
+//! buffer means the peer has unread doorbells, so the peer will wake
+//! anyway: that notify is already delivered. Notifications coalesce at the
+//! consumer (one drain takes them all), as an eventfd's counter did.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::platform::sys;
 use crate::platform::{EventChannel, WaitOutcome, Wakeup};
 
-/// One end of a local event channel.
+/// Drain batches one [`EventChannel::consume`] takes at most.
+const CONSUME_ROUNDS: usize = 8;
+
+/// One end of a local event channel: one end of a connected
+/// `SOCK_SEQPACKET` pair.
 ///
-/// Two eventfds: the end's `rx` becomes readable when the peer notifies,
-/// `tx` is what the end writes to notify the peer. The guest creates both
-/// ([`pair`](Self::pair) for the guest end), sends them to the host, and the
-/// host's end is the same two descriptors with the roles swapped. The
-/// counter of a non-semaphore eventfd sums increments, so notifications
-/// coalesce until the receiver reads them.
+/// The guest creates the pair ([`new_guest`](Self::new_guest)), keeps one
+/// end and sends the other to the host, which checks it
+/// ([`from_guest_fd`](Self::from_guest_fd)). Each side's end is readable
+/// when the other side notified; each side's sends and receives carry
+/// `MSG_DONTWAIT`, so neither can be made to block by the other.
 #[derive(Debug)]
-pub struct EventFdChannel {
-    rx: OwnedFd,
-    tx: OwnedFd,
+pub struct SocketChannel {
+    sock: OwnedFd,
+    /// The end the guest sends to its host (guest ends only, until sent:
+    /// then the guest closes its copy, so that the host closing its end is
+    /// a hang-up the guest sees).
+    peer: Mutex<Option<OwnedFd>>,
     wake: OnceLock<Wakeup>,
 }
 
-impl EventFdChannel {
-    /// A guest end with fresh eventfds.
+impl SocketChannel {
+    /// A guest end with a fresh socket pair.
     ///
     /// # Errors
-    /// An OS error from `eventfd`.
+    /// An OS error from `socketpair`.
     pub fn new_guest() -> io::Result<Self> {
-        let to_host = sys::eventfd(false)?;
-        let to_guest = sys::eventfd(false)?;
-        Ok(EventFdChannel {
-            rx: to_guest,
-            tx: to_host,
+        let (guest, host) = sys::seqpacket_pair()?;
+        Ok(SocketChannel {
+            sock: guest,
+            peer: Mutex::new(Some(host)),
             wake: OnceLock::new(),
         })
     }
@@ -41,34 +62,47 @@ impl EventFdChannel {
     /// Both ends in one process (embedded use and tests): `(guest, host)`.
     ///
     /// # Errors
-    /// An OS error from `eventfd` or `dup`.
+    /// An OS error from `socketpair` or `dup`.
     pub fn pair() -> io::Result<(Self, Self)> {
         let guest = Self::new_guest()?;
-        let (to_host, to_guest) = guest.descriptors();
-        let host = Self::from_guest_fds(
-            to_host.try_clone_to_owned()?,
-            to_guest.try_clone_to_owned()?,
-        )?;
+        let host = Self::from_guest_fd(guest.host_end()?)?;
+        guest.host_end_sent();
         Ok((guest, host))
     }
 
-    /// The guest end's descriptors as sent to the host, in wire order:
-    /// `(guest→host, host→guest)`.
-    pub(crate) fn descriptors(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
-        (self.tx.as_fd(), self.rx.as_fd())
-    }
-
-    /// The host end, from the two descriptors a guest sent, after checking
-    /// that both are eventfds in non-blocking mode.
+    /// A duplicate of the descriptor a guest end sends to its host.
     ///
     /// # Errors
-    /// `InvalidData` if either descriptor is unsuitable.
-    pub fn from_guest_fds(to_host: OwnedFd, to_guest: OwnedFd) -> io::Result<Self> {
-        check_eventfd(to_host.as_fd())?;
-        check_eventfd(to_guest.as_fd())?;
-        Ok(EventFdChannel {
-            rx: to_host,
-            tx: to_guest,
+    /// `InvalidInput` on a host end or once sent; an OS error from `dup`.
+    pub(crate) fn host_end(&self) -> io::Result<OwnedFd> {
+        let peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
+        peer.as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host end to send"))?
+            .try_clone()
+    }
+
+    /// The host end was sent: close the guest's copy.
+    pub(crate) fn host_end_sent(&self) {
+        self.peer.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// The host end, from the descriptor a guest sent, after checking that
+    /// it is a connected Unix `SOCK_SEQPACKET` socket (not a listener).
+    ///
+    /// # Errors
+    /// `InvalidData` if the descriptor is unsuitable.
+    pub fn from_guest_fd(sock: OwnedFd) -> io::Result<Self> {
+        let bad = |why: &'static str| io::Error::new(io::ErrorKind::InvalidData, why);
+        let (domain, ty, listening) = sys::socket_kind(sock.as_fd())
+            .map_err(|_| bad("event channel descriptor is not a socket"))?;
+        if domain != libc::AF_UNIX || ty != libc::SOCK_SEQPACKET || listening {
+            return Err(bad(
+                "event channel is not a connected unix seqpacket socket",
+            ));
+        }
+        Ok(SocketChannel {
+            sock,
+            peer: Mutex::new(None),
             wake: OnceLock::new(),
         })
     }
@@ -83,43 +117,40 @@ impl EventFdChannel {
     }
 }
 
-/// Checks that `fd` is an eventfd whose file description is non-blocking.
-fn check_eventfd(fd: BorrowedFd<'_>) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let bad = |why: &'static str| io::Error::new(io::ErrorKind::InvalidData, why);
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map_err(|_| bad("cannot identify event channel descriptor"))?;
-    if link.as_os_str() != "anon_inode:[eventfd]" {
-        return Err(bad("event channel descriptor is not an eventfd"));
-    }
-    if sys::get_status_flags(fd)? & libc::O_NONBLOCK == 0 {
-        return Err(bad("event channel eventfd is not non-blocking"));
-    }
-    Ok(())
-}
-
-impl AsFd for EventFdChannel {
-    /// The descriptor that becomes readable when the peer notifies.
+impl AsFd for SocketChannel {
+    /// The descriptor that becomes readable when the peer notifies (or
+    /// hangs up when the peer closed its end).
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.rx.as_fd()
+        self.sock.as_fd()
     }
 }
 
-impl EventChannel for EventFdChannel {
+impl EventChannel for SocketChannel {
     fn notify(&self) -> io::Result<()> {
-        match sys::eventfd_write(self.tx.as_fd(), 1) {
-            // Counter saturated: the peer has a notification pending anyway.
+        match sys::doorbell_ring(self.sock.as_fd()) {
+            // The peer has unread doorbells: it will wake anyway.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.notify(),
             other => other,
         }
     }
 
+    /// `Ok(true)` if notifications were pending (all are taken);
+    /// `UnexpectedEof` once the peer closed its end.
     fn consume(&self) -> io::Result<bool> {
-        match sys::eventfd_read(self.rx.as_fd()) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
+        let mut any = false;
+        // A peer that keeps ringing must not keep us here: at most
+        // CONSUME_ROUNDS batches, then what is left wakes us again.
+        for _ in 0..CONSUME_ROUNDS {
+            match sys::doorbell_drain(self.sock.as_fd()) {
+                Ok(n) if n == sys::DOORBELL_BATCH => any = true,
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(any)
     }
 
     fn wait(&self, timeout: Option<Duration>) -> io::Result<WaitOutcome> {
@@ -128,7 +159,7 @@ impl EventChannel for EventFdChannel {
         loop {
             let mut fds = [
                 libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&self.rx),
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&self.sock),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -147,8 +178,9 @@ impl EventChannel for EventFdChannel {
             if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
                 return Err(io::Error::other("event channel descriptor in error"));
             }
-            // Another thread may consume first; then keep waiting.
-            if fds[0].revents & libc::POLLIN != 0 && self.consume()? {
+            // Another thread may consume first; then keep waiting. A peer
+            // that closed its end shows as POLLHUP and an EOF from consume.
+            if fds[0].revents & (libc::POLLIN | libc::POLLHUP) != 0 && self.consume()? {
                 return Ok(WaitOutcome::Notified);
             }
             if fds[1].revents & libc::POLLIN != 0 && wake.consume()? {
@@ -176,7 +208,7 @@ mod tests {
 
     #[test]
     fn notify_wait_both_ways() {
-        let (g, h) = EventFdChannel::pair().unwrap();
+        let (g, h) = SocketChannel::pair().unwrap();
         g.notify().unwrap();
         assert_eq!(h.wait(LONG).unwrap(), WaitOutcome::Notified);
         assert!(
@@ -189,7 +221,7 @@ mod tests {
 
     #[test]
     fn wait_times_out() {
-        let (g, _h) = EventFdChannel::pair().unwrap();
+        let (g, _h) = SocketChannel::pair().unwrap();
         let t0 = Instant::now();
         assert_eq!(
             g.wait(Some(Duration::from_millis(30))).unwrap(),
@@ -201,7 +233,7 @@ mod tests {
 
     #[test]
     fn notifications_coalesce() {
-        let (g, h) = EventFdChannel::pair().unwrap();
+        let (g, h) = SocketChannel::pair().unwrap();
         for _ in 0..100 {
             g.notify().unwrap();
         }
@@ -219,7 +251,7 @@ mod tests {
 
     #[test]
     fn wakeup_interrupts_a_blocked_wait() {
-        let (g, h) = EventFdChannel::pair().unwrap();
+        let (g, h) = SocketChannel::pair().unwrap();
         let g = Arc::new(g);
         let w = g.wakeup().unwrap();
         let g2 = Arc::clone(&g);
@@ -244,35 +276,80 @@ mod tests {
         assert_eq!(g.wait(LONG).unwrap(), WaitOutcome::Interrupted);
     }
 
+    /// The attack of issue 14: the guest leaves every doorbell unread and
+    /// clears `O_NONBLOCK` on both ends' file descriptions (it holds the
+    /// host's as well, being the one that created it). Neither the host's
+    /// notify nor its consume may block.
     #[test]
-    fn consume_does_not_block_when_the_peer_clears_nonblock() {
-        let (g, h) = EventFdChannel::pair().unwrap();
-        let (to_host, _) = g.descriptors();
-        let fl = sys::get_status_flags(to_host).unwrap();
-        sys::set_status_flags(to_host, fl & !libc::O_NONBLOCK).unwrap();
+    fn host_never_blocks_when_the_guest_clears_nonblock_and_never_reads() {
+        let g = SocketChannel::new_guest().unwrap();
+        let host_copy = g.host_end().unwrap();
+        let h = SocketChannel::from_guest_fd(g.host_end().unwrap()).unwrap();
+        g.host_end_sent();
+        for fd in [g.as_fd(), host_copy.as_fd()] {
+            let fl = sys::get_status_flags(fd).unwrap();
+            sys::set_status_flags(fd, fl & !libc::O_NONBLOCK).unwrap();
+        }
         let h = Arc::new(h);
         let h2 = Arc::clone(&h);
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(h2.consume().unwrap()).unwrap());
-        let got = rx.recv_timeout(Duration::from_secs(5));
-        if got.is_err() {
-            g.notify().unwrap(); // unblock the thread before failing
-        }
-        assert_eq!(got, Ok(false), "consume blocked on an empty eventfd");
+        std::thread::spawn(move || {
+            // Far more than a send buffer holds.
+            let r: io::Result<()> = (0..100_000).try_for_each(|_| h2.notify());
+            let c = h2.consume();
+            tx.send((r.is_ok(), c.ok())).unwrap();
+        });
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        assert_eq!(
+            got,
+            Ok((true, Some(false))),
+            "the host blocked or failed on a guest that never reads"
+        );
+        // The guest still gets woken, and one consume takes everything.
+        assert_eq!(g.wait(LONG).unwrap(), WaitOutcome::Notified);
+    }
+
+    #[test]
+    fn a_closed_peer_is_an_error_not_a_busy_wakeup() {
+        let (g, h) = SocketChannel::pair().unwrap();
+        drop(h);
+        let e = g.consume().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(g.wait(LONG).is_err());
     }
 
     #[test]
     fn host_end_checks_descriptors() {
-        let g = EventFdChannel::new_guest().unwrap();
-        let (a, b) = g.descriptors();
-        assert!(EventFdChannel::from_guest_fds(
-            a.try_clone_to_owned().unwrap(),
-            b.try_clone_to_owned().unwrap()
-        )
-        .is_ok());
-        let not_ev = sys::memfd_create("x").unwrap();
-        let e =
-            EventFdChannel::from_guest_fds(not_ev, b.try_clone_to_owned().unwrap()).unwrap_err();
+        let g = SocketChannel::new_guest().unwrap();
+        assert!(SocketChannel::from_guest_fd(g.host_end().unwrap()).is_ok());
+        for not_ok in [
+            sys::memfd_create("x").unwrap(),
+            sys::eventfd(false).unwrap(),
+        ] {
+            let e = SocketChannel::from_guest_fd(not_ok).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        }
+        // A listening socket is not a doorbell.
+        let path = std::env::temp_dir().join(format!("mx-ev-unit-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = sys::seqpacket_socket().unwrap();
+        sys::bind_listen(l.as_fd(), &path, 1).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let e = SocketChannel::from_guest_fd(l).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        // Nor is a stream socket.
+        let mut fds = [0 as libc::c_int; 2];
+        #[allow(unsafe_code)]
+        // SAFETY: `fds` is a writable array of two ints.
+        let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        #[allow(unsafe_code)]
+        // SAFETY: socketpair returned two fresh descriptors we now own.
+        let (a, _b) = unsafe {
+            use std::os::fd::FromRawFd;
+            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+        };
+        let e = SocketChannel::from_guest_fd(a).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -95,8 +95,14 @@ pub struct MappedPages {
 
 impl MappedPages {
     /// Maps the memfd `fd` received from a guest, after checking that it is
-    /// a memfd sealed against shrinking whose size is exactly
+    /// a memfd sealed against shrinking and against further sealing
+    /// (`F_SEAL_SHRINK | F_SEAL_SEAL`) whose size is exactly
     /// `expected_pages` pages. The descriptor is closed once mapped.
+    ///
+    /// The guest can still punch holes in the file (`fallocate`) and so
+    /// zero any page of the host's view at any time; the host's accesses
+    /// never fault for that (a hole reads as zeros), and the ring code
+    /// treats every byte it reads there as hostile.
     ///
     /// # Errors
     /// `InvalidInput` for a bad `expected_pages`; `InvalidData` if `fd` is
@@ -107,6 +113,10 @@ impl MappedPages {
         let seals = sys::get_seals(fd.as_fd()).map_err(|_| bad("shared pages are not a memfd"))?;
         if seals & libc::F_SEAL_SHRINK == 0 {
             return Err(bad("shared pages memfd is not sealed against shrinking"));
+        }
+        if seals & libc::F_SEAL_SEAL == 0 {
+            // Otherwise seals could change under the mapping later.
+            return Err(bad("shared pages memfd is not sealed against new seals"));
         }
         let (mode, size) = sys::fstat(fd.as_fd())?;
         if mode & libc::S_IFMT != libc::S_IFREG {
@@ -137,7 +147,10 @@ impl MappedPages {
 }
 
 // SAFETY: as for `MemfdPages`; the memfd was checked to be sealed against
-// shrinking, so the mapped range cannot start faulting.
+// shrinking (and against new seals), so no access to the mapped range can
+// fault with SIGBUS. The guest may still punch holes, which makes pages
+// read as zeros: their contents are untrusted anyway, never their
+// presence.
 #[allow(unsafe_code)]
 unsafe impl SharedRegion for MappedPages {
     fn as_ptr(&self) -> *mut u8 {
@@ -213,6 +226,25 @@ mod tests {
         assert_eq!(rx.pop(), Ok(Some([42; 8])));
     }
 
+    /// A guest that punches holes zeroes the host's view, and nothing
+    /// faults: the host reads zeros, and writes land again.
+    #[test]
+    fn punched_holes_read_as_zeros_in_the_host_view() {
+        let g = MemfdPages::new(4).unwrap();
+        let h = MappedPages::map(g.as_fd().try_clone_to_owned().unwrap(), 4).unwrap();
+        let data = [0xa5u8; 3 * PAGE_SIZE];
+        g.write_at(PAGE_SIZE / 2, &data).unwrap();
+        sys::punch_hole(g.as_fd(), PAGE_SIZE as u64, 2 * PAGE_SIZE as u64).unwrap();
+        let mut back = vec![0u8; 4 * PAGE_SIZE];
+        h.read_at(0, &mut back).unwrap();
+        assert!(back[PAGE_SIZE..3 * PAGE_SIZE].iter().all(|&b| b == 0));
+        assert!(back[PAGE_SIZE / 2..PAGE_SIZE].iter().all(|&b| b == 0xa5));
+        h.write_at(PAGE_SIZE + 7, b"again").unwrap();
+        let mut w = [0u8; 5];
+        g.read_at(PAGE_SIZE + 7, &mut w).unwrap();
+        assert_eq!(&w, b"again");
+    }
+
     #[test]
     fn host_rejects_unsuitable_memfds() {
         assert!(MemfdPages::new(0).is_err());
@@ -224,6 +256,12 @@ mod tests {
         let raw = sys::memfd_create("unsealed").unwrap();
         sys::ftruncate(raw.as_fd(), PAGE_SIZE as u64).unwrap();
         let e = MappedPages::map(raw, 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        // sealed against shrinking, but seals could still be added later
+        let open = sys::memfd_create("unsealed").unwrap();
+        sys::ftruncate(open.as_fd(), PAGE_SIZE as u64).unwrap();
+        sys::add_seals(open.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW).unwrap();
+        let e = MappedPages::map(open, 1).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         // not a memfd at all
         let ev = sys::eventfd(false).unwrap();

@@ -14,7 +14,9 @@
 //! | 2 | 16 | resource kinds, one byte per slot: 1 pages, 2 event; unused bytes 0 |
 //!
 //! The attached descriptors follow the slots in order: one memfd per pages
-//! slot, two eventfds (guest→host, host→guest) per event slot.
+//! slot, the host's end of a doorbell socket pair per event slot (see
+//! [`SocketChannel`]). Version 2 replaced version 1's two eventfds per
+//! event slot, which a guest could make the host block on.
 
 use std::fmt;
 use std::io;
@@ -24,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{
-    EventFdChannel, LocalBell, LocalGuest, LocalHost, MappedPages, MemfdPages, ProcessMemory,
+    LocalBell, LocalGuest, LocalHost, MappedPages, MemfdPages, ProcessMemory, SocketChannel,
 };
 use crate::platform::sys;
 use crate::platform::{
@@ -40,7 +42,7 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/mx-backend.sock";
 pub const SOCKET_ENV: &str = "MX_BACKEND_SOCKET";
 
 /// Version byte of the local control header.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Length of the local control header.
 const HEADER_LEN: usize = 2 + MAX_RESOURCES;
 const KIND_PAGES: u8 = 1;
@@ -148,14 +150,14 @@ impl BackendLink<LocalGuest> for LocalLink {
         MemfdPages::new(count)
     }
 
-    fn alloc_event(&self) -> io::Result<EventFdChannel> {
-        EventFdChannel::new_guest()
+    fn alloc_event(&self) -> io::Result<SocketChannel> {
+        SocketChannel::new_guest()
     }
 
     fn send(
         &self,
         msg: &[u8],
-        resources: &[Resource<'_, MemfdPages, EventFdChannel>],
+        resources: &[Resource<'_, MemfdPages, SocketChannel>],
         timeout: Duration,
     ) -> io::Result<()> {
         if msg.len() > MAX_CONTROL_MSG || resources.len() > MAX_RESOURCES {
@@ -165,22 +167,33 @@ impl BackendLink<LocalGuest> for LocalLink {
             ));
         }
         let mut kinds = [0u8; MAX_RESOURCES];
-        let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(2 * resources.len());
+        let mut host_ends = Vec::new();
         for (i, r) in resources.iter().enumerate() {
-            match r {
-                Resource::Pages(p) => {
-                    kinds[i] = KIND_PAGES;
-                    fds.push(p.as_fd());
-                }
+            kinds[i] = match r {
+                Resource::Pages(_) => KIND_PAGES,
                 Resource::Event(e) => {
-                    kinds[i] = KIND_EVENT;
-                    let (to_host, to_guest) = e.descriptors();
-                    fds.push(to_host);
-                    fds.push(to_guest);
+                    host_ends.push(e.host_end()?);
+                    KIND_EVENT
                 }
+            };
+        }
+        let mut ends = host_ends.iter();
+        let fds: Vec<BorrowedFd<'_>> = resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Pages(p) => Some(p.as_fd()),
+                Resource::Event(_) => ends.next().map(AsFd::as_fd),
+            })
+            .collect();
+        self.send_parts(msg, &kinds[..resources.len()], &fds, timeout)?;
+        // The host has its ends now: the guest keeps none, so a host that
+        // closes one is a hang-up the guest sees.
+        for r in resources {
+            if let Resource::Event(e) = r {
+                e.host_end_sent();
             }
         }
-        self.send_parts(msg, &kinds[..resources.len()], &fds, timeout)
+        Ok(())
     }
 
     fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
@@ -509,6 +522,16 @@ impl GuestListener<LocalHost> for LocalListener {
             };
             match Self::identify(sock) {
                 Ok(conn) => return Ok(Some(conn)),
+                // Out of descriptors (the pidfd): the caller must back off,
+                // not take the next guest at once. This one is closed.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                    ) =>
+                {
+                    return Err(e)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "refusing a guest whose identity cannot be established");
                     continue;
@@ -550,6 +573,10 @@ impl GuestConn<LocalHost> for LocalConn {
         self.cred
     }
 
+    fn principal(&self) -> u64 {
+        u64::from(self.cred.uid)
+    }
+
     fn is_privileged(&self) -> bool {
         // SO_PEERCRED's uid, never what the guest says: root, or whoever
         // runs the backend (a backend run by a user trusts that user).
@@ -586,9 +613,7 @@ impl GuestConn<LocalHost> for LocalConn {
         let mut want = 0;
         for &k in &head[2..2 + n] {
             want += match k {
-                KIND_PAGES => 1,
-                KIND_EVENT => 2,
-                KIND_BELL => 1,
+                KIND_PAGES | KIND_EVENT | KIND_BELL => 1,
                 _ => return Err(invalid_data("unknown resource kind")),
             };
         }
@@ -603,7 +628,7 @@ impl GuestConn<LocalHost> for LocalConn {
             slots.push(Some(match k {
                 KIND_PAGES => Slot::Pages(next()?),
                 KIND_BELL => Slot::Bell(next()?),
-                _ => Slot::Event(next()?, next()?),
+                _ => Slot::Event(next()?),
             }));
         }
         Ok(Incoming::Request {
@@ -668,7 +693,7 @@ impl GuestConn<LocalHost> for LocalConn {
 #[derive(Debug)]
 enum Slot {
     Pages(OwnedFd),
-    Event(OwnedFd, OwnedFd),
+    Event(OwnedFd),
     Bell(OwnedFd),
 }
 
@@ -727,9 +752,9 @@ impl ReceivedResources<LocalHost> for LocalResources {
         }
     }
 
-    fn take_event(&mut self, slot: usize) -> io::Result<EventFdChannel> {
+    fn take_event(&mut self, slot: usize) -> io::Result<SocketChannel> {
         match self.take(slot, ResourceKind::Event)? {
-            Slot::Event(to_host, to_guest) => EventFdChannel::from_guest_fds(to_host, to_guest),
+            Slot::Event(fd) => SocketChannel::from_guest_fd(fd),
             _ => unreachable!("kind checked by take"),
         }
     }
@@ -932,8 +957,8 @@ mod tests {
         let mut head = [0u8; HEADER_LEN];
         head[0] = VERSION;
         head[1] = 1;
-        head[2] = KIND_EVENT; // claims an event, sends one memfd
-        sys::send_with_fds(link.as_fd(), &[&head, b"x"], &[p.as_fd()]).unwrap();
+        head[2] = KIND_EVENT; // claims an event, sends two descriptors
+        sys::send_with_fds(link.as_fd(), &[&head, b"x"], &[p.as_fd(), p.as_fd()]).unwrap();
         let mut buf = [0u8; MAX_CONTROL_MSG];
         assert_eq!(
             conn.recv(&mut buf).unwrap_err().kind(),

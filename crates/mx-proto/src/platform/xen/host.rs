@@ -468,6 +468,10 @@ impl GuestConn<XenHost> for XenConn {
         self.id
     }
 
+    fn principal(&self) -> u64 {
+        (1 << 32) | u64::from(self.id.domid)
+    }
+
     fn is_privileged(&self) -> bool {
         // A domain's root is not Dom0's administrator: a guest never gets
         // privileged access by platform identity (the backend's policy may
