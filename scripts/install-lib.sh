@@ -5,6 +5,8 @@
 #   <prefix>/lib/libmyriexpress.so.<version>        the library (soname libmyriexpress.so.0)
 #   <prefix>/lib/libmyriexpress.so.0 -> libmyriexpress.so.<version>
 #   <prefix>/lib/libmyriexpress.so   -> libmyriexpress.so.0     (what -lmyriexpress finds)
+#   <prefix>/lib/libmx.so            -> libmyriexpress.so.0     (what -lmx finds: MPICH's
+#                                        nemesis/mx netmod and other Myricom-era builds)
 #   <prefix>/lib/libopen-mx.so.0     -> libmyriexpress.so.<version>  (Open-MX-linked binaries)
 #   <prefix>/include/{myriexpress,mx_extensions,mx_io,mx_raw}.h
 #
@@ -54,6 +56,9 @@ install -m 0755 "$built" "$prefix/lib/$real.tmp"
 mv -f "$prefix/lib/$real.tmp" "$prefix/lib/$real"
 ln -sfn "$real" "$prefix/lib/libmyriexpress.so.0"
 ln -sfn libmyriexpress.so.0 "$prefix/lib/libmyriexpress.so"
+# Myricom's MX shipped libmyriexpress as libmx too, and MPICH's netmod links
+# with -lmx: the same library under that development name.
+ln -sfn libmyriexpress.so.0 "$prefix/lib/libmx.so"
 ln -sfn "$real" "$prefix/lib/libopen-mx.so.0"
 install -m 0644 crates/libmx/include/*.h "$prefix/include/"
 
