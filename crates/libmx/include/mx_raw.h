@@ -37,6 +37,19 @@ typedef enum {
 #define MX_SET_ROUTE_TAKES_MAGID 1
 /* mx_raw_line_speed() is available. */
 #define MX_HAS_RAW_LINE_SPEED 1
+/* mx_raw_next_event() polls with a timeout of 0. */
+#define MX_RAW_POLL_SUPPORTED 1
+
+/* Why a NIC died (the status a mapper reads after MX_NIC_DEAD); a software
+   NIC never reports them, the values are MX's. */
+#define MX_DEAD_RECOVERABLE_SRAM_PARITY_ERROR 10
+#define MX_DEAD_SRAM_PARITY_ERROR 11
+#define MX_DEAD_WATCHDOG_TIMEOUT 12
+#define MX_DEAD_COMMAND_TIMEOUT 13
+#define MX_DEAD_ENDPOINT_CLOSE_TIMEOUT 14
+#define MX_DEAD_ROUTE_UPDATE_TIMEOUT 15
+#define MX_DEAD_PCI_PARITY_ERROR 16
+#define MX_DEAD_PCI_MASTER_ABORT 17
 
 extern mx_return_t mx_raw_open_endpoint(uint32_t board_number,
                                         mx_param_t *params_array,

@@ -19,6 +19,9 @@
 #ifndef MYRIEXPRESS_H
 #define MYRIEXPRESS_H
 
+/* As Open-MX's header: classic programs print 64-bit match info and NIC
+   ids with PRIx64 without including <inttypes.h> themselves. */
+#include <inttypes.h>
 #include <stdint.h>
 
 #ifdef __cplusplus

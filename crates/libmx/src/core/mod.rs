@@ -704,7 +704,7 @@ impl<B: MsgBuf> Core<B> {
         let found = self.done.iter().copied().find(|&id| {
             self.req(id)
                 .and_then(|r| r.done)
-                .is_some_and(|d| d.kind != ReqType::Send && d.match_info & mask == match_info)
+                .is_some_and(|d| d.match_info & mask == match_info)
         });
         Ok(found.map(|id| self.take_completion(id)))
     }

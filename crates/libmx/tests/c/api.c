@@ -204,6 +204,21 @@ int main(void) {
   EXPECT(result == 1 && st.match_info == 0x30 && st.context == (void *)&c, "test_any");
   EXPECT_RET(mx_test(ep, &req, &st, &result), MX_BAD_REQUEST);
 
+  /* Finished sends qualify too, with their match info and context (MX and
+     Open-MX walk the whole done queue; MPICH's nemesis netmod sees its sends
+     complete only through mx_test_any, and hung in MPI_Finalize before). */
+  CHECK(mx_isend(ep, &(mx_segment_t){sbuf, 6}, 1, a2, 0x51, (void *)&v, &req2));
+  result = 0;
+  for (int i = 0; i < 1000000 && !result; i++)
+    CHECK(mx_test_any(ep, 0x51, MX_MATCH_MASK_NONE, &st, &result));
+  EXPECT(result == 1 && st.match_info == 0x51 && st.context == (void *)&v &&
+             st.code == MX_STATUS_SUCCESS,
+         "test_any returns a finished send");
+  EXPECT_RET(mx_test(ep, &req2, &st, &result), MX_BAD_REQUEST);
+  CHECK(mx_isend(ep, &(mx_segment_t){sbuf, 6}, 1, a2, 0x52, NULL, &req2));
+  CHECK(mx_wait_any(ep, 5000, 0x50, 0xf0, &st, &result));
+  EXPECT(result == 1 && st.match_info == 0x52, "wait_any returns a finished send");
+
   /* An iconnect completes through wait_any with its match and context. */
   CHECK(mx_iconnect(ep2, nic, 1, MXT_KEY, 0x99, (void *)&v, &req));
   CHECK(mx_wait_any(ep2, 5000, 0x99, MX_MATCH_MASK_NONE, &st, &result));

@@ -229,10 +229,32 @@ static void macros(void) {
   CHECK(sizeof(MX_L32(v64)), 4);
 }
 
+/* Open-MX's myriexpress.h brings <inttypes.h>: classic programs use
+   PRIx64 with only it included (this file includes no <inttypes.h>). */
+static void printf_macros(void) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%" PRIx64 ":%" PRIu32, (uint64_t)0xab, (uint32_t)7);
+  CHECK(buf[0] == 'a' && buf[1] == 'b' && buf[3] == '7', 1);
+}
+
+static void raw_constants(void) {
+  CHECK(MX_RAW_POLL_SUPPORTED, 1);
+  CHECK(MX_DEAD_RECOVERABLE_SRAM_PARITY_ERROR, 10);
+  CHECK(MX_DEAD_SRAM_PARITY_ERROR, 11);
+  CHECK(MX_DEAD_WATCHDOG_TIMEOUT, 12);
+  CHECK(MX_DEAD_COMMAND_TIMEOUT, 13);
+  CHECK(MX_DEAD_ENDPOINT_CLOSE_TIMEOUT, 14);
+  CHECK(MX_DEAD_ROUTE_UPDATE_TIMEOUT, 15);
+  CHECK(MX_DEAD_PCI_PARITY_ERROR, 16);
+  CHECK(MX_DEAD_PCI_MASTER_ABORT, 17);
+}
+
 int main(void) {
   types();
   constants();
   macros();
+  printf_macros();
+  raw_constants();
   if (failures) {
     printf("layout: %d of %d checks FAILED\n", failures, checks);
     return 1;
