@@ -21,6 +21,7 @@ pub const VARIABLES: &[&str] = &[
     "MX_SPIN_US",
     "MX_STAGE_LARGE",
     "MX_DIRECT_PULL",
+    "MX_POLL_YIELD",
 ];
 
 /// Default of `MX_SPIN_US` (µs): how long blocking waits spin first.
@@ -67,6 +68,11 @@ pub struct MxEnv {
     /// straight from the sender process, where the backend allows it; 0
     /// lets the backend copy.
     pub direct_pull: bool,
+    /// `MX_POLL_YIELD` (default
+    /// [`crate::ffi::poll_policy::DEFAULT_POLL_YIELD`]): empty polls in a
+    /// row (`mx_test`, `mx_test_any`, `mx_ipeek`, `mx_iprobe`) after which
+    /// each further empty poll yields the CPU; 0 never yields.
+    pub poll_yield: u32,
     /// Variables whose value was not understood (each kept its default).
     pub warnings: Vec<String>,
 }
@@ -85,6 +91,7 @@ impl Default for MxEnv {
             spin_us: DEFAULT_SPIN_US,
             stage_pages: 0,
             direct_pull: true,
+            poll_yield: crate::ffi::poll_policy::DEFAULT_POLL_YIELD,
             warnings: Vec::new(),
         }
     }
@@ -122,6 +129,7 @@ impl MxEnv {
         let spin_us = num("MX_SPIN_US");
         let stage_pages = num("MX_STAGE_LARGE");
         let direct_pull = num("MX_DIRECT_PULL");
+        let poll_yield = num("MX_POLL_YIELD");
         let on = |v: Option<u64>, default: bool| v.map_or(default, |v| v != 0);
         env.disable_self = on(disable_self, false);
         env.disable_shmem = on(disable_shmem, false);
@@ -132,6 +140,9 @@ impl MxEnv {
         env.spin_us = spin_us.unwrap_or(DEFAULT_SPIN_US);
         env.stage_pages = stage_pages.map_or(0, |v| v.min(STAGE_PAGES_MAX) as usize);
         env.direct_pull = on(direct_pull, true);
+        env.poll_yield = poll_yield.map_or(crate::ffi::poll_policy::DEFAULT_POLL_YIELD, |v| {
+            u32::try_from(v).unwrap_or(u32::MAX)
+        });
         env.max_retries = match max_retries {
             None | Some(0) => None,
             Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
@@ -159,6 +170,7 @@ mod tests {
         assert!(e.zombie_send && e.rcache && !e.imm_ack && !e.disable_shmem);
         assert!(e.direct_pull);
         assert_eq!((e.spin_us, e.stage_pages), (100, 0));
+        assert_eq!(e.poll_yield, crate::ffi::poll_policy::DEFAULT_POLL_YIELD);
     }
 
     #[test]
@@ -174,7 +186,14 @@ mod tests {
             ("MX_SPIN_US", "0"),
             ("MX_STAGE_LARGE", "99999999"),
             ("MX_DIRECT_PULL", "0"),
+            ("MX_POLL_YIELD", "0"),
         ]);
+        assert_eq!(e.poll_yield, 0, "0: never yield");
+        assert_eq!(with(&[("MX_POLL_YIELD", "7")]).poll_yield, 7);
+        assert_eq!(
+            with(&[("MX_POLL_YIELD", "99999999999")]).poll_yield,
+            u32::MAX
+        );
         assert_eq!(e.stage_pages, 1 << 20, "capped");
         assert!(!e.direct_pull);
         assert!(e.disable_self && e.disable_shmem && e.imm_ack && e.verbose);
