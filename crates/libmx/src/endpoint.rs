@@ -281,6 +281,9 @@ struct Inner<B: MsgBuf> {
     progression_disabled: AtomicU64,
     /// `MX_VERBOSE`: say on stderr when the endpoint closes.
     verbose: bool,
+    /// After the last poll: no peer channel up, or commands of ours the
+    /// backend has not consumed (a spinning poller should let it run).
+    needs_backend: std::sync::atomic::AtomicBool,
 }
 
 impl<B: MsgBuf> Drop for Inner<B> {
@@ -414,6 +417,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 last_progress: AtomicU64::new(0),
                 progression_disabled: AtomicU64::new(0),
                 verbose: opts.verbose,
+                needs_backend: std::sync::atomic::AtomicBool::new(true),
             }),
         })
         .inspect(|ep| ep.start_progression())
@@ -495,6 +499,9 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         let r = f(&mut st.core);
         progress(&self.inner.frontend, &mut st, now, false);
         self.inner.last_progress.store(now, Ordering::Relaxed);
+        let total = st.cmd_slots;
+        let needs = st.peers.up() == 0 || st.chan.command_space().map_or(true, |n| n < total);
+        self.inner.needs_backend.store(needs, Ordering::Relaxed);
         r
     }
 
@@ -506,6 +513,13 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
     /// Peer channels up (to other endpoints of this host).
     pub fn peer_channels_up(&self) -> usize {
         lock(&self.inner.state).peers.up()
+    }
+
+    /// Whether, after the last poll, this endpoint waits on the backend (no
+    /// peer channel up, or commands of ours not consumed yet): what the
+    /// polling entry points' yield policy asks (`ffi::poll_policy`).
+    pub fn needs_backend(&self) -> bool {
+        self.inner.needs_backend.load(Ordering::Relaxed)
     }
 
     /// Whether the channel to the backend broke (the backend went away or

@@ -22,6 +22,7 @@ pub const VARIABLES: &[&str] = &[
     "MX_STAGE_LARGE",
     "MX_DIRECT_PULL",
     "MX_PEER_CHANNELS",
+    "MX_POLL_YIELD",
 ];
 
 /// Default of `MX_SPIN_US` (µs): how long blocking waits spin first.
@@ -72,6 +73,11 @@ pub struct MxEnv {
     /// host through peer channels of our own, with the backend out of the
     /// data path (crate::peers); 0 sends everything through the backend.
     pub peer_channels: bool,
+    /// `MX_POLL_YIELD` (default
+    /// [`crate::ffi::poll_policy::DEFAULT_POLL_YIELD`]): empty polls in a
+    /// row (`mx_test`, `mx_test_any`, `mx_ipeek`, `mx_iprobe`) after which
+    /// each further empty poll yields the CPU; 0 never yields.
+    pub poll_yield: u32,
     /// Variables whose value was not understood (each kept its default).
     pub warnings: Vec<String>,
 }
@@ -91,6 +97,7 @@ impl Default for MxEnv {
             stage_pages: 0,
             direct_pull: true,
             peer_channels: true,
+            poll_yield: crate::ffi::poll_policy::DEFAULT_POLL_YIELD,
             warnings: Vec::new(),
         }
     }
@@ -129,6 +136,7 @@ impl MxEnv {
         let stage_pages = num("MX_STAGE_LARGE");
         let direct_pull = num("MX_DIRECT_PULL");
         let peer_channels = num("MX_PEER_CHANNELS");
+        let poll_yield = num("MX_POLL_YIELD");
         let on = |v: Option<u64>, default: bool| v.map_or(default, |v| v != 0);
         env.disable_self = on(disable_self, false);
         env.disable_shmem = on(disable_shmem, false);
@@ -140,6 +148,9 @@ impl MxEnv {
         env.stage_pages = stage_pages.map_or(0, |v| v.min(STAGE_PAGES_MAX) as usize);
         env.direct_pull = on(direct_pull, true);
         env.peer_channels = on(peer_channels, true);
+        env.poll_yield = poll_yield.map_or(crate::ffi::poll_policy::DEFAULT_POLL_YIELD, |v| {
+            u32::try_from(v).unwrap_or(u32::MAX)
+        });
         env.max_retries = match max_retries {
             None | Some(0) => None,
             Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
@@ -167,6 +178,7 @@ mod tests {
         assert!(e.zombie_send && e.rcache && !e.imm_ack && !e.disable_shmem);
         assert!(e.direct_pull);
         assert_eq!((e.spin_us, e.stage_pages), (100, 0));
+        assert_eq!(e.poll_yield, crate::ffi::poll_policy::DEFAULT_POLL_YIELD);
     }
 
     #[test]
@@ -183,7 +195,14 @@ mod tests {
             ("MX_STAGE_LARGE", "99999999"),
             ("MX_DIRECT_PULL", "0"),
             ("MX_PEER_CHANNELS", "0"),
+            ("MX_POLL_YIELD", "0"),
         ]);
+        assert_eq!(e.poll_yield, 0, "0: never yield");
+        assert_eq!(with(&[("MX_POLL_YIELD", "7")]).poll_yield, 7);
+        assert_eq!(
+            with(&[("MX_POLL_YIELD", "99999999999")]).poll_yield,
+            u32::MAX
+        );
         assert_eq!(e.stage_pages, 1 << 20, "capped");
         assert!(!e.direct_pull && !e.peer_channels);
         assert!(e.disable_self && e.disable_shmem && e.imm_ack && e.verbose);

@@ -11,7 +11,10 @@
 //! - the blocking forms return `MX_SUCCESS` with result 0 on timeout, on
 //!   `mx_wakeup` and when another thread closes the endpoint; when the
 //!   backend went away they fail with `MX_NIC_DEAD` instead of returning 0
-//!   forever.
+//!   forever;
+//! - the polling forms (`mx_test`, `mx_test_any`, `mx_ipeek`,
+//!   `mx_iprobe`) yield the CPU once a thread's polls have been empty for
+//!   a while ([`super::poll_policy`], `MX_POLL_YIELD`).
 
 use core::ffi::c_void;
 
@@ -22,6 +25,7 @@ use super::error::error;
 use super::guard::ffi_guard;
 use super::handle::{self, split_req, EpShared};
 use super::init::check_initialized;
+use super::poll_policy::after_poll;
 use super::segbuf::SegBuf;
 use super::symver::mx_symbol_version;
 use super::types::{MxEndpointPtr, MxRequestPtr, MxReturn, MxStatus, MxStatusCode};
@@ -161,6 +165,7 @@ pub unsafe extern "C" fn mx_test(
         let r = shared
             .ep
             .poll_with(|c| c.test(id).map(|o| o.map(|done| take(&shared, c, done))));
+        after_poll(!matches!(r, Ok(None)), shared.ep.needs_backend());
         match r {
             // SAFETY: forwarded contract.
             Ok(st) => unsafe { deliver(&shared, "mx_test", st, status, result, request) },
@@ -265,6 +270,7 @@ pub unsafe extern "C" fn mx_test_any(
             c.test_any(match_info, match_mask)
                 .map(|o| o.map(|done| take(&shared, c, done)))
         });
+        after_poll(!matches!(r, Ok(None)), shared.ep.needs_backend());
         match r {
             // SAFETY: forwarded contract.
             Ok(st) => unsafe {
@@ -363,6 +369,7 @@ pub unsafe extern "C" fn mx_ipeek(
         }
         check_result_ptr!(shared, result, "mx_ipeek");
         let id = shared.ep.poll_with(|c| c.peek());
+        after_poll(id.is_some(), shared.ep.needs_backend());
         // SAFETY: forwarded contract.
         unsafe { peeked(&shared, "mx_ipeek", id, request, result) }
     })
@@ -413,6 +420,7 @@ pub unsafe extern "C" fn mx_iprobe(
             c.iprobe(match_info, match_mask)
                 .map(|o| o.map(|p| probe_status(&shared, c, p)))
         });
+        after_poll(!matches!(r, Ok(None)), shared.ep.needs_backend());
         match r {
             // SAFETY: forwarded contract.
             Ok(st) => unsafe {

@@ -8,7 +8,8 @@
 //! - [`endpoint_api`]: open/close, wakeup, progression, request timeouts,
 //!   the unexpected handler; [`xfer`]: isend/issend/irecv/cancel/forget;
 //!   [`completion`]: test/wait/test_any/wait_any/peek/probe/ibuffered/
-//!   context; [`connect`]: connections and addresses; [`info`]:
+//!   context ([`poll_policy`]: what their polling forms do after an
+//!   empty poll); [`connect`]: connections and addresses; [`info`]:
 //!   `mx_get_info` and naming; [`raw`]: the raw API (fabric mappers);
 //! - [`common`]: shared helpers and the unexpected-handler bridge.
 //!
@@ -59,6 +60,7 @@ pub mod handle;
 pub mod info;
 pub mod init;
 pub mod obsolete;
+pub mod poll_policy;
 pub mod raw;
 pub mod segbuf;
 pub mod strings;
