@@ -112,14 +112,19 @@ impl Discovery {
         Some(c)
     }
 
-    /// Take one HOST_QUERY from the rate budget.
-    fn take_token(&mut self, t: &WireTiming, now: Instant) -> bool {
+    /// Take one HOST_QUERY from the rate budget (a window that runs out
+    /// while queries are due is counted once).
+    fn take_token(&mut self, t: &WireTiming, c: &NicCounters, now: Instant) -> bool {
         if self.window_end.is_none_or(|end| end <= now) {
             self.tokens = t.query_rate;
             self.window_end = Some(now + Duration::from_secs(1));
+            self.deferred = false;
         }
         if self.tokens == 0 {
-            self.deferred = true;
+            if !self.deferred {
+                self.deferred = true;
+                c.bump(NicCounter::QueriesDeferred);
+            }
             return false;
         }
         self.tokens -= 1;
@@ -194,11 +199,14 @@ impl Discovery {
             };
             self.next_announce = Some(now + wait);
         }
-        self.deferred = false;
+        // Nothing more can be sent before the window ends: skip the scans
+        // (this runs on every received announcement).
+        if self.deferred && self.window_end.is_some_and(|end| end > now) {
+            return;
+        }
         let due: Vec<u16> = peers.queries_due(now).collect();
-        for (k, &peer) in due.iter().enumerate() {
-            if !self.take_token(t, now) {
-                c.add(NicCounter::QueriesDeferred, (due.len() - k) as u64);
+        for peer in due {
+            if !self.take_token(t, c, now) {
                 break;
             }
             tx.push(Tx::HostQuery { peer });
@@ -211,7 +219,7 @@ impl Discovery {
             .map(|(&n, c)| (c.due, n))
             .collect();
         due.sort_unstable();
-        for (k, &(_, nic_id)) in due.iter().enumerate() {
+        for (_, nic_id) in due {
             let Some(cand) = self.candidates.get(&nic_id).copied() else {
                 continue;
             };
@@ -220,8 +228,7 @@ impl Discovery {
                 c.bump(NicCounter::CandidatesExpired);
                 continue;
             }
-            if !self.take_token(t, now) {
-                c.add(NicCounter::QueriesDeferred, (due.len() - k) as u64);
+            if !self.take_token(t, c, now) {
                 break;
             }
             let Some(mac) = NicId::new(nic_id).map(NicId::to_mac) else {

@@ -128,7 +128,7 @@ pub const NIC_COUNTER_LABELS: &[&str] = &[
     "drop: announcement, too many unanswered hosts",
     "unanswered hosts evicted for a newer announcement",
     "unanswered hosts forgotten",
-    "host queries deferred by the rate limit",
+    "host query windows (1 s) cut short by the rate limit",
     "drop: host reply, too many discovered peers",
 ];
 
