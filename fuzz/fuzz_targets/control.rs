@@ -13,11 +13,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if which & 1 == 0 {
-        let Ok(req) = ControlRequest::decode(msg) else { return };
+        let Ok(req) = ControlRequest::decode(msg) else {
+            return;
+        };
         let again = ControlRequest::decode(&req.encode()).expect("an encoded request decodes");
         assert_eq!(again, req);
     } else {
-        let Ok(rep) = ControlReply::decode(msg) else { return };
+        let Ok(rep) = ControlReply::decode(msg) else {
+            return;
+        };
         let again = ControlReply::decode(&rep.encode()).expect("an encoded reply decodes");
         assert_eq!(again, rep);
     }

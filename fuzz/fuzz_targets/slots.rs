@@ -37,14 +37,18 @@ fuzz_target!(|data: &[u8]| {
         }
         2 => {
             let slot = CmdSlot(fill(rest));
-            let Ok(c) = RawCommand::parse(&slot) else { return };
+            let Ok(c) = RawCommand::parse(&slot) else {
+                return;
+            };
             let mut out = CmdSlot::default();
             c.emit(&mut out).expect("a parsed raw command emits");
             assert_eq!(RawCommand::parse(&out).expect("it parses again"), c);
         }
         _ => {
             let slot = EvtSlot(fill(rest));
-            let Ok(e) = RawEvent::parse(&slot) else { return };
+            let Ok(e) = RawEvent::parse(&slot) else {
+                return;
+            };
             let mut out = EvtSlot::default();
             e.emit(&mut out).expect("a parsed raw event emits");
             assert_eq!(RawEvent::parse(&out).expect("it parses again"), e);

@@ -433,7 +433,13 @@ mod tests {
         let mut d = Discovery::new(false, 1, t.burst_count, Instant::now());
         let mut peers = PeerTable::with_self(1, "a:0");
         let mut tx = Vec::new();
-        d.poll(&t, &NicCounters::default(), Instant::now(), &mut peers, &mut tx);
+        d.poll(
+            &t,
+            &NicCounters::default(),
+            Instant::now(),
+            &mut peers,
+            &mut tx,
+        );
         assert!(tx.is_empty());
         assert_eq!(d.next_timer(&peers), None);
     }
@@ -504,14 +510,19 @@ mod tests {
         assert!(c.get(NicCounter::QueriesDeferred) > 0);
         // Nobody answered: all forgotten after their tries.
         assert_eq!(d.candidates(), 0);
-        assert_eq!(c.get(NicCounter::CandidatesExpired), t.max_candidates as u64);
+        assert_eq!(
+            c.get(NicCounter::CandidatesExpired),
+            t.max_candidates as u64
+        );
         let sent: usize = per_second.iter().sum();
         assert_eq!(sent, t.max_candidates * t.host_query_tries as usize);
         // A real host now: admitted, answers, becomes a peer.
         let real = [2, 0, 0, 0, 0, 0x22];
         d.on_announce(&t, &c, &mut peers, our, now, &announce(real, 1));
         d.poll(&t, &c, now, &mut peers, &mut tx);
-        assert!(tx.iter().any(|x| matches!(x, Tx::HostQueryTo { mac } if *mac == real)));
+        assert!(tx
+            .iter()
+            .any(|x| matches!(x, Tx::HostQueryTo { mac } if *mac == real)));
         assert!(d.on_reply(&t, &c, &mut peers, now, real, "real:0", PeerIndex(1)));
         assert!(peers.by_hostname("real:0").is_some());
         assert_eq!(peers.by_hostname("static:0").unwrap().index, stat);
@@ -563,7 +574,15 @@ mod tests {
         for n in [2u8, 3] {
             let mac = [2, 0, 0, 0, 0, n];
             d.on_announce(&t, &c, &mut peers, our, now, &announce(mac, 1));
-            assert!(d.on_reply(&t, &c, &mut peers, now, mac, &format!("h{n}:0"), PeerIndex(1)));
+            assert!(d.on_reply(
+                &t,
+                &c,
+                &mut peers,
+                now,
+                mac,
+                &format!("h{n}:0"),
+                PeerIndex(1)
+            ));
         }
         assert!(peers.by_hostname("h2:0").is_some());
         assert!(peers.by_hostname("h3:0").is_none());

@@ -916,6 +916,9 @@ fn fuzz_seed_corpus_is_the_golden_frames() {
     for (name, bytes) in &seeds {
         let on_disk = std::fs::read(dir.join(name))
             .unwrap_or_else(|e| panic!("fuzz seed {name}: {e} (regenerate: see this test's doc)"));
-        assert!(on_disk == *bytes, "fuzz seed {name} differs from the golden frame");
+        assert!(
+            on_disk == *bytes,
+            "fuzz seed {name} differs from the golden frame"
+        );
     }
 }

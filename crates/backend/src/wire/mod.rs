@@ -559,7 +559,8 @@ fn timers<H: HostPlatform>(st: &mut WireState<H>, peers: &mut PeerTable, now: In
         next = min_opt(next, table.next_timer());
     }
     st.take_requests();
-    st.disc.poll(&st.timing, &st.counters, now, peers, &mut st.tx);
+    st.disc
+        .poll(&st.timing, &st.counters, now, peers, &mut st.tx);
     next = min_opt(next, st.disc.next_timer(peers));
     st.timer_at = next;
 }
