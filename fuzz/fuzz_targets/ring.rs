@@ -65,6 +65,8 @@ fuzz_target!(|data: &[u8]| {
             _ => {
                 let _ = c.release();
                 let _ = c.prepare_to_sleep();
+                // Its contract: publish first (a debug assertion checks it).
+                let _ = p.publish();
                 let _ = p.prepare_to_wait_for_space();
             }
         }
