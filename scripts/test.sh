@@ -17,6 +17,15 @@ if grep -q 'mod loom' crates/mx-proto/src/ring*.rs crates/mx-proto/src/ring/*.rs
         cargo test -p mx-proto --release --lib ring::loom
 fi
 
+# The fuzz targets (fuzz/, its own workspace) need nightly: type-check them
+# where it is installed, so they do not rot; fuzzing itself is not run here
+# (see fuzz/README.md).
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    cargo +nightly check --manifest-path fuzz/Cargo.toml --bins
+else
+    echo "SKIP: fuzz targets not type-checked (no nightly toolchain)"
+fi
+
 # Real Xen 4.17 under QEMU: the xen platform, mx-backend and mx_pingpong between two domUs
 # (tools/xen-testbed; ~4-5 min; in CI, or with XEN_TESTBED=1; skips itself, saying why, where it cannot run).
 XEN_TESTBED=${XEN_TESTBED:-$([ "${CI:-}" = true ] && echo 1 || echo 0)} tools/xen-testbed/ci-xen-test.sh

@@ -146,6 +146,18 @@ pub struct WireTiming {
     /// room again: a guest that never drains cannot hold up the commands
     /// queued behind one addressed to it.
     pub stalled_wait: Duration,
+    /// Discovery's bounds (they live here so tests can shrink them like
+    /// the timers): HOST_QUERYs to an announced host that never answers
+    /// before it is forgotten (4: 20 s at the default interval).
+    pub host_query_tries: u32,
+    /// Most HOST_QUERYs sent per second, all peers together (64).
+    pub query_rate: u32,
+    /// Most announced hosts waiting for their HOST_REPLY (256).
+    pub max_candidates: usize,
+    /// Most of those announced from one source MAC (4).
+    pub candidates_per_source: usize,
+    /// Most peers learned from the wire (4096; static peers not counted).
+    pub max_discovered: usize,
 }
 
 impl Default for WireTiming {
@@ -159,6 +171,11 @@ impl Default for WireTiming {
             host_query: Duration::from_secs(5),
             staging_wait: Duration::from_secs(10),
             stalled_wait: Duration::from_millis(100),
+            host_query_tries: 4,
+            query_rate: 64,
+            max_candidates: 256,
+            candidates_per_source: 4,
+            max_discovered: 4096,
         }
     }
 }

@@ -147,9 +147,16 @@ pub enum NicCounter {
     // the loopback (MX_DISABLE_SHMEM traffic between endpoints of this host)
     LoopbackFrames,
     LoopbackPullsHeld,
+    // discovery's bounds
+    DropMapperPerSource,
+    DropMapperFull,
+    CandidatesEvicted,
+    CandidatesExpired,
+    QueriesDeferred,
+    DropDiscoveredFull,
 }
 
-const NN: usize = NicCounter::LoopbackPullsHeld as usize + 1;
+const NN: usize = NicCounter::DropDiscoveredFull as usize + 1;
 const _: () = assert!(NN == NIC_COUNTER_LABELS.len());
 
 /// The counters of a NIC. Atomic so that a handle on another thread (tests,

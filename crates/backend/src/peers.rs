@@ -6,11 +6,14 @@
 //! own index for us (the `dst_src_peer_index` our frames to it carry,
 //! learned from its CONNECT and HOST_QUERY/HOST_REPLY), the serial of its
 //! mapper, and whether a HOST_QUERY is due. Peers are never removed, so an
-//! index stays valid for the life of the backend.
+//! index stays valid for the life of the backend: a host learned from the
+//! wire only gets an index once it has answered a HOST_QUERY (until then
+//! it is a candidate of [`crate::discovery`], which has no index), and the
+//! number of such peers is bounded ([`PeerTable::add_discovered`]).
 
 use mx_proto::msg::control::PeerInfo;
 use mxoe_wire::{Head, NicId, PeerIndex};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::Path;
 use std::time::Instant;
@@ -29,13 +32,23 @@ struct Peer {
     serial: Option<u32>,
     /// When to send the next HOST_QUERY (`None`: not needed).
     query_at: Option<Instant>,
+    /// HOST_QUERYs left before we stop asking (a peer that went away).
+    query_tries: u32,
 }
+
+/// HOST_QUERYs sent to a known peer before giving up (until its next
+/// restart): at the default 5 s interval, half a minute.
+pub const QUERY_TRIES: u32 = 6;
 
 /// Peers by index, with look-ups by address and by hostname.
 #[derive(Debug, Default)]
 pub struct PeerTable {
     peers: Vec<Peer>,
     by_addr: HashMap<u64, u16>,
+    /// Indices by hostname; several peers may claim a name, the lowest
+    /// index (static peers come first) answers.
+    by_name: HashMap<String, BTreeSet<u16>>,
+    discovered: usize,
 }
 
 /// How a received frame's sender was identified.
@@ -68,25 +81,48 @@ impl PeerTable {
     /// Add a peer (or update its hostname); returns its index, or `None`
     /// when the table is full.
     pub fn add(&mut self, nic_id: u64, hostname: &str, local: bool) -> Option<u16> {
+        self.insert(nic_id, hostname, local, false)
+    }
+
+    /// Add a peer learned from the wire (it answered a HOST_QUERY), unless
+    /// `max` such peers are known already; returns its index (an existing
+    /// peer's when the address is known).
+    pub fn add_discovered(&mut self, nic_id: u64, hostname: &str, max: usize) -> Option<u16> {
+        if self.index_of(nic_id).is_none() && self.discovered >= max {
+            return None;
+        }
+        self.insert(nic_id, hostname, false, true)
+    }
+
+    /// Number of peers learned from the wire.
+    pub fn discovered(&self) -> usize {
+        self.discovered
+    }
+
+    fn insert(&mut self, nic_id: u64, hostname: &str, local: bool, disc: bool) -> Option<u16> {
         if let Some(i) = self.index_of(nic_id) {
             if !hostname.is_empty() {
-                self.peers[i as usize].hostname = hostname.to_string();
+                self.set_hostname(i, hostname);
             }
             return Some(i);
         }
         if self.peers.len() >= MAX_PEERS {
             return None;
         }
-        self.by_addr.insert(nic_id, self.peers.len() as u16);
+        let i = self.peers.len() as u16;
+        self.by_addr.insert(nic_id, i);
         self.peers.push(Peer {
             nic_id,
-            hostname: hostname.to_string(),
+            hostname: String::new(),
             local,
             reverse: PeerIndex::UNKNOWN,
             serial: None,
             query_at: None,
+            query_tries: 0,
         });
-        Some((self.peers.len() - 1) as u16)
+        self.discovered += usize::from(disc);
+        self.set_hostname(i, hostname);
+        Some(i)
     }
 
     /// Index of the peer with this address.
@@ -168,12 +204,24 @@ impl PeerTable {
         }
     }
 
-    /// Schedule a HOST_QUERY to `index` at `at` (`None`: stop querying).
+    /// Schedule a HOST_QUERY to `index` at `at` (`None`: stop querying),
+    /// with a fresh allowance of [`QUERY_TRIES`].
     pub fn set_query(&mut self, index: u16, at: Option<Instant>) {
         if let Some(p) = self.peers.get_mut(index as usize) {
             if !p.local {
                 p.query_at = at;
+                p.query_tries = QUERY_TRIES;
             }
+        }
+    }
+
+    /// A HOST_QUERY to `index` was sent: the next one is due at `next`,
+    /// unless the allowance is used up (then the peer is left alone until
+    /// something, such as a restart, schedules it again).
+    pub fn query_sent(&mut self, index: u16, next: Instant) {
+        if let Some(p) = self.peers.get_mut(index as usize) {
+            p.query_tries = p.query_tries.saturating_sub(1);
+            p.query_at = (p.query_tries > 0).then_some(next);
         }
     }
 
@@ -193,8 +241,24 @@ impl PeerTable {
 
     /// Set a peer's hostname.
     pub fn set_hostname(&mut self, index: u16, hostname: &str) {
-        if let Some(p) = self.peers.get_mut(index as usize) {
-            p.hostname = hostname.to_string();
+        let Some(p) = self.peers.get_mut(index as usize) else {
+            return;
+        };
+        if p.hostname == hostname {
+            return;
+        }
+        let old = std::mem::replace(&mut p.hostname, hostname.to_string());
+        if let Some(set) = self.by_name.get_mut(&old) {
+            set.remove(&index);
+            if set.is_empty() {
+                self.by_name.remove(&old);
+            }
+        }
+        if !hostname.is_empty() {
+            self.by_name
+                .entry(hostname.to_string())
+                .or_default()
+                .insert(index);
         }
     }
 
@@ -213,8 +277,8 @@ impl PeerTable {
         if hostname.is_empty() {
             return None;
         }
-        let i = self.peers.iter().position(|p| p.hostname == hostname)?;
-        self.info(i as u16)
+        let i = *self.by_name.get(hostname)?.first()?;
+        self.info(i)
     }
 
     /// Describe a peer by address.

@@ -265,7 +265,8 @@ fn hostile_sends_and_floods_are_refused_and_counted() {
     assert!(matches!(ra.next(), Got::Frame(f) if f[17..47] == body(30, 99)[..]));
 
     // Discovery goes on next to the raw endpoint: an announcement of a
-    // new board is learned AND handed to the raw endpoint.
+    // new board is handed to the raw endpoint AND learned (once the board
+    // answers our HOST_QUERY: an announcement alone gives no peer index).
     let mut ann = [0u8; 64];
     MapperAnnounce {
         src: EVIL_MAC,
@@ -276,7 +277,37 @@ fn hostile_sends_and_floods_are_refused_and_counted() {
     .unwrap();
     hub.inject(&ann);
     assert_eq!(ra.next(), Got::Frame(ann.to_vec()));
+    let profile = WireProfile::open_mx(MTU).unwrap();
     eventually("the discovered peer", || {
+        let mut queries = Vec::new();
+        evil.recv_batch(64, &mut |f| {
+            if let Ok(Frame {
+                packet: Packet::HostQuery(q),
+                head,
+            }) = decode(&profile, f)
+            {
+                queries.push((head.src, q.magic));
+            }
+        })
+        .unwrap();
+        for (dst, magic) in queries {
+            let reply = Frame {
+                head: Head {
+                    dst,
+                    src: EVIL_MAC,
+                    peer_index: PeerIndex::UNKNOWN,
+                },
+                packet: Packet::HostReply(mxoe_wire::packet::HostReply {
+                    src_dst_peer_index: PeerIndex::UNKNOWN,
+                    magic,
+                    hostname: mxoe_wire::Hostname::new(b"evil:0").unwrap(),
+                }),
+            };
+            let mut buf = vec![0u8; reply.packet.buffer_len(&profile)];
+            let n = emit(&profile, &reply, &mut buf).unwrap();
+            evil.send(&buf[..n], backend::nic::Payload::None).unwrap();
+            evil.flush().unwrap();
+        }
         fa.peer_by_nic_id(NicId::from_mac(EVIL_MAC).raw()).is_ok()
     });
     let _ = std::fs::remove_dir_all(&dir);

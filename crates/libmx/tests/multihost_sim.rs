@@ -449,7 +449,8 @@ fn hostile_frames_are_dropped_and_counted() {
     huge.resize(70_000, 0x55);
     hub.inject(&huge);
 
-    // Evil announces itself: now a known peer of beta (added without name).
+    // Evil announces itself and answers beta's HOST_QUERY: now a known
+    // peer of beta (an announcement alone gives no peer index).
     let mut ann = Vec::new();
     head(&mut ann, [0xff; 6], evil_mac, 0);
     ann.push(1);
@@ -463,6 +464,35 @@ fn hostile_frames_are_dropped_and_counted() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while b.frontend().peer_by_nic_id(0x0200_004d_5842).is_err() {
         assert!(Instant::now() < deadline, "evil never discovered");
+        let mut queries = Vec::new();
+        evil.recv_batch(64, &mut |f| {
+            if let Ok(mxoe_wire::Frame {
+                packet: mxoe_wire::Packet::HostQuery(q),
+                head,
+            }) = mxoe_wire::decode(&p, f)
+            {
+                queries.push((head.src, q.magic));
+            }
+        })
+        .unwrap();
+        for (dst, magic) in queries {
+            let reply = mxoe_wire::Frame {
+                head: mxoe_wire::Head {
+                    dst,
+                    src: evil_mac,
+                    peer_index: mxoe_wire::PeerIndex::UNKNOWN,
+                },
+                packet: mxoe_wire::Packet::HostReply(mxoe_wire::packet::HostReply {
+                    src_dst_peer_index: mxoe_wire::PeerIndex::UNKNOWN,
+                    magic,
+                    hostname: mxoe_wire::Hostname::new(b"evil:0").unwrap(),
+                }),
+            };
+            let mut buf = vec![0u8; reply.packet.buffer_len(&p)];
+            let n = mxoe_wire::emit(&p, &reply, &mut buf).unwrap();
+            evil.send(&buf[..n], Payload::None).unwrap();
+            evil.flush().unwrap();
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     // Wrong session, closed endpoint, endpoint out of range: NACK_LIB each.

@@ -837,3 +837,88 @@ fn golden_mapper_raw() {
         );
     }
 }
+
+/// The seed corpus of the `decode` fuzz target, `fuzz/corpus/decode/`:
+/// every golden frame above behind each selector byte of a fixed profile
+/// (0 mx, 1 open-mx 9000, 2 open-mx 1500), and encoder-built jumbo frames
+/// (a full 8 KiB medium fragment in open-mx 9000, RAW frames of 9000 and
+/// 65030 bytes in open-mx at MTU 65030, selector 255) that libFuzzer's
+/// mutations could not grow into by themselves. `MX_WRITE_FUZZ_CORPUS=1
+/// cargo test -p mxoe-wire --test golden fuzz_seed_corpus` rewrites the
+/// files; otherwise the test fails when the committed files differ.
+#[test]
+fn fuzz_seed_corpus_is_the_golden_frames() {
+    let golden: [(&str, &[u8]); 19] = [
+        ("tiny", &TINY),
+        ("small", &SMALL),
+        ("medium-mx", &MEDIUM_MX),
+        ("medium-omx9000", &MEDIUM_OMX9000),
+        ("medium-omx1500", &MEDIUM_OMX1500),
+        ("rndv", &RNDV),
+        ("pull-mx", &PULL_MX),
+        ("pull-omx9000", &PULL_OMX9000),
+        ("pull-omx1500", &PULL_OMX1500),
+        ("pull-reply", &PULL_REPLY),
+        ("notify", &NOTIFY),
+        ("truc", &TRUC),
+        ("connect-request", &CONNECT_REQUEST),
+        ("connect-reply", &CONNECT_REPLY),
+        ("nack-lib", &NACK_LIB),
+        ("nack-mcp", &NACK_MCP),
+        ("host-query", &HOST_QUERY),
+        ("host-reply", &HOST_REPLY),
+        ("mapper", &MAPPER),
+    ];
+    let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+    for (name, frame) in golden {
+        for sel in 0u8..3 {
+            let mut s = vec![sel];
+            s.extend_from_slice(frame);
+            seeds.push((format!("{name}-{sel}"), s));
+        }
+    }
+    let mut jumbo = |name: &str, sel: u8, profile: WireProfile, packet: Packet<'_>| {
+        let frame = Frame { head: HEAD, packet };
+        let mut buf = vec![0u8; frame.packet.buffer_len(&profile)];
+        let n = emit(&profile, &frame, &mut buf).unwrap();
+        assert_eq!(decode(&profile, &buf[..n]).unwrap(), frame, "{name}");
+        let mut s = vec![sel];
+        s.extend_from_slice(&buf[..n]);
+        seeds.push((name.to_string(), s));
+    };
+    let payload: Vec<u8> = (0..65536u32).map(|i| (i * 7 + 3) as u8).collect();
+    let frag = OMX9000.frag_max() as usize;
+    jumbo(
+        "jumbo-medium-omx9000",
+        1,
+        OMX9000,
+        Packet::Medium(medium_expected(2 * frag as u32, &payload[..frag])),
+    );
+    let big = WireProfile::open_mx(1280 + 255 * 250).unwrap();
+    for len in [9000 - 17, 65030 - 17] {
+        jumbo(
+            &format!("jumbo-raw-{}", len + 17),
+            255,
+            big,
+            Packet::Raw(Raw {
+                data: &payload[..len],
+            }),
+        );
+    }
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/decode");
+    if std::env::var_os("MX_WRITE_FUZZ_CORPUS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &seeds {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    for (name, bytes) in &seeds {
+        let on_disk = std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("fuzz seed {name}: {e} (regenerate: see this test's doc)"));
+        assert!(
+            on_disk == *bytes,
+            "fuzz seed {name} differs from the golden frame"
+        );
+    }
+}

@@ -97,6 +97,18 @@ pub enum Tx {
         /// The query's magic.
         magic: u32,
     },
+    /// Ask an announced host that has no peer index yet for its hostname.
+    HostQueryTo {
+        /// Its MAC.
+        mac: [u8; 6],
+    },
+    /// Answer a HOST_QUERY of an announced host that has no peer index yet.
+    HostReplyTo {
+        /// Its MAC.
+        mac: [u8; 6],
+        /// The query's magic.
+        magic: u32,
+    },
     /// Broadcast a mapper announcement.
     Announce,
 }
@@ -352,6 +364,34 @@ pub fn flush_tx<H: HostPlatform>(
                 }
                 continue;
             }
+            Tx::HostQueryTo { mac } | Tx::HostReplyTo { mac, .. } => {
+                // No index: we have none for it, nor it for us.
+                let head = Head {
+                    dst: mac,
+                    src: st.mac,
+                    peer_index: PeerIndex::UNKNOWN,
+                };
+                let packet = match t {
+                    Tx::HostReplyTo { magic, .. } => Packet::HostReply(HostReply {
+                        src_dst_peer_index: PeerIndex::UNKNOWN,
+                        magic,
+                        hostname: st.hostname,
+                    }),
+                    _ => Packet::HostQuery(HostQuery {
+                        src_dst_peer_index: PeerIndex::UNKNOWN,
+                        magic: st.disc.magic(),
+                    }),
+                };
+                emit_send(
+                    nic,
+                    &st.profile,
+                    &st.counters,
+                    &mut st.hdr,
+                    &Frame { head, packet },
+                    Payload::None,
+                );
+                continue;
+            }
         };
         let Some(head) = head_for(peers, st.mac, peer) else {
             continue; // a peer we cannot address (never happens: peers stay)
@@ -373,7 +413,7 @@ pub fn flush_tx<H: HostPlatform>(
                 pull_replies(nic, st, head, eps, ep, &pull);
                 continue;
             }
-            Tx::Announce => continue,
+            Tx::Announce | Tx::HostQueryTo { .. } | Tx::HostReplyTo { .. } => continue,
         };
         emit_send(
             nic,
@@ -519,7 +559,8 @@ fn timers<H: HostPlatform>(st: &mut WireState<H>, peers: &mut PeerTable, now: In
         next = min_opt(next, table.next_timer());
     }
     st.take_requests();
-    st.disc.poll(&st.timing, now, peers, &mut st.tx);
+    st.disc
+        .poll(&st.timing, &st.counters, now, peers, &mut st.tx);
     next = min_opt(next, st.disc.next_timer(peers));
     st.timer_at = next;
 }

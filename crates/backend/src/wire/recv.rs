@@ -715,7 +715,21 @@ impl<H: HostPlatform> Rx<'_, H> {
             .index_of_mac(head.src)
             .filter(|&i| !self.peers.is_local(i))
         else {
-            self.c().bump(NicCounter::DropHostQueryRefused);
+            // An announced host we are still asking: answer it too (one
+            // unicast reply per query, so no amplification), or the two
+            // sides could wait for each other.
+            if self
+                .st
+                .disc
+                .is_candidate(mxoe_wire::NicId::from_mac(head.src).raw())
+            {
+                self.st.tx.push(Tx::HostReplyTo {
+                    mac: head.src,
+                    magic,
+                });
+            } else {
+                self.c().bump(NicCounter::DropHostQueryRefused);
+            }
             return;
         };
         self.peers.set_reverse(peer, theirs);
@@ -733,6 +747,24 @@ impl<H: HostPlatform> Rx<'_, H> {
                 self.peers.set_hostname(peer, &name);
                 self.peers.set_query(peer, None);
                 self.peers.set_reverse(peer, r.src_dst_peer_index);
+            }
+            None if head.dst == self.st.mac && r.magic == self.st.disc.magic() => {
+                let name = String::from_utf8_lossy(r.hostname.as_bytes()).into_owned();
+                let st = &mut *self.st;
+                let known = st.disc.on_reply(
+                    &st.timing,
+                    &st.counters,
+                    self.peers,
+                    self.now,
+                    head.src,
+                    &name,
+                    r.src_dst_peer_index,
+                );
+                if known {
+                    st.timer_by(self.now);
+                } else {
+                    self.c().bump(NicCounter::DropHostReplyRefused);
+                }
             }
             _ => self.c().bump(NicCounter::DropHostReplyRefused),
         }

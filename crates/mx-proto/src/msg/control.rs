@@ -125,6 +125,12 @@ pub const NIC_COUNTER_LABELS: &[&str] = &[
     "peer restarts seen",
     "loopback frames",
     "loopback pulls held for a window being registered",
+    "drop: announcement, too many unanswered hosts from its source",
+    "drop: announcement, too many unanswered hosts",
+    "unanswered hosts evicted for a newer announcement",
+    "unanswered hosts forgotten",
+    "host query windows (1 s) cut short by the rate limit",
+    "drop: host reply, too many discovered peers",
 ];
 
 /// Labels of a board's raw-endpoint counters, in the order of the
