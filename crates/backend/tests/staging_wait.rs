@@ -47,12 +47,26 @@ fn pull_done(ep: &mut Ep, bell: &Doorbell<LocalGuest>) -> (PullStatus, u32, Inst
     }
 }
 
+/// Register a chunk and wait until the backend consumed it: the backend
+/// keeps no order between two endpoints' rings (its service loop shares
+/// each pass fairly among guest principals), and a library only pulls
+/// after the rendezvous that follows the registration on the sender's own
+/// ring, so the test must not post its pull before.
 fn register(ep: &mut Ep, id: u8, first: bool, last: bool, base: u16, seg: &[u8]) {
     let segs = [RawSeg::new(seg.as_ptr() as u64, seg.len() as u32)];
     post(
         ep,
         &Command::RegionRegister(RegionRegister::new(id, first, last, base, &segs)),
     );
+    let total = ChannelSizes::default().cmd_slots;
+    let t0 = std::time::Instant::now();
+    while ep.command_space().unwrap() < total {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "registration not consumed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]
