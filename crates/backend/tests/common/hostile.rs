@@ -160,7 +160,11 @@ impl Hostile {
             &[],
         ) {
             Ok(ControlReply::Counters(v)) => Some(v),
-            Ok(ControlReply::Error(ControlError::BadEndpoint)) | Err(_) => None,
+            Ok(ControlReply::Error(ControlError::BadEndpoint)) => None,
+            Err(e) => {
+                eprintln!("counters: control call failed: {e}");
+                None
+            }
             Ok(other) => panic!("counters: {other:?}"),
         }
     }
