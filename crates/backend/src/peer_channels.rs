@@ -59,6 +59,21 @@ impl Link {
     }
 }
 
+/// A `PeerOpen` as the broker checks it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerRequest {
+    /// Slab key of the asking guest.
+    pub guest: usize,
+    /// Its endpoint.
+    pub from: u8,
+    /// The endpoint of this host it wants a channel with.
+    pub to: u8,
+    /// The channel's sizes.
+    pub sizes: PeerSizes,
+    /// This host's index in the peer table (the offer's source).
+    pub self_peer: u16,
+}
+
 /// What the broker has counted since the backend started.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCounters {
@@ -154,37 +169,34 @@ impl PeerBroker {
     /// endpoint, or the broker is off), `Busy` (the pair has a channel or
     /// an offer already, or `to`'s event ring is full), `NoResources` (a
     /// limit), `BadResources` (the hand-over).
-    #[allow(clippy::too_many_arguments)]
     pub fn open<H: HostPlatform>(
         &mut self,
         eps: &mut [Option<Endpoint<H>>],
-        guest: usize,
-        from: u8,
-        to: u8,
-        sizes: PeerSizes,
-        self_peer: u16,
+        req: PeerRequest,
         principal_of: impl Fn(usize) -> Option<usize>,
         res: &mut H::Resources,
     ) -> Result<u32, ControlError> {
-        let r = self.try_open(eps, guest, from, to, sizes, self_peer, principal_of, res);
+        let r = self.check_and_offer(eps, req, principal_of, res);
         if r.is_err() {
             self.counters.refused += 1;
         }
         r
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn try_open<H: HostPlatform>(
+    fn check_and_offer<H: HostPlatform>(
         &mut self,
         eps: &mut [Option<Endpoint<H>>],
-        guest: usize,
-        from: u8,
-        to: u8,
-        sizes: PeerSizes,
-        self_peer: u16,
+        req: PeerRequest,
         principal_of: impl Fn(usize) -> Option<usize>,
         res: &mut H::Resources,
     ) -> Result<u32, ControlError> {
+        let PeerRequest {
+            guest,
+            from,
+            to,
+            sizes,
+            self_peer,
+        } = req;
         let now = Instant::now();
         self.expire(now);
         if self.per_endpoint == 0 {

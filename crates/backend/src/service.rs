@@ -824,11 +824,13 @@ impl<H: HostPlatform> Backend<H> {
                 sizes,
             } => match self.peer_channels.open(
                 &mut self.endpoints,
-                key,
-                endpoint,
-                peer_endpoint,
-                sizes,
-                self.self_peer,
+                crate::peer_channels::PeerRequest {
+                    guest: key,
+                    from: endpoint,
+                    to: peer_endpoint,
+                    sizes,
+                    self_peer: self.self_peer,
+                },
                 |g| self.guests.get(g).map(|g| g.principal),
                 &mut res,
             ) {

@@ -32,13 +32,13 @@
 //! that dies or closes its endpoint hangs the doorbell up: whatever it had
 //! sent is still read, then the channel is dropped.
 
-use crate::core::{Core, MsgBuf, NoRecvQueue, RecvQueue, Time};
+use crate::core::{Core, MsgBuf, RecvQueue, Time};
 use crate::endpoint::Guest;
 use frontend::{Frontend, FrontendError, PeerLink};
 use mx_proto::msg::arrival::arrival;
 use mx_proto::msg::command::MediumFrag;
 use mx_proto::msg::control::ControlError;
-use mx_proto::msg::{CmdSlot, Command, Event, Source, QUEUE_SLOT_SIZE};
+use mx_proto::msg::{CmdSlot, Command, Source, QUEUE_SLOT_SIZE};
 use mx_proto::peer::{PeerChannel, PeerSizes};
 use mx_proto::platform::{BellState, PeerBell, SharedMem};
 use std::sync::Arc;
@@ -106,32 +106,21 @@ pub(crate) struct Peers {
     stats: PeerStats,
 }
 
-/// Whether a command may take a peer channel: the messages of the MX
-/// library protocol between two endpoints. Connects stay with the backend
-/// (it knows which endpoints exist), and pulls and regions are requests to
-/// the backend itself.
-fn channel_kind(cmd: &Command<'_>) -> Option<(u8, u32, bool)> {
-    match cmd {
-        Command::Tiny { hdr, .. } | Command::Small { hdr, .. } => {
-            Some((hdr.dest.endpoint, hdr.session, true))
-        }
-        Command::MediumFrag(m) => Some((m.hdr.dest.endpoint, m.hdr.session, true)),
-        Command::Rndv(r) => Some((r.hdr.dest.endpoint, r.hdr.session, true)),
-        Command::Notify(n) => Some((n.dest.endpoint, n.session, false)),
-        Command::Liback(l) => Some((l.dest.endpoint, l.session, false)),
-        _ => None,
-    }
-}
-
-fn dest_peer(cmd: &Command<'_>) -> Option<u16> {
-    Some(match cmd {
-        Command::Tiny { hdr, .. } | Command::Small { hdr, .. } => hdr.dest.peer,
-        Command::MediumFrag(m) => m.hdr.dest.peer,
-        Command::Rndv(r) => r.hdr.dest.peer,
-        Command::Notify(n) => n.dest.peer,
-        Command::Liback(l) => l.dest.peer,
+/// Where a command that may take a peer channel goes: the messages of the
+/// MX library protocol between two endpoints, as `(peer, endpoint,
+/// session, data)` (`data`: a message that asks for a channel). Connects
+/// stay with the backend (it knows which endpoints exist), and pulls and
+/// regions are requests to the backend itself.
+fn channel_dest(cmd: &Command<'_>) -> Option<(u16, u8, u32, bool)> {
+    let (dest, session, data) = match cmd {
+        Command::Tiny { hdr, .. } | Command::Small { hdr, .. } => (hdr.dest, hdr.session, true),
+        Command::MediumFrag(m) => (m.hdr.dest, m.hdr.session, true),
+        Command::Rndv(r) => (r.hdr.dest, r.hdr.session, true),
+        Command::Notify(n) => (n.dest, n.session, false),
+        Command::Liback(l) => (l.dest, l.session, false),
         _ => return None,
-    })
+    };
+    Some((dest.peer, dest.endpoint, session, data))
 }
 
 struct OneSlot<'a>(&'a [u8]);
@@ -175,13 +164,13 @@ impl Peers {
     /// fragment's bytes) to the channel of its partner. True if it left
     /// that way; false if it must go to the backend.
     pub(crate) fn try_send(&mut self, cmd: &Command<'_>, slot: &CmdSlot, frag: &[u8]) -> bool {
-        if !self.enabled || dest_peer(cmd) != Some(self.self_peer) {
+        if !self.enabled {
             return false;
         }
-        let Some((ep, session, data_msg)) = channel_kind(cmd) else {
+        let Some((peer, ep, session, data_msg)) = channel_dest(cmd) else {
             return false;
         };
-        if ep == self.me {
+        if peer != self.self_peer || ep == self.me {
             return false;
         }
         let Some(s) = self
@@ -489,41 +478,31 @@ fn deliver<B: MsgBuf>(
     chan: &mut PeerChannel<Arc<dyn SharedMem>>,
     scratch: &mut [u8],
 ) -> bool {
-    let Some((ep, to_session, _)) = channel_kind(cmd) else {
+    let Some((_, ep, to_session, _)) = channel_dest(cmd) else {
         return false;
     };
     if ep != me || to_session != session {
         return false;
     }
-    match cmd {
+    let Some(ev) = arrival(src, cmd, 0) else {
+        return false;
+    };
+    // The payload of a small message is inline, a fragment's in its data
+    // slot: copied out (order and bounds checked) before the core sees it.
+    let payload: &[u8] = match cmd {
         Command::MediumFrag(m) => {
-            let len = usize::from(m.frag_length);
-            if len > scratch.len() {
+            let Some(bytes) = scratch.get_mut(..usize::from(m.frag_length)) else {
                 return false;
-            }
-            let bytes = &mut scratch[..len];
+            };
             if chan.take_data(m.sendq_slot, bytes).is_err() {
                 return false;
             }
-            let Some(ev) = arrival(src, cmd, 0) else {
-                return false;
-            };
-            core.handle_event(now, &ev, &OneSlot(bytes));
+            bytes
         }
-        Command::Small { data, .. } => {
-            let Some(ev) = arrival(src, cmd, 0) else {
-                return false;
-            };
-            core.handle_event(now, &ev, &OneSlot(data));
-        }
-        _ => {
-            let Some(ev) = arrival(src, cmd, 0) else {
-                return false;
-            };
-            debug_assert!(!matches!(ev, Event::RecvSmall { .. }));
-            core.handle_event(now, &ev, &NoRecvQueue);
-        }
-    }
+        Command::Small { data, .. } => data,
+        _ => &[],
+    };
+    core.handle_event(now, &ev, &OneSlot(payload));
     true
 }
 
