@@ -677,7 +677,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_is_taken_in_bounded_batches() {
+    fn a_full_ring_of_acks_is_taken_whole() {
         let mut r = rig();
         for _ in 0..8 {
             send(
