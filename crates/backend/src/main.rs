@@ -218,8 +218,8 @@ fn main() -> ExitCode {
     let nic: Option<Box<dyn backend::nic::Nic>> = match &cli.iface {
         None => None,
         Some(iface) => {
-            let opts = backend::nic::packet::PacketOpts::default();
-            match backend::nic::packet::PacketNic::open(iface, &opts) {
+            let opts = backend::nic::af_packet::PacketOpts::default();
+            match backend::nic::af_packet::PacketNic::open(iface, &opts) {
                 Ok(n) => {
                     if let Err(e) = n.check_wire_profile(&profile) {
                         eprintln!("mx-backend: {e}");

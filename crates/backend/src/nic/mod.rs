@@ -1,7 +1,7 @@
 //! The backend's network interface seam: raw MXoE frames in and out.
 //!
-//! Implementations: `packet` (our AF_PACKET layer: a socket bound to
-//! EtherType 0x86DF on one interface or bridge, a TPACKET_V3 receive ring,
+//! Implementations: [`af_packet`] (our AF_PACKET layer: a socket bound to
+//! EtherType 0x86DF on one interface or bridge, a TPACKET_V2 receive ring by default,
 //! batched sends) and [`sim`] (an in-memory wire between backends in one
 //! process, with seeded loss, duplication and reordering, for tests). AF_XDP
 //! can follow behind the same trait.
@@ -16,7 +16,7 @@ use mx_proto::platform::SharedMem;
 use std::io;
 use std::os::fd::RawFd;
 
-pub mod packet;
+pub mod af_packet;
 pub mod sim;
 mod sys;
 

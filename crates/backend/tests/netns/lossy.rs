@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use crate::netns::Net;
-use backend::nic::packet::{PacketNic, PacketOpts};
+use backend::nic::af_packet::{PacketNic, PacketOpts};
 use backend::nic::{Nic, Payload};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -32,7 +32,7 @@
 //! on the *port* (`eth0`) receives nothing. Bind the **bridge**: frames for
 //! the bridge's MAC (which, unless set, is one of its ports') are delivered
 //! locally on it, and frames sent on it are switched out of the right port.
-//! `tests/nic_packet.rs` checks both facts.
+//! `tests/nic_af_packet.rs` checks both facts.
 //!
 //! # Ring geometry
 //!
