@@ -1,5 +1,7 @@
 //! `mx-backend`: the host daemon of Xen2MX-rs.
 
+#![deny(unsafe_code)]
+
 use backend::{local_region, Backend, BackendConfig, IdlePolicy, RawAccess};
 use clap::{Parser, ValueEnum};
 use mx_proto::platform::auto::{AutoHost, AutoHostConfig, Choice};
@@ -272,6 +274,7 @@ fn main() -> ExitCode {
 }
 
 /// Stop cleanly on SIGINT/SIGTERM (the socket file is removed on drop).
+#[allow(unsafe_code)]
 fn install_signal_stop(stop: backend::StopHandle) {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset/sigaddset initialise the set we own; pthread_sigmask

@@ -58,7 +58,7 @@ use mx_proto::platform::{
 };
 use slab::Slab;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -297,15 +297,10 @@ impl<H: HostPlatform> Backend<H> {
         let mut nic_needs_polling = false;
         if let Some(w) = &wire {
             match w.nic.poll_fd() {
-                Some(fd) => {
-                    // SAFETY: the descriptor belongs to the NIC, which the
-                    // backend owns for as long as the poller exists (both
-                    // are fields of the same value, the poller declared
-                    // first so it is dropped first); epoll keeps no
-                    // reference beyond the registration.
-                    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-                    poller.add(bfd, TOKEN_NIC, Interest::READABLE)?;
-                }
+                // The NIC outlives the poller (both belong to the
+                // backend, the poller is dropped first), and epoll keeps
+                // no reference beyond the registration.
+                Some(fd) => poller.add(fd, TOKEN_NIC, Interest::READABLE)?,
                 None => nic_needs_polling = true,
             }
             if let Some(path) = &cfg.peers_file {

@@ -19,6 +19,8 @@
 //! the order the backend must use, and a backend that breaks the protocol
 //! marks the endpoint broken.
 
+#![deny(unsafe_code)]
+
 use mx_proto::channel::{ChannelError, GuestChannel};
 use mx_proto::msg::control::{
     BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, OpenFlags, PeerInfo,

@@ -14,7 +14,7 @@
 
 use mx_proto::platform::SharedMem;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
 pub mod af_packet;
 pub mod sim;
@@ -82,7 +82,7 @@ pub trait Nic: Send {
 
     /// A descriptor that becomes readable when frames arrive, for the
     /// backend's poller (`None` when the implementation has none).
-    fn poll_fd(&self) -> Option<RawFd>;
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>>;
 
     /// Hand up to `max` received frames, in arrival order, to `f`, without
     /// blocking; returns how many. Each slice is valid only during its call.
