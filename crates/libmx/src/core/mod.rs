@@ -517,15 +517,17 @@ impl<B: MsgBuf> Core<B> {
     }
 
     /// Cancel a request (`mx_cancel`): unmatched receives and unanswered
-    /// connects are cancelled and freed; anything else (sends, which MX
-    /// cannot cancel, matched or finished requests) is not cancelled.
+    /// connects are cancelled and freed; matched or finished requests are
+    /// not cancelled.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown request.
+    /// [`Return::BadRequest`] for a send (MX and Open-MX cannot cancel
+    /// sends and say so with this code) or an unknown request.
     pub fn cancel(&mut self, req: ReqId) -> Result<CancelResult<B>, Return> {
         let r = self.user_req(req).ok_or(Return::BadRequest)?;
         let done = r.user == User::Done;
         let res = match &r.kind {
+            Kind::Send(_) => return Err(Return::BadRequest),
             Kind::Recv(rs) if !done && matches!(rs.phase, RecvPhase::Posted) => {
                 let ctx = rs.ctx;
                 self.posted[ctx].retain(|&x| x != req);

@@ -480,9 +480,10 @@ fn cancel_semantics() {
     let r = sim.core(b).irecv(rb, 2, !0, 0).expect("irecv");
     let s = sim.buf(vec![1; 4]);
     let s = sim.core(a).isend(ab, s, 2, 0).expect("isend");
-    assert!(
-        matches!(sim.core(a).cancel(s), Ok(CancelResult::NotCancelled)),
-        "sends cannot be cancelled: result 0, as MX"
+    assert_eq!(
+        sim.core(a).cancel(s).err(),
+        Some(Return::BadRequest),
+        "sends cannot be cancelled (MX, Open-MX: MX_BAD_REQUEST)"
     );
     sim.drive_bounded(STEPS).expect("quiesce");
     assert!(sim.completion(b, r).is_some());

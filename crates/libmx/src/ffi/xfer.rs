@@ -241,9 +241,8 @@ pub unsafe extern "C" fn mx_irecv(
 /// `mx_cancel(endpoint, *request, *result)`: withdraw an unmatched receive
 /// or an unanswered `mx_iconnect` (result 1, the request is freed and
 /// `*request` set to NULL, as Open-MX); too late (matched, answered,
-/// finished): result 0; a send: result 0 (MX cannot cancel sends; Open-MX
-/// fails with `MX_BAD_REQUEST`, which MPI layers that pass every request
-/// of `MPI_Cancel` here do not expect).
+/// finished): result 0; a send: `MX_BAD_REQUEST` (MX and Open-MX cannot
+/// cancel sends; the request stays valid).
 ///
 /// # Safety
 /// `request` and `result` NULL or valid (readable and writable).
