@@ -56,13 +56,35 @@ mod sys;
 pub mod xenbus;
 pub mod xenstore;
 
-pub use evtchn::XenEvent;
+pub use evtchn::{XenBell, XenEvent};
 pub use grant::{DomId, GrantCopier, GrantRef, GrantedPages, MappedGrants};
 pub use guest::{XenLink, XenTarget, DEVICE_ENV, LOCK_DIR_ENV, POOL_PAGES_ENV};
 pub use host::{
     XenConn, XenGuestId, XenHostConfig, XenListener, XenMemory, XenRegion, XenResources,
 };
 pub use xenstore::Xenstore;
+
+/// A peer channel's hand-over between two domains, as numbers: the grant
+/// references of the channel's pages (granted by `from` to `to`) and the
+/// unbound port `from` allocated for `to`.
+///
+/// The guest fills `from` with its own domid and `to` with the domain the
+/// backend told it; the backend replaces `from` with the domid of the
+/// offering guest's device path (never what the guest says) and checks
+/// `to` against the accepting endpoint's domain before forwarding. The
+/// hypervisor enforces the rest: only `to` can map the references or bind
+/// the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XenPeerGrant {
+    /// The granting domain.
+    pub from: DomId,
+    /// The grantee domain.
+    pub to: DomId,
+    /// Grant references, one per page, in page order.
+    pub refs: Vec<GrantRef>,
+    /// The unbound port `from` allocated for `to`.
+    pub port: u32,
+}
 
 /// True if this kernel exposes the Xen user-space devices this platform
 /// needs (`/dev/xen/evtchn` and `/proc/xen`).
