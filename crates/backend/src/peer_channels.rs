@@ -449,7 +449,7 @@ impl PeerBroker {
             },
         ));
         self.counters.accepted += 1;
-        debug!(channel, from = o.from, to = ep, "peer channel accepted");
+        info!(channel, from = o.from, to = ep, "peer channel accepted");
         Ok(o.grant)
     }
 
