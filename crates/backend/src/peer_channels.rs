@@ -190,6 +190,10 @@ pub struct PeerBroker {
     notices: Vec<((u8, u32), u32)>,
 }
 
+/// A channel or offer the broker forgot: its name, the offering endpoint
+/// and the one it was offered to, each as `(endpoint, session)`.
+type Gone = (u32, (u8, u32), (u8, u32));
+
 /// Most notices kept for endpoints whose event ring is full.
 const MAX_NOTICES: usize = 1024;
 
@@ -498,10 +502,7 @@ impl PeerBroker {
 
     /// Removes every offer and channel `(channel, a, b)` for which `pick`
     /// holds and returns them (`a` offered, `b` was offered to).
-    fn forget(
-        &mut self,
-        pick: impl Fn(u32, (u8, u32), (u8, u32)) -> bool,
-    ) -> Vec<(u32, (u8, u32), (u8, u32))> {
+    fn forget(&mut self, pick: impl Fn(u32, (u8, u32), (u8, u32)) -> bool) -> Vec<Gone> {
         let mut gone = Vec::new();
         self.offers.retain(|(c, o)| {
             let (a, b) = ((o.from, o.from_session), (o.to, o.to_session));
