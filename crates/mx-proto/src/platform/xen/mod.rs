@@ -10,6 +10,7 @@
 //! | resources by slot | grant-reference lists and ports written into the control frame after the message (see [`control`]) |
 //! | identity | [`XenGuestId`]: the domid in the xenstore path of the device, never what the guest says |
 //! | bulk copy | [`XenMemory`]: the guest's pool, granted once per attachment and mapped once; a [`XenRegion`] is an offset and length in it |
+//! | peer channels | the offering guest grants the channel to the other guest's domain (which the backend tells it) and allocates an unbound port for it; the refs and the port travel as numbers in a peer frame ([`XenPeerGrant`]); the acceptor maps them with gntdev and binds the port; the doorbell is a [`XenBell`]; the backend never maps them and posts `PeerClosed` when either side goes (event channels do not hang up) |
 //!
 //! # Who creates the device directories
 //!
