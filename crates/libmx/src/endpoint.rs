@@ -898,6 +898,10 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
                 peers.offered(channel, src, session, sizes);
                 continue;
             }
+            if let Event::PeerClosed { channel } = ev {
+                peers.closed(channel);
+                continue;
+            }
             let payload = match ev {
                 Event::RecvSmall {
                     recvq_slot, length, ..

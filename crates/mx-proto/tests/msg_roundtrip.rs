@@ -124,6 +124,7 @@ proptest! {
             Event::SendMediumDone { sendq_slot: c },
             Event::PullDone { cookie: a, status: PullStatus::BadRdmaWindow, transferred: b },
             Event::CommandError { cmd_kind: e, code: f },
+            Event::PeerClosed { channel: a },
             Event::PullDirect { cookie: a, pid: b, segs: DirectSegs::new(&[]).unwrap() },
             Event::PullDirect {
                 cookie: a,
@@ -258,6 +259,10 @@ fn control_roundtrip() {
         ControlRequest::PeerByIndex { index: 9 },
         ControlRequest::Board { board: 0 },
         ControlRequest::Counters { endpoint: 1 },
+        ControlRequest::PeerDomain {
+            endpoint: 1,
+            peer_endpoint: 4,
+        },
     ];
     for r in &reqs {
         assert_eq!(&ControlRequest::decode(&r.encode()).unwrap(), r);
@@ -278,6 +283,7 @@ fn control_roundtrip() {
         }),
         ControlReply::Board(board),
         ControlReply::Counters(vec![1, 2, 3]),
+        ControlReply::PeerDomain { domain: 7 },
     ];
     for r in &reps {
         assert_eq!(&ControlReply::decode(&r.encode()).unwrap(), r);

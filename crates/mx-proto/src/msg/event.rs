@@ -62,6 +62,8 @@ u8_enum! {
         PullDirect = 13,
         /// [`Event::PeerOffer`].
         PeerOffer = 14,
+        /// [`Event::PeerClosed`].
+        PeerClosed = 15,
     }
 }
 
@@ -383,6 +385,14 @@ pub enum Event<'a> {
         /// The channel's sizes.
         sizes: crate::peer::PeerSizes,
     },
+    /// The other end of peer channel `channel` is gone (it closed the
+    /// channel or its endpoint, or its guest died): drop our end. Where the
+    /// doorbell cannot hang up (Xen event channels), this is how the
+    /// survivor learns; elsewhere it only says sooner what the hang-up says.
+    PeerClosed {
+        /// The backend's name for the channel.
+        channel: u32,
+    },
     /// The backend rejected one of our commands.
     CommandError {
         /// The command's kind byte.
@@ -579,6 +589,9 @@ impl<'a> Event<'a> {
             EventKind::CommandError => Event::CommandError {
                 cmd_kind: b[1],
                 code: b[2],
+            },
+            EventKind::PeerClosed => Event::PeerClosed {
+                channel: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
             },
             EventKind::PeerOffer => {
                 let r: RawPeer = read(b);
@@ -854,6 +867,10 @@ impl<'a> Event<'a> {
                         .into(),
                 },
             ),
+            Event::PeerClosed { channel } => {
+                b[0] = EventKind::PeerClosed as u8;
+                b[4..8].copy_from_slice(&channel.to_le_bytes());
+            }
             Event::CommandError { cmd_kind, code } => {
                 b[0] = EventKind::CommandError as u8;
                 b[1] = *cmd_kind;
