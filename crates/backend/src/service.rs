@@ -1268,78 +1268,111 @@ impl<H: HostPlatform> Backend<H> {
         // Fair per principal, not per endpoint: each gets `cmd_batch`
         // commands per pass shared among its endpoints (starting at a
         // different one each pass), so a user with four busy endpoints
-        // takes the share of a user with one.
+        // takes the share of a user with one. What an endpoint leaves
+        // (it ran dry or is blocked) goes to its principal's others, in
+        // further rounds: an idle endpoint must not halve a busy one's.
         for p in self.principals.iter_mut() {
             let k = p.endpoints.len();
             if k == 0 {
                 continue;
             }
-            let share = self.cfg.cmd_batch.div_ceil(k as u32).max(1);
             let start = p.cursor % k;
             p.cursor = (start + 1) % k;
-            for j in 0..k {
-                let id = usize::from(p.endpoints[(start + j) % k]);
-                if endpoints_ptr.get(id).is_none_or(Option::is_none) {
-                    continue;
-                }
-                for _ in 0..share {
-                    let ep = endpoints_ptr[id].as_mut().expect("checked");
-                    let (slot, retry): (CmdSlot, bool) = match ep.pending.take() {
-                        Some(s) => (s, true),
-                        None => match ep.chan.pop_command() {
-                            Ok(Some(s)) => (s, false),
-                            Ok(None) => break,
-                            Err(e) => {
-                                warn!(endpoint = id, "command ring corrupt: {e:?}");
-                                broken.push(ep.guest);
-                                break;
-                            }
-                        },
-                    };
-                    // Retrying a blocked command is work only once it goes through.
-                    worked |= !retry;
-                    let cmd = match Command::parse(&slot) {
-                        Ok(c) => c,
-                        Err(_) => {
-                            let ep = endpoints_ptr[id].as_mut().expect("checked");
-                            ep.counters.bump(Counter::CmdsMalformed);
-                            continue;
-                        }
-                    };
-                    ctx.blocked_since = if retry {
-                        endpoints_ptr[id].as_ref().and_then(|e| e.blocked_since)
-                    } else {
-                        None
-                    };
-                    match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
-                        Outcome::Done => {
-                            worked = true;
-                            if let Some(ep) = endpoints_ptr[id].as_mut() {
-                                ep.counters.bump(Counter::CmdsProcessed);
-                                ep.blocked_since = None;
-                            }
-                        }
-                        Outcome::Blocked => {
-                            if deliver::give_up(&mut ctx, endpoints_ptr, id, &cmd, stalled_wait) {
-                                worked = true;
-                                if let Some(ep) = endpoints_ptr[id].as_mut() {
-                                    ep.blocked_since = None;
+            let mut left = self.cfg.cmd_batch.max(1);
+            // Endpoints done for this pass (dry, blocked, broken, closed);
+            // a board has at most 256 endpoint ids.
+            let mut done = [false; 256];
+            let mut active = k as u32;
+            // Each round ends with the budget spent or one more endpoint
+            // done, so there are at most k + 1.
+            while left > 0 && active > 0 {
+                for j in 0..k {
+                    if left == 0 || active == 0 {
+                        break;
+                    }
+                    if done[j] {
+                        continue;
+                    }
+                    let id = usize::from(p.endpoints[(start + j) % k]);
+                    if endpoints_ptr.get(id).is_none_or(Option::is_none) {
+                        done[j] = true;
+                        active -= 1;
+                        continue;
+                    }
+                    let share = left.div_ceil(active);
+                    let mut stopped = false;
+                    for _ in 0..share {
+                        left -= 1;
+                        let ep = endpoints_ptr[id].as_mut().expect("checked");
+                        let (slot, retry): (CmdSlot, bool) = match ep.pending.take() {
+                            Some(s) => (s, true),
+                            None => match ep.chan.pop_command() {
+                                Ok(Some(s)) => (s, false),
+                                Ok(None) => {
+                                    left += 1;
+                                    stopped = true;
+                                    break;
                                 }
+                                Err(e) => {
+                                    warn!(endpoint = id, "command ring corrupt: {e:?}");
+                                    broken.push(ep.guest);
+                                    left += 1;
+                                    stopped = true;
+                                    break;
+                                }
+                            },
+                        };
+                        // Retrying a blocked command is work only once it goes through.
+                        worked |= !retry;
+                        let cmd = match Command::parse(&slot) {
+                            Ok(c) => c,
+                            Err(_) => {
+                                let ep = endpoints_ptr[id].as_mut().expect("checked");
+                                ep.counters.bump(Counter::CmdsMalformed);
                                 continue;
                             }
-                            if let Some(ep) = endpoints_ptr[id].as_mut() {
-                                ep.pending = Some(slot);
-                                ep.blocked_since.get_or_insert(now);
+                        };
+                        ctx.blocked_since = if retry {
+                            endpoints_ptr[id].as_ref().and_then(|e| e.blocked_since)
+                        } else {
+                            None
+                        };
+                        match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
+                            Outcome::Done => {
+                                worked = true;
+                                if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                    ep.counters.bump(Counter::CmdsProcessed);
+                                    ep.blocked_since = None;
+                                }
                             }
-                            blocked = true;
-                            break;
+                            Outcome::Blocked => {
+                                if deliver::give_up(&mut ctx, endpoints_ptr, id, &cmd, stalled_wait)
+                                {
+                                    worked = true;
+                                    if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                        ep.blocked_since = None;
+                                    }
+                                    continue;
+                                }
+                                if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                    ep.pending = Some(slot);
+                                    ep.blocked_since.get_or_insert(now);
+                                }
+                                blocked = true;
+                                stopped = true;
+                                break;
+                            }
                         }
                     }
-                }
-                if let Some(ep) = endpoints_ptr[id].as_mut() {
-                    // A guest blocked on a full command ring asked to be told.
-                    if ep.chan.release_commands().is_needed() {
-                        let _ = ep.event.notify();
+                    if stopped || endpoints_ptr[id].is_none() {
+                        done[j] = true;
+                        active -= 1;
+                    }
+                    if let Some(ep) = endpoints_ptr[id].as_mut() {
+                        // A guest blocked on a full command ring asked to be told.
+                        if ep.chan.release_commands().is_needed() {
+                            let _ = ep.event.notify();
+                        }
                     }
                 }
             }

@@ -121,6 +121,21 @@ fn punched_holes_hurt_only_the_guest_that_punches() {
     assert!(be.alive(), "backend died: {}", be.log());
 }
 
+/// Item 7: shared pages whose memfd could still take new seals are
+/// refused (BadResources); the backend goes on serving.
+#[test]
+fn pages_that_could_take_new_seals_are_refused() {
+    let mut be = BackendProc::start(&[]);
+    let (sent, _attacker) = honest_pair_during(&mut be, 23, |be| {
+        let mut h = GuestProc::spawn("unsealed", "unsealed", be.socket(), &[]);
+        let r = h.expect("MXUNSEALED");
+        assert_eq!(field(&r, "reply"), Some("BadResources"), "{r:?}");
+        h
+    });
+    eprintln!("unsealed pages refused: honest pair exchanged {sent} messages");
+    assert!(be.alive(), "backend died: {}", be.log());
+}
+
 fn pingpong_exe() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary");
     let p = exe
@@ -222,6 +237,40 @@ fn busy_endpoints_of_one_user_take_one_share() {
     }
 }
 
+/// Item 3, by the order of service rather than by the clock: one user's
+/// four endpoints and another user's one each hold a full command ring of
+/// messages to one receiver when the backend wakes up; the receiver's
+/// event ring then records whom the backend served when. With fair shares
+/// per principal the lone endpoint's last message arrives after about as
+/// many of the busy user's (one share each per pass); with shares per
+/// endpoint it arrives after four times as many.
+#[test]
+fn four_endpoints_of_one_user_get_one_share_of_service() {
+    use common::hostile::{FairProbe, PROBE_MSGS};
+    let be = BackendProc::start(&[]);
+    let mut probe = FairProbe::open(be.socket());
+    let mut busy = GuestProc::spawn_as("fill4", "fill4", be.socket(), &[], Some(NOBODY));
+    busy.expect("MXREADY");
+    // Let the backend go to sleep: nothing below notifies it until start.
+    std::thread::sleep(Duration::from_millis(200));
+    // Ours first: a backend that wakes early can only favour it.
+    probe.fill_own();
+    busy.send(&format!("fill {}", probe.target()));
+    busy.expect("MXFILLED");
+    probe.start();
+    let total = 5 * PROBE_MSGS;
+    let (others, got) = probe.others_before_own_last(total, Duration::from_secs(30));
+    assert_eq!(got, total, "messages lost");
+    eprintln!(
+        "before the lone endpoint's last of {PROBE_MSGS} messages: {others} of the busy user's {}",
+        4 * PROBE_MSGS
+    );
+    assert!(
+        others < 3 * PROBE_MSGS / 2,
+        "the busy user's four endpoints got {others} services while the lone endpoint got {PROBE_MSGS}: shares are not per principal"
+    );
+}
+
 fn wait_bounded(mut c: std::process::Child, limit: Duration) -> std::process::Output {
     let deadline = Instant::now() + limit;
     while matches!(c.try_wait(), Ok(None)) {
@@ -279,10 +328,23 @@ fn a_guest_that_never_drains_cannot_stall_a_pingpong() {
 }
 
 /// Item 3: one user opens endpoints until refused: it gets its share
-/// (`--max-endpoints-per-user`), the refusal is NoResources, another
-/// process of the same user gets none, and another user still opens.
+/// (the default, 24 of 32, then `--max-endpoints-per-user`), the refusal
+/// is NoResources, another process of the same user gets none, and
+/// another user still opens.
 #[test]
 fn one_user_cannot_take_every_endpoint() {
+    {
+        let be = BackendProc::start(&[]);
+        let mut hog = GuestProc::spawn_as("hog", "hog", be.socket(), &[], Some(NOBODY));
+        let f = hog.expect("MXHOG");
+        assert_eq!(field(&f, "opened"), Some("24"), "{f:?}");
+        let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(be.socket())).expect("attach");
+        fe.open_endpoint(
+            mx_proto::msg::control::ANY_ENDPOINT,
+            ChannelSizes::default(),
+        )
+        .expect("another user still opens beside the default share");
+    }
     let mut be = BackendProc::start(&["--max-endpoints-per-user", "6"]);
     let mut hog = GuestProc::spawn_as("hog", "hog", be.socket(), &[], Some(NOBODY));
     let f = hog.expect("MXHOG");
@@ -406,6 +468,8 @@ fn guest_child() {
         "flood" => common::hostile::run_flood(&socket),
         "hog" => common::hostile::run_hog(&socket),
         "busy" => common::hostile::run_busy(&socket),
+        "fill4" => common::hostile::run_fill4(&socket),
+        "unsealed" => common::hostile::run_unsealed(&socket),
         other => panic!("unknown role {other}"),
     }
 }
