@@ -1064,3 +1064,69 @@ pub fn run_unsealed(socket: &Path) {
     println!("MXUNSEALED reply={reply}");
     hold();
 }
+
+// ------------------------------------------- drops counted once ---
+
+fn counter_of(v: &[u64], label: &str) -> u64 {
+    let i = mx_proto::msg::control::COUNTER_LABELS
+        .iter()
+        .position(|l| *l == label)
+        .expect("counter label");
+    v[i]
+}
+
+/// Fill `h`'s event ring with messages to itself, and let the backend
+/// post them all.
+fn fill_own_events(h: &mut Hostile, rng: &mut Rng) {
+    for _ in 0..SIZES.evt_slots {
+        h.push_self_tiny(rng);
+    }
+    h.kick();
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// Commands that wait and are then NACKed or dropped must be counted
+/// once, however often the backend retried them. Two cases:
+/// `MXDROPS1 closed=<n> nacks=<n>`: a send to a closed endpoint whose
+/// NACK waits for room in our own full event ring (we drain it after a
+/// while); `MXDROPS2 stalled=<n> backpressured=<n> dest_dropped=<n>`: a
+/// send to an endpoint that never drains, given up on after
+/// `stalled_wait`. Then it holds.
+pub fn run_drop_counts(socket: &Path) {
+    let (mut rng, _) = Rng::from_entropy();
+    let mut x = Hostile::open(socket);
+    fill_own_events(&mut x, &mut rng);
+    let closed = (0..32u8).rev().find(|&e| e != x.ep).expect("an id");
+    let hdr = x.hdr(&mut rng, x.board.self_peer, closed, 0);
+    assert!(x.push(&Command::Tiny { hdr, data: &[] }));
+    x.kick();
+    // The backend retries the NACK every millisecond meanwhile.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        x.drain();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = x.counters().expect("x's counters");
+    println!(
+        "MXDROPS1 closed={} nacks={}",
+        counter_of(&c, "recv dropped: endpoint closed"),
+        counter_of(&c, "nacks sent")
+    );
+    let mut v = Hostile::open(socket);
+    fill_own_events(&mut v, &mut rng);
+    let mut s = Hostile::open(socket);
+    let hdr = s.hdr(&mut rng, s.board.self_peer, v.ep, v.session);
+    assert!(s.push(&Command::Tiny { hdr, data: &[] }));
+    s.kick();
+    // Well past `stalled_wait` (100 ms): the send is given up on.
+    std::thread::sleep(Duration::from_millis(600));
+    let cs = s.counters().expect("s's counters");
+    let cv = v.counters().expect("v's counters");
+    println!(
+        "MXDROPS2 stalled={} backpressured={} dest_dropped={}",
+        counter_of(&cs, "sends dropped: destination stalled"),
+        counter_of(&cs, "sends back-pressured"),
+        counter_of(&cv, "recv dropped: event ring full"),
+    );
+    hold();
+}
