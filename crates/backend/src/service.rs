@@ -613,7 +613,7 @@ impl<H: HostPlatform> Backend<H> {
         let id = conn.principal();
         let p = self.principals.iter().position(|p| p.id == id);
         let held = p.map_or(0, |i| self.principals[i].attachments);
-        let refused = if held >= self.cfg.limits.attachments {
+        let refused = if held >= self.cfg.limits.attachments && !conn.is_privileged() {
             Some("attachments per user")
         } else if self.guests.len() >= self.cfg.limits.total_attachments as usize {
             Some("attachments")
@@ -781,7 +781,10 @@ impl<H: HostPlatform> Backend<H> {
                     .get(endpoint as usize)
                     .and_then(|e| e.as_ref())
                 {
-                    Some(e) => ControlReply::Counters(e.counters.values().to_vec()),
+                    Some(e) if self.may_inspect(key, e.guest) => {
+                        ControlReply::Counters(e.counters.values().to_vec())
+                    }
+                    Some(_) => ControlReply::Error(ControlError::NotOwner),
                     None => ControlReply::Error(ControlError::BadEndpoint),
                 }
             }
@@ -831,7 +834,13 @@ impl<H: HostPlatform> Backend<H> {
                     sizes,
                     self_peer: self.self_peer,
                 },
-                |g| self.guests.get(g).map(|g| g.principal),
+                // Privileged guests are outside the per-principal limits.
+                |g| {
+                    self.guests
+                        .get(g)
+                        .filter(|g| !g.conn.is_privileged())
+                        .map(|g| g.principal)
+                },
                 &mut res,
             ) {
                 Ok(channel) => ControlReply::PeerPending { channel },
@@ -866,6 +875,27 @@ impl<H: HostPlatform> Backend<H> {
                 }
             }
         }
+    }
+
+    /// Whether guest `key` may read what guest `owner` holds (an
+    /// endpoint's counters): its own principal's, or anyone's for a
+    /// privileged guest (the backend's administrator). Processes of one
+    /// uid can inspect each other anyway (ptrace, /proc); other users'
+    /// traffic figures are theirs.
+    fn may_inspect(&self, key: usize, owner: usize) -> bool {
+        let (Some(g), Some(o)) = (self.guests.get(key), self.guests.get(owner)) else {
+            return false;
+        };
+        g.principal == o.principal || g.conn.is_privileged()
+    }
+
+    /// Whether the per-principal limits apply to guest `key`: not to a
+    /// privileged guest (root, or the backend's own user), who can
+    /// restart the backend with any limits anyway; every root process of
+    /// a host would otherwise share one quota. The totals (attachments in
+    /// all, the board's endpoints) still hold.
+    fn limited(&self, key: usize) -> bool {
+        self.guests.get(key).is_none_or(|g| !g.conn.is_privileged())
     }
 
     /// Whether guest `key` may open the raw endpoint, by the configured
@@ -1014,7 +1044,7 @@ impl<H: HostPlatform> Backend<H> {
             .ok_or(ControlError::BadResources)?;
         let principal = self.guests.get(key).map_or(0, |g| g.principal);
         let mapped = self.principals.get(principal).map_or(0, |p| p.mapped);
-        if mapped.saturating_add(layout_len as u64) > self.cfg.limits.memory {
+        if mapped.saturating_add(layout_len as u64) > self.cfg.limits.memory && self.limited(key) {
             self.limit_refused(key, "shared memory per user");
             return Err(ControlError::NoResources);
         }
@@ -1125,7 +1155,7 @@ impl<H: HostPlatform> Backend<H> {
             .principals
             .get(principal)
             .map_or(0, |p| p.endpoints.len());
-        if held >= self.cfg.limits.endpoints as usize {
+        if held >= self.cfg.limits.endpoints as usize && self.limited(key) {
             self.limit_refused(key, "endpoints per user");
             return Err(ControlError::NoResources);
         }

@@ -1130,3 +1130,30 @@ pub fn run_drop_counts(socket: &Path) {
     );
     hold();
 }
+
+// ------------------------------------------- counters are the owner's ---
+
+/// Open an endpoint, then read the counters of ours, of `MX_PEEK_EP`
+/// (another user's) and of `MX_PEEK_FREE` (not open):
+/// `MXPEEK ep=<ours> own=<ok|error> other=<..> free=<..>`; then hold.
+pub fn run_peek(socket: &Path) {
+    use frontend::{Frontend, FrontendError};
+    let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(socket)).expect("attach");
+    let (ep, _) = fe
+        .open_endpoint(ANY_ENDPOINT, ChannelSizes::default())
+        .expect("open");
+    let env = |k: &str| -> u8 { std::env::var(k).expect(k).parse().expect("endpoint") };
+    let show = |r: Result<Vec<u64>, FrontendError>| match r {
+        Ok(_) => "ok".to_string(),
+        Err(FrontendError::Refused(e)) => format!("{e:?}"),
+        Err(e) => panic!("counters: {e}"),
+    };
+    println!(
+        "MXPEEK ep={} own={} other={} free={}",
+        ep.id(),
+        show(fe.counters(ep.id())),
+        show(fe.counters(env("MX_PEEK_EP"))),
+        show(fe.counters(env("MX_PEEK_FREE"))),
+    );
+    hold();
+}
