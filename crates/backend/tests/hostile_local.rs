@@ -69,7 +69,7 @@ fn honest_pair_during<T>(
 /// the honest pair and a newcomer, and still exits on SIGTERM.
 #[test]
 fn a_guest_cannot_make_the_backend_block_on_its_doorbell() {
-    let mut be = BackendProc::start(&[]);
+    let mut be = BackendProc::start(common::RAW_PAIR_ARGS);
     let (sent, _attacker) = honest_pair_during(&mut be, 21, |be| {
         let mut h = GuestProc::spawn(
             "doorbell",
@@ -104,7 +104,7 @@ fn a_guest_cannot_make_the_backend_block_on_its_doorbell() {
 /// it: the backend never faults, the honest pair is untouched.
 #[test]
 fn punched_holes_hurt_only_the_guest_that_punches() {
-    let mut be = BackendProc::start(&[]);
+    let mut be = BackendProc::start(common::RAW_PAIR_ARGS);
     let (sent, _attacker) = honest_pair_during(&mut be, 22, |be| {
         let mut h = GuestProc::spawn(
             "punch",
@@ -125,7 +125,7 @@ fn punched_holes_hurt_only_the_guest_that_punches() {
 /// refused (BadResources); the backend goes on serving.
 #[test]
 fn pages_that_could_take_new_seals_are_refused() {
-    let mut be = BackendProc::start(&[]);
+    let mut be = BackendProc::start(common::RAW_PAIR_ARGS);
     let (sent, _attacker) = honest_pair_during(&mut be, 23, |be| {
         let mut h = GuestProc::spawn("unsealed", "unsealed", be.socket(), &[]);
         let r = h.expect("MXUNSEALED");
