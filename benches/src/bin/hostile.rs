@@ -102,6 +102,15 @@ fn parse() -> Cli {
     c
 }
 
+/// An attacker role: (role, environment, how many processes, the line
+/// that says it is under way).
+type Role = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    usize,
+    &'static str,
+);
+
 /// One attack: how to start its processes once the backend is up.
 struct Attack {
     name: &'static str,
@@ -111,12 +120,7 @@ struct Attack {
     /// `RLIMIT_NOFILE` of the backend.
     nofile: Option<u64>,
     /// (role, environment, how many processes, line that says it is under way)
-    procs: &'static [(
-        &'static str,
-        &'static [(&'static str, &'static str)],
-        usize,
-        &'static str,
-    )],
+    procs: &'static [Role],
 }
 
 const HOLD: (&str, &str) = ("MX_SPLIT_HOSTILE_MS", "600000");

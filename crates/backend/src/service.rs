@@ -1316,16 +1316,16 @@ impl<H: HostPlatform> Backend<H> {
             // Each round ends with the budget spent or one more endpoint
             // done, so there are at most k + 1.
             while left > 0 && active > 0 {
-                for j in 0..k {
+                for (j, is_done) in done.iter_mut().enumerate().take(k) {
                     if left == 0 || active == 0 {
                         break;
                     }
-                    if done[j] {
+                    if *is_done {
                         continue;
                     }
                     let id = usize::from(p.endpoints[(start + j) % k]);
                     if endpoints_ptr.get(id).is_none_or(Option::is_none) {
-                        done[j] = true;
+                        *is_done = true;
                         active -= 1;
                         continue;
                     }
@@ -1395,7 +1395,7 @@ impl<H: HostPlatform> Backend<H> {
                         }
                     }
                     if stopped || endpoints_ptr[id].is_none() {
-                        done[j] = true;
+                        *is_done = true;
                         active -= 1;
                     }
                     if let Some(ep) = endpoints_ptr[id].as_mut() {
