@@ -1082,7 +1082,19 @@ fn fill_own_events(h: &mut Hostile, rng: &mut Rng) {
         h.push_self_tiny(rng);
     }
     h.kick();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_counter(h, "events posted", u64::from(SIZES.evt_slots));
+}
+
+/// Wait (bounded, 20 s) until `h`'s counter `label` reaches `n`.
+fn wait_counter(h: &Hostile, label: &str, n: u64) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if h.counters().is_some_and(|c| counter_of(&c, label) >= n) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{label} never reached {n}");
 }
 
 /// Commands that wait and are then NACKed or dropped must be counted
@@ -1102,10 +1114,11 @@ pub fn run_drop_counts(socket: &Path) {
     x.kick();
     // The backend retries the NACK every millisecond meanwhile.
     std::thread::sleep(Duration::from_millis(300));
-    for _ in 0..3 {
-        x.drain();
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    x.drain();
+    wait_counter(&x, "nacks sent", 1);
+    // Room for more retries to be (wrongly) counted, had there been any.
+    std::thread::sleep(Duration::from_millis(100));
+    x.drain();
     let c = x.counters().expect("x's counters");
     println!(
         "MXDROPS1 closed={} nacks={}",
@@ -1118,8 +1131,10 @@ pub fn run_drop_counts(socket: &Path) {
     let hdr = s.hdr(&mut rng, s.board.self_peer, v.ep, v.session);
     assert!(s.push(&Command::Tiny { hdr, data: &[] }));
     s.kick();
-    // Well past `stalled_wait` (100 ms): the send is given up on.
-    std::thread::sleep(Duration::from_millis(600));
+    // After `stalled_wait` (100 ms) the send is given up on; it was
+    // retried every millisecond meanwhile.
+    wait_counter(&s, "sends dropped: destination stalled", 1);
+    std::thread::sleep(Duration::from_millis(100));
     let cs = s.counters().expect("s's counters");
     let cv = v.counters().expect("v's counters");
     println!(
