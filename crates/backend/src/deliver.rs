@@ -465,9 +465,10 @@ fn network_path<H: HostPlatform>(eps: &[Option<Endpoint<H>>], src: usize, dst: u
     flagged(src) || flagged(usize::from(dst))
 }
 
-/// Two distinct endpoints mutably, or `None` when `a == b`.
+/// Two distinct endpoints mutably, or `None` when `a == b` or either is
+/// out of range (a guest names any endpoint id it likes).
 fn pair<T>(v: &mut [Option<T>], a: usize, b: usize) -> Option<(&mut T, &mut T)> {
-    if a == b {
+    if a == b || a.max(b) >= v.len() {
         return None;
     }
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };

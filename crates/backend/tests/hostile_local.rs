@@ -329,15 +329,20 @@ fn a_guest_that_never_drains_cannot_stall_a_pingpong() {
 
 /// Review of issue 14: a command that waits (for room for its NACK in its
 /// sender's full event ring, or for a destination that never drains) is
-/// counted once when it is NACKed or dropped, not once per retry.
+/// counted once when it is NACKed or dropped, not once per retry; one to
+/// an endpoint id beyond the board waits like the others (the backend
+/// panicked on it: the cause of `split_processes`' flaky
+/// `hostile_guest_hurts_only_itself`).
 #[test]
 fn a_command_that_waits_is_counted_once() {
-    let be = BackendProc::start(&[]);
+    let mut be = BackendProc::start(&[]);
     let mut h = GuestProc::spawn("drops", "drops", be.socket(), &[]);
     let d1 = h.expect("MXDROPS1");
     assert_eq!(field(&d1, "closed"), Some("1"), "{d1:?}");
-    assert_eq!(field(&d1, "nacks"), Some("1"), "{d1:?}");
+    assert_eq!(field(&d1, "bad"), Some("1"), "{d1:?}");
+    assert_eq!(field(&d1, "nacks"), Some("2"), "{d1:?}");
     let d2 = h.expect("MXDROPS2");
+    assert!(be.alive(), "backend died: {}", be.log());
     assert_eq!(field(&d2, "stalled"), Some("1"), "{d2:?}");
     assert_eq!(field(&d2, "backpressured"), Some("1"), "{d2:?}");
     assert_eq!(field(&d2, "dest_dropped"), Some("1"), "{d2:?}");

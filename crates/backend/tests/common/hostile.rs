@@ -1099,15 +1099,20 @@ fn wait_counter(h: &Hostile, label: &str, n: u64) {
 
 /// Commands that wait and are then NACKed or dropped must be counted
 /// once, however often the backend retried them. Two cases:
-/// `MXDROPS1 closed=<n> nacks=<n>`: a send to a closed endpoint whose
-/// NACK waits for room in our own full event ring (we drain it after a
-/// while); `MXDROPS2 stalled=<n> backpressured=<n> dest_dropped=<n>`: a
+/// `MXDROPS1 closed=<n> nacks=<n> bad=<n>`: a send beyond the board's
+/// endpoints and one to a closed endpoint whose NACKs wait for room in
+/// our own full event ring (we drain it after a while); `MXDROPS2 stalled=<n> backpressured=<n> dest_dropped=<n>`: a
 /// send to an endpoint that never drains, given up on after
 /// `stalled_wait`. Then it holds.
 pub fn run_drop_counts(socket: &Path) {
     let (mut rng, _) = Rng::from_entropy();
     let mut x = Hostile::open(socket);
     fill_own_events(&mut x, &mut rng);
+    // Beyond the board's endpoints: its NACK waits too (the backend once
+    // indexed its endpoint table with such an id while deciding whether
+    // to give up, and panicked).
+    let hdr = x.hdr(&mut rng, x.board.self_peer, 255, 0);
+    assert!(x.push(&Command::Tiny { hdr, data: &[] }));
     let closed = (0..32u8).rev().find(|&e| e != x.ep).expect("an id");
     let hdr = x.hdr(&mut rng, x.board.self_peer, closed, 0);
     assert!(x.push(&Command::Tiny { hdr, data: &[] }));
@@ -1115,15 +1120,16 @@ pub fn run_drop_counts(socket: &Path) {
     // The backend retries the NACK every millisecond meanwhile.
     std::thread::sleep(Duration::from_millis(300));
     x.drain();
-    wait_counter(&x, "nacks sent", 1);
+    wait_counter(&x, "nacks sent", 2);
     // Room for more retries to be (wrongly) counted, had there been any.
     std::thread::sleep(Duration::from_millis(100));
     x.drain();
     let c = x.counters().expect("x's counters");
     println!(
-        "MXDROPS1 closed={} nacks={}",
+        "MXDROPS1 closed={} nacks={} bad={}",
         counter_of(&c, "recv dropped: endpoint closed"),
-        counter_of(&c, "nacks sent")
+        counter_of(&c, "nacks sent"),
+        counter_of(&c, "cmds bad slot or peer")
     );
     let mut v = Hostile::open(socket);
     fill_own_events(&mut v, &mut rng);
