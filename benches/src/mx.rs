@@ -311,7 +311,9 @@ fn parse_nic(s: Option<&&str>) -> Option<u64> {
     s.map(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).expect("hex nic id"))
 }
 
-fn conn(socket: &str, mode: &str, me: &str, peer: &str, nic: Option<&&str>) -> MxConn {
+/// Open endpoint `me` in `mode` on the backend at `socket` and connect it
+/// to endpoint `peer` of board `nic` (hex; default our own).
+pub fn conn(socket: &str, mode: &str, me: &str, peer: &str, nic: Option<&&str>) -> MxConn {
     let mode = MxMode::parse(mode);
     let (me, peer): (u8, u8) = (me.parse().expect("id"), peer.parse().expect("id"));
     let ep = open(Path::new(socket), me, mode);

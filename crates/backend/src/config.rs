@@ -158,6 +158,10 @@ pub struct WireTiming {
     pub candidates_per_source: usize,
     /// Most peers learned from the wire (4096; static peers not counted).
     pub max_discovered: usize,
+    /// Most of those learned from the announcements of one source MAC
+    /// (4: a host announces itself; more from one source is a forger
+    /// answering our queries for addresses it made up).
+    pub discovered_per_source: usize,
 }
 
 impl Default for WireTiming {
@@ -176,6 +180,7 @@ impl Default for WireTiming {
             max_candidates: 256,
             candidates_per_source: 4,
             max_discovered: 4096,
+            discovered_per_source: 4,
         }
     }
 }

@@ -154,9 +154,10 @@ pub enum NicCounter {
     CandidatesExpired,
     QueriesDeferred,
     DropDiscoveredFull,
+    DropDiscoveredPerSource,
 }
 
-const NN: usize = NicCounter::DropDiscoveredFull as usize + 1;
+const NN: usize = NicCounter::DropDiscoveredPerSource as usize + 1;
 const _: () = assert!(NN == NIC_COUNTER_LABELS.len());
 
 /// The counters of a NIC. Atomic so that a handle on another thread (tests,

@@ -92,10 +92,12 @@ fn reject<H: HostPlatform>(
     kind: CommandKind,
     code: CommandErrorCode,
 ) -> Outcome {
-    src.counters.bump(Counter::CmdsBadRef);
+    // Counted once, when it is answered: a retry after back-pressure is
+    // the same command.
     if space::<H>(&mut src.chan) == 0 {
         return Outcome::Blocked;
     }
+    src.counters.bump(Counter::CmdsBadRef);
     post(
         src,
         &Event::CommandError {
@@ -201,11 +203,13 @@ pub fn handle<H: HostPlatform>(
     };
     if let Some(nt) = nack_type {
         let src = eps[src_id].as_mut().expect("source endpoint is open");
-        match nt {
+        // A NACK that waits for room in the source's event ring is
+        // retried: count the drop once, when the command is done with.
+        let count_drop = |src: &mut Endpoint<H>| match nt {
             nack::ENDPT_CLOSED => src.counters.bump(Counter::DropEndpointClosed),
             nack::BAD_SESSION => src.counters.bump(Counter::DropBadSession),
             _ => src.counters.bump(Counter::CmdsBadRef),
-        }
+        };
         if let Command::Pull(p) = cmd {
             let status = match nt {
                 nack::BAD_ENDPT => PullStatus::BadEndpoint,
@@ -215,6 +219,7 @@ pub fn handle<H: HostPlatform>(
             if space::<H>(&mut src.chan) == 0 {
                 return Outcome::Blocked;
             }
+            count_drop(src);
             post(
                 src,
                 &Event::PullDone {
@@ -228,11 +233,13 @@ pub fn handle<H: HostPlatform>(
         // Acks to a bad destination are dropped silently (spec: TRUC never
         // causes a NACK).
         let Some(seqnum) = nackable(cmd) else {
+            count_drop(src);
             return Outcome::Done;
         };
         if space::<H>(&mut src.chan) == 0 {
             return Outcome::Blocked;
         }
+        count_drop(src);
         src.counters.bump(Counter::NacksSent);
         post(
             src,
@@ -261,17 +268,16 @@ pub fn handle<H: HostPlatform>(
     {
         let d = eps[dst_id].as_mut().expect("checked open");
         if space::<H>(&mut d.chan) == 0 || (needs_slot && recvq_space::<H>(&mut d.chan) == 0) {
-            d.counters
-                .bump(if needs_slot && space::<H>(&mut d.chan) > 0 {
-                    Counter::DropRecvqFull
-                } else {
-                    Counter::DropEventRingFull
-                });
-            eps[src_id]
-                .as_mut()
-                .expect("source endpoint is open")
-                .counters
-                .bump(Counter::BackPressured);
+            // Nothing is dropped yet (the command waits; `give_up` counts
+            // the drop if it comes to that), and a wait is counted once,
+            // not at every retry.
+            if first_try(ctx) {
+                eps[src_id]
+                    .as_mut()
+                    .expect("source endpoint is open")
+                    .counters
+                    .bump(Counter::BackPressured);
+            }
             return Outcome::Blocked;
         }
     }
@@ -429,9 +435,22 @@ pub fn give_up<H: HostPlatform>(
             );
         }
     }
+    // One drop, one count on each side: the sender's "destination
+    // stalled", the destination's for whichever of its rings was full.
     s.counters.bump(Counter::DropStalledDest);
-    d.counters.bump(Counter::DropEventRingFull);
+    d.counters.bump(if space::<H>(&mut d.chan) > 0 {
+        Counter::DropRecvqFull
+    } else {
+        Counter::DropEventRingFull
+    });
     true
+}
+
+/// Whether this is a command's first attempt (not a retry after
+/// back-pressure): what is counted per command is counted then.
+#[inline]
+fn first_try<H: HostPlatform>(ctx: &Ctx<'_, H>) -> bool {
+    ctx.blocked_since.is_none()
 }
 
 /// Whether a command of `src` to local endpoint `dst` takes the network
@@ -446,9 +465,10 @@ fn network_path<H: HostPlatform>(eps: &[Option<Endpoint<H>>], src: usize, dst: u
     flagged(src) || flagged(usize::from(dst))
 }
 
-/// Two distinct endpoints mutably, or `None` when `a == b`.
+/// Two distinct endpoints mutably, or `None` when `a == b` or either is
+/// out of range (a guest names any endpoint id it likes).
 fn pair<T>(v: &mut [Option<T>], a: usize, b: usize) -> Option<(&mut T, &mut T)> {
-    if a == b {
+    if a == b || a.max(b) >= v.len() {
         return None;
     }
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
@@ -502,7 +522,9 @@ fn medium<H: HostPlatform>(
                 || recvq_space::<H>(&mut d.chan) == 0
                 || space::<H>(&mut s.chan) == 0
             {
-                s.counters.bump(Counter::BackPressured);
+                if first_try(ctx) {
+                    s.counters.bump(Counter::BackPressured);
+                }
                 return Outcome::Blocked;
             }
             let Ok(slot) = d.chan.recvq_claim() else {
@@ -524,7 +546,9 @@ fn medium<H: HostPlatform>(
             // A send to our own endpoint through the backend (MX_DISABLE_SELF).
             let e = eps[src_id].as_mut().expect("source endpoint is open");
             if space::<H>(&mut e.chan) < 2 || recvq_space::<H>(&mut e.chan) == 0 {
-                e.counters.bump(Counter::BackPressured);
+                if first_try(ctx) {
+                    e.counters.bump(Counter::BackPressured);
+                }
                 return Outcome::Blocked;
             }
             let Ok(slot) = e.chan.recvq_claim() else {

@@ -29,8 +29,9 @@
 //!   has had a query and half an interval to answer it.
 //! - At most [`WireTiming::query_rate`] HOST_QUERYs a second, candidates
 //!   and known peers together; the rest wait (counted).
-//! - At most [`WireTiming::max_discovered`] peers are learned from the
-//!   wire; static peers (peers file, a mapper's names) are not counted
+//! - At most [`WireTiming::discovered_per_source`] peers are learned
+//!   from the announcements of one source MAC, and at most
+//!   [`WireTiming::max_discovered`] from the wire in all; static peers (peers file, a mapper's names) are not counted
 //!   and never displaced.
 
 use crate::config::WireTiming;
@@ -66,6 +67,9 @@ pub struct Discovery {
     magic: u32,
     candidates: HashMap<u64, Candidate>,
     per_source: HashMap<[u8; 6], usize>,
+    /// Peers learned so far per source MAC of their announcement (one
+    /// entry per learned peer at most, so bounded by `max_discovered`).
+    learned_per_source: HashMap<[u8; 6], usize>,
     /// HOST_QUERYs still allowed in the current one-second window.
     tokens: u32,
     window_end: Option<Instant>,
@@ -85,6 +89,7 @@ impl Discovery {
             magic: HOST_QUERY_MAGIC,
             candidates: HashMap::new(),
             per_source: HashMap::new(),
+            learned_per_source: HashMap::new(),
             tokens: 0,
             window_end: None,
             deferred: false,
@@ -150,10 +155,19 @@ impl Discovery {
         let Some(cand) = self.forget(nic_id) else {
             return false;
         };
+        // One source announcing many addresses that all answer (it sees
+        // our queries to them and replies as each) would otherwise fill
+        // every discovered slot.
+        let learned = self.learned_per_source.get(&cand.src).copied().unwrap_or(0);
+        if learned >= t.discovered_per_source {
+            c.bump(NicCounter::DropDiscoveredPerSource);
+            return true;
+        }
         let Some(i) = peers.add_discovered(nic_id, hostname, t.max_discovered) else {
             c.bump(NicCounter::DropDiscoveredFull);
             return true;
         };
+        *self.learned_per_source.entry(cand.src).or_insert(0) += 1;
         c.bump(NicCounter::PeersDiscovered);
         peers.note_serial(i, cand.serial);
         peers.set_reverse(i, theirs);
@@ -588,5 +602,57 @@ mod tests {
         assert!(peers.by_hostname("h3:0").is_none());
         assert_eq!(c.get(NicCounter::DropDiscoveredFull), 1);
         assert_eq!(peers.discovered(), 1);
+    }
+
+    /// A source that announces many addresses and answers the queries to
+    /// each gets `discovered_per_source` peers, not the whole table; a
+    /// host announcing itself is one source of its own.
+    #[test]
+    fn discovered_peers_are_bounded_per_source() {
+        let t = WireTiming::default();
+        let c = NicCounters::default();
+        let our = 0x0200_0000_0001;
+        let now = Instant::now();
+        let mut d = Discovery::new(false, 42, t.burst_count, now);
+        let mut peers = PeerTable::with_self(our, "a:0");
+        let evil = [2, 0x66, 0, 0, 0, 1];
+        let mut learned = 0;
+        for n in 0..100u32 {
+            let mut mac = [2, 0x66, 0, 0, 0, 0];
+            mac[2..6].copy_from_slice(&(0x1000_0000 + n).to_be_bytes());
+            let f = MapperAnnounce {
+                src: evil,
+                nic_id: NicId::from_mac(mac),
+                serial: n,
+            };
+            let mut frame = announce(evil, n);
+            f.emit(&mut frame).unwrap();
+            d.on_announce(&t, &c, &mut peers, our, now, &frame);
+            // It answers for each identity (the candidate set admits 4 at
+            // a time; each answer frees a slot).
+            if d.on_reply(
+                &t,
+                &c,
+                &mut peers,
+                now,
+                mac,
+                &format!("f{n}:0"),
+                PeerIndex(1),
+            ) && peers.index_of_mac(mac).is_some()
+            {
+                learned += 1;
+            }
+        }
+        assert_eq!(learned, t.discovered_per_source);
+        assert_eq!(peers.discovered(), t.discovered_per_source);
+        assert_eq!(
+            c.get(NicCounter::DropDiscoveredPerSource),
+            100 - t.discovered_per_source as u64
+        );
+        // An honest host announcing itself is still learned.
+        let real = [2, 0, 0, 0, 0, 0x22];
+        d.on_announce(&t, &c, &mut peers, our, now, &announce(real, 1));
+        assert!(d.on_reply(&t, &c, &mut peers, now, real, "real:0", PeerIndex(1)));
+        assert!(peers.by_hostname("real:0").is_some());
     }
 }

@@ -109,7 +109,8 @@ fn owner<H: HostPlatform>(guests: &Slab<Guest<H>>, g: usize) -> crate::peer_chan
     guests
         .get(g)
         .map_or_else(Default::default, |g| crate::peer_channels::Owner {
-            principal: Some(g.principal),
+            // Privileged guests are outside the per-principal limits.
+            principal: (!g.conn.is_privileged()).then_some(g.principal),
             domain: g.conn.peer_domain(),
         })
 }
@@ -638,7 +639,7 @@ impl<H: HostPlatform> Backend<H> {
         let id = conn.principal();
         let p = self.principals.iter().position(|p| p.id == id);
         let held = p.map_or(0, |i| self.principals[i].attachments);
-        let refused = if held >= self.cfg.limits.attachments {
+        let refused = if held >= self.cfg.limits.attachments && !conn.is_privileged() {
             Some("attachments per user")
         } else if self.guests.len() >= self.cfg.limits.total_attachments as usize {
             Some("attachments")
@@ -806,7 +807,10 @@ impl<H: HostPlatform> Backend<H> {
                     .get(endpoint as usize)
                     .and_then(|e| e.as_ref())
                 {
-                    Some(e) => ControlReply::Counters(e.counters.values().to_vec()),
+                    Some(e) if self.may_inspect(key, e.guest) => {
+                        ControlReply::Counters(e.counters.values().to_vec())
+                    }
+                    Some(_) => ControlReply::Error(ControlError::NotOwner),
                     None => ControlReply::Error(ControlError::BadEndpoint),
                 }
             }
@@ -904,6 +908,27 @@ impl<H: HostPlatform> Backend<H> {
                 }
             }
         }
+    }
+
+    /// Whether guest `key` may read what guest `owner` holds (an
+    /// endpoint's counters): its own principal's, or anyone's for a
+    /// privileged guest (the backend's administrator). Processes of one
+    /// uid can inspect each other anyway (ptrace, /proc); other users'
+    /// traffic figures are theirs.
+    fn may_inspect(&self, key: usize, owner: usize) -> bool {
+        let (Some(g), Some(o)) = (self.guests.get(key), self.guests.get(owner)) else {
+            return false;
+        };
+        g.principal == o.principal || g.conn.is_privileged()
+    }
+
+    /// Whether the per-principal limits apply to guest `key`: not to a
+    /// privileged guest (root, or the backend's own user), who can
+    /// restart the backend with any limits anyway; every root process of
+    /// a host would otherwise share one quota. The totals (attachments in
+    /// all, the board's endpoints) still hold.
+    fn limited(&self, key: usize) -> bool {
+        self.guests.get(key).is_none_or(|g| !g.conn.is_privileged())
     }
 
     /// Whether guest `key` may open the raw endpoint, by the configured
@@ -1052,7 +1077,7 @@ impl<H: HostPlatform> Backend<H> {
             .ok_or(ControlError::BadResources)?;
         let principal = self.guests.get(key).map_or(0, |g| g.principal);
         let mapped = self.principals.get(principal).map_or(0, |p| p.mapped);
-        if mapped.saturating_add(layout_len as u64) > self.cfg.limits.memory {
+        if mapped.saturating_add(layout_len as u64) > self.cfg.limits.memory && self.limited(key) {
             self.limit_refused(key, "shared memory per user");
             return Err(ControlError::NoResources);
         }
@@ -1163,7 +1188,7 @@ impl<H: HostPlatform> Backend<H> {
             .principals
             .get(principal)
             .map_or(0, |p| p.endpoints.len());
-        if held >= self.cfg.limits.endpoints as usize {
+        if held >= self.cfg.limits.endpoints as usize && self.limited(key) {
             self.limit_refused(key, "endpoints per user");
             return Err(ControlError::NoResources);
         }
@@ -1313,78 +1338,111 @@ impl<H: HostPlatform> Backend<H> {
         // Fair per principal, not per endpoint: each gets `cmd_batch`
         // commands per pass shared among its endpoints (starting at a
         // different one each pass), so a user with four busy endpoints
-        // takes the share of a user with one.
+        // takes the share of a user with one. What an endpoint leaves
+        // (it ran dry or is blocked) goes to its principal's others, in
+        // further rounds: an idle endpoint must not halve a busy one's.
         for p in self.principals.iter_mut() {
             let k = p.endpoints.len();
             if k == 0 {
                 continue;
             }
-            let share = self.cfg.cmd_batch.div_ceil(k as u32).max(1);
             let start = p.cursor % k;
             p.cursor = (start + 1) % k;
-            for j in 0..k {
-                let id = usize::from(p.endpoints[(start + j) % k]);
-                if endpoints_ptr.get(id).is_none_or(Option::is_none) {
-                    continue;
-                }
-                for _ in 0..share {
-                    let ep = endpoints_ptr[id].as_mut().expect("checked");
-                    let (slot, retry): (CmdSlot, bool) = match ep.pending.take() {
-                        Some(s) => (s, true),
-                        None => match ep.chan.pop_command() {
-                            Ok(Some(s)) => (s, false),
-                            Ok(None) => break,
-                            Err(e) => {
-                                warn!(endpoint = id, "command ring corrupt: {e:?}");
-                                broken.push(ep.guest);
-                                break;
-                            }
-                        },
-                    };
-                    // Retrying a blocked command is work only once it goes through.
-                    worked |= !retry;
-                    let cmd = match Command::parse(&slot) {
-                        Ok(c) => c,
-                        Err(_) => {
-                            let ep = endpoints_ptr[id].as_mut().expect("checked");
-                            ep.counters.bump(Counter::CmdsMalformed);
-                            continue;
-                        }
-                    };
-                    ctx.blocked_since = if retry {
-                        endpoints_ptr[id].as_ref().and_then(|e| e.blocked_since)
-                    } else {
-                        None
-                    };
-                    match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
-                        Outcome::Done => {
-                            worked = true;
-                            if let Some(ep) = endpoints_ptr[id].as_mut() {
-                                ep.counters.bump(Counter::CmdsProcessed);
-                                ep.blocked_since = None;
-                            }
-                        }
-                        Outcome::Blocked => {
-                            if deliver::give_up(&mut ctx, endpoints_ptr, id, &cmd, stalled_wait) {
-                                worked = true;
-                                if let Some(ep) = endpoints_ptr[id].as_mut() {
-                                    ep.blocked_since = None;
+            let mut left = self.cfg.cmd_batch.max(1);
+            // Endpoints done for this pass (dry, blocked, broken, closed);
+            // a board has at most 256 endpoint ids.
+            let mut done = [false; 256];
+            let mut active = k as u32;
+            // Each round ends with the budget spent or one more endpoint
+            // done, so there are at most k + 1.
+            while left > 0 && active > 0 {
+                for (j, is_done) in done.iter_mut().enumerate().take(k) {
+                    if left == 0 || active == 0 {
+                        break;
+                    }
+                    if *is_done {
+                        continue;
+                    }
+                    let id = usize::from(p.endpoints[(start + j) % k]);
+                    if endpoints_ptr.get(id).is_none_or(Option::is_none) {
+                        *is_done = true;
+                        active -= 1;
+                        continue;
+                    }
+                    let share = left.div_ceil(active);
+                    let mut stopped = false;
+                    for _ in 0..share {
+                        left -= 1;
+                        let ep = endpoints_ptr[id].as_mut().expect("checked");
+                        let (slot, retry): (CmdSlot, bool) = match ep.pending.take() {
+                            Some(s) => (s, true),
+                            None => match ep.chan.pop_command() {
+                                Ok(Some(s)) => (s, false),
+                                Ok(None) => {
+                                    left += 1;
+                                    stopped = true;
+                                    break;
                                 }
+                                Err(e) => {
+                                    warn!(endpoint = id, "command ring corrupt: {e:?}");
+                                    broken.push(ep.guest);
+                                    left += 1;
+                                    stopped = true;
+                                    break;
+                                }
+                            },
+                        };
+                        // Retrying a blocked command is work only once it goes through.
+                        worked |= !retry;
+                        let cmd = match Command::parse(&slot) {
+                            Ok(c) => c,
+                            Err(_) => {
+                                let ep = endpoints_ptr[id].as_mut().expect("checked");
+                                ep.counters.bump(Counter::CmdsMalformed);
                                 continue;
                             }
-                            if let Some(ep) = endpoints_ptr[id].as_mut() {
-                                ep.pending = Some(slot);
-                                ep.blocked_since.get_or_insert(now);
+                        };
+                        ctx.blocked_since = if retry {
+                            endpoints_ptr[id].as_ref().and_then(|e| e.blocked_since)
+                        } else {
+                            None
+                        };
+                        match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
+                            Outcome::Done => {
+                                worked = true;
+                                if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                    ep.counters.bump(Counter::CmdsProcessed);
+                                    ep.blocked_since = None;
+                                }
                             }
-                            blocked = true;
-                            break;
+                            Outcome::Blocked => {
+                                if deliver::give_up(&mut ctx, endpoints_ptr, id, &cmd, stalled_wait)
+                                {
+                                    worked = true;
+                                    if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                        ep.blocked_since = None;
+                                    }
+                                    continue;
+                                }
+                                if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                    ep.pending = Some(slot);
+                                    ep.blocked_since.get_or_insert(now);
+                                }
+                                blocked = true;
+                                stopped = true;
+                                break;
+                            }
                         }
                     }
-                }
-                if let Some(ep) = endpoints_ptr[id].as_mut() {
-                    // A guest blocked on a full command ring asked to be told.
-                    if ep.chan.release_commands().is_needed() {
-                        let _ = ep.event.notify();
+                    if stopped || endpoints_ptr[id].is_none() {
+                        *is_done = true;
+                        active -= 1;
+                    }
+                    if let Some(ep) = endpoints_ptr[id].as_mut() {
+                        // A guest blocked on a full command ring asked to be told.
+                        if ep.chan.release_commands().is_needed() {
+                            let _ = ep.event.notify();
+                        }
                     }
                 }
             }

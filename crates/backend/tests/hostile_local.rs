@@ -69,7 +69,7 @@ fn honest_pair_during<T>(
 /// the honest pair and a newcomer, and still exits on SIGTERM.
 #[test]
 fn a_guest_cannot_make_the_backend_block_on_its_doorbell() {
-    let mut be = BackendProc::start(&[]);
+    let mut be = BackendProc::start(common::RAW_PAIR_ARGS);
     let (sent, _attacker) = honest_pair_during(&mut be, 21, |be| {
         let mut h = GuestProc::spawn(
             "doorbell",
@@ -104,7 +104,7 @@ fn a_guest_cannot_make_the_backend_block_on_its_doorbell() {
 /// it: the backend never faults, the honest pair is untouched.
 #[test]
 fn punched_holes_hurt_only_the_guest_that_punches() {
-    let mut be = BackendProc::start(&[]);
+    let mut be = BackendProc::start(common::RAW_PAIR_ARGS);
     let (sent, _attacker) = honest_pair_during(&mut be, 22, |be| {
         let mut h = GuestProc::spawn(
             "punch",
@@ -118,6 +118,21 @@ fn punched_holes_hurt_only_the_guest_that_punches() {
         h
     });
     eprintln!("hole punching: honest pair exchanged {sent} messages");
+    assert!(be.alive(), "backend died: {}", be.log());
+}
+
+/// Item 7: shared pages whose memfd could still take new seals are
+/// refused (BadResources); the backend goes on serving.
+#[test]
+fn pages_that_could_take_new_seals_are_refused() {
+    let mut be = BackendProc::start(common::RAW_PAIR_ARGS);
+    let (sent, _attacker) = honest_pair_during(&mut be, 23, |be| {
+        let mut h = GuestProc::spawn("unsealed", "unsealed", be.socket(), &[]);
+        let r = h.expect("MXUNSEALED");
+        assert_eq!(field(&r, "reply"), Some("BadResources"), "{r:?}");
+        h
+    });
+    eprintln!("unsealed pages refused: honest pair exchanged {sent} messages");
     assert!(be.alive(), "backend died: {}", be.log());
 }
 
@@ -222,6 +237,40 @@ fn busy_endpoints_of_one_user_take_one_share() {
     }
 }
 
+/// Item 3, by the order of service rather than by the clock: one user's
+/// four endpoints and another user's one each hold a full command ring of
+/// messages to one receiver when the backend wakes up; the receiver's
+/// event ring then records whom the backend served when. With fair shares
+/// per principal the lone endpoint's last message arrives after about as
+/// many of the busy user's (one share each per pass); with shares per
+/// endpoint it arrives after four times as many.
+#[test]
+fn four_endpoints_of_one_user_get_one_share_of_service() {
+    use common::hostile::{FairProbe, PROBE_MSGS};
+    let be = BackendProc::start(&[]);
+    let mut probe = FairProbe::open(be.socket());
+    let mut busy = GuestProc::spawn_as("fill4", "fill4", be.socket(), &[], Some(NOBODY));
+    busy.expect("MXREADY");
+    // Let the backend go to sleep: nothing below notifies it until start.
+    std::thread::sleep(Duration::from_millis(200));
+    // Ours first: a backend that wakes early can only favour it.
+    probe.fill_own();
+    busy.send(&format!("fill {}", probe.target()));
+    busy.expect("MXFILLED");
+    probe.start();
+    let total = 5 * PROBE_MSGS;
+    let (others, got) = probe.others_before_own_last(total, Duration::from_secs(30));
+    assert_eq!(got, total, "messages lost");
+    eprintln!(
+        "before the lone endpoint's last of {PROBE_MSGS} messages: {others} of the busy user's {}",
+        4 * PROBE_MSGS
+    );
+    assert!(
+        others < 3 * PROBE_MSGS / 2,
+        "the busy user's four endpoints got {others} services while the lone endpoint got {PROBE_MSGS}: shares are not per principal"
+    );
+}
+
 fn wait_bounded(mut c: std::process::Child, limit: Duration) -> std::process::Output {
     let deadline = Instant::now() + limit;
     while matches!(c.try_wait(), Ok(None)) {
@@ -278,11 +327,99 @@ fn a_guest_that_never_drains_cannot_stall_a_pingpong() {
     );
 }
 
+/// Review of issue 14: a command that waits (for room for its NACK in its
+/// sender's full event ring, or for a destination that never drains) is
+/// counted once when it is NACKed or dropped, not once per retry; one to
+/// an endpoint id beyond the board waits like the others (the backend
+/// panicked on it: the cause of `split_processes`' flaky
+/// `hostile_guest_hurts_only_itself`).
+#[test]
+fn a_command_that_waits_is_counted_once() {
+    let mut be = BackendProc::start(&[]);
+    let mut h = GuestProc::spawn("drops", "drops", be.socket(), &[]);
+    let d1 = h.expect("MXDROPS1");
+    assert_eq!(field(&d1, "closed"), Some("1"), "{d1:?}");
+    assert_eq!(field(&d1, "bad"), Some("1"), "{d1:?}");
+    assert_eq!(field(&d1, "nacks"), Some("2"), "{d1:?}");
+    let d2 = h.expect("MXDROPS2");
+    assert!(be.alive(), "backend died: {}", be.log());
+    assert_eq!(field(&d2, "stalled"), Some("1"), "{d2:?}");
+    assert_eq!(field(&d2, "backpressured"), Some("1"), "{d2:?}");
+    assert_eq!(field(&d2, "dest_dropped"), Some("1"), "{d2:?}");
+}
+
+/// Review of issue 14: an endpoint's counters are its owner's: another
+/// user gets NotOwner (not the figures), the owner and a privileged
+/// guest (here the test, root) read them.
+#[test]
+fn counters_are_readable_by_their_owner_only() {
+    let be = BackendProc::start(&[]);
+    let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(be.socket())).expect("attach");
+    let (mine, _) = fe
+        .open_endpoint(
+            mx_proto::msg::control::ANY_ENDPOINT,
+            ChannelSizes::default(),
+        )
+        .expect("open");
+    let mut p = GuestProc::spawn_as(
+        "peek",
+        "peek",
+        be.socket(),
+        &[
+            ("MX_PEEK_EP", mine.id().to_string()),
+            ("MX_PEEK_FREE", "31".into()),
+        ],
+        Some(NOBODY),
+    );
+    let f = p.expect("MXPEEK");
+    assert_eq!(field(&f, "own"), Some("ok"), "{f:?}");
+    assert_eq!(field(&f, "other"), Some("NotOwner"), "{f:?}");
+    assert_eq!(field(&f, "free"), Some("BadEndpoint"), "{f:?}");
+    let theirs: u8 = field(&f, "ep").unwrap().parse().unwrap();
+    fe.counters(theirs)
+        .expect("a privileged guest reads anyone's counters");
+}
+
+/// Review of issue 14: root (privileged) is outside the per-user limits,
+/// so that all root processes of a host do not share one quota; the
+/// board's size still bounds it, and other users keep their limit.
+#[test]
+fn root_is_outside_the_per_user_limits() {
+    let be = BackendProc::start(&["--max-endpoints-per-user", "2"]);
+    let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(be.socket())).expect("attach");
+    let held: Vec<_> = (0..4)
+        .map(|i| {
+            fe.open_endpoint(
+                mx_proto::msg::control::ANY_ENDPOINT,
+                ChannelSizes::default(),
+            )
+            .unwrap_or_else(|e| panic!("root's endpoint {i}: {e}"))
+        })
+        .collect();
+    assert_eq!(held.len(), 4);
+    let mut hog = GuestProc::spawn_as("hog", "hog", be.socket(), &[], Some(NOBODY));
+    let f = hog.expect("MXHOG");
+    assert_eq!(field(&f, "opened"), Some("2"), "{f:?}");
+}
+
 /// Item 3: one user opens endpoints until refused: it gets its share
-/// (`--max-endpoints-per-user`), the refusal is NoResources, another
-/// process of the same user gets none, and another user still opens.
+/// (the default, 24 of 32, then `--max-endpoints-per-user`), the refusal
+/// is NoResources, another process of the same user gets none, and
+/// another user still opens.
 #[test]
 fn one_user_cannot_take_every_endpoint() {
+    {
+        let be = BackendProc::start(&[]);
+        let mut hog = GuestProc::spawn_as("hog", "hog", be.socket(), &[], Some(NOBODY));
+        let f = hog.expect("MXHOG");
+        assert_eq!(field(&f, "opened"), Some("24"), "{f:?}");
+        let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(be.socket())).expect("attach");
+        fe.open_endpoint(
+            mx_proto::msg::control::ANY_ENDPOINT,
+            ChannelSizes::default(),
+        )
+        .expect("another user still opens beside the default share");
+    }
     let mut be = BackendProc::start(&["--max-endpoints-per-user", "6"]);
     let mut hog = GuestProc::spawn_as("hog", "hog", be.socket(), &[], Some(NOBODY));
     let f = hog.expect("MXHOG");
@@ -302,11 +439,12 @@ fn one_user_cannot_take_every_endpoint() {
 }
 
 /// Item 4: a flood of connections from one uid gets that uid's share of
-/// attachments and a NoResources answer beyond it; another user attaches
-/// and opens meanwhile, and the backend does not spin.
+/// attachments (the default, 64) and a NoResources answer beyond it;
+/// another user attaches and opens meanwhile, and the backend does not
+/// spin.
 #[test]
 fn a_connection_flood_from_one_user_leaves_room_for_others() {
-    let be = BackendProc::start(&["--max-guests-per-user", "8"]);
+    let be = BackendProc::start(&[]);
     let cpu0 = be.cpu_time();
     let t0 = Instant::now();
     let mut flood = GuestProc::spawn_as(
@@ -317,8 +455,8 @@ fn a_connection_flood_from_one_user_leaves_room_for_others() {
         Some(NOBODY),
     );
     let f = flood.expect("MXFLOOD");
-    assert_eq!(field(&f, "ok"), Some("8"), "{f:?}");
-    assert_eq!(field(&f, "refused"), Some("292"), "{f:?}");
+    assert_eq!(field(&f, "ok"), Some("64"), "{f:?}");
+    assert_eq!(field(&f, "refused"), Some("236"), "{f:?}");
     let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(be.socket())).expect("attach");
     fe.open_endpoint(
         mx_proto::msg::control::ANY_ENDPOINT,
@@ -354,18 +492,26 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
         Some(NOBODY),
     );
     let f = flood.expect("MXFLOOD");
-    assert_ne!(
-        field(&f, "silent"),
-        Some("0"),
-        "the backend never ran out: {f:?}"
-    );
     std::thread::sleep(Duration::from_secs(2));
     let cpu = be.cpu_time() - cpu0;
     let log = be.log();
     let warnings = log.matches("accept: ").count();
+    let lines = log.lines().count();
     eprintln!(
-        "out of descriptors: backend CPU {cpu:?} over {:?}, {warnings} accept warnings, flood {f:?}",
+        "out of descriptors: backend CPU {cpu:?} over {:?}, {warnings} accept warnings, {lines} log lines, flood {f:?}",
         t0.elapsed()
+    );
+    // Warnings are rate limited whatever the guests do (a backend that
+    // retries at once logs one per attempt).
+    assert!(
+        lines <= 20,
+        "{lines} log lines: {}",
+        &log[..log.len().min(4000)]
+    );
+    assert_ne!(
+        field(&f, "silent"),
+        Some("0"),
+        "the backend never ran out (connections are left waiting while it backs off): {f:?}"
     );
     assert!((1..=3).contains(&warnings), "{log}");
     flood.kill9();
@@ -406,6 +552,10 @@ fn guest_child() {
         "flood" => common::hostile::run_flood(&socket),
         "hog" => common::hostile::run_hog(&socket),
         "busy" => common::hostile::run_busy(&socket),
+        "fill4" => common::hostile::run_fill4(&socket),
+        "unsealed" => common::hostile::run_unsealed(&socket),
+        "drops" => common::hostile::run_drop_counts(&socket),
+        "peek" => common::hostile::run_peek(&socket),
         other => panic!("unknown role {other}"),
     }
 }

@@ -48,7 +48,7 @@ fn node(name: &str, be: &BackendProc) -> (GuestProc, Ready) {
 #[test]
 fn many_to_one_and_a_pair_both_ways() {
     const N: u64 = 40; // 4 rounds of the 10 sizes per stream
-    let mut be = BackendProc::start(&[]);
+    let mut be = BackendProc::start(common::RAW_PAIR_ARGS);
     let (mut r, rr) = node("receiver", &be);
     let (mut s1, r1) = node("sender1", &be);
     let (mut s2, r2) = node("sender2", &be);
@@ -98,7 +98,7 @@ fn many_to_one_and_a_pair_both_ways() {
 /// rings break, and the honest stream is complete and byte-exact.
 #[test]
 fn hostile_guest_hurts_only_itself() {
-    let mut be = BackendProc::start(&[]);
+    let mut be = BackendProc::start(common::RAW_PAIR_ARGS);
     let (mut a, ra) = node("honest-a", &be);
     let (mut b, rb) = node("honest-b", &be);
     b.cmd(&format!("recv {} 5 inf all", ra.ep));
@@ -173,7 +173,7 @@ fn hostile_guest_hurts_only_itself() {
 /// stream is untouched, and a new guest can open the freed endpoint id.
 #[test]
 fn sigkilled_guest_is_cleaned_up() {
-    let mut be = BackendProc::start(&[]);
+    let mut be = BackendProc::start(common::RAW_PAIR_ARGS);
     let (mut k, rk) = node("victim-sender", &be);
     let (mut v, rv) = node("receiver-of-killed", &be);
     let (mut x, rx) = node("pair-x", &be);

@@ -88,6 +88,15 @@ impl Hostile {
         socket: &Path,
         before: impl FnOnce(&LocalLink, &SocketChannel) -> T,
     ) -> (Hostile, T) {
+        Self::open_sized(socket, SIZES, before)
+    }
+
+    /// [`open_with`](Self::open_with) with rings of `sizes`.
+    fn open_sized<T>(
+        socket: &Path,
+        sizes: ChannelSizes,
+        before: impl FnOnce(&LocalLink, &SocketChannel) -> T,
+    ) -> (Hostile, T) {
         let link =
             LocalGuest::attach(&LocalTarget::new(socket), Duration::from_secs(10)).expect("attach");
         let board = match call(
@@ -102,10 +111,10 @@ impl Hostile {
             ControlReply::Hello(b) => b,
             other => panic!("hello: {other:?}"),
         };
-        let layout = layout(&SIZES).expect("layout");
+        let layout = layout(&sizes).expect("layout");
         let len = layout.region_len();
         let pages = Arc::new(link.alloc_pages(len / PAGE_SIZE).expect("pages"));
-        let chan = GuestChannel::create(pages.clone(), &SIZES).expect("channel");
+        let chan = GuestChannel::create(pages.clone(), &sizes).expect("channel");
         let event = link.alloc_event().expect("event channel");
         let t = before(&link, &event);
         let reply = call(
@@ -113,7 +122,7 @@ impl Hostile {
             &ControlRequest::OpenEndpoint {
                 board: 0,
                 endpoint: ANY_ENDPOINT,
-                sizes: SIZES,
+                sizes,
                 flags: Default::default(),
             },
             &[Resource::Pages(&*pages), Resource::Event(&event)],
@@ -868,5 +877,304 @@ pub fn run_busy(socket: &Path) {
         std::thread::yield_now();
     }
     println!("MXATTACKED");
+    hold();
+}
+
+// ------------------------------------------- fair shares, by the order ---
+
+/// Messages each endpoint of the fair-share probe sends (one command ring
+/// full).
+pub const PROBE_MSGS: u32 = 512;
+
+/// The probe's rings: every message fits in the command ring at once, and
+/// the receiver's event ring takes all five senders' messages without
+/// draining (so nothing ever waits for room, and the order in which the
+/// backend served the senders is exactly the order of the receiver's
+/// events).
+const PROBE_SIZES: ChannelSizes = ChannelSizes {
+    cmd_slots: PROBE_MSGS,
+    evt_slots: 4096,
+    sendq_slots: 16,
+    recvq_slots: 16,
+};
+
+/// The tag of a probe message: its sender in the top byte.
+fn probe_tag(sender: u8, i: u32) -> u64 {
+    (u64::from(sender) << 56) | u64::from(i)
+}
+
+/// Push [`PROBE_MSGS`] tiny messages to `to` into `h`'s command ring and
+/// make them visible, without notifying the backend.
+fn probe_fill(h: &mut Hostile, to: (u8, u32)) {
+    for i in 0..PROBE_MSGS {
+        let hdr = SendHdr {
+            dest: Dest {
+                peer: h.board.self_peer,
+                endpoint: to.0,
+            },
+            session: to.1,
+            seq: Seq {
+                seqnum: i as u16,
+                piggyack: 0,
+            },
+            match_info: probe_tag(h.ep, i),
+        };
+        assert!(h.push(&Command::Tiny { hdr, data: &[] }), "probe ring full");
+    }
+    let _ = h.chan.publish_commands();
+}
+
+/// The honest side of the fair-share probe, in the test process: a
+/// receiver whose event ring records the order in which the backend served
+/// every sender, and one sender of its own.
+pub struct FairProbe {
+    rx: Hostile,
+    own: Hostile,
+}
+
+impl FairProbe {
+    /// Attach twice and open the receiver and the sender.
+    pub fn open(socket: &Path) -> FairProbe {
+        let rx = Hostile::open_sized(socket, PROBE_SIZES, |_, _| ()).0;
+        let own = Hostile::open_sized(socket, PROBE_SIZES, |_, _| ()).0;
+        FairProbe { rx, own }
+    }
+
+    /// Where the other senders send: `<endpoint> <session>`.
+    pub fn target(&self) -> String {
+        format!("{} {}", self.rx.ep, self.rx.session)
+    }
+
+    /// Fill our sender's command ring, visible but not notified.
+    pub fn fill_own(&mut self) {
+        let to = (self.rx.ep, self.rx.session);
+        probe_fill(&mut self.own, to);
+    }
+
+    /// Wake the backend: it serves every filled ring from now on.
+    pub fn start(&mut self) {
+        let _ = self.own.event.notify();
+    }
+
+    /// Wait (bounded) for `total` messages at the receiver; returns how
+    /// many messages of other senders it got before our sender's last one,
+    /// and how many it got in all.
+    pub fn others_before_own_last(&mut self, total: u32, limit: Duration) -> (u32, u32) {
+        let t0 = Instant::now();
+        let (mut got, mut others, mut others_at_own_last) = (0u32, 0u32, None);
+        while got < total && t0.elapsed() < limit {
+            match self.rx.chan.pop_event() {
+                Ok(Some(slot)) => {
+                    let Ok(Event::RecvTiny { hdr, .. }) = Event::parse(&slot) else {
+                        panic!("probe receiver: unexpected event {slot:?}");
+                    };
+                    got += 1;
+                    if (hdr.match_info >> 56) as u8 == self.own.ep {
+                        if hdr.match_info & 0xffff_ffff == u64::from(PROBE_MSGS - 1) {
+                            others_at_own_last = Some(others);
+                        }
+                    } else {
+                        others += 1;
+                    }
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("probe receiver's event ring: {e:?}"),
+            }
+        }
+        (others_at_own_last.unwrap_or(others), got)
+    }
+}
+
+/// The busy side of the fair-share probe (one user, four endpoints):
+/// `MXREADY` once open; on `fill <endpoint> <session>` from stdin it fills
+/// each of its four command rings with [`PROBE_MSGS`] messages to that
+/// endpoint, visible but not notified (`MXFILLED`); then it holds.
+pub fn run_fill4(socket: &Path) {
+    let mut eps: Vec<Hostile> = (0..4)
+        .map(|_| Hostile::open_sized(socket, PROBE_SIZES, |_, _| ()).0)
+        .collect();
+    let ids: Vec<String> = eps.iter().map(|h| h.ep.to_string()).collect();
+    println!("MXREADY {}", ids.join(" "));
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("stdin");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f.first(), Some(&"fill"), "fill4: {line:?}");
+    let to = (
+        f[1].parse().expect("endpoint"),
+        f[2].parse().expect("session"),
+    );
+    for h in &mut eps {
+        probe_fill(h, to);
+    }
+    println!("MXFILLED");
+    hold();
+}
+
+// ------------------------------------------------ seals, item 7 ---
+
+/// Issue 14 item 7: open an endpoint whose page set is a memfd sealed
+/// against shrinking but not against new seals (the descriptor number the
+/// library sends is swapped for such a memfd holding the same bytes).
+/// `MXUNSEALED reply=<reply>`; then it holds.
+pub fn run_unsealed(socket: &Path) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::FileExt;
+    let link =
+        LocalGuest::attach(&LocalTarget::new(socket), Duration::from_secs(10)).expect("attach");
+    let layout = layout(&SIZES).expect("layout");
+    let len = layout.region_len();
+    let pages = Arc::new(link.alloc_pages(len / PAGE_SIZE).expect("pages"));
+    let _chan = GuestChannel::create(pages.clone(), &SIZES).expect("channel");
+    let mut bytes = vec![0u8; len];
+    SharedMem::read_at(&*pages, 0, &mut bytes).expect("our pages");
+    // SAFETY: a NUL-terminated name and valid flags; the result, if
+    // valid, is a fresh descriptor that we own.
+    let fd = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_ALLOW_SEALING) };
+    assert!(fd >= 0, "memfd_create: {}", io::Error::last_os_error());
+    // SAFETY: `fd` was just returned by the kernel and is ours alone.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.set_len(len as u64).expect("size");
+    file.write_all_at(&bytes, 0).expect("contents");
+    // SAFETY: plain fcntl/dup2 on descriptors we hold; the library's
+    // descriptor number now names our memfd (its mapping is unaffected).
+    unsafe {
+        assert_eq!(
+            libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK),
+            0
+        );
+        assert!(libc::dup2(file.as_raw_fd(), pages.as_fd().as_raw_fd()) >= 0);
+    }
+    let event = link.alloc_event().expect("event channel");
+    let r = call(
+        &link,
+        &ControlRequest::OpenEndpoint {
+            board: 0,
+            endpoint: ANY_ENDPOINT,
+            sizes: SIZES,
+            flags: Default::default(),
+        },
+        &[Resource::Pages(&*pages), Resource::Event(&event)],
+    )
+    .expect("open");
+    let reply = match r {
+        ControlReply::Opened { .. } => "Opened".to_string(),
+        ControlReply::Error(e) => format!("{e:?}"),
+        other => panic!("open: {other:?}"),
+    };
+    println!("MXUNSEALED reply={reply}");
+    hold();
+}
+
+// ------------------------------------------- drops counted once ---
+
+fn counter_of(v: &[u64], label: &str) -> u64 {
+    let i = mx_proto::msg::control::COUNTER_LABELS
+        .iter()
+        .position(|l| *l == label)
+        .expect("counter label");
+    v[i]
+}
+
+/// Fill `h`'s event ring with messages to itself, and let the backend
+/// post them all.
+fn fill_own_events(h: &mut Hostile, rng: &mut Rng) {
+    for _ in 0..SIZES.evt_slots {
+        h.push_self_tiny(rng);
+    }
+    h.kick();
+    wait_counter(h, "events posted", u64::from(SIZES.evt_slots));
+}
+
+/// Wait (bounded, 20 s) until `h`'s counter `label` reaches `n`.
+fn wait_counter(h: &Hostile, label: &str, n: u64) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if h.counters().is_some_and(|c| counter_of(&c, label) >= n) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{label} never reached {n}");
+}
+
+/// Commands that wait and are then NACKed or dropped must be counted
+/// once, however often the backend retried them. Two cases:
+/// `MXDROPS1 closed=<n> nacks=<n> bad=<n>`: a send beyond the board's
+/// endpoints and one to a closed endpoint whose NACKs wait for room in
+/// our own full event ring (we drain it after a while); `MXDROPS2 stalled=<n> backpressured=<n> dest_dropped=<n>`: a
+/// send to an endpoint that never drains, given up on after
+/// `stalled_wait`. Then it holds.
+pub fn run_drop_counts(socket: &Path) {
+    let (mut rng, _) = Rng::from_entropy();
+    let mut x = Hostile::open(socket);
+    fill_own_events(&mut x, &mut rng);
+    // Beyond the board's endpoints: its NACK waits too (the backend once
+    // indexed its endpoint table with such an id while deciding whether
+    // to give up, and panicked).
+    let hdr = x.hdr(&mut rng, x.board.self_peer, 255, 0);
+    assert!(x.push(&Command::Tiny { hdr, data: &[] }));
+    let closed = (0..32u8).rev().find(|&e| e != x.ep).expect("an id");
+    let hdr = x.hdr(&mut rng, x.board.self_peer, closed, 0);
+    assert!(x.push(&Command::Tiny { hdr, data: &[] }));
+    x.kick();
+    // The backend retries the NACK every millisecond meanwhile.
+    std::thread::sleep(Duration::from_millis(300));
+    x.drain();
+    wait_counter(&x, "nacks sent", 2);
+    // Room for more retries to be (wrongly) counted, had there been any.
+    std::thread::sleep(Duration::from_millis(100));
+    x.drain();
+    let c = x.counters().expect("x's counters");
+    println!(
+        "MXDROPS1 closed={} nacks={} bad={}",
+        counter_of(&c, "recv dropped: endpoint closed"),
+        counter_of(&c, "nacks sent"),
+        counter_of(&c, "cmds bad slot or peer")
+    );
+    let mut v = Hostile::open(socket);
+    fill_own_events(&mut v, &mut rng);
+    let mut s = Hostile::open(socket);
+    let hdr = s.hdr(&mut rng, s.board.self_peer, v.ep, v.session);
+    assert!(s.push(&Command::Tiny { hdr, data: &[] }));
+    s.kick();
+    // After `stalled_wait` (100 ms) the send is given up on; it was
+    // retried every millisecond meanwhile.
+    wait_counter(&s, "sends dropped: destination stalled", 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let cs = s.counters().expect("s's counters");
+    let cv = v.counters().expect("v's counters");
+    println!(
+        "MXDROPS2 stalled={} backpressured={} dest_dropped={}",
+        counter_of(&cs, "sends dropped: destination stalled"),
+        counter_of(&cs, "sends back-pressured"),
+        counter_of(&cv, "recv dropped: event ring full"),
+    );
+    hold();
+}
+
+// ------------------------------------------- counters are the owner's ---
+
+/// Open an endpoint, then read the counters of ours, of `MX_PEEK_EP`
+/// (another user's) and of `MX_PEEK_FREE` (not open):
+/// `MXPEEK ep=<ours> own=<ok|error> other=<..> free=<..>`; then hold.
+pub fn run_peek(socket: &Path) {
+    use frontend::{Frontend, FrontendError};
+    let fe = Frontend::<LocalGuest>::attach(&LocalTarget::new(socket)).expect("attach");
+    let (ep, _) = fe
+        .open_endpoint(ANY_ENDPOINT, ChannelSizes::default())
+        .expect("open");
+    let env = |k: &str| -> u8 { std::env::var(k).expect(k).parse().expect("endpoint") };
+    let show = |r: Result<Vec<u64>, FrontendError>| match r {
+        Ok(_) => "ok".to_string(),
+        Err(FrontendError::Refused(e)) => format!("{e:?}"),
+        Err(e) => panic!("counters: {e}"),
+    };
+    println!(
+        "MXPEEK ep={} own={} other={} free={}",
+        ep.id(),
+        show(fe.counters(ep.id())),
+        show(fe.counters(env("MX_PEEK_EP"))),
+        show(fe.counters(env("MX_PEEK_FREE"))),
+    );
     hold();
 }

@@ -32,6 +32,16 @@ pub const DEADLINE_ENV: &str = "MX_SPLIT_DEADLINE_S";
 /// Environment variable: how long the hostile guest misbehaves, in ms.
 pub const HOSTILE_MS_ENV: &str = "MX_SPLIT_HOSTILE_MS";
 
+/// Backend options for tests whose honest pair is a pair of raw
+/// [`guest`] nodes: those check every message in order and, unlike libmx,
+/// never retransmit, so the backend must not give up on a command to a
+/// receiver that is only slow (descheduled on a loaded host) before the
+/// test ends. `WireTiming::stalled_wait`'s 100 ms default drops such a
+/// command (the library's retransmission recovers it); a node cannot, and
+/// failed with a gap in its stream (the frag of a maximal medium message
+/// waiting for receive-queue room).
+pub const RAW_PAIR_ARGS: &[&str] = &["--stalled-wait-ms", "60000"];
+
 /// Name of the child test that runs the guest roles.
 pub const CHILD_TEST: &str = "guest_child";
 
@@ -284,6 +294,14 @@ impl Drop for BackendProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failed test says what the backend saw (its log goes with
+            // its temporary directory).
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("mx-backend log (last 40 lines):\n{}", tail.join("\n"));
+        }
     }
 }
 

@@ -131,6 +131,7 @@ pub const NIC_COUNTER_LABELS: &[&str] = &[
     "unanswered hosts forgotten",
     "host query windows (1 s) cut short by the rate limit",
     "drop: host reply, too many discovered peers",
+    "drop: host reply, too many discovered peers from its announcer",
 ];
 
 /// Labels of a board's raw-endpoint counters, in the order of the
