@@ -6,16 +6,88 @@
 //! and resolves a byte range of a region into guest segments for the bulk
 //! copy.
 
-use mx_proto::msg::command::{RegionRegister, REGION_MAX_SEGS};
+use mx_proto::msg::command::{Pull, RegionRegister, RegionStage, RegionWindow, REGION_MAX_SEGS};
+use std::time::{Duration, Instant};
 
 /// Number of region ids per endpoint (a u8 on the wire).
 pub const REGIONS: usize = 256;
+
+/// Smallest block of a staging window: a page, so that slots stay aligned.
+pub const WINDOW_BLOCK_MIN: u32 = 4096;
+/// Largest block of a staging window.
+pub const WINDOW_BLOCK_MAX: u32 = 16 << 20;
+/// Fewest slots of a staging window: a wire PULL block may straddle two
+/// message blocks, and both must be held at once to answer it.
+pub const WINDOW_SLOTS_MIN: usize = 2;
+/// Most slots of a staging window.
+pub const WINDOW_SLOTS_MAX: usize = 64;
+/// Most same-host pulls parked on one endpoint's windows (more are failed
+/// at once; the library never has that many in flight).
+pub const PARKED_MAX: usize = 1024;
 
 #[derive(Debug, Default, Clone)]
 struct Region {
     segs: Vec<(u64, u32)>,
     len: u64,
     complete: bool,
+    /// Set when the registered bytes are a staging window over a longer
+    /// message ([`RegionTable::set_window`]).
+    window: Option<Box<Window>>,
+}
+
+/// A staging window: the registered bytes are slots of `block` bytes, each
+/// holding one block of a message of `msg_len` bytes, or being refilled by
+/// the guest.
+#[derive(Debug, Clone)]
+struct Window {
+    msg_len: u64,
+    block: u64,
+    gen: u8,
+    slots: Vec<SlotState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// The slot holds message block `block`; `used` is the pass that last
+    /// read it (not evicted in that pass: a PULL_REPLY queued in a pass is
+    /// read from the slot at the pass's flush).
+    Holds { block: u32, used: Option<Instant> },
+    /// The guest was asked at `since` to copy `block` into the slot; it is
+    /// not read until the guest says it did.
+    Staging { block: u32, since: Instant },
+}
+
+/// What [`RegionTable::ask`] did about a block no slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Post `StageNeeded { slot, gen, .. }` to the guest: the slot is now
+    /// being refilled.
+    Post {
+        /// The slot to fill.
+        slot: u16,
+        /// The window's use counter.
+        gen: u8,
+    },
+    /// Already asked (and not for too long): wait for the answer.
+    Waiting,
+    /// Every slot is being refilled or read in this pass: ask again later.
+    NoSlot,
+}
+
+/// A same-host pull of a window block not held: parked on the sender's
+/// table until the guest stages it ([`RegionTable::park`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Parked {
+    /// The puller endpoint.
+    pub puller: u8,
+    /// The puller's session when it asked (a reopened endpoint is another).
+    pub puller_session: u32,
+    /// The pull command, as the puller sent it.
+    pub pull: Pull,
+    /// Bytes copied so far (from the start of the pull).
+    pub done: u32,
+    /// Last progress: the pull fails after `staging_wait` without any.
+    pub since: Instant,
 }
 
 /// Why a registration or a look-up failed.
@@ -34,18 +106,26 @@ pub enum RegionError {
     /// The region is still being registered and the range goes beyond
     /// what is registered so far: ask again later.
     NotYet,
+    /// The range is in a staging window and a block of it is in no slot
+    /// now: ask the guest to stage it.
+    NotResident,
+    /// A `RegionWindow` that does not make a window of the region.
+    BadWindow,
 }
 
 /// The regions of one endpoint.
 #[derive(Debug)]
 pub struct RegionTable {
     regions: Vec<Region>,
+    /// Same-host pulls waiting for a block of one of these windows.
+    parked: Vec<Parked>,
 }
 
 impl Default for RegionTable {
     fn default() -> Self {
         RegionTable {
             regions: vec![Region::default(); REGIONS],
+            parked: Vec::new(),
         }
     }
 }
@@ -62,6 +142,7 @@ impl RegionTable {
             reg.segs.clear();
             reg.len = 0;
             reg.complete = false;
+            reg.window = None;
         } else if reg.complete {
             // a continuation of a finished registration: protocol error
             *reg = Region::default();
@@ -110,10 +191,13 @@ impl RegionTable {
         !r.complete && !r.segs.is_empty()
     }
 
-    /// Total length of a registered region.
+    /// Total length of a registered region (a window's: its message's).
     pub fn len(&self, id: u8) -> Option<u64> {
         let r = &self.regions[id as usize];
-        r.complete.then_some(r.len)
+        match &r.window {
+            Some(w) => Some(w.msg_len),
+            None => r.complete.then_some(r.len),
+        }
     }
 
     /// The guest segments covering `len` bytes from `offset` of region `id`,
@@ -135,6 +219,9 @@ impl RegionTable {
         if !r.complete && r.segs.is_empty() {
             return Err(RegionError::NotRegistered);
         }
+        if let Some(w) = &r.window {
+            return resolve_window(r, w, offset, len, out);
+        }
         if offset.checked_add(len).is_none_or(|end| end > r.len) {
             // Within a registration in progress, the registered prefix is
             // usable and the rest is not there yet.
@@ -144,22 +231,232 @@ impl RegionTable {
                 RegionError::NotYet
             });
         }
-        let (mut skip, mut want) = (offset, len);
-        for &(addr, slen) in &r.segs {
-            if want == 0 {
-                break;
-            }
-            let slen = u64::from(slen);
-            if skip >= slen {
-                skip -= slen;
-                continue;
-            }
-            let take = (slen - skip).min(want);
-            out.push((addr + skip, take as usize));
-            want -= take;
-            skip = 0;
-        }
+        walk(&r.segs, offset, len, out);
         Ok(())
+    }
+
+    /// Make region `id`, registered completely just before, a staging
+    /// window over a message of `w.msg_len` bytes: its registered bytes
+    /// are `len / block` slots, slot `i` holding message block `i`.
+    ///
+    /// # Errors
+    /// [`RegionError::BadWindow`] when the region is not completely
+    /// registered, already a window, or the sizes do not make a window
+    /// (block not a multiple of a page in `[4 KiB, 16 MiB]`, registered
+    /// length not a whole number of 2 to 64 blocks, message not longer
+    /// than the slots). The region is then left unregistered.
+    pub fn set_window(&mut self, w: &RegionWindow) -> Result<(), RegionError> {
+        let r = &mut self.regions[usize::from(w.region_id)];
+        let block = u64::from(w.block);
+        let ok = r.complete
+            && r.window.is_none()
+            && (WINDOW_BLOCK_MIN..=WINDOW_BLOCK_MAX).contains(&w.block)
+            && w.block.is_multiple_of(WINDOW_BLOCK_MIN)
+            && r.len.is_multiple_of(block)
+            && (WINDOW_SLOTS_MIN..=WINDOW_SLOTS_MAX).contains(&((r.len / block) as usize))
+            && u64::from(w.msg_len) > r.len;
+        if !ok {
+            *r = Region::default();
+            return Err(RegionError::BadWindow);
+        }
+        let n = (r.len / block) as u32;
+        r.window = Some(Box::new(Window {
+            msg_len: u64::from(w.msg_len),
+            block,
+            gen: w.gen,
+            slots: (0..n)
+                .map(|block| SlotState::Holds { block, used: None })
+                .collect(),
+        }));
+        Ok(())
+    }
+
+    /// The block size of window `id`, if it is one.
+    pub fn window_block(&self, id: u8) -> Option<u64> {
+        self.regions[usize::from(id)]
+            .window
+            .as_ref()
+            .map(|w| w.block)
+    }
+
+    /// Whether region `id` is a staging window.
+    pub fn is_window(&self, id: u8) -> bool {
+        self.regions[usize::from(id)].window.is_some()
+    }
+
+    /// The first message block of `len` bytes from `offset` of window `id`
+    /// that no slot holds (`None`: all held, or not a window).
+    pub fn missing(&self, id: u8, offset: u64, len: u64) -> Option<u32> {
+        let w = self.regions[usize::from(id)].window.as_ref()?;
+        blocks_of(w, offset, len).find(|&b| slot_of(w, b).is_none())
+    }
+
+    /// Note that the blocks of `len` bytes from `offset` of window `id`
+    /// are read in the pass of `now` (not evicted in it).
+    pub fn touch(&mut self, id: u8, offset: u64, len: u64, now: Instant) {
+        let Some(w) = self.regions[usize::from(id)].window.as_mut() else {
+            return;
+        };
+        let wanted: Vec<u32> = blocks_of(w, offset, len).collect();
+        for s in &mut w.slots {
+            if let SlotState::Holds { block, used } = s {
+                if wanted.contains(block) {
+                    *used = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Block `block` of window `id` is needed and no slot holds it: pick
+    /// the slot least recently read (not one read in this pass, nor one
+    /// being refilled unless its guest has not answered for `wait`) and
+    /// mark it as being refilled with `block`. The caller posts the
+    /// `StageNeeded` when told to (it checked there is room for it).
+    pub fn ask(&mut self, id: u8, block: u32, now: Instant, wait: Duration) -> Ask {
+        let Some(w) = self.regions[usize::from(id)].window.as_mut() else {
+            return Ask::NoSlot;
+        };
+        if u64::from(block) * w.block >= w.msg_len {
+            return Ask::NoSlot;
+        }
+        let stale = |since: Instant| now.saturating_duration_since(since) >= wait;
+        if w.slots.iter().any(
+            |s| matches!(*s, SlotState::Staging { block: b, since } if b == block && !stale(since)),
+        ) {
+            return Ask::Waiting;
+        }
+        // Oldest first: never read (None) before read long ago.
+        let pick = w
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match *s {
+                SlotState::Holds { used, .. } if used != Some(now) => Some((i, used)),
+                SlotState::Staging { since, .. } if stale(since) => Some((i, None)),
+                _ => None,
+            })
+            .min_by_key(|&(_, used)| used);
+        let Some((i, _)) = pick else {
+            return Ask::NoSlot;
+        };
+        w.slots[i] = SlotState::Staging { block, since: now };
+        Ask::Post {
+            slot: i as u16,
+            gen: w.gen,
+        }
+    }
+
+    /// The guest's answer to a `StageNeeded`: true if it answers the
+    /// request outstanding for that slot (the slot holds the block now);
+    /// false (nothing changes) for any other: wrong region, generation,
+    /// slot or block, or a slot not being refilled.
+    pub fn staged(&mut self, st: &RegionStage, now: Instant) -> bool {
+        let Some(w) = self.regions[usize::from(st.region_id)].window.as_mut() else {
+            return false;
+        };
+        if w.gen != st.gen {
+            return false;
+        }
+        match w.slots.get_mut(usize::from(st.slot)) {
+            Some(s @ SlotState::Staging { .. }) if matches!(*s, SlotState::Staging { block, .. } if block == st.block) =>
+            {
+                *s = SlotState::Holds {
+                    block: st.block,
+                    used: Some(now),
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Park a same-host pull on these windows; false (not parked) when
+    /// [`PARKED_MAX`] are parked already.
+    pub fn park(&mut self, p: Parked) -> bool {
+        if self.parked.len() >= PARKED_MAX {
+            return false;
+        }
+        self.parked.push(p);
+        true
+    }
+
+    /// Whether pulls are parked here.
+    pub fn has_parked(&self) -> bool {
+        !self.parked.is_empty()
+    }
+
+    /// Take every parked pull (the caller parks again those still waiting).
+    pub fn take_parked(&mut self) -> Vec<Parked> {
+        std::mem::take(&mut self.parked)
+    }
+
+    /// The use counter of window `id`, if it is one (a parked pull of an
+    /// earlier use of the id no longer has its window).
+    pub fn window_gen(&self, id: u8) -> Option<u8> {
+        self.regions[usize::from(id)].window.as_ref().map(|w| w.gen)
+    }
+}
+
+/// The message blocks covered by `len` bytes from `offset` of window `w`.
+fn blocks_of(w: &Window, offset: u64, len: u64) -> impl Iterator<Item = u32> {
+    let (lo, hi) = if len == 0 {
+        (1, 0)
+    } else {
+        (offset / w.block, (offset + len - 1) / w.block)
+    };
+    (lo..=hi).map(|b| b as u32)
+}
+
+/// The slot holding message block `b`.
+fn slot_of(w: &Window, b: u32) -> Option<usize> {
+    w.slots
+        .iter()
+        .position(|s| matches!(*s, SlotState::Holds { block, .. } if block == b))
+}
+
+/// `len` bytes from message offset `offset` of window `w` over region `r`,
+/// through the slots holding them.
+fn resolve_window(
+    r: &Region,
+    w: &Window,
+    offset: u64,
+    len: u64,
+    out: &mut Vec<(u64, usize)>,
+) -> Result<(), RegionError> {
+    if offset.checked_add(len).is_none_or(|end| end > w.msg_len) {
+        return Err(RegionError::OutOfBounds);
+    }
+    let (mut off, end) = (offset, offset + len);
+    while off < end {
+        let b = off / w.block;
+        let n = (end - off).min((b + 1) * w.block - off);
+        let Some(slot) = slot_of(w, b as u32) else {
+            out.clear();
+            return Err(RegionError::NotResident);
+        };
+        walk(&r.segs, slot as u64 * w.block + off % w.block, n, out);
+        off += n;
+    }
+    Ok(())
+}
+
+/// Append the segments covering `len` bytes from `offset` of `segs`
+/// (the caller checked the range lies within them).
+fn walk(segs: &[(u64, u32)], offset: u64, len: u64, out: &mut Vec<(u64, usize)>) {
+    let (mut skip, mut want) = (offset, len);
+    for &(addr, slen) in segs {
+        if want == 0 {
+            break;
+        }
+        let slen = u64::from(slen);
+        if skip >= slen {
+            skip -= slen;
+            continue;
+        }
+        let take = (slen - skip).min(want);
+        out.push((addr + skip, take as usize));
+        want -= take;
+        skip = 0;
     }
 }
 

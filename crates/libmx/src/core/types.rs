@@ -727,6 +727,9 @@ pub struct Stats {
     pub command_errors: u64,
     /// Bytes copied into or out of the bulk pool (large messages staged).
     pub bytes_staged: u64,
+    /// Window blocks staged again because the backend asked for them
+    /// (sends larger than their pool room).
+    pub window_stages: u64,
     /// Pulls we copied ourselves from the sender.
     pub pulls_direct: u64,
     /// Direct copies that failed (the pull was sent again, to the backend).
