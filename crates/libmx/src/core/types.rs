@@ -457,10 +457,12 @@ pub struct PoolRange {
 /// On the local platform there is no pool: the backend copies straight
 /// from and to the application's buffers.
 ///
-/// A message must fit in half the pool, and staged sends together hold at
-/// most half of it: the other half is always there for pulls, which finish
-/// on their own, so large messages crossing in both directions cannot
-/// deadlock. Larger messages fail with `NO_RESOURCES`.
+/// Staged sends together hold at most half the pool: the other half is
+/// always there for pulls, which finish on their own, so large messages
+/// crossing in both directions cannot deadlock. A send larger than half
+/// the pool goes through a window of a few blocks the backend asks us to
+/// refill (`StageNeeded`); only where two blocks do not fit in half the
+/// pool does it fail with `NO_RESOURCES`.
 pub trait BulkPool: Send {
     /// The size of the pool (what [`BulkPool::reserve`] could give at most).
     fn capacity(&self) -> u32;
