@@ -517,4 +517,114 @@ mod tests {
         let bad = RegionRegister::new(2, true, true, 0, &[RawSeg::new(u64::MAX - 5, 10)]);
         assert_eq!(t.register(&bad), Err(RegionError::BadSegment));
     }
+
+    fn window_table(slots: u64, block: u32, msg_len: u32) -> RegionTable {
+        let segs: Vec<RawSeg> = (0..slots)
+            .map(|i| RawSeg::new(0x10_0000 * (i + 1), block))
+            .collect();
+        let mut t = RegionTable::default();
+        for c in RegionRegister::chunks(3, &segs) {
+            t.register(&c).unwrap();
+        }
+        t.set_window(&RegionWindow {
+            region_id: 3,
+            gen: 9,
+            block,
+            msg_len,
+        })
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn window_resolves_through_slots_and_asks_for_the_rest() {
+        let b = 4096u32;
+        let mut t = window_table(2, b, 10 * b + 5);
+        assert_eq!(t.len(3), Some(u64::from(10 * b + 5)));
+        let mut out = Vec::new();
+        // blocks 0 and 1 are in slots 0 and 1 to begin with
+        t.resolve(3, 4000, 200, &mut out).unwrap();
+        assert_eq!(out, vec![(0x10_0000 + 4000, 96), (0x20_0000, 104)]);
+        assert_eq!(t.missing(3, 0, u64::from(2 * b)), None);
+        assert_eq!(t.missing(3, 100, u64::from(3 * b)), Some(2));
+        assert_eq!(
+            t.resolve(3, u64::from(2 * b), 1, &mut out),
+            Err(RegionError::NotResident)
+        );
+        assert_eq!(
+            t.resolve(3, u64::from(10 * b), 6, &mut out),
+            Err(RegionError::OutOfBounds)
+        );
+        let t0 = Instant::now();
+        let wait = Duration::from_secs(10);
+        // slot 0 read in this pass, slot 1 not: block 2 goes to slot 1
+        t.touch(3, 0, 1, t0);
+        assert_eq!(t.ask(3, 2, t0, wait), Ask::Post { slot: 1, gen: 9 });
+        assert_eq!(t.ask(3, 2, t0, wait), Ask::Waiting, "asked already");
+        assert_eq!(t.ask(3, 3, t0, wait), Ask::NoSlot, "slot 0 read this pass");
+        assert_eq!(t.ask(3, 11, t0, wait), Ask::NoSlot, "beyond the message");
+        assert!(
+            t.resolve(3, u64::from(b), 1, &mut out).is_err(),
+            "block 1 was evicted when slot 1 was asked for"
+        );
+        // answers that do not match the request change nothing
+        let st = |slot, block, gen| RegionStage {
+            region_id: 3,
+            gen,
+            slot,
+            block,
+        };
+        let t1 = t0 + Duration::from_millis(1);
+        assert!(!t.staged(&st(1, 3, 9), t1), "wrong block");
+        assert!(!t.staged(&st(0, 2, 9), t1), "slot not being refilled");
+        assert!(!t.staged(&st(1, 2, 8), t1), "old generation");
+        assert!(!t.staged(&st(7, 2, 9), t1), "no such slot");
+        assert!(t.staged(&st(1, 2, 9), t1));
+        assert!(!t.staged(&st(1, 2, 9), t1), "answered twice");
+        t.resolve(3, u64::from(2 * b) + 1, 2, &mut out).unwrap();
+        assert_eq!(out, vec![(0x20_0000 + 1, 2)]);
+        // a guest that never answers: its slot is asked again after `wait`
+        assert_eq!(t.ask(3, 5, t1, wait), Ask::Post { slot: 0, gen: 9 });
+        assert_eq!(t.ask(3, 6, t1, wait), Ask::NoSlot, "slot 1 staged this pass");
+        assert_eq!(t.ask(3, 5, t1 + wait / 2, wait), Ask::Waiting);
+        let late = t1 + wait;
+        assert_eq!(t.ask(3, 5, late, wait), Ask::Post { slot: 0, gen: 9 });
+        // a new registration of the id is no window any more
+        t.register(&RegionRegister::new(3, true, true, 0, &[RawSeg::new(0, 10)]))
+            .unwrap();
+        assert!(!t.is_window(3));
+        assert_eq!(t.window_gen(3), None);
+    }
+
+    #[test]
+    fn bad_windows_are_refused() {
+        let segs = [RawSeg::new(0x1000, 8192), RawSeg::new(0x9000, 8192)];
+        let w = |block, msg_len| RegionWindow {
+            region_id: 1,
+            gen: 0,
+            block,
+            msg_len,
+        };
+        for (bad, why) in [
+            (w(4096, 100_000), "16 KiB is 4 blocks of 4 KiB: fine"),
+            (w(8192, 16384), "message not longer than the slots"),
+            (w(5000, 100_000), "block not a multiple of a page"),
+            (w(16384, 100_000), "one slot only"),
+            (w(12288, 100_000), "not whole blocks"),
+        ] {
+            let mut t = RegionTable::default();
+            for c in RegionRegister::chunks(1, &segs) {
+                t.register(&c).unwrap();
+            }
+            let ok = why.ends_with("fine");
+            assert_eq!(t.set_window(&bad).is_ok(), ok, "{why}");
+            if !ok {
+                assert_eq!(t.len(1), None, "{why}: left unregistered");
+            }
+        }
+        // not registered completely yet
+        let mut t = RegionTable::default();
+        t.register(&RegionRegister::new(1, true, false, 0, &segs)).unwrap();
+        assert_eq!(t.set_window(&w(8192, 100_000)), Err(RegionError::BadWindow));
+    }
 }
