@@ -44,14 +44,21 @@ struct Window {
     block: u64,
     gen: u8,
     slots: Vec<SlotState>,
+    /// Counts reads, for [`SlotState::Holds::used`].
+    tick: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
-    /// The slot holds message block `block`; `used` is the pass that last
-    /// read it (not evicted in that pass: a PULL_REPLY queued in a pass is
-    /// read from the slot at the pass's flush).
-    Holds { block: u32, used: Option<Instant> },
+    /// The slot holds message block `block`; `used` orders the slots by
+    /// their last read (eviction takes the oldest); `pinned` is the pass
+    /// of the last wire read, not evicted in that pass (a PULL_REPLY
+    /// queued in a pass is read from the slot at the pass's flush).
+    Holds {
+        block: u32,
+        used: u64,
+        pinned: Option<Instant>,
+    },
     /// The guest was asked at `since` to copy `block` into the slot; it is
     /// not read until the guest says it did.
     Staging { block: u32, since: Instant },
@@ -264,8 +271,13 @@ impl RegionTable {
             msg_len: u64::from(w.msg_len),
             block,
             gen: w.gen,
+            tick: 0,
             slots: (0..n)
-                .map(|block| SlotState::Holds { block, used: None })
+                .map(|block| SlotState::Holds {
+                    block,
+                    used: 0,
+                    pinned: None,
+                })
                 .collect(),
         }));
         Ok(())
@@ -292,23 +304,35 @@ impl RegionTable {
     }
 
     /// Note that the blocks of `len` bytes from `offset` of window `id`
-    /// are read in the pass of `now` (not evicted in it).
-    pub fn touch(&mut self, id: u8, offset: u64, len: u64, now: Instant) {
+    /// were read now; with `pin`, they are read again at this pass's flush
+    /// (a queued PULL_REPLY) and are not evicted before the pass of `now`
+    /// is over.
+    pub fn touch(&mut self, id: u8, offset: u64, len: u64, now: Instant, pin: bool) {
         let Some(w) = self.regions[usize::from(id)].window.as_mut() else {
             return;
         };
         let wanted: Vec<u32> = blocks_of(w, offset, len).collect();
+        w.tick += 1;
+        let tick = w.tick;
         for s in &mut w.slots {
-            if let SlotState::Holds { block, used } = s {
+            if let SlotState::Holds {
+                block,
+                used,
+                pinned,
+            } = s
+            {
                 if wanted.contains(block) {
-                    *used = Some(now);
+                    *used = tick;
+                    if pin {
+                        *pinned = Some(now);
+                    }
                 }
             }
         }
     }
 
     /// Block `block` of window `id` is needed and no slot holds it: pick
-    /// the slot least recently read (not one read in this pass, nor one
+    /// the slot least recently read (not one pinned in this pass, nor one
     /// being refilled unless its guest has not answered for `wait`) and
     /// mark it as being refilled with `block`. The caller posts the
     /// `StageNeeded` when told to (it checked there is room for it).
@@ -325,13 +349,15 @@ impl RegionTable {
         ) {
             return Ask::Waiting;
         }
-        // Oldest first: never read (None) before read long ago.
+        // Oldest first; a request never answered before any held block.
         let pick = w
             .slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match *s {
-                SlotState::Holds { used, .. } if used != Some(now) => Some((i, used)),
+                SlotState::Holds { used, pinned, .. } if pinned != Some(now) => {
+                    Some((i, Some(used)))
+                }
                 SlotState::Staging { since, .. } if stale(since) => Some((i, None)),
                 _ => None,
             })
@@ -360,9 +386,12 @@ impl RegionTable {
         match w.slots.get_mut(usize::from(st.slot)) {
             Some(s @ SlotState::Staging { .. }) if matches!(*s, SlotState::Staging { block, .. } if block == st.block) =>
             {
+                // Kept for the pass that serves the pulls waiting for it.
+                w.tick += 1;
                 *s = SlotState::Holds {
                     block: st.block,
-                    used: Some(now),
+                    used: w.tick,
+                    pinned: Some(now),
                 };
                 true
             }
@@ -557,8 +586,9 @@ mod tests {
         );
         let t0 = Instant::now();
         let wait = Duration::from_secs(10);
-        // slot 0 read in this pass, slot 1 not: block 2 goes to slot 1
-        t.touch(3, 0, 1, t0);
+        // slot 0 read for the wire in this pass, slot 1 not: block 2 goes
+        // to slot 1
+        t.touch(3, 0, 1, t0, true);
         assert_eq!(t.ask(3, 2, t0, wait), Ask::Post { slot: 1, gen: 9 });
         assert_eq!(t.ask(3, 2, t0, wait), Ask::Waiting, "asked already");
         assert_eq!(t.ask(3, 3, t0, wait), Ask::NoSlot, "slot 0 read this pass");
@@ -585,13 +615,23 @@ mod tests {
         assert_eq!(out, vec![(0x20_0000 + 1, 2)]);
         // a guest that never answers: its slot is asked again after `wait`
         assert_eq!(t.ask(3, 5, t1, wait), Ask::Post { slot: 0, gen: 9 });
-        assert_eq!(t.ask(3, 6, t1, wait), Ask::NoSlot, "slot 1 staged this pass");
+        assert_eq!(
+            t.ask(3, 6, t1, wait),
+            Ask::NoSlot,
+            "slot 1 staged this pass"
+        );
         assert_eq!(t.ask(3, 5, t1 + wait / 2, wait), Ask::Waiting);
         let late = t1 + wait;
         assert_eq!(t.ask(3, 5, late, wait), Ask::Post { slot: 0, gen: 9 });
         // a new registration of the id is no window any more
-        t.register(&RegionRegister::new(3, true, true, 0, &[RawSeg::new(0, 10)]))
-            .unwrap();
+        t.register(&RegionRegister::new(
+            3,
+            true,
+            true,
+            0,
+            &[RawSeg::new(0, 10)],
+        ))
+        .unwrap();
         assert!(!t.is_window(3));
         assert_eq!(t.window_gen(3), None);
     }
@@ -624,7 +664,8 @@ mod tests {
         }
         // not registered completely yet
         let mut t = RegionTable::default();
-        t.register(&RegionRegister::new(1, true, false, 0, &segs)).unwrap();
+        t.register(&RegionRegister::new(1, true, false, 0, &segs))
+            .unwrap();
         assert_eq!(t.set_window(&w(8192, 100_000)), Err(RegionError::BadWindow));
     }
 }

@@ -203,7 +203,7 @@ fn copy<H: HostPlatform>(
             return Err(PullStatus::BadRdmaWindow);
         }
         src.extend(ctx.segs.iter().map(|&(a, l)| region_of(a, l)));
-        s.regions.touch(p.remote.id, off, len, ctx.now);
+        s.regions.touch(p.remote.id, off, len, ctx.now, false);
     }
     let mut dst = Vec::new();
     {

@@ -719,7 +719,7 @@ impl<H: HostPlatform> Rx<'_, H> {
             return false;
         };
         let Some(block) = e.regions.missing(id, start, len) else {
-            e.regions.touch(id, start, len, now);
+            e.regions.touch(id, start, len, now, true);
             return true;
         };
         if now.saturating_duration_since(since) >= wait {
