@@ -1393,9 +1393,6 @@ fn staged_sends_wait_for_pool_room_and_keep_their_order() {
 
 #[test]
 fn messages_larger_than_the_pool_fail_cleanly() {
-    let (mut sim, a, b, ab, _) = pair();
-    sim.add_pool(a, POOL);
-    sim.add_pool(b, POOL);
     // a send that can never be staged, not even through a window of two
     // blocks (4 KiB each here, half the pool is 6 KiB), fails at once
     let (mut sim, a, _b, ab, _) = pair();
@@ -1440,7 +1437,7 @@ fn sends_larger_than_the_pool_go_through_a_window() {
     for wire in [WireCfg::default(), WireCfg::lossy(0.05, 0.05, 0.1)] {
         for pool_b in [false, true] {
             let lossy = wire.drop > 0.0;
-            let mut sim = Sim::new(11, wire.clone());
+            let mut sim = Sim::new(11, wire);
             let a = sim.add_node(|_| {});
             let b = sim.add_node(|_| {});
             let (ab, _) = sim.connect_pair(a, b);
