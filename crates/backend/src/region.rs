@@ -372,6 +372,47 @@ impl RegionTable {
         }
     }
 
+    /// Read-ahead after a same-host copy served window `id` up to block
+    /// `served`: ask for the next block that no slot holds or awaits
+    /// (at most a window's length ahead) in a slot holding a block at or
+    /// behind `served`, read longest ago and not pinned in this pass. A
+    /// sequential puller then finds each next block staged while it copies
+    /// the current one. Never needed for correctness: an evicted block is
+    /// asked for again if it is read again. `Some((slot, gen, block))`
+    /// when the caller is to post that `StageNeeded`.
+    pub fn prefetch(&mut self, id: u8, served: u32, now: Instant) -> Option<(u16, u8, u32)> {
+        let w = self.regions[usize::from(id)].window.as_mut()?;
+        let nblocks = w.msg_len.div_ceil(w.block);
+        let busy = |w: &Window, b: u32| {
+            w.slots.iter().any(|s| match *s {
+                SlotState::Holds { block, .. } | SlotState::Staging { block, .. } => block == b,
+            })
+        };
+        let mut next = u64::from(served) + 1;
+        while next < nblocks && busy(w, next as u32) {
+            next += 1;
+        }
+        if next >= nblocks || next > u64::from(served) + w.slots.len() as u64 {
+            return None;
+        }
+        let (i, _) = w
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match *s {
+                SlotState::Holds {
+                    block,
+                    used,
+                    pinned,
+                } if block <= served && pinned != Some(now) => Some((i, used)),
+                _ => None,
+            })
+            .min_by_key(|&(_, used)| used)?;
+        let block = next as u32;
+        w.slots[i] = SlotState::Staging { block, since: now };
+        Some((i as u16, w.gen, block))
+    }
+
     /// The guest's answer to a `StageNeeded`: true if it answers the
     /// request outstanding for that slot (the slot holds the block now);
     /// false (nothing changes) for any other: wrong region, generation,
@@ -634,6 +675,34 @@ mod tests {
         .unwrap();
         assert!(!t.is_window(3));
         assert_eq!(t.window_gen(3), None);
+    }
+
+    #[test]
+    fn read_ahead_refills_slots_behind_the_reader_only() {
+        let b = 4096u32;
+        let mut t = window_table(2, b, 6 * b);
+        let t0 = Instant::now();
+        t.touch(3, 0, u64::from(b), t0, false);
+        // block 0 served: block 2 goes to its slot, slot 1 (block 1) stays
+        assert_eq!(t.prefetch(3, 0, t0), Some((0, 9, 2)));
+        // block 1 is ahead of the reader, block 2 awaited: nothing to evict
+        assert_eq!(t.prefetch(3, 0, t0), None);
+        assert!(t.staged(
+            &RegionStage {
+                region_id: 3,
+                gen: 9,
+                slot: 0,
+                block: 2
+            },
+            t0
+        ));
+        // block 1 served; block 2 (pinned: just staged) is ahead: block 3
+        // goes to slot 1
+        assert_eq!(t.prefetch(3, 1, t0), Some((1, 9, 3)));
+        // never beyond the message
+        let mut t = window_table(2, b, 3 * b);
+        assert_eq!(t.prefetch(3, 0, t0), Some((0, 9, 2)));
+        assert_eq!(t.prefetch(3, 1, t0), None);
     }
 
     #[test]

@@ -145,8 +145,47 @@ fn attempt<H: HostPlatform>(
             Ok(()) => {
                 pp.done += want as u32;
                 pp.since = ctx.now;
+                read_ahead(ctx, eps, sender, id, off + want - 1);
             }
             Err(status) => return Step::Finish(status),
+        }
+    }
+}
+
+/// Ask for the block after the one holding message offset `last`, if a
+/// slot behind it can take it ([`RegionTable::prefetch`]).
+///
+/// [`RegionTable::prefetch`]: crate::region::RegionTable::prefetch
+fn read_ahead<H: HostPlatform>(
+    ctx: &mut Ctx<'_, H>,
+    eps: &mut [Option<Endpoint<H>>],
+    sender: usize,
+    id: u8,
+    last: u64,
+) {
+    let Some(s) = eps[sender].as_mut() else {
+        return;
+    };
+    let Some(block) = s.regions.window_block(id) else {
+        return;
+    };
+    if s.chan.event_space().unwrap_or(0) == 0 {
+        return;
+    }
+    let Ok(served) = u32::try_from(last / block) else {
+        return;
+    };
+    if let Some((slot, gen, block)) = s.regions.prefetch(id, served, ctx.now) {
+        let ev = Event::StageNeeded {
+            region_id: id,
+            gen,
+            slot,
+            block,
+        };
+        if s.chan.push_event(&ev).is_ok() {
+            s.counters.bump(Counter::EventsPosted);
+            s.counters.bump(Counter::WindowStages);
+            s.dirty = true;
         }
     }
 }
