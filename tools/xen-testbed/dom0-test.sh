@@ -71,13 +71,15 @@ if [ -x /usr/bin/mx-backend ] && [ -x /usr/bin/mx_pingpong ]; then
         pv=""; [ "$pool" = default ] || pv="MX_XEN_POOL_PAGES=$pool"
         echo "MXTEST: mx_pingpong with pool $pool at $(up) s"
         : > /var/log/xen/console/guest-domU4.log 2>/dev/null
+        : > /var/log/xen/console/guest-domU3.log 2>/dev/null
         xl create /root/domU3.cfg "$(extra MXTEST=pp-recv $pv)" || fail "xl create domU3"
         xl create /root/domU4.cfg "$(extra MXTEST=pp-send MX_PP_END=${MX_PP_END:-4194305} MX_PP_ITERS=${MX_PP_ITERS:-5} $pv)" || fail "xl create domU4"
         d3=$(xl domid domU3); d4=$(xl domid domU4)
         r4=$(wait_key_log /local/domain/$d4/data/result ${PP_TIMEOUT:-300} domU4) || r4=TIMEOUT
         r3=$(wait_key /local/domain/$d3/data/result 30) || r3=TIMEOUT
         echo "MXTEST: pingpong (pool $pool) sender: $r4; receiver: $r3"
-        case "$r4" in "exit 0"*) ;; *) fail "mx_pingpong sender (pool $pool): $r4";; esac
+        case "$r4" in "exit 0"*) ;; *) fail "mx_pingpong sender (pool $pool): $r4"
+            tail -n 8 /var/log/xen/console/guest-domU4.log /var/log/xen/console/guest-domU3.log 2>&1 | cut -c1-300;; esac
         grep -q "^ *4194304 " /var/log/xen/console/guest-domU4.log || fail "mx_pingpong (pool $pool) did not reach 4 MiB"
         case "$r3" in "exit 0"*) ;; *) fail "mx_pingpong receiver (pool $pool): $r3";; esac
         xl destroy domU3 >/dev/null 2>&1; xl destroy domU4 >/dev/null 2>&1
