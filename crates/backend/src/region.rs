@@ -372,15 +372,22 @@ impl RegionTable {
         }
     }
 
-    /// Read-ahead after a same-host copy served window `id` up to block
-    /// `served`: ask for the next block that no slot holds or awaits
-    /// (at most a window's length ahead) in a slot holding a block at or
-    /// behind `served`, read longest ago and not pinned in this pass. A
-    /// sequential puller then finds each next block staged while it copies
-    /// the current one. Never needed for correctness: an evicted block is
-    /// asked for again if it is read again. `Some((slot, gen, block))`
-    /// when the caller is to post that `StageNeeded`.
-    pub fn prefetch(&mut self, id: u8, served: u32, now: Instant) -> Option<(u16, u8, u32)> {
+    /// Read-ahead after a read of window `id` ended at message byte
+    /// `last`: when that is the last byte of its block (a reader in order
+    /// is done with the block), ask for the next block that no slot holds
+    /// or awaits (at most a window's length ahead) in a slot holding a
+    /// block at or behind it, read longest ago and not pinned in this pass.
+    /// A sequential puller then finds each next block staged while it
+    /// reads the current one. Never needed for correctness: an evicted
+    /// block read again (a lost reply) is asked for again.
+    /// `Some((slot, gen, block))` when the caller is to post that
+    /// `StageNeeded`.
+    pub fn prefetch(&mut self, id: u8, last: u64, now: Instant) -> Option<(u16, u8, u32)> {
+        let w = self.regions[usize::from(id)].window.as_mut()?;
+        if (last + 1) % w.block != 0 || last >= w.msg_len {
+            return None;
+        }
+        let served = u32::try_from(last / w.block).ok()?;
         let w = self.regions[usize::from(id)].window.as_mut()?;
         let nblocks = w.msg_len.div_ceil(w.block);
         let busy = |w: &Window, b: u32| {
@@ -680,13 +687,16 @@ mod tests {
     #[test]
     fn read_ahead_refills_slots_behind_the_reader_only() {
         let b = 4096u32;
+        let end = |k: u64| (k + 1) * u64::from(b) - 1;
         let mut t = window_table(2, b, 6 * b);
         let t0 = Instant::now();
         t.touch(3, 0, u64::from(b), t0, false);
+        // a read that stops inside block 0: the reader is not done with it
+        assert_eq!(t.prefetch(3, 100, t0), None);
         // block 0 served: block 2 goes to its slot, slot 1 (block 1) stays
-        assert_eq!(t.prefetch(3, 0, t0), Some((0, 9, 2)));
+        assert_eq!(t.prefetch(3, end(0), t0), Some((0, 9, 2)));
         // block 1 is ahead of the reader, block 2 awaited: nothing to evict
-        assert_eq!(t.prefetch(3, 0, t0), None);
+        assert_eq!(t.prefetch(3, end(0), t0), None);
         assert!(t.staged(
             &RegionStage {
                 region_id: 3,
@@ -698,11 +708,11 @@ mod tests {
         ));
         // block 1 served; block 2 (pinned: just staged) is ahead: block 3
         // goes to slot 1
-        assert_eq!(t.prefetch(3, 1, t0), Some((1, 9, 3)));
+        assert_eq!(t.prefetch(3, end(1), t0), Some((1, 9, 3)));
         // never beyond the message
         let mut t = window_table(2, b, 3 * b);
-        assert_eq!(t.prefetch(3, 0, t0), Some((0, 9, 2)));
-        assert_eq!(t.prefetch(3, 1, t0), None);
+        assert_eq!(t.prefetch(3, end(0), t0), Some((0, 9, 2)));
+        assert_eq!(t.prefetch(3, end(1), t0), None);
     }
 
     #[test]

@@ -152,7 +152,7 @@ fn attempt<H: HostPlatform>(
     }
 }
 
-/// Ask for the block after the one holding message offset `last`, if a
+/// Ask for the block after the one ending at message offset `last`, if a
 /// slot behind it can take it ([`RegionTable::prefetch`]).
 ///
 /// [`RegionTable::prefetch`]: crate::region::RegionTable::prefetch
@@ -166,16 +166,10 @@ fn read_ahead<H: HostPlatform>(
     let Some(s) = eps[sender].as_mut() else {
         return;
     };
-    let Some(block) = s.regions.window_block(id) else {
-        return;
-    };
     if s.chan.event_space().unwrap_or(0) == 0 {
         return;
     }
-    let Ok(served) = u32::try_from(last / block) else {
-        return;
-    };
-    if let Some((slot, gen, block)) = s.regions.prefetch(id, served, ctx.now) {
+    if let Some((slot, gen, block)) = s.regions.prefetch(id, last, ctx.now) {
         let ev = Event::StageNeeded {
             region_id: id,
             gen,

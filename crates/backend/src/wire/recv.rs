@@ -720,6 +720,22 @@ impl<H: HostPlatform> Rx<'_, H> {
         };
         let Some(block) = e.regions.missing(id, start, len) else {
             e.regions.touch(id, start, len, now, true);
+            // Read-ahead, as on one host: the puller asks in order.
+            if e.chan.event_space().unwrap_or(0) > 0 {
+                if let Some((slot, gen, block)) = e.regions.prefetch(id, start + len - 1, now) {
+                    let ev = Event::StageNeeded {
+                        region_id: id,
+                        gen,
+                        slot,
+                        block,
+                    };
+                    if e.chan.push_event(&ev).is_ok() {
+                        e.counters.bump(Counter::EventsPosted);
+                        e.counters.bump(Counter::WindowStages);
+                        e.dirty = true;
+                    }
+                }
+            }
             return true;
         };
         if now.saturating_duration_since(since) >= wait {
