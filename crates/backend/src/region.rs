@@ -384,7 +384,7 @@ impl RegionTable {
     /// `StageNeeded`.
     pub fn prefetch(&mut self, id: u8, last: u64, now: Instant) -> Option<(u16, u8, u32)> {
         let w = self.regions[usize::from(id)].window.as_mut()?;
-        if (last + 1) % w.block != 0 || last >= w.msg_len {
+        if !(last + 1).is_multiple_of(w.block) || last >= w.msg_len {
             return None;
         }
         let served = u32::try_from(last / w.block).ok()?;
