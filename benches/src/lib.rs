@@ -6,6 +6,7 @@
 //! Every measuring process is a bench binary re-run with `--child <role>`;
 //! children report [`record::Record`]s as JSON lines on stdout.
 
+pub mod cprog;
 pub mod harness;
 pub mod limits;
 pub mod machine;

@@ -20,6 +20,7 @@ pub fn transport_name(t: &str) -> &str {
     match t {
         "mx-local" => "**ours**, intra-node (libmx - backend - libmx)",
         "mx-veth" => "**ours**, across hosts (veth)",
+        "mx-cprog" => "**ours**, intra-node, a C program busy-polling like MPI",
         "mx-channel" => "ours without libmx: raw channel commands (tiny)",
         "tcp-loopback" => "TCP, loopback",
         "unix" => "Unix-domain socket",
@@ -35,8 +36,9 @@ pub fn transport_name(t: &str) -> &str {
 }
 
 /// Order of transports in tables.
-const ORDER: [&str; 12] = [
+const ORDER: [&str; 13] = [
     "mx-local",
+    "mx-cprog",
     "mx-veth",
     "mx-channel",
     "shm-ring",
@@ -342,6 +344,41 @@ fn targets(db: &Db) -> Vec<Target> {
             ));
         }
     }
+    // The peer-channel issue's goals (same-host pairs, the backend out of
+    // the data path).
+    let vader_8 = db.best("openmpi-vader", 8, "latency", true);
+    v.push(at_most(
+        "peer channels: intra-node 8 B polling, ours / Open MPI shared memory (vader)",
+        true,
+        &ours_poll_8,
+        &vader_8,
+        2.0,
+        &unavailable("openmpi-vader"),
+    ));
+    v.push(at_most(
+        "peer channels: intra-node 8 B blocking, ours / TCP loopback blocking",
+        true,
+        &ours_block_8,
+        &tcp_block_8,
+        0.5,
+        "cannot be evaluated",
+    ));
+    v.push(at_most(
+        "a C program busy-polling mx_test (as MPI does), 8 B / ours (best mode)",
+        true,
+        &mode_fig("mx-cprog", "busy-poll test", 8, "latency"),
+        &ours_8,
+        2.0,
+        &unavailable("mx-cprog"),
+    ));
+    v.push(at_most(
+        "a C program busy-polling mx_test, 8 B / Open MPI shared memory (vader)",
+        false,
+        &mode_fig("mx-cprog", "busy-poll test", 8, "latency"),
+        &vader_8,
+        2.0,
+        "",
+    ));
     let ours_veth = db.best("mx-veth", 8, "latency", true);
     v.push(at_most(
         "across hosts 8 B latency: ours (best mode) / raw AF_PACKET (best mode)",

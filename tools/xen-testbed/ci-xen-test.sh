@@ -5,7 +5,8 @@
 # Exit 0 with "XEN TESTBED SKIPPED: <why>" when this machine cannot run it.
 #   env: D (cache, default ~/.cache/xen-testbed), XEN_TESTBED=0 (skip), BUDGET (s, 720),
 #        PROFILE (debug|release, default debug: CI has built it already), DOMU_TYPE=pv|pvh,
-#        ACCEL (tcg; kvm if it works), KEEP_GOING=1 (a failure exits 0, for local use)
+#        ACCEL (tcg; kvm if it works), KEEP_GOING=1 (a failure exits 0, for local use),
+#        MXTEST_PHASES (which of dom0-test.sh's phases to run, e.g. "2+2b"; default all)
 set -uo pipefail
 export D=${D:-${XDG_CACHE_HOME:-$HOME/.cache}/xen-testbed}
 SRC=$(cd "$(dirname "$0")" && pwd)
@@ -61,7 +62,7 @@ else
 fi
 
 step rootfs 120 "$SRC/build-rootfs.sh" > "$D/rootfs.log" 2>&1 || { tail -20 "$D/rootfs.log"; die "image build failed"; }
-export DOM0_ARGS="console=hvc0 loglevel=4"
+export DOM0_ARGS="console=hvc0 loglevel=4${MXTEST_PHASES:+ MXTEST_PHASES=$MXTEST_PHASES}"
 export XEN_ARGS="console=com1 com1=115200,8n1 serial_tx_buffer=1M dom0_mem=768M,max:768M dom0_max_vcpus=${DOM0_VCPUS:-1} bootscrub=false loglvl=all guest_loglvl=all console_timestamps=boot noreboot"
 export MEM=${MEM:-2G}
 [ "${DOMU_TYPE:-pv}" = pvh ] && export CPU=${CPU:-qemu64,+svm,+npt}

@@ -13,7 +13,7 @@ pp-recv)
 pp-send)
     ( sleep "${MX_PP_DELAY:-3}"
       ( MX_PLATFORM=xen mx_pingpong -d "${MX_PP_HOST:-mxhost:0}" -r 1 -f 0x12345 \
-          -S 0 -E "${MX_PP_END:-4194305}" -M 2 -N "${MX_PP_ITERS:-5}" -W 1 -V 2>&1
+          -S "${MX_PP_START:-0}" -E "${MX_PP_END:-4194305}" -M 2 -N "${MX_PP_ITERS:-5}" -W 1 -V 2>&1
         echo "PP-RC $?" ) | tee /tmp/pp.log
       r=$(sed -n 's/^PP-RC //p' /tmp/pp.log)
       echo "PP-SEND exit $r"

@@ -342,6 +342,14 @@ fn main() {
             run: Box::new(move || harness::mx_local(ctx, mode)),
         });
     }
+    for poll in ["test", "ipeek"] {
+        let ctx = &ctx;
+        cases.push(Case {
+            transport: "mx-cprog",
+            mode: format!("busy-poll {poll}"),
+            run: Box::new(move || mx_benches::cprog::mx_mpi_poll(ctx, poll)),
+        });
+    }
     let channel: &[Wait] = if cli.quick {
         &[Wait::Yield]
     } else {

@@ -1,5 +1,5 @@
 //! rawpp: the raw AF_PACKET baseline with our own NIC layer
-//! (`backend::nic::packet::PacketNic`): ping-pong one-way latency by payload
+//! (`backend::nic::af_packet::PacketNic`): ping-pong one-way latency by payload
 //! size and windowed streaming bandwidth between two network namespaces
 //! joined by a veth pair. It is what the MX stack over MXoE can at best
 //! reach on this wire; compare with `shared/baselines/rawpp.c`.
@@ -18,7 +18,7 @@
 //! cumulative count in whole bursts (at most one ack per receive batch). Results go to stdout as a table and, with
 //! `--out`, as JSON lines.
 
-use backend::nic::packet::{PacketNic, PacketOpts, RingVersion, ETHERTYPE_MXOE};
+use backend::nic::af_packet::{PacketNic, PacketOpts, RingVersion, ETHERTYPE_MXOE};
 use backend::nic::{Nic, Payload};
 use mx_proto::platform::local::MemfdPages;
 use mx_proto::platform::SharedMem;

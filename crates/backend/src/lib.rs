@@ -9,6 +9,10 @@
 //! slots and regions are checked against what that guest owns (see
 //! `docs/DESIGN.md`).
 
+// Unsafe code lives only at the edges that need it (the AF_PACKET layer and
+// its system calls, `nic::af_packet`, `nic::sys`), which allow it themselves.
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod counters;
 pub mod deliver;

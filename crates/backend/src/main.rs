@@ -1,5 +1,7 @@
 //! `mx-backend`: the host daemon of Xen2MX-rs.
 
+#![deny(unsafe_code)]
+
 use backend::{local_region, Backend, BackendConfig, IdlePolicy, RawAccess};
 use clap::{Parser, ValueEnum};
 use mx_proto::platform::auto::{AutoHost, AutoHostConfig, Choice};
@@ -218,8 +220,8 @@ fn main() -> ExitCode {
     let nic: Option<Box<dyn backend::nic::Nic>> = match &cli.iface {
         None => None,
         Some(iface) => {
-            let opts = backend::nic::packet::PacketOpts::default();
-            match backend::nic::packet::PacketNic::open(iface, &opts) {
+            let opts = backend::nic::af_packet::PacketOpts::default();
+            match backend::nic::af_packet::PacketNic::open(iface, &opts) {
                 Ok(n) => {
                     if let Err(e) = n.check_wire_profile(&profile) {
                         eprintln!("mx-backend: {e}");
@@ -272,6 +274,7 @@ fn main() -> ExitCode {
 }
 
 /// Stop cleanly on SIGINT/SIGTERM (the socket file is removed on drop).
+#[allow(unsafe_code)]
 fn install_signal_stop(stop: backend::StopHandle) {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset/sigaddset initialise the set we own; pthread_sigmask

@@ -58,7 +58,7 @@ use mx_proto::platform::{
 };
 use slab::Slab;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,6 +102,36 @@ struct Guest<H: HostPlatform> {
     principal: usize,
     /// Shared memory mapped for this guest's channels, in bytes.
     mapped: u64,
+}
+
+/// What the peer broker needs of guest `g`: its principal and domain.
+fn owner<H: HostPlatform>(guests: &Slab<Guest<H>>, g: usize) -> crate::peer_channels::Owner {
+    guests
+        .get(g)
+        .map_or_else(Default::default, |g| crate::peer_channels::Owner {
+            principal: Some(g.principal),
+            domain: g.conn.peer_domain(),
+        })
+}
+
+/// One line per closed endpoint with what crossed the backend for it: how
+/// much of its traffic peer channels kept out of the backend shows here.
+fn log_closed<H: HostPlatform>(ep: &Endpoint<H>, broker: &PeerBroker, why: &str) {
+    let c = &ep.counters;
+    let p = broker.counters();
+    info!(
+        endpoint = ep.id,
+        tiny = c.get(Counter::TinySent),
+        small = c.get(Counter::SmallSent),
+        medium = c.get(Counter::MediumFragsSent),
+        rndv = c.get(Counter::RndvSent),
+        notify = c.get(Counter::NotifySent),
+        liback = c.get(Counter::LibackSent),
+        peer_offered = p.offered,
+        peer_accepted = p.accepted,
+        peer_notices = p.notices,
+        "endpoint {why}: commands through the backend"
+    );
 }
 
 /// Whoever the platform holds accountable for some guests
@@ -297,15 +327,10 @@ impl<H: HostPlatform> Backend<H> {
         let mut nic_needs_polling = false;
         if let Some(w) = &wire {
             match w.nic.poll_fd() {
-                Some(fd) => {
-                    // SAFETY: the descriptor belongs to the NIC, which the
-                    // backend owns for as long as the poller exists (both
-                    // are fields of the same value, the poller declared
-                    // first so it is dropped first); epoll keeps no
-                    // reference beyond the registration.
-                    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-                    poller.add(bfd, TOKEN_NIC, Interest::READABLE)?;
-                }
+                // The NIC outlives the poller (both belong to the
+                // backend, the poller is dropped first), and epoll keeps
+                // no reference beyond the registration.
+                Some(fd) => poller.add(fd, TOKEN_NIC, Interest::READABLE)?,
                 None => nic_needs_polling = true,
             }
             if let Some(path) = &cfg.peers_file {
@@ -831,10 +856,23 @@ impl<H: HostPlatform> Backend<H> {
                     sizes,
                     self_peer: self.self_peer,
                 },
-                |g| self.guests.get(g).map(|g| g.principal),
+                |g| owner(&self.guests, g),
                 &mut res,
             ) {
                 Ok(channel) => ControlReply::PeerPending { channel },
+                Err(e) => ControlReply::Error(e),
+            },
+            ControlRequest::PeerDomain {
+                endpoint,
+                peer_endpoint,
+            } => match self.peer_channels.domain(
+                &self.endpoints,
+                key,
+                endpoint,
+                peer_endpoint,
+                |g| owner(&self.guests, g),
+            ) {
+                Ok(domain) => ControlReply::PeerDomain { domain },
                 Err(e) => ControlReply::Error(e),
             },
             ControlRequest::PeerAccept { endpoint, channel } => {
@@ -852,7 +890,7 @@ impl<H: HostPlatform> Backend<H> {
             ControlRequest::PeerClose { endpoint, channel } => {
                 match self
                     .peer_channels
-                    .close(&self.endpoints, key, endpoint, channel)
+                    .close(&mut self.endpoints, key, endpoint, channel)
                 {
                     Ok(()) => ControlReply::Done,
                     Err(e) => ControlReply::Error(e),
@@ -1189,7 +1227,9 @@ impl<H: HostPlatform> Backend<H> {
         self.abort_pulls(id);
         if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
             let _ = self.poller.delete(ep.event.as_fd());
-            self.peer_channels.endpoint_closed(id, ep.session);
+            self.peer_channels
+                .endpoint_closed(&mut self.endpoints, id, ep.session);
+            log_closed(&ep, &self.peer_channels, "closed");
             self.account(
                 ep.guest,
                 -(mx_proto::ring::SharedRegion::len(&*ep.pages) as i64),
@@ -1227,7 +1267,9 @@ impl<H: HostPlatform> Backend<H> {
             self.abort_pulls(id);
             if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
                 let _ = self.poller.delete(ep.event.as_fd());
-                self.peer_channels.endpoint_closed(id, ep.session);
+                self.peer_channels
+                    .endpoint_closed(&mut self.endpoints, id, ep.session);
+                log_closed(&ep, &self.peer_channels, "closed: guest gone");
             }
         }
     }
@@ -1247,6 +1289,9 @@ impl<H: HostPlatform> Backend<H> {
     /// any frame received.
     fn pass(&mut self) -> bool {
         let mut worked = false;
+        if self.peer_channels.notices_pending() > 0 {
+            self.peer_channels.flush_notices(&mut self.endpoints);
+        }
         let now = Instant::now();
         let stalled_wait = self.cfg.wire.stalled_wait;
         let endpoints_ptr = &mut self.endpoints;

@@ -12,7 +12,7 @@
 mod hosts;
 mod netns;
 
-use backend::nic::packet::{PacketNic, PacketOpts};
+use backend::nic::af_packet::{PacketNic, PacketOpts};
 use backend::nic::{Nic, Payload};
 use hosts::{counter, pingpong, Backend, BackendOpts, Profile, Scratch};
 use netns::Net;

@@ -11,7 +11,7 @@ mod netns;
 mod raw_guest;
 
 use backend::counters::RawCounter;
-use backend::nic::packet::{PacketNic, PacketOpts};
+use backend::nic::af_packet::{PacketNic, PacketOpts};
 use backend::{spawn_local_with_nic, BackendConfig, EmbeddedBackend, WireTiming};
 use frontend::Frontend;
 use mx_proto::platform::local::{LocalGuest, LocalTarget};

@@ -19,6 +19,8 @@
 //! the order the backend must use, and a backend that breaks the protocol
 //! marks the endpoint broken.
 
+#![deny(unsafe_code)]
+
 use mx_proto::channel::{ChannelError, GuestChannel};
 use mx_proto::msg::control::{
     BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, OpenFlags, PeerInfo,
@@ -401,7 +403,8 @@ impl std::fmt::Debug for PeerLink {
 impl<G: GuestPlatform> Frontend<G> {
     /// Create a peer channel from our endpoint `endpoint` to endpoint
     /// `peer_endpoint` of this host, lay it out and offer it. It is up once
-    /// the other end rings its doorbell; a hang-up means it was declined.
+    /// the other end rings its doorbell; a hang-up (or, where doorbells do
+    /// not hang up, the backend's `PeerClosed`) means it was declined.
     ///
     /// # Errors
     /// `Refused(Unsupported)` where the platform or the backend has no peer
@@ -414,7 +417,24 @@ impl<G: GuestPlatform> Frontend<G> {
         sizes: PeerSizes,
     ) -> Result<PeerLink, FrontendError> {
         let pages = sizes.pages()?;
-        let offer = match self.link.link.peer_create(pages) {
+        // Where a grant names its grantee (Xen), the backend says which
+        // domain the other endpoint is in before anything is granted.
+        let domain = if self.link.link.peer_needs_domain() {
+            match call::<G>(
+                &self.link,
+                &ControlRequest::PeerDomain {
+                    endpoint,
+                    peer_endpoint,
+                },
+                &[],
+            )? {
+                ControlReply::PeerDomain { domain } => Some(domain),
+                _ => return Err(FrontendError::Protocol("unexpected reply to a peer domain")),
+            }
+        } else {
+            None
+        };
+        let offer = match self.link.link.peer_create_for(pages, domain) {
             Ok(o) => o,
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                 return Err(FrontendError::Refused(ControlError::Unsupported))

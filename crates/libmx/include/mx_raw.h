@@ -88,6 +88,10 @@ extern mx_return_t mx_raw_set_route_mag(mx_raw_endpoint_t endpoint,
 extern mx_return_t mx_raw_clear_routes(mx_raw_endpoint_t endpoint,
                                        uint64_t destination_id,
                                        uint32_t port);
+/* Drops every route kept to destination_id (frames go by MAC: routes are
+   kept, never used on the wire). */
+extern mx_return_t mx_raw_remove_peer(mx_raw_endpoint_t endpoint,
+                                      uint64_t destination_id);
 extern mx_return_t mx_raw_set_map_version(mx_raw_endpoint_t endpoint,
                                           uint32_t physical_port,
                                           uint64_t mapper_id,
@@ -103,6 +107,12 @@ extern mx_return_t mx_raw_set_hostname(mx_raw_endpoint_t endpoint,
 extern mx_return_t mx_raw_set_peer_name(mx_raw_endpoint_t endpoint,
                                         uint64_t nic_id, char *hostname);
 extern mx_endpt_handle_t mx_raw_handle(mx_raw_endpoint_t endpoint);
+
+/* The blob MX's mapper has the NIC put in its replies: copied and kept (at
+   most 4096 bytes; size 0 clears it). */
+#define MX_HAS_RAW_SET_NIC_REPLY_INFO 1
+extern mx_return_t mx_raw_set_nic_reply_info(mx_raw_endpoint_t ep, void *blob,
+                                             uint32_t size);
 
 #ifdef __cplusplus
 }

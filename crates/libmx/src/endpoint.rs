@@ -29,7 +29,7 @@ use mx_proto::msg::event::DIRECT_SEGS_MAX;
 use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::local::{GuestRange, ProcessMemory};
 use mx_proto::platform::{auto::AutoGuest, local::LocalTarget, GuestMemory};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -265,6 +265,9 @@ struct State<B: MsgBuf> {
     cmd_slots: u32,
     /// Channels to the other endpoints of this host.
     peers: crate::peers::Peers,
+    /// `mx_disable_progression` (shared with [`Inner`]): incoming events
+    /// wait, so no unexpected handler runs, until it is reenabled.
+    paused: Arc<AtomicBool>,
 }
 
 struct Inner<B: MsgBuf> {
@@ -277,8 +280,9 @@ struct Inner<B: MsgBuf> {
     frontend: Frontend<Guest>,
     /// Microseconds since `epoch` of the last progress by any thread.
     last_progress: AtomicU64,
-    /// `mx_disable_progression` depth: the background thread pauses while > 0.
-    progression_disabled: AtomicU64,
+    /// `mx_disable_progression` is on: the background thread pauses and
+    /// no pass takes incoming events (see [`State::paused`]).
+    progression_disabled: Arc<AtomicBool>,
     /// `MX_VERBOSE`: say on stderr when the endpoint closes.
     verbose: bool,
     /// After the last poll: no peer channel up, or commands of ours the
@@ -395,6 +399,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 )
             );
         }
+        let paused = Arc::new(AtomicBool::new(false));
         Ok(Endpoint {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -407,6 +412,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                     direct_src: None,
                     cmd_slots: opts.sizes.cmd_slots,
                     peers,
+                    paused: paused.clone(),
                 }),
                 cond: Condvar::new(),
                 doorbell,
@@ -415,7 +421,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 spin: opts.spin,
                 frontend,
                 last_progress: AtomicU64::new(0),
-                progression_disabled: AtomicU64::new(0),
+                progression_disabled: paused,
                 verbose: opts.verbose,
                 needs_backend: std::sync::atomic::AtomicBool::new(true),
             }),
@@ -436,7 +442,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             .spawn(move || loop {
                 std::thread::sleep(PROGRESSION_TICK);
                 let Some(inner) = weak.upgrade() else { return };
-                if inner.progression_disabled.load(Ordering::Acquire) > 0 {
+                if inner.progression_disabled.load(Ordering::Acquire) {
                     continue;
                 }
                 let now = inner.epoch.elapsed().as_micros() as Time;
@@ -453,20 +459,26 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             });
     }
 
-    /// Pause background progression (`mx_disable_progression`); nests.
-    pub fn disable_progression(&self) {
+    /// `mx_disable_progression`: from now on no pass takes incoming events
+    /// (so no unexpected handler runs, on any thread) and the background
+    /// thread pauses; commands still go out. As Open-MX, it does not nest
+    /// and waits for a handler running on another thread to return, unless
+    /// `in_handler` (the caller is that handler: its thread holds the
+    /// state).
+    pub fn disable_progression(&self, in_handler: bool) {
         self.inner
             .progression_disabled
-            .fetch_add(1, Ordering::AcqRel);
+            .store(true, Ordering::Release);
+        if !in_handler {
+            drop(lock(&self.inner.state));
+        }
     }
 
-    /// Undo one [`disable_progression`](Self::disable_progression).
+    /// `mx_reenable_progression`: undo [`disable_progression`](Self::disable_progression).
     pub fn reenable_progression(&self) {
-        let _ = self.inner.progression_disabled.fetch_update(
-            Ordering::AcqRel,
-            Ordering::Acquire,
-            |v| v.checked_sub(1),
-        );
+        self.inner
+            .progression_disabled
+            .store(false, Ordering::Release);
     }
 
     /// The frontend (board information, peer look-ups, counters).
@@ -536,6 +548,8 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
     /// right after its sends completed would be lost. The endpoint itself
     /// closes when the last handle is dropped.
     pub fn shutdown(&self, linger: Duration) {
+        // The acks the linger waits for are incoming events.
+        self.reenable_progression();
         self.wakeup();
         self.with_core(|c| c.flush_acks());
         let deadline = Instant::now() + linger;
@@ -845,12 +859,17 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
         broken,
         direct_src,
         peers,
+        paused,
         ..
     } = st;
+    let take_events = !paused.load(Ordering::Acquire);
     loop {
         let mut moved = false;
-        // Events in.
+        // Events in (they wait in the rings while progression is disabled).
         loop {
+            if !take_events {
+                break;
+            }
             let slot = match chan.next_event() {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
@@ -877,6 +896,10 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
             } = ev
             {
                 peers.offered(channel, src, session, sizes);
+                continue;
+            }
+            if let Event::PeerClosed { channel } = ev {
+                peers.closed(channel);
                 continue;
             }
             let payload = match ev {
@@ -906,7 +929,9 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
             *broken = true;
             return;
         }
-        moved |= peers.receive(core, now);
+        if take_events {
+            moved |= peers.receive(core, now);
+        }
         // Timers.
         if core.poll_timeout().is_some_and(|at| at <= now) {
             core.handle_timeout(now);

@@ -10,10 +10,15 @@
 //!   endpoints of one host.
 //! - [`raw`]: a board's raw endpoint (the MX raw API of fabric mappers).
 //! - [`ffi`]: the C ABI of `libmyriexpress.so` (MX API 0x301).
+
+// Unsafe code only at the edges: the C ABI and the staging pool's raw memory.
+#![deny(unsafe_code)]
 pub mod core;
 pub mod endpoint;
 pub mod env;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod peers;
 pub mod raw;
+#[allow(unsafe_code)]
 pub mod staging;

@@ -29,8 +29,10 @@
 //! destination endpoint and session, the data slot's order and bounds)
 //! before it reaches the core; a channel that lies once is dropped, and the
 //! core's retransmission brings what it lost through the backend. A peer
-//! that dies or closes its endpoint hangs the doorbell up: whatever it had
-//! sent is still read, then the channel is dropped.
+//! that dies or closes its endpoint hangs the doorbell up, or, where a
+//! doorbell cannot hang up (a Xen event channel), the backend posts
+//! `PeerClosed`: whatever it had sent is still read, then the channel is
+//! dropped.
 
 use crate::core::{Core, MsgBuf, RecvQueue, Time};
 use crate::endpoint::Guest;
@@ -87,6 +89,9 @@ struct Slot {
     pushed: bool,
     /// Hung up or lied: read what is left, then forget.
     dead: bool,
+    /// The backend said the other end is gone (`PeerClosed`): treated as
+    /// a hang-up at the next maintenance.
+    closed: bool,
 }
 
 /// The peer channels of one endpoint.
@@ -305,6 +310,16 @@ impl Peers {
         }
     }
 
+    /// The backend's notice that channel `channel`'s other end is gone
+    /// (unknown channels: already dropped, ignored).
+    pub(crate) fn closed(&mut self, channel: u32) {
+        for s in self.slots.iter_mut().filter(|s| s.channel == channel) {
+            s.closed = true;
+        }
+        // An offer still queued for it is declined rather than accepted.
+        self.offers.retain(|o| o.0 != channel);
+    }
+
     /// The control-path work: accept or decline offers, make the offers
     /// sends asked for, see which pending offers were accepted, and drop
     /// dead channels. `bells`: also look for hang-ups of channels that are
@@ -342,8 +357,7 @@ impl Peers {
             match frontend.offer_peer(self.me, ep, PeerSizes::default()) {
                 Ok(link) => self.add(link, ep, session, now, false),
                 Err(FrontendError::Refused(ControlError::Unsupported)) => {
-                    // The platform (Xen, for now) or the backend has none:
-                    // stop asking.
+                    // The platform or the backend has none: stop asking.
                     self.stats.refused += 1;
                     self.enabled = false;
                 }
@@ -352,6 +366,12 @@ impl Peers {
         }
         for i in 0..self.slots.len() {
             let s = &mut self.slots[i];
+            if s.closed && !s.dead {
+                s.dead = true;
+                // What it sent before it went is still good.
+                self.receive_one(i, core, now);
+                continue;
+            }
             if s.dead || (s.up && !bells) {
                 continue;
             }
@@ -393,6 +413,7 @@ impl Peers {
             since: now,
             pushed: false,
             dead: false,
+            closed: false,
         });
         if up {
             self.stats.up += 1;
@@ -424,7 +445,7 @@ impl Peers {
         let mut sleep = true;
         let stats = &mut self.stats;
         for s in &mut self.slots {
-            if s.dead {
+            if s.dead || s.closed {
                 return false;
             }
             match s.bell.drain() {
@@ -463,7 +484,7 @@ impl Peers {
     pub(crate) fn needs_maintenance(&self) -> bool {
         !self.offers.is_empty()
             || !self.wanted.is_empty()
-            || self.slots.iter().any(|s| s.dead || !s.up)
+            || self.slots.iter().any(|s| s.dead || s.closed || !s.up)
     }
 }
 
@@ -674,6 +695,37 @@ mod tests {
             !r.peers.prepare_to_sleep(),
             "a dead channel is reaped first"
         );
+    }
+
+    #[test]
+    fn the_backends_notice_drops_the_channel_after_reading_what_came() {
+        let mut r = rig();
+        send(
+            &mut r,
+            &Command::Tiny {
+                hdr: hdr(ME, SESSION),
+                data: b"last",
+            },
+        );
+        r.peers.closed(99); // another channel: nothing happens
+        assert!(!r.peers.needs_maintenance());
+        assert!(alive(&r));
+        r.peers.closed(1);
+        assert!(r.peers.needs_maintenance());
+        assert!(
+            !r.peers.prepare_to_sleep(),
+            "a closed channel is reaped first"
+        );
+        // What maintenance does with it, without a frontend to tell.
+        let i = r.peers.slots.iter().position(|s| s.closed).unwrap();
+        r.peers.slots[i].dead = true;
+        r.peers.receive_one(i, &mut r.core, 0);
+        assert_eq!(
+            r.peers.stats().received,
+            1,
+            "the message sent before it went"
+        );
+        assert!(!alive(&r));
     }
 
     #[test]

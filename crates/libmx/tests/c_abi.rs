@@ -476,3 +476,153 @@ fn every_abi_function_is_exported() {
         assert!(syms.contains_key(*name), "{name}");
     }
 }
+
+/// One line of `tests/c/openmx_decls.txt`.
+struct RefDecl {
+    header: String,
+    kind: String,
+    name: String,
+    version: Option<String>,
+    value: Option<String>,
+}
+
+fn reference_decls() -> Vec<RefDecl> {
+    let list =
+        std::fs::read_to_string(c_source("openmx_decls.txt")).expect("read openmx_decls.txt");
+    let mut decls = Vec::new();
+    for (n, line) in list.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 5, "openmx_decls.txt:{}: {line}", n + 1);
+        let opt = |s: &str| (s != "-").then(|| s.to_owned());
+        decls.push(RefDecl {
+            header: f[0].to_owned(),
+            kind: f[1].to_owned(),
+            name: f[2].to_owned(),
+            version: opt(f[3]),
+            value: opt(f[4]),
+        });
+    }
+    decls
+}
+
+/// Every function, object, macro, constant and type that Open-MX's headers
+/// declare is declared by ours (in the same header, with the same value or
+/// size), and every function and object is exported by our library with
+/// the symbol version the reference gives it.
+#[test]
+fn every_reference_declaration_exists() {
+    let decls = reference_decls();
+    assert!(decls.len() > 200, "the list lost lines: {}", decls.len());
+    let s = Scratch::new("reference_decls");
+    // One file per header: the name must come from that header (or one it
+    // includes, as the reference's do).
+    let mut headers: Vec<&str> = decls.iter().map(|d| d.header.as_str()).collect();
+    headers.sort_unstable();
+    headers.dedup();
+    for h in headers {
+        let mut c = format!(
+            "#include <stdio.h>\n#include <string.h>\n#include <{h}>\n\
+             typedef void (*any_fn)(void);\nstatic int bad;\n\
+             static void check(const char *name, unsigned long long got, unsigned long long want) {{\n\
+             \tif (got != want) {{ printf(\"%s: %llu, want %llu\\n\", name, got, want); bad = 1; }}\n}}\n"
+        );
+        let mut fns = Vec::new();
+        let mut body = String::new();
+        for d in decls.iter().filter(|d| d.header == h) {
+            let n = &d.name;
+            match d.kind.as_str() {
+                "func" => fns.push(format!("(any_fn){n}")),
+                "data" => body.push_str(&format!("\tcheck(\"{n}\", {n} != NULL, 1);\n")),
+                "guard" | "flag" => {
+                    c.push_str(&format!("#ifndef {n}\n#error {n} not defined\n#endif\n"))
+                }
+                "macro" => c.push_str(&format!(
+                    "#ifndef {n}\n#error macro {n} not defined\n#endif\n"
+                )),
+                "const" => {
+                    let v = d.value.as_deref().expect("const without value");
+                    body.push_str(&format!(
+                        "\tcheck(\"{n}\", (unsigned long long)({n}), {v}ULL);\n"
+                    ));
+                }
+                "type" => {
+                    let v = d.value.as_deref().expect("type without size");
+                    body.push_str(&format!("\tcheck(\"sizeof({n})\", sizeof({n}), {v}ULL);\n"));
+                }
+                k => panic!("openmx_decls.txt: unknown kind {k} for {n}"),
+            }
+        }
+        if h == "myriexpress.h" {
+            // The function-like macros, used as programs use them.
+            body.push_str(
+                "\tcheck(\"MX_U32\", MX_U32((uint64_t)0x1234567800000000ULL), 0x12345678ULL);\n",
+            );
+            body.push_str(
+                "\tcheck(\"MX_L32\", MX_L32((uint64_t)0x12345678abcdef01ULL), 0xabcdef01ULL);\n",
+            );
+            body.push_str("\t{ mx_return_t (*init)(int) = mx__init_api; (void)init; (void)sizeof(mx_init()); }\n");
+        }
+        // Every function's address, kept where the compiler cannot drop it.
+        let loop_ = if fns.is_empty() {
+            String::new()
+        } else {
+            c.push_str(&format!(
+                "static any_fn const fns[] = {{ {} }};\n",
+                fns.join(", ")
+            ));
+            "\tfor (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)\n\
+             \t\tif (fns[i] == NULL) bad = 1;\n"
+                .to_owned()
+        };
+        c.push_str(&format!(
+            "int main(void) {{\n{body}{loop_}\
+             \tif (!bad) printf(\"decls: ok\\n\");\n\treturn bad;\n}}\n"
+        ));
+        let stem = h.trim_end_matches(".h");
+        let src = s.dir.join(format!("decls_{stem}.c"));
+        std::fs::write(&src, c).unwrap();
+        let exe = s.dir.join(format!("decls_{stem}"));
+        let out = Command::new("gcc")
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
+            .arg(include_dir())
+            .arg(&src)
+            .arg("-L")
+            .arg(&s.lib)
+            .args(["-lmyriexpress", "-o"])
+            .arg(&exe)
+            .output()
+            .expect("run gcc");
+        assert_ok(&out, &format!("gcc {} (every name of {h})", src.display()));
+        let out = s.run(&exe, &[], &[]);
+        assert_ok(&out, &format!("values of {h}"));
+        assert!(text(&out.stdout).contains("decls: ok"));
+    }
+
+    let syms = exported_symbols(&cdylib());
+    let mut wrong = Vec::new();
+    for d in decls
+        .iter()
+        .filter(|d| d.kind == "func" || d.kind == "data")
+    {
+        match syms.get(&d.name) {
+            None => wrong.push(format!("{} not exported", d.name)),
+            Some(s) if s.version != d.version => wrong.push(format!(
+                "{} exported with version {:?}, want {:?}",
+                d.name, s.version, d.version
+            )),
+            Some(s) if s.kind != if d.kind == "func" { "FUNC" } else { "OBJECT" } => {
+                wrong.push(format!("{} exported as {}", d.name, s.kind))
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "exports differ from the reference:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -572,6 +572,34 @@ fn api_cancel_connect_errors_info_and_requests() {
     env.run(&exe, &[], &[], T).assert_ok("api: ok");
 }
 
+/// The semantics audit (docs/C-ABI.md): ipeek/peek, forget, cancel of
+/// every request kind, context, ibuffered, masked probes and test_any over
+/// sends and receives, address contexts, the unexpected handler and
+/// disabled progression; through the backend and through the library's
+/// self path, with and without peer channels.
+#[test]
+fn semantics_match_mx_and_open_mx() {
+    let env = Env::new("semantics");
+    let exe = env.build("semantics");
+    for vars in [
+        &[][..],
+        &[("MX_PEER_CHANNELS", "0")][..],
+        &[("MX_DISABLE_SHMEM", "1")][..],
+    ] {
+        let d = env.run(&exe, &[], vars, T);
+        d.assert_ok("semantics: ok");
+        assert_eq!(
+            d.stdout
+                .lines()
+                .filter(|l| l.starts_with("checked: "))
+                .count(),
+            9,
+            "{vars:?}: {}",
+            d.stdout
+        );
+    }
+}
+
 #[test]
 fn threads_share_wait_any_and_open_close_concurrently() {
     let env = Env::new("multithread");

@@ -410,7 +410,8 @@ impl Debug for PeerEnd {
 }
 
 /// What a guest hands over, through its backend, to the other end of a
-/// peer channel it creates (local: the memfd and the other doorbell end).
+/// peer channel it creates (local: the memfd and the other doorbell end;
+/// Xen: grant references and a port, as numbers).
 #[derive(Debug)]
 pub enum PeerRemote {
     /// Local platform descriptors.
@@ -420,6 +421,8 @@ pub enum PeerRemote {
         /// The other end of the doorbell.
         bell: local::LocalBell,
     },
+    /// Xen: pages granted to the other domain and an unbound port for it.
+    Xen(xen::XenPeerGrant),
 }
 
 /// A peer channel a guest created: its own end, and what goes to the other.
@@ -435,6 +438,19 @@ pub struct PeerOffer {
 /// and the acceptance: checked, not mapped, forwarded as it came.
 #[derive(Debug)]
 pub struct PeerGrant(pub(crate) PeerRemote);
+
+impl PeerGrant {
+    /// `(granting domain, grantee domain)` where the platform's hand-over
+    /// names domains (Xen: the granter from the offering guest's device
+    /// path, the grantee as the guest says it granted); `None` on local.
+    /// The backend checks both against the endpoints' domains.
+    pub fn domains(&self) -> Option<(u32, u32)> {
+        match &self.0 {
+            PeerRemote::Local { .. } => None,
+            PeerRemote::Xen(g) => Some((u32::from(g.from), u32::from(g.to))),
+        }
+    }
+}
 
 fn peer_unsupported() -> io::Error {
     io::Error::new(
@@ -538,6 +554,25 @@ pub trait BackendLink<G: GuestPlatform>: AsFd + Send + Sync + Debug {
     fn peer_create(&self, pages: usize) -> io::Result<PeerOffer> {
         let _ = pages;
         Err(peer_unsupported())
+    }
+
+    /// Whether [`peer_create_for`](Self::peer_create_for) needs the other
+    /// endpoint's domain (Xen: a grant names its grantee), which the
+    /// backend tells (`PeerDomain`). False by default and on local.
+    fn peer_needs_domain(&self) -> bool {
+        false
+    }
+
+    /// [`peer_create`](Self::peer_create) for a channel to an endpoint of
+    /// domain `domain` (what the backend said; `None` where the platform
+    /// does not need it). The default ignores the domain.
+    ///
+    /// # Errors
+    /// As [`peer_create`](Self::peer_create); `InvalidInput` if the
+    /// platform needs a domain and none was given.
+    fn peer_create_for(&self, pages: usize, domain: Option<u32>) -> io::Result<PeerOffer> {
+        let _ = domain;
+        self.peer_create(pages)
     }
 
     /// Sends control request `msg` with the remote half of `offer`, and
@@ -718,6 +753,13 @@ pub trait GuestConn<H: HostPlatform>: AsFd + Send + Debug {
     /// A handle for bulk copies to and from this guest's memory, usable
     /// from any thread for as long as the guest lives.
     fn memory(&self) -> H::Memory;
+
+    /// The domain this guest is, where the platform names guests by domain
+    /// for peer channels (Xen: the domid of the device path); `None` by
+    /// default and on local. Never from what the guest says.
+    fn peer_domain(&self) -> Option<u32> {
+        None
+    }
 
     /// Sends reply `msg` with a peer channel another guest offered, to the
     /// guest that accepted it. Never blocks.

@@ -127,6 +127,7 @@ proptest! {
             Event::PullDone { cookie: a, status: PullStatus::BadRdmaWindow, transferred: b },
             Event::CommandError { cmd_kind: e, code: f },
             Event::StageNeeded { region_id: e, gen: f, slot: c, block: a },
+            Event::PeerClosed { channel: a },
             Event::PullDirect { cookie: a, pid: b, segs: DirectSegs::new(&[]).unwrap() },
             Event::PullDirect {
                 cookie: a,
@@ -261,6 +262,10 @@ fn control_roundtrip() {
         ControlRequest::PeerByIndex { index: 9 },
         ControlRequest::Board { board: 0 },
         ControlRequest::Counters { endpoint: 1 },
+        ControlRequest::PeerDomain {
+            endpoint: 1,
+            peer_endpoint: 4,
+        },
     ];
     for r in &reqs {
         assert_eq!(&ControlRequest::decode(&r.encode()).unwrap(), r);
@@ -281,6 +286,7 @@ fn control_roundtrip() {
         }),
         ControlReply::Board(board),
         ControlReply::Counters(vec![1, 2, 3]),
+        ControlReply::PeerDomain { domain: 7 },
     ];
     for r in &reps {
         assert_eq!(&ControlReply::decode(&r.encode()).unwrap(), r);

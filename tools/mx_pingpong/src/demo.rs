@@ -126,7 +126,9 @@ pub fn run(cli: &Cli) -> Res<()> {
         Ok(()) => child.wait(CHILD_TIMEOUT)?,
         Err(e) => return Err(e),
     };
-    for line in rx.try_iter() {
+    // The sender already said it verifies; the receiver's own note would
+    // land after the table.
+    for line in rx.try_iter().filter(|l| l != "Verifying results") {
         crate::say!("{line}")?;
     }
     drop(child);

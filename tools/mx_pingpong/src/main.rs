@@ -7,10 +7,14 @@
 //! $ mx_pingpong --demo               # both on this machine, with an embedded backend
 //! ```
 //!
-//! The protocol (see [`params`]): the sender connects to the receiver and
-//! sends its parameters with match `0x0000222211110000`; the receiver
-//! connects back; ping `k` carries match `0x1000 + k`, pong `k` match `k`,
-//! counting across the whole run; the receiver keeps two receives posted.
+//! The protocol is the classic C mx_pingpong's, so either side may be that
+//! program (see [`params`]): the sender connects to the receiver and
+//! sends its parameters (a 108-byte big-endian struct) with match
+//! `0x0000222211110000`; the receiver connects back to the address in
+//! them; ping `k` carries match `0x1000 + k`, pong `k` match `k`, counting
+//! across the whole run; per length of `N + W` loop iterations the sender
+//! sends `N + W + 2` pings and the receiver `N + W + 1` pongs, with two
+//! receives posted ahead on each side.
 
 use clap::Parser;
 use mx_proto::platform::local::{DEFAULT_SOCKET_PATH, SOCKET_ENV};
@@ -53,9 +57,10 @@ pub(crate) struct Cli {
     /// Length increment [default: 1].
     #[arg(short = 'I', value_name = "N", value_parser = parse_u32)]
     pub incr: Option<u32>,
-    /// Length multiplier (geometric steps; from 0 the next length is 1) [--demo: 2].
-    #[arg(short = 'M', value_name = "N", value_parser = parse_u32)]
-    pub mult: Option<u32>,
+    /// Length multiplier, overrides -I: the next length is the length times
+    /// this (truncated), or one more when that does not grow it [--demo: 2].
+    #[arg(short = 'M', value_name = "MULT")]
+    pub mult: Option<f64>,
     /// File of lengths (white space separated; replaces -S/-E/-I/-M).
     #[arg(short = 'L', value_name = "FILE")]
     pub lengths_file: Option<PathBuf>,

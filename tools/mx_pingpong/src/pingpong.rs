@@ -197,11 +197,6 @@ impl<'a> Io<'a> {
             .wait_for(Some(Duration::ZERO), |c| c.test(req).transpose())
             .transpose()
     }
-
-    /// Take `req` if it is done, without waiting.
-    fn try_take(&self, req: ReqId) -> Res<Option<Completion<Vec<u8>>>> {
-        self.test(req).map_err(|e| format!("request lost: {e}"))
-    }
 }
 
 fn timed_out(what: &dyn Fn() -> String, start: Instant) -> String {
@@ -240,9 +235,8 @@ pub fn receiver_main(cli: &Cli) -> Res<()> {
         "Starting pingpong receiver on {}, endpoint={eid}",
         ep.frontend().board().hostname
     )?;
-    let io = Io::new(&ep, cli.block);
     loop {
-        match serve_one(&ep, &io, cli.key) {
+        match serve_one(&ep, cli.block, cli.key) {
             Ok(()) => {}
             Err(e) if cli.serve => eprintln!("mx_pingpong: run failed: {e}"),
             Err(e) => {
@@ -258,8 +252,10 @@ pub fn receiver_main(cli: &Cli) -> Res<()> {
     Ok(())
 }
 
-/// Wait for one sender's parameters, connect back, echo its run.
-fn serve_one(ep: &Ep, io: &Io<'_>, key: u32) -> Res<()> {
+/// Wait for one sender's parameters, connect back (with our own key, as
+/// the classic receiver does), echo its run. The sender's `-w` decides how
+/// both sides complete requests (`block` adds ours).
+fn serve_one(ep: &Ep, block: bool, key: u32) -> Res<()> {
     // Parameters may wait forever: the receiver is a server.
     let r = ep
         .irecv(vec![0; PARAMS_LEN], PARAM_MATCH, u64::MAX, 0)
@@ -267,6 +263,7 @@ fn serve_one(ep: &Ep, io: &Io<'_>, key: u32) -> Res<()> {
     let c = Io::new(ep, true).finish(r, None, &|| "parameter receive".into())?;
     let bytes = c.buf.unwrap_or_default();
     let p = Params::decode(&bytes[..(c.xfer_length as usize).min(bytes.len())])?;
+    let io = Io::new(ep, block || p.block);
     let list = if p.list_count > 0 {
         let r = ep
             .irecv(vec![0; 4 * p.list_count as usize], LIST_MATCH, u64::MAX, 0)
@@ -279,18 +276,14 @@ fn serve_one(ep: &Ep, io: &Io<'_>, key: u32) -> Res<()> {
     } else {
         None
     };
-    if p.key != key {
-        return Err(format!(
-            "the sender's key {:#x} differs from ours {key:#x}",
-            p.key
-        ));
+    if p.verify {
+        crate::say!("Verifying results")?;
     }
     let back = ep
-        .connect(p.nic_id, p.endpoint as u8, p.key, Some(CONNECT_TIMEOUT))
+        .connect(p.nic_id, p.endpoint as u8, key, Some(CONNECT_TIMEOUT))
         .map_err(|e| {
             format!(
-                "cannot connect back to {} ({}) endpoint {}: {e}",
-                p.hostname,
+                "cannot connect back to {} endpoint {}: {e}",
                 mac(p.nic_id),
                 p.endpoint
             )
@@ -299,17 +292,17 @@ fn serve_one(ep: &Ep, io: &Io<'_>, key: u32) -> Res<()> {
         Some(l) => Box::new(l.into_iter()),
         None => Box::new(p.generated_lengths()),
     };
-    let msgs = lengths.flat_map(|l| std::iter::repeat_n(l, p.messages_for(l) as usize));
     let mut echo = Echo {
         ep,
-        io,
+        io: &io,
         p: &p,
         back,
         posted: VecDeque::new(),
-        sends: VecDeque::new(),
+        next_ping: 0,
+        next_pong: 0,
         pool: Vec::new(),
     };
-    let r = echo.run(msgs);
+    let r = lengths.into_iter().try_for_each(|len| echo.length(len));
     // Withdraw what an aborted run left posted, so it cannot catch a
     // later run's pings.
     for (req, _, _) in echo.posted.drain(..) {
@@ -318,6 +311,12 @@ fn serve_one(ep: &Ep, io: &Io<'_>, key: u32) -> Res<()> {
     r
 }
 
+/// The receiver's side of a run, the classic schedule: per length of `M`
+/// loop iterations (warm-ups included), two ping receives posted ahead;
+/// each ping is answered by a pong from its buffer and replaced by a new
+/// receive; the two closing pings are answered by one pong. So `M + 2`
+/// pings and `M + 1` pongs per length, match infos counting on across
+/// lengths.
 struct Echo<'a, 'b> {
     ep: &'a Ep,
     io: &'a Io<'b>,
@@ -325,84 +324,77 @@ struct Echo<'a, 'b> {
     back: EndpointAddr,
     /// Posted ping receives: (request, k, length).
     posted: VecDeque<(ReqId, u64, u32)>,
-    /// Pong sends in flight.
-    sends: VecDeque<ReqId>,
+    /// Ping number of the next receive to post.
+    next_ping: u64,
+    /// Pong number of the next send.
+    next_pong: u64,
     pool: Vec<Vec<u8>>,
 }
 
 impl Echo<'_, '_> {
-    fn post(&mut self, k: u64, len: u32) -> Res<()> {
+    fn post(&mut self, len: u32) -> Res<()> {
+        let k = self.next_ping;
         let b = take_buf(&mut self.pool, len);
         let r = self
             .ep
             .irecv(b, PING_BASE + k, u64::MAX, 0)
             .map_err(|e| format!("cannot post ping receive {k}: {e}"))?;
         self.posted.push_back((r, k, len));
+        self.next_ping += 1;
         Ok(())
     }
 
-    /// Take finished pong sends (all of them when `all`), recycling their
-    /// buffers.
-    fn reap(&mut self, all: bool) -> Res<()> {
-        while let Some(&s) = self.sends.front() {
-            let c = if all {
-                Some(
-                    self.io
-                        .finish(s, Some(RUN_TIMEOUT), &|| "pong send".into())?,
-                )
-            } else {
-                self.io.try_take(s)?
-            };
-            let Some(c) = c else { break };
-            if c.status != Status::Success {
-                return Err(format!("pong send ended with status {}", c.status));
-            }
-            self.sends.pop_front();
-            self.pool.extend(c.buf);
+    /// Complete the oldest ping receive and check it.
+    fn ping(&mut self) -> Res<Vec<u8>> {
+        let (req, k, len) = self.posted.pop_front().ok_or("no ping receive posted")?;
+        let c = self.io.finish(req, Some(RUN_TIMEOUT), &|| {
+            format!("ping {k} receive ({len} bytes)")
+        })?;
+        if c.xfer_length != len {
+            return Err(format!(
+                "ping {k}: {} bytes received, expected {len}",
+                c.xfer_length
+            ));
         }
-        Ok(())
-    }
-
-    fn run(&mut self, mut msgs: impl Iterator<Item = u32>) -> Res<()> {
-        let mut k_next = 0u64;
-        for _ in 0..2 {
-            if let Some(len) = msgs.next() {
-                self.post(k_next, len)?;
-                k_next += 1;
-            }
-        }
-        let verify = self.p.verify();
-        while let Some((req, k, len)) = self.posted.pop_front() {
-            let c = self.io.finish(req, Some(RUN_TIMEOUT), &|| {
-                format!("ping {k} receive ({len} bytes)")
-            })?;
-            if c.xfer_length != len {
+        let buf = c.buf.unwrap_or_default();
+        // Only our sender's data has a pattern we know.
+        if let Some(seed) = self.p.seed.filter(|_| self.p.verify) {
+            if let Some((i, got, want)) = params::check(&buf, seed, k) {
                 return Err(format!(
-                    "ping {k}: {} bytes received, expected {len}",
-                    c.xfer_length
+                    "data mismatch in ping {k} ({len} bytes) at byte {i}: got {got:#04x}, expected {want:#04x}"
                 ));
             }
-            let buf = c.buf.unwrap_or_default();
-            if verify {
-                if let Some((i, got, want)) = params::check(&buf, self.p.run_id, k) {
-                    return Err(format!(
-                        "data mismatch in ping {k} ({len} bytes) at byte {i}: got {got:#04x}, expected {want:#04x}"
-                    ));
-                }
-            }
-            // Pong first (the sender is waiting), then the next receive.
-            let s = self
-                .ep
-                .isend(self.back, buf, PONG_BASE + k, 0, self.p.issend())
-                .map_err(|e| format!("cannot send pong {k}: {e}"))?;
-            self.sends.push_back(s);
-            if let Some(len) = msgs.next() {
-                self.reap(false)?;
-                self.post(k_next, len)?;
-                k_next += 1;
-            }
         }
-        self.reap(true)
+        Ok(buf)
+    }
+
+    /// Send a pong from `buf` and wait for it.
+    fn pong(&mut self, buf: Vec<u8>) -> Res<()> {
+        let k = self.next_pong;
+        let s = self
+            .ep
+            .isend(self.back, buf, PONG_BASE + k, 0, self.p.issend)
+            .map_err(|e| format!("cannot send pong {k}: {e}"))?;
+        self.next_pong += 1;
+        let c = self
+            .io
+            .finish(s, Some(RUN_TIMEOUT), &|| format!("pong {k} send"))?;
+        self.pool.extend(c.buf);
+        Ok(())
+    }
+
+    fn length(&mut self, len: u32) -> Res<()> {
+        self.post(len)?;
+        self.post(len)?;
+        for _ in 0..self.p.messages_for(len) {
+            let buf = self.ping()?;
+            self.pong(buf)?;
+            self.post(len)?;
+        }
+        let first = self.ping()?;
+        self.pool.push(first);
+        let last = self.ping()?;
+        self.pong(last)
     }
 }
 
@@ -414,16 +406,16 @@ pub struct Plan {
     pub dest: String,
     /// Its endpoint id.
     pub remote_endpoint: u8,
+    /// Key of the receiver's endpoint.
+    pub key: u32,
     /// The parameters (sender fields are filled in by [`send_run`]).
     pub params: Params,
     /// Explicit lengths (`-L`).
     pub list: Option<Vec<u32>>,
-    /// Block in wait instead of polling.
-    pub block: bool,
 }
 
 impl Plan {
-    /// The plan of `cli` (its -S/-E/-I/-M/-L/-N/-W/-V/-R/-f/--budget);
+    /// The plan of `cli` (its -S/-E/-I/-M/-L/-N/-W/-V/-R/-w/-f/--budget);
     /// `demo` changes the defaults to 0 .. 4 MiB doubling, 256 MiB budget.
     pub fn from_cli(cli: &Cli, dest: String, demo: bool) -> Res<Self> {
         let list = match &cli.lengths_file {
@@ -437,40 +429,47 @@ impl Plan {
             }
             None => None,
         };
-        let mult = match (cli.mult, cli.incr) {
-            (Some(m), _) => m,
-            (None, None) if demo => 2,
-            _ => 0,
+        // -M overrides -I (the classic tool's rule): geometric steps are
+        // an increment of 0 on the wire.
+        let (incr, mult) = match (cli.mult, cli.incr) {
+            (Some(m), _) => (0, m),
+            (None, None) if demo => (0, 2.0),
+            (None, i) => (i.unwrap_or(1), 1.0),
         };
         let end = cli.end.unwrap_or(if demo { (4 << 20) + 1 } else { 128 });
         let budget = cli.budget.unwrap_or(if demo { 256 } else { 0 });
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
         let params = Params {
             nic_id: 0,
             endpoint: 0,
-            key: cli.key,
             iterations: cli.iterations,
             warmup: cli.warmup,
             start: cli.start.unwrap_or(0),
             end,
-            incr: cli.incr.unwrap_or(1),
+            incr,
             mult,
-            flags: if cli.verify { params::FLAG_VERIFY } else { 0 }
-                | if cli.issend { params::FLAG_ISSEND } else { 0 },
-            list_count: list.as_ref().map_or(0, |l| l.len() as u32),
+            verify: cli.verify,
+            block: cli.block,
+            issend: cli.issend,
+            seed: cli.verify.then_some(seed),
             budget: u64::from(budget) << 20,
-            run_id: std::process::id()
-                ^ std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos()),
-            hostname: String::new(),
+            list_count: list.as_ref().map_or(0, |l| l.len() as u32),
         };
         params.validate()?;
+        // Step lengths with what the receiver reads back.
+        let params = Params {
+            mult: Params::wire_mult(params.mult),
+            ..params
+        };
         Ok(Plan {
             dest,
             remote_endpoint: cli.remote_endpoint,
+            key: cli.key,
             params,
             list,
-            block: cli.block,
         })
     }
 }
@@ -516,17 +515,107 @@ pub fn resolve(ep: &Ep, dest: &str) -> Res<u64> {
     ))
 }
 
+/// The sender's side of a run (the classic schedule, see [`Echo`]).
+struct Pinger<'a, 'b> {
+    ep: &'a Ep,
+    io: &'a Io<'b>,
+    p: &'a Params,
+    dest: EndpointAddr,
+    /// Posted pong receives: (request, k).
+    posted: VecDeque<(ReqId, u64)>,
+    next_ping: u64,
+    next_pong: u64,
+    ping_buf: Vec<u8>,
+    pool: Vec<Vec<u8>>,
+}
+
+impl Pinger<'_, '_> {
+    fn post(&mut self, len: u32) -> Res<()> {
+        let k = self.next_pong;
+        let b = take_buf(&mut self.pool, len);
+        let r = self
+            .ep
+            .irecv(b, PONG_BASE + k, u64::MAX, 0)
+            .map_err(|e| format!("cannot post pong receive {k}: {e}"))?;
+        self.posted.push_back((r, k));
+        self.next_pong += 1;
+        Ok(())
+    }
+
+    /// Send ping `k` (the pattern of `k` when verifying) and wait for it.
+    fn ping(&mut self, len: u32) -> Res<u64> {
+        let k = self.next_ping;
+        let mut b = std::mem::take(&mut self.ping_buf);
+        b.resize(len as usize, 0);
+        if let Some(seed) = self.p.seed.filter(|_| self.p.verify) {
+            params::fill(&mut b, seed, k);
+        }
+        let s = self
+            .ep
+            .isend(self.dest, b, PING_BASE + k, 0, self.p.issend)
+            .map_err(|e| format!("cannot send ping {k}: {e}"))?;
+        self.next_ping += 1;
+        let c = self.io.finish(s, Some(RUN_TIMEOUT), &|| {
+            format!("ping {k} send ({len} bytes)")
+        })?;
+        self.ping_buf = c.buf.unwrap_or_default();
+        Ok(k)
+    }
+
+    /// Complete the oldest pong receive; it must carry ping `echo` back
+    /// (`None`: only its length is checked).
+    fn pong(&mut self, len: u32, echo: Option<u64>) -> Res<()> {
+        let (req, k) = self.posted.pop_front().ok_or("no pong receive posted")?;
+        let c = self.io.finish(req, Some(RUN_TIMEOUT), &|| {
+            format!("pong {k} receive ({len} bytes)")
+        })?;
+        if c.xfer_length != len {
+            return Err(format!(
+                "pong {k}: {} bytes received, expected {len}",
+                c.xfer_length
+            ));
+        }
+        let buf = c.buf.unwrap_or_default();
+        if let (Some(seed), Some(ping)) = (self.p.seed.filter(|_| self.p.verify), echo) {
+            if let Some((i, got, want)) = params::check(&buf, seed, ping) {
+                return Err(format!(
+                    "data mismatch in pong {k} ({len} bytes) at byte {i}: got {got:#04x}, expected {want:#04x}"
+                ));
+            }
+        }
+        self.pool.push(buf);
+        Ok(())
+    }
+
+    /// One length: the timed loop, then the two closing pings and the last
+    /// pong. Returns the microseconds of the timed iterations.
+    fn length(&mut self, len: u32) -> Res<f64> {
+        let warm = u64::from(self.p.warmup_for(len));
+        self.post(len)?;
+        let mut t0 = Instant::now();
+        for i in 0..self.p.messages_for(len) {
+            if i == warm {
+                t0 = Instant::now();
+            }
+            // The pong receive of the next ping is posted before this
+            // ping's pong is awaited (two posted, as the classic tool).
+            let k = self.ping(len)?;
+            self.post(len)?;
+            self.pong(len, Some(k))?;
+        }
+        let usec = t0.elapsed().as_secs_f64() * 1e6;
+        self.ping(len)?;
+        self.ping(len)?;
+        self.pong(len, None)?;
+        Ok(usec)
+    }
+}
+
 /// Connect, send the parameters, and time every length.
 pub fn send_run(ep: &Ep, plan: &Plan) -> Res<()> {
     let nic = resolve(ep, &plan.dest)?;
-    crate::say!("Starting pingpong send to host {}", plan.dest)?;
     let dest = ep
-        .connect(
-            nic,
-            plan.remote_endpoint,
-            plan.params.key,
-            Some(CONNECT_TIMEOUT),
-        )
+        .connect(nic, plan.remote_endpoint, plan.key, Some(CONNECT_TIMEOUT))
         .map_err(|e| {
             let hint = match e {
                 Return::ConnectionFailed | Return::BadEndpointId | Return::Timeout => {
@@ -544,10 +633,9 @@ pub fn send_run(ep: &Ep, plan: &Plan) -> Res<()> {
     let mut p = plan.params.clone();
     p.nic_id = board.nic_id;
     p.endpoint = u32::from(ep.with_core(|c| c.config().endpoint));
-    p.hostname = board.hostname.clone();
-    let io = Io::new(ep, plan.block);
+    let io = Io::new(ep, p.block);
     let s = ep
-        .isend(dest, p.encode(), PARAM_MATCH, 0, false)
+        .isend(dest, p.encode()?, PARAM_MATCH, 0, false)
         .map_err(|e| format!("cannot send the parameters: {e}"))?;
     io.finish(s, Some(RUN_TIMEOUT), &|| "parameter send".into())?;
     if let Some(l) = &plan.list {
@@ -557,6 +645,10 @@ pub fn send_run(ep: &Ep, plan: &Plan) -> Res<()> {
         io.finish(s, Some(RUN_TIMEOUT), &|| "length list send".into())?;
     }
 
+    crate::say!("Starting pingpong send to host {}", plan.dest)?;
+    if p.verify {
+        crate::say!("Verifying results")?;
+    }
     crate::say!("Running {} iterations.", p.iterations)?;
     if p.budget > 0 {
         crate::say!(
@@ -570,58 +662,20 @@ pub fn send_run(ep: &Ep, plan: &Plan) -> Res<()> {
         Some(l) => Box::new(l.iter().copied()),
         None => Box::new(p.generated_lengths()),
     };
-    let mut k = 0u64;
-    let mut ping = Vec::new();
-    let mut pong = Vec::new();
+    let mut pinger = Pinger {
+        ep,
+        io: &io,
+        p: &p,
+        dest,
+        posted: VecDeque::new(),
+        next_ping: 0,
+        next_pong: 0,
+        ping_buf: Vec::new(),
+        pool: Vec::new(),
+    };
     for len in lengths {
-        let (warm, n) = (u64::from(p.warmup_for(len)), p.iterations_for(len));
-        let mut t0 = Instant::now();
-        for i in 0..p.messages_for(len) {
-            if i == warm {
-                t0 = Instant::now();
-            }
-            pong.resize(len as usize, 0);
-            let r = ep
-                .irecv(std::mem::take(&mut pong), PONG_BASE + k, u64::MAX, 0)
-                .map_err(|e| format!("cannot post pong receive {k}: {e}"))?;
-            ping.resize(len as usize, 0);
-            if p.verify() {
-                params::fill(&mut ping, p.run_id, k);
-            }
-            let s = ep
-                .isend(
-                    dest,
-                    std::mem::take(&mut ping),
-                    PING_BASE + k,
-                    0,
-                    p.issend(),
-                )
-                .map_err(|e| format!("cannot send ping {k}: {e}"))?;
-            let c = io.finish(r, Some(RUN_TIMEOUT), &|| {
-                format!("pong {k} receive ({len} bytes)")
-            })?;
-            if c.xfer_length != len {
-                return Err(format!(
-                    "pong {k}: {} bytes received, expected {len}",
-                    c.xfer_length
-                ));
-            }
-            pong = c.buf.unwrap_or_default();
-            if p.verify() {
-                if let Some((i, got, want)) = params::check(&pong, p.run_id, k) {
-                    return Err(format!(
-                        "data mismatch in pong {k} ({len} bytes) at byte {i}: got {got:#04x}, expected {want:#04x}"
-                    ));
-                }
-            }
-            let c = io.finish(s, Some(RUN_TIMEOUT), &|| {
-                format!("ping {k} send ({len} bytes)")
-            })?;
-            ping = c.buf.unwrap_or_default();
-            k += 1;
-        }
-        let usec = t0.elapsed().as_secs_f64() * 1e6;
-        let usec = usec.max(1e-3);
+        let n = p.iterations_for(len);
+        let usec = pinger.length(len)?.max(1e-3);
         let latency = usec / (2.0 * f64::from(n));
         let bandwidth = 2.0 * f64::from(n) * f64::from(len) / usec;
         crate::say!("{}", row(len, latency, bandwidth))?;

@@ -143,7 +143,7 @@ fn errors_exit_non_zero_with_a_message() {
     // Bad options.
     let e = run(&["-d", &host, "-E", "0x40000001"]);
     assert!(e.contains("1 GiB"), "{e}");
-    let e = run(&["-d", &host, "-M", "1"]);
+    let e = run(&["-d", &host, "-M", "0"]);
     assert!(e.contains("multiplier"), "{e}");
     let e = run(&["-d", &host, "-N", "0"]);
     assert!(e.contains("iterations"), "{e}");

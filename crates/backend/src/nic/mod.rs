@@ -1,7 +1,7 @@
 //! The backend's network interface seam: raw MXoE frames in and out.
 //!
-//! Implementations: `packet` (our AF_PACKET layer: a socket bound to
-//! EtherType 0x86DF on one interface or bridge, a TPACKET_V3 receive ring,
+//! Implementations: [`af_packet`] (our AF_PACKET layer: a socket bound to
+//! EtherType 0x86DF on one interface or bridge, a TPACKET_V2 receive ring by default,
 //! batched sends) and [`sim`] (an in-memory wire between backends in one
 //! process, with seeded loss, duplication and reordering, for tests). AF_XDP
 //! can follow behind the same trait.
@@ -14,9 +14,9 @@
 
 use mx_proto::platform::SharedMem;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
-pub mod packet;
+pub mod af_packet;
 pub mod sim;
 mod sys;
 
@@ -82,7 +82,7 @@ pub trait Nic: Send {
 
     /// A descriptor that becomes readable when frames arrive, for the
     /// backend's poller (`None` when the implementation has none).
-    fn poll_fd(&self) -> Option<RawFd>;
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>>;
 
     /// Hand up to `max` received frames, in arrival order, to `f`, without
     /// blocking; returns how many. Each slice is valid only during its call.

@@ -11,7 +11,7 @@ use super::{Nic, NicStats, Payload};
 use mx_proto::platform::Wakeup;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 
 /// Fault injection of a simulated wire, in parts per million per frame.
@@ -163,8 +163,8 @@ impl Nic for SimNic {
         self.mtu
     }
 
-    fn poll_fd(&self) -> Option<RawFd> {
-        Some(self.wake.as_fd().as_raw_fd())
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.wake.as_fd())
     }
 
     fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<usize> {

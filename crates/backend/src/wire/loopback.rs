@@ -29,7 +29,7 @@
 use crate::nic::{Nic, NicStats, Payload};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
 /// Shortest Ethernet frame (ETH_ZLEN, no FCS): shorter frames are padded.
 const ETH_ZLEN: usize = 60;
@@ -163,7 +163,7 @@ impl Nic for Port<'_> {
         self.nic.mtu()
     }
 
-    fn poll_fd(&self) -> Option<RawFd> {
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         self.nic.poll_fd()
     }
 
@@ -214,7 +214,7 @@ impl Nic for NoNic {
         self.mtu
     }
 
-    fn poll_fd(&self) -> Option<RawFd> {
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
 
@@ -257,7 +257,7 @@ mod tests {
         fn mtu(&self) -> u32 {
             9000
         }
-        fn poll_fd(&self) -> Option<RawFd> {
+        fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
             None
         }
         fn recv_batch(&mut self, _: usize, _: &mut dyn FnMut(&[u8])) -> io::Result<usize> {

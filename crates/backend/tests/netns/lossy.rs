@@ -11,9 +11,9 @@
 #![allow(dead_code)]
 
 use crate::netns::Net;
-use backend::nic::packet::{PacketNic, PacketOpts};
+use backend::nic::af_packet::{PacketNic, PacketOpts};
 use backend::nic::{Nic, Payload};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -253,8 +253,8 @@ fn wait_either(a: RawFd, b: RawFd, ms: i32) {
 fn forward(mut a: PacketNic, mut b: PacketNic, cfg: LossConfig, stop: &AtomicBool, c: &Counters) {
     let mut rng = Rng(cfg.seed | 1);
     let (fa, fb) = (
-        a.poll_fd().expect("fd of p0"),
-        b.poll_fd().expect("fd of p1"),
+        a.poll_fd().expect("fd of p0").as_raw_fd(),
+        b.poll_fd().expect("fd of p1").as_raw_fd(),
     );
     let mut held_ab = Held::default();
     let mut held_ba = Held::default();

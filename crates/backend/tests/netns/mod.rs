@@ -28,7 +28,7 @@
 
 pub mod lossy;
 
-use backend::nic::packet::run_in_netns;
+use backend::nic::af_packet::run_in_netns;
 use std::fmt;
 use std::io::Write;
 use std::process::{Command, Stdio};

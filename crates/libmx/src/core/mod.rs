@@ -517,10 +517,12 @@ impl<B: MsgBuf> Core<B> {
     }
 
     /// Cancel a request (`mx_cancel`): unmatched receives and unanswered
-    /// connects are cancelled and freed.
+    /// connects are cancelled and freed; matched or finished requests are
+    /// not cancelled.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for a send or an unknown request.
+    /// [`Return::BadRequest`] for a send (MX and Open-MX cannot cancel
+    /// sends and say so with this code) or an unknown request.
     pub fn cancel(&mut self, req: ReqId) -> Result<CancelResult<B>, Return> {
         let r = self.user_req(req).ok_or(Return::BadRequest)?;
         let done = r.user == User::Done;

@@ -280,7 +280,7 @@ impl<B: MsgBuf> Core<B> {
             Event::PullDirect { cookie, .. } => self.pull_direct(cookie, |_, _| false),
             Event::CommandError { .. } => self.stats.command_errors += 1,
             // Peer-channel offers are the shell's business (crate::peers).
-            Event::PeerOffer { .. } => {}
+            Event::PeerOffer { .. } | Event::PeerClosed { .. } => {}
             Event::StageNeeded {
                 region_id,
                 gen,

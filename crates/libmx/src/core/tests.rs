@@ -483,7 +483,7 @@ fn cancel_semantics() {
     assert_eq!(
         sim.core(a).cancel(s).err(),
         Some(Return::BadRequest),
-        "sends cannot be cancelled"
+        "sends cannot be cancelled (MX, Open-MX: MX_BAD_REQUEST)"
     );
     sim.drive_bounded(STEPS).expect("quiesce");
     assert!(sim.completion(b, r).is_some());

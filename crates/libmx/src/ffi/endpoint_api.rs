@@ -231,20 +231,23 @@ pub extern "C" fn mx_wakeup(endpoint: MxEndpointPtr) -> MxReturn {
     })
 }
 
-/// `mx_disable_progression(endpoint)`: pause the background progression
-/// thread (nests); application calls still make progress.
+/// `mx_disable_progression(endpoint)`: as Open-MX, no progress takes
+/// incoming events from now on (no unexpected handler runs, on any
+/// thread; completions wait too) until `mx_reenable_progression`; sends
+/// still go out. Waits for a handler running on another thread to return.
+/// Does not nest.
 #[no_mangle]
 pub extern "C" fn mx_disable_progression(endpoint: MxEndpointPtr) -> MxReturn {
     ffi_guard("mx_disable_progression", || {
         match get_ep(endpoint, "mx_disable_progression") {
-            Ok(s) => s.ep.disable_progression(),
+            Ok(s) => s.ep.disable_progression(in_handler(s.slot)),
             Err(e) => return e,
         }
         MxReturn::SUCCESS
     })
 }
 
-/// `mx_reenable_progression(endpoint)`: undo one `mx_disable_progression`.
+/// `mx_reenable_progression(endpoint)`: undo `mx_disable_progression`.
 #[no_mangle]
 pub extern "C" fn mx_reenable_progression(endpoint: MxEndpointPtr) -> MxReturn {
     ffi_guard("mx_reenable_progression", || {

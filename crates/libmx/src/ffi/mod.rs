@@ -62,6 +62,7 @@ pub mod init;
 pub mod obsolete;
 pub mod poll_policy;
 pub mod raw;
+pub mod raw_routes;
 pub mod segbuf;
 pub mod strings;
 pub mod symver;

@@ -16,9 +16,12 @@
 //!   completion (`*context` set), or a received frame (`*recv_bytes` in:
 //!   the capacity of `recv_buffer`, out: the bytes copied, at most the
 //!   capacity: a longer frame is truncated; `*incoming_port` 0).
-//! - Ethernet has no source routes: the route calls are accepted and
-//!   ignored (after the endpoint check), `mx_raw_num_ports` is 1,
-//!   `mx_raw_line_speed` is `MX_SPEED_OPEN_MX` (as `mx_get_info`).
+//! - Ethernet has no source routes: frames go by MAC. The routes a mapper
+//!   sets are checked and kept per peer, `mx_raw_clear_routes` drops a
+//!   port's, `mx_raw_remove_peer` all of a peer's; the NIC reply info is
+//!   copied and kept ([`super::raw_routes`]); nothing reads them on the
+//!   wire. `mx_raw_num_ports` is 1, `mx_raw_line_speed` is
+//!   `MX_SPEED_OPEN_MX` (as `mx_get_info`).
 //! - `mx_raw_set_hostname` renames the board (what HOST_REPLY answers and
 //!   `mx_hostname_to_nic_id` finds); `mx_raw_set_peer_name` names a peer,
 //!   adding it to the backend's peer table if unknown. Names are 1 to 79
@@ -39,7 +42,7 @@
 
 use core::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::core::Return;
@@ -49,6 +52,7 @@ use super::common::put;
 use super::error::{current_handler, error, error_with};
 use super::guard::{ffi_guard, ffi_guard_or};
 use super::init::check_initialized;
+use super::raw_routes::{Route, RouteError, RouteTable, REPLY_INFO_MAX, ROUTE_MAX};
 use super::types::{
     MxEndptHandle, MxErrorHandler, MxHostType, MxLineSpeed, MxParam, MxRawEndpointPtr, MxRawStatus,
     MxReturn, MX_INVALID_HANDLE, MX_RAW_NO_EVENT, MX_RAW_RECV_COMPLETE, MX_RAW_SEND_COMPLETE,
@@ -71,6 +75,9 @@ pub struct RawShared {
     handler: Option<MxErrorHandler>,
     /// Set by `mx_raw_close_endpoint`.
     closed: AtomicBool,
+    /// Routes and NIC reply info the mapper gave (kept, not used on the
+    /// wire: see [`super::raw_routes`]).
+    routes: Mutex<RouteTable>,
 }
 
 impl RawShared {
@@ -242,6 +249,7 @@ pub unsafe extern "C" fn mx_raw_open_endpoint(
             board: board_number,
             handler,
             closed: AtomicBool::new(false),
+            routes: Mutex::new(RouteTable::default()),
         });
         let ptr: MxRawEndpointPtr = Arc::as_ptr(&shared).cast_mut().cast();
         table_mut().push(shared);
@@ -437,44 +445,231 @@ pub extern "C" fn mx_raw_set_route_end(endpoint: MxRawEndpointPtr) -> MxReturn {
     accept(endpoint, "mx_raw_set_route_end")
 }
 
-/// `mx_raw_set_route(...)`: accepted and ignored (frames go by MAC).
-#[no_mangle]
-pub extern "C" fn mx_raw_set_route(
-    endpoint: MxRawEndpointPtr,
-    _destination_id: u64,
-    _route: *mut c_void,
-    _route_length: u32,
-    _input_port: u32,
-    _output_port: u32,
-    _host_type: MxHostType,
-) -> MxReturn {
-    accept(endpoint, "mx_raw_set_route")
+impl RawShared {
+    fn routes(&self) -> std::sync::MutexGuard<'_, RouteTable> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
-/// `mx_raw_set_route_mag(...)`: accepted and ignored (frames go by MAC).
+/// The message for a refused route or reply info.
+fn route_error(func: &str, nic_id: u64, e: RouteError) -> (MxReturn, String) {
+    match e {
+        RouteError::BadNic => (
+            MxReturn::BAD_NIC,
+            format!("{func}: {nic_id:#x} is not a unicast 48-bit NIC id"),
+        ),
+        RouteError::BadValue => (
+            MxReturn::BAD_PARAM_VAL,
+            format!("{func}: route NULL with a length, or longer than {ROUTE_MAX} bytes"),
+        ),
+        RouteError::Full => (
+            MxReturn::NO_RESOURCES,
+            format!("{func}: too many routes kept (peers or routes to {nic_id:#x})"),
+        ),
+    }
+}
+
+/// Copy `len` bytes from `p`, or `None` for NULL with a length, or a length
+/// above `max` (checked before reading anything).
+///
+/// # Safety
+/// `p` NULL or readable for `len` bytes when `len <= max`.
+unsafe fn bytes_arg(p: *const c_void, len: u32, max: usize) -> Option<Vec<u8>> {
+    let len = usize::try_from(len).ok().filter(|l| *l <= max)?;
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL (checked), readable for `len` bytes per the contract.
+    Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.to_vec())
+}
+
+/// `mx_raw_set_route` and `mx_raw_set_route_mag`.
+///
+/// # Safety
+/// `route` NULL or readable for `route_length` bytes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn set_route(
+    func: &str,
+    endpoint: MxRawEndpointPtr,
+    destination_id: u64,
+    route: *const c_void,
+    route_length: u32,
+    input_port: u32,
+    output_port: u32,
+    host_type: MxHostType,
+    mag_id: u32,
+) -> MxReturn {
+    ffi_guard(func, || {
+        let r = match get_raw(endpoint, func) {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        // SAFETY: forwarded contract.
+        let Some(hops) = (unsafe { bytes_arg(route, route_length, ROUTE_MAX) }) else {
+            let (ret, msg) = route_error(func, destination_id, RouteError::BadValue);
+            return r.fail(ret, &msg);
+        };
+        let route = Route {
+            input_port,
+            output_port,
+            host_type: host_type.0,
+            mag_id,
+            hops,
+        };
+        let res = r.routes().set(destination_id, route);
+        match res {
+            Ok(()) => MxReturn::SUCCESS,
+            Err(e) => {
+                let (ret, msg) = route_error(func, destination_id, e);
+                r.fail(ret, &msg)
+            }
+        }
+    })
+}
+
+/// `mx_raw_set_route(...)`: keep a source route to `destination_id`
+/// (replacing the one with the same ports). Frames go by MAC, so it is
+/// never put on the wire. `MX_BAD_NIC` for an id that is not unicast 48-bit,
+/// `MX_BAD_PARAM_VAL` for a NULL route with a length or one longer than 64
+/// bytes, `MX_NO_RESOURCES` past 16 routes to a peer or 4096 peers.
+///
+/// # Safety
+/// `route` NULL or readable for `route_length` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mx_raw_set_route(
+    endpoint: MxRawEndpointPtr,
+    destination_id: u64,
+    route: *mut c_void,
+    route_length: u32,
+    input_port: u32,
+    output_port: u32,
+    host_type: MxHostType,
+) -> MxReturn {
+    // SAFETY: forwarded contract.
+    unsafe {
+        set_route(
+            "mx_raw_set_route",
+            endpoint,
+            destination_id,
+            route,
+            route_length,
+            input_port,
+            output_port,
+            host_type,
+            0,
+        )
+    }
+}
+
+/// `mx_raw_set_route_mag(...)`: as `mx_raw_set_route`, the route kept per
+/// ports and magic id.
+///
+/// # Safety
+/// `route` NULL or readable for `route_length` bytes.
 #[allow(clippy::too_many_arguments)]
 #[no_mangle]
-pub extern "C" fn mx_raw_set_route_mag(
+pub unsafe extern "C" fn mx_raw_set_route_mag(
     endpoint: MxRawEndpointPtr,
-    _destination_id: u64,
-    _route: *mut c_void,
-    _route_length: u32,
-    _input_port: u32,
-    _output_port: u32,
-    _host_type: MxHostType,
-    _mag_id: u32,
+    destination_id: u64,
+    route: *mut c_void,
+    route_length: u32,
+    input_port: u32,
+    output_port: u32,
+    host_type: MxHostType,
+    mag_id: u32,
 ) -> MxReturn {
-    accept(endpoint, "mx_raw_set_route_mag")
+    // SAFETY: forwarded contract.
+    unsafe {
+        set_route(
+            "mx_raw_set_route_mag",
+            endpoint,
+            destination_id,
+            route,
+            route_length,
+            input_port,
+            output_port,
+            host_type,
+            mag_id,
+        )
+    }
 }
 
-/// `mx_raw_clear_routes(...)`: accepted (there are none).
+/// `mx_raw_clear_routes(endpoint, destination_id, port)`: drop the routes
+/// to `destination_id` that leave by `port` (none kept is not an error).
 #[no_mangle]
 pub extern "C" fn mx_raw_clear_routes(
     endpoint: MxRawEndpointPtr,
-    _destination_id: u64,
-    _port: u32,
+    destination_id: u64,
+    port: u32,
 ) -> MxReturn {
-    accept(endpoint, "mx_raw_clear_routes")
+    ffi_guard("mx_raw_clear_routes", || {
+        match get_raw(endpoint, "mx_raw_clear_routes") {
+            Ok(r) => {
+                r.routes().clear(destination_id, port);
+                MxReturn::SUCCESS
+            }
+            Err(e) => e,
+        }
+    })
+}
+
+/// `mx_raw_remove_peer(endpoint, destination_id)`: drop every route kept
+/// to `destination_id` (a peer without routes is not an error; Open-MX
+/// aborts here). The backend's peer table keeps the peer's name and
+/// address: nothing on Ethernet needs the routes, and the backend learns
+/// and forgets peers by itself.
+#[no_mangle]
+pub extern "C" fn mx_raw_remove_peer(endpoint: MxRawEndpointPtr, destination_id: u64) -> MxReturn {
+    ffi_guard("mx_raw_remove_peer", || {
+        match get_raw(endpoint, "mx_raw_remove_peer") {
+            Ok(r) => {
+                r.routes().remove_peer(destination_id);
+                MxReturn::SUCCESS
+            }
+            Err(e) => e,
+        }
+    })
+}
+
+/// `mx_raw_set_nic_reply_info(endpoint, blob, size)`: keep a copy of the
+/// blob MX's mapper has the NIC put in its replies (`size` 0 clears it;
+/// Open-MX does nothing with it, neither do our frames). `MX_BAD_PARAM_VAL`
+/// for NULL with a size or more than 4096 bytes.
+///
+/// # Safety
+/// `blob` NULL or readable for `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mx_raw_set_nic_reply_info(
+    endpoint: MxRawEndpointPtr,
+    blob: *mut c_void,
+    size: u32,
+) -> MxReturn {
+    ffi_guard("mx_raw_set_nic_reply_info", || {
+        let r = match get_raw(endpoint, "mx_raw_set_nic_reply_info") {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        // SAFETY: forwarded contract.
+        let Some(info) = (unsafe { bytes_arg(blob, size, REPLY_INFO_MAX) }) else {
+            return r.fail(
+                MxReturn::BAD_PARAM_VAL,
+                &format!(
+                    "mx_raw_set_nic_reply_info: blob NULL with a size, or more than {REPLY_INFO_MAX} bytes"
+                ),
+            );
+        };
+        let res = r.routes().set_reply_info(&info);
+        match res {
+            Ok(()) => MxReturn::SUCCESS,
+            Err(_) => r.fail(
+                MxReturn::BAD_PARAM_VAL,
+                "mx_raw_set_nic_reply_info: blob too large",
+            ),
+        }
+    })
 }
 
 /// `mx_raw_set_map_version(...)`: accepted; the backend keeps its own

@@ -239,11 +239,13 @@ pub unsafe extern "C" fn mx_irecv(
 }
 
 /// `mx_cancel(endpoint, *request, *result)`: withdraw an unmatched receive
-/// or an unanswered `mx_iconnect` (result 1, the request is freed); too
-/// late (matched, answered, finished): result 0; sends: `MX_BAD_REQUEST`.
+/// or an unanswered `mx_iconnect` (result 1, the request is freed and
+/// `*request` set to NULL, as Open-MX); too late (matched, answered,
+/// finished): result 0; a send: `MX_BAD_REQUEST` (MX and Open-MX cannot
+/// cancel sends; the request stays valid).
 ///
 /// # Safety
-/// `request` and `result` NULL or valid.
+/// `request` and `result` NULL or valid (readable and writable).
 #[no_mangle]
 pub unsafe extern "C" fn mx_cancel(
     endpoint: MxEndpointPtr,
@@ -268,8 +270,14 @@ pub unsafe extern "C" fn mx_cancel(
         }
         match shared.ep.with_core(|c| c.cancel(id).map(|r| r.as_result())) {
             Ok(n) => {
-                // SAFETY: checked non-NULL.
-                unsafe { put(result, n) };
+                // SAFETY: checked non-NULL; `request` was read above, so
+                // it is valid for writes too per the contract.
+                unsafe {
+                    put(result, n);
+                    if n == 1 {
+                        put(request, core::ptr::null_mut());
+                    }
+                }
                 MxReturn::SUCCESS
             }
             Err(r) => shared.fail(
@@ -281,10 +289,11 @@ pub unsafe extern "C" fn mx_cancel(
 }
 
 /// `mx_forget(endpoint, *request)`: the request is freed once it completes
-/// and never reported (a completion error is not reported either).
+/// and never reported (a completion error is not reported either);
+/// `*request` is set to NULL, as Open-MX does.
 ///
 /// # Safety
-/// `request` NULL or readable.
+/// `request` NULL or readable and writable.
 #[no_mangle]
 pub unsafe extern "C" fn mx_forget(
     endpoint: MxEndpointPtr,
@@ -304,7 +313,12 @@ pub unsafe extern "C" fn mx_forget(
             return e;
         }
         match shared.ep.with_core(|c| c.forget(id)) {
-            Ok(()) => MxReturn::SUCCESS,
+            Ok(()) => {
+                // SAFETY: `request` was read above and is writable per the
+                // contract.
+                unsafe { put(request, core::ptr::null_mut()) };
+                MxReturn::SUCCESS
+            }
             Err(r) => shared.fail(MxReturn(r as u32), "mx_forget: unknown request"),
         }
     })

@@ -172,6 +172,7 @@ int main(void) {
   EXPECT(st.xfer_length == 6 && strcmp(rbuf, "hello") == 0, "self message");
   CHECK(mx_issend(ep, &(mx_segment_t){sbuf, 6}, 1, self, 0x12, NULL, &req2));
   EXPECT_RET(mx_cancel(ep, &req2, &result), MX_BAD_REQUEST);
+  EXPECT(req2 != NULL, "a refused cancel kept the send's handle");
 
   /* --- ibuffered, context, ipeek, test_any, forget --- */
   CHECK(mx_ibuffered(ep, &req2, &result));

@@ -173,6 +173,39 @@ static int ping(uint64_t peer_nic) {
   CHECK(mx_raw_set_route(raw, peer_nic, route, 4, 0, 0, MX_HOST_MX));
   CHECK(mx_raw_set_route_mag(raw, peer_nic, route, 4, 0, 0, MX_HOST_MX, 3));
   CHECK(mx_raw_clear_routes(raw, peer_nic, 0));
+  CHECK(mx_raw_clear_routes(raw, peer_nic, 0)); /* nothing left to clear */
+  CHECK(mx_raw_set_route(raw, peer_nic, route, 4, 0, 1, MX_HOST_MX));
+  CHECK(mx_raw_set_route(raw, peer_nic, NULL, 0, 0, 0, MX_HOST_MX));
+  EXPECT_RET(mx_raw_set_route(raw, peer_nic, NULL, 4, 0, 0, MX_HOST_MX), MX_BAD_PARAM_VAL);
+  static uint8_t long_route[65];
+  EXPECT_RET(mx_raw_set_route(raw, peer_nic, long_route, sizeof long_route, 0, 0, MX_HOST_MX),
+             MX_BAD_PARAM_VAL);
+  CHECK(mx_raw_set_route(raw, peer_nic, long_route, 64, 0, 2, MX_HOST_MX));
+  EXPECT_RET(mx_raw_set_route(raw, 0, route, 4, 0, 0, MX_HOST_MX), MX_BAD_NIC);
+  EXPECT_RET(mx_raw_set_route_mag(raw, 0x010000000001ULL, route, 4, 0, 0, MX_HOST_MX, 1),
+             MX_BAD_NIC);
+  /* Routes to one peer are bounded (16): replacing one is always possible. */
+  mx_return_t full = MX_SUCCESS;
+  for (uint32_t mag = 1; mag <= 20 && full == MX_SUCCESS; mag++)
+    full = mx_raw_set_route_mag(raw, peer_nic, route, 4, 0, 0, MX_HOST_MX, mag);
+  EXPECT(full == MX_NO_RESOURCES, "17th route to a peer: %d", (int)full);
+  CHECK(mx_raw_set_route_mag(raw, peer_nic, route, 2, 0, 0, MX_HOST_MX, 1));
+  /* Removing the peer drops them all: 16 new ones fit again. */
+  CHECK(mx_raw_remove_peer(raw, peer_nic));
+  for (uint32_t mag = 1; mag <= 16; mag++)
+    CHECK(mx_raw_set_route_mag(raw, peer_nic, route, 4, 0, 0, MX_HOST_MX, mag));
+  CHECK(mx_raw_remove_peer(raw, peer_nic));
+  CHECK(mx_raw_remove_peer(raw, peer_nic)); /* a peer without routes */
+  EXPECT_RET(mx_raw_remove_peer(NULL, peer_nic), MX_BAD_ENDPOINT);
+  EXPECT_RET(mx_raw_remove_peer((mx_raw_endpoint_t)&p, peer_nic), MX_BAD_ENDPOINT);
+  char reply_info[32] = "mapper reply info";
+  CHECK(mx_raw_set_nic_reply_info(raw, reply_info, sizeof reply_info));
+  CHECK(mx_raw_set_nic_reply_info(raw, NULL, 0));
+  EXPECT_RET(mx_raw_set_nic_reply_info(raw, NULL, 8), MX_BAD_PARAM_VAL);
+  static uint8_t big_info[4097];
+  EXPECT_RET(mx_raw_set_nic_reply_info(raw, big_info, sizeof big_info), MX_BAD_PARAM_VAL);
+  CHECK(mx_raw_set_nic_reply_info(raw, big_info, 4096));
+  EXPECT_RET(mx_raw_set_nic_reply_info(NULL, reply_info, 4), MX_BAD_ENDPOINT);
   CHECK(mx_raw_set_route_end(raw));
   CHECK(mx_raw_set_map_version(raw, 0, my_nic, 2, 2, 1));
   EXPECT_RET(mx_raw_set_route_begin(NULL), MX_BAD_ENDPOINT);

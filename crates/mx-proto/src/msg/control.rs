@@ -357,6 +357,18 @@ pub enum ControlRequest {
         /// The channel.
         channel: u32,
     },
+    /// Which domain endpoint `peer_endpoint` of this host lives in, for a
+    /// peer channel from our endpoint `endpoint` (Xen: a grant names its
+    /// grantee, so the offering guest asks before it grants). The same
+    /// checks as `PeerOpen` on the pair; answered by
+    /// [`ControlReply::PeerDomain`], or `Unsupported` where the platform
+    /// does not name guests by domain.
+    PeerDomain {
+        /// Our endpoint.
+        endpoint: u8,
+        /// The endpoint of this host we want a channel with.
+        peer_endpoint: u8,
+    },
 }
 
 /// Why a control request failed.
@@ -452,6 +464,11 @@ pub enum ControlReply {
     PeerPending {
         /// The channel.
         channel: u32,
+    },
+    /// Reply to `PeerDomain`: the other endpoint's domain.
+    PeerDomain {
+        /// Its domain id, as the platform knows it.
+        domain: u32,
     },
 }
 
@@ -592,6 +609,10 @@ impl ControlRequest {
             ControlRequest::PeerClose { endpoint, channel } => {
                 w.u32(62).u8(*endpoint).u32(*channel)
             }
+            ControlRequest::PeerDomain {
+                endpoint,
+                peer_endpoint,
+            } => w.u32(63).u8(*endpoint).u8(*peer_endpoint),
         };
         w.0
     }
@@ -665,6 +686,10 @@ impl ControlRequest {
             62 => ControlRequest::PeerClose {
                 endpoint: r.u8()?,
                 channel: r.u32()?,
+            },
+            63 => ControlRequest::PeerDomain {
+                endpoint: r.u8()?,
+                peer_endpoint: r.u8()?,
             },
             k => return Err(MsgError::UnknownKind(k.min(255) as u8)),
         };
@@ -744,6 +769,9 @@ impl ControlReply {
             ControlReply::PeerPending { channel } => {
                 w.u32(60).u32(*channel);
             }
+            ControlReply::PeerDomain { domain } => {
+                w.u32(61).u32(*domain);
+            }
         }
         w.0
     }
@@ -791,6 +819,7 @@ impl ControlReply {
             },
             41 => ControlReply::Done,
             60 => ControlReply::PeerPending { channel: r.u32()? },
+            61 => ControlReply::PeerDomain { domain: r.u32()? },
             k => return Err(MsgError::UnknownKind(k.min(255) as u8)),
         };
         r.done()?;

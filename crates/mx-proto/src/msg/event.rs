@@ -64,6 +64,8 @@ u8_enum! {
         PeerOffer = 14,
         /// [`Event::StageNeeded`] (numbered apart from the base set).
         StageNeeded = 40,
+        /// [`Event::PeerClosed`].
+        PeerClosed = 15,
     }
 }
 
@@ -412,6 +414,14 @@ pub enum Event<'a> {
         /// The message block to copy into it.
         block: u32,
     },
+    /// The other end of peer channel `channel` is gone (it closed the
+    /// channel or its endpoint, or its guest died): drop our end. Where the
+    /// doorbell cannot hang up (Xen event channels), this is how the
+    /// survivor learns; elsewhere it only says sooner what the hang-up says.
+    PeerClosed {
+        /// The backend's name for the channel.
+        channel: u32,
+    },
     /// The backend rejected one of our commands.
     CommandError {
         /// The command's kind byte.
@@ -617,6 +627,9 @@ impl<'a> Event<'a> {
             EventKind::CommandError => Event::CommandError {
                 cmd_kind: b[1],
                 code: b[2],
+            },
+            EventKind::PeerClosed => Event::PeerClosed {
+                channel: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
             },
             EventKind::PeerOffer => {
                 let r: RawPeer = read(b);
@@ -909,6 +922,10 @@ impl<'a> Event<'a> {
                     block: (*block).into(),
                 },
             ),
+            Event::PeerClosed { channel } => {
+                b[0] = EventKind::PeerClosed as u8;
+                b[4..8].copy_from_slice(&channel.to_le_bytes());
+            }
             Event::CommandError { cmd_kind, code } => {
                 b[0] = EventKind::CommandError as u8;
                 b[1] = *cmd_kind;

@@ -307,6 +307,24 @@ impl BackendLink<AutoGuest> for AutoLink {
         }
     }
 
+    fn peer_needs_domain(&self) -> bool {
+        match self {
+            AutoLink::Local(l) => l.peer_needs_domain(),
+            AutoLink::Xen(l) => l.peer_needs_domain(),
+        }
+    }
+
+    fn peer_create_for(
+        &self,
+        pages: usize,
+        domain: Option<u32>,
+    ) -> io::Result<crate::platform::PeerOffer> {
+        match self {
+            AutoLink::Local(l) => l.peer_create_for(pages, domain),
+            AutoLink::Xen(l) => l.peer_create_for(pages, domain),
+        }
+    }
+
     fn peer_offer(
         &self,
         offer: &crate::platform::PeerOffer,
@@ -563,6 +581,13 @@ impl GuestConn<AutoHost> for AutoConn {
         match self {
             AutoConn::Local(c) => AutoMemory::Local(c.memory()),
             AutoConn::Xen(c) => AutoMemory::Xen(c.memory()),
+        }
+    }
+
+    fn peer_domain(&self) -> Option<u32> {
+        match self {
+            AutoConn::Local(c) => c.peer_domain(),
+            AutoConn::Xen(c) => c.peer_domain(),
         }
     }
 

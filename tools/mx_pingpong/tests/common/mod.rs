@@ -198,7 +198,7 @@ pub struct Table {
 pub const HEADER: &str = "   Length   Latency(us)    Bandwidth(MB/s)";
 
 /// Parse a sender's stdout without regexes: `Starting pingpong send to
-/// host H`, `Running N iterations.`, optional notes in parentheses, the
+/// host H`, `Verifying results` with -V, `Running N iterations.`, optional notes in parentheses, the
 /// header, then rows exactly as `%9d   %9.3f       %8.3f` prints them,
 /// lengths increasing.
 pub fn parse_table(stdout: &str) -> Table {
@@ -210,6 +210,8 @@ pub fn parse_table(stdout: &str) -> Table {
         .unwrap_or_else(|| panic!("no start line in {stdout:?}"))
         .trim_start_matches("Starting pingpong send to host ")
         .to_string();
+    // The classic tool says so when -V is on.
+    let mut lines = lines.skip_while(|l| *l == "Verifying results");
     let running = lines.next().expect("Running line");
     let iterations = running
         .strip_prefix("Running ")

@@ -227,7 +227,12 @@ impl BackendLink<LocalGuest> for LocalLink {
         reply: &mut [u8],
         timeout: Duration,
     ) -> io::Result<usize> {
-        let PeerRemote::Local { pages, bell } = &offer.remote;
+        let PeerRemote::Local { pages, bell } = &offer.remote else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a local peer channel",
+            ));
+        };
         self.send_parts(
             msg,
             &[KIND_PAGES, KIND_BELL],
@@ -667,7 +672,12 @@ impl GuestConn<LocalHost> for LocalConn {
                 "control message too long",
             ));
         }
-        let PeerGrant(PeerRemote::Local { pages, bell }) = grant;
+        let PeerGrant(PeerRemote::Local { pages, bell }) = grant else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a local peer channel",
+            ));
+        };
         let bell = bell.into_fd();
         let mut head = [0u8; HEADER_LEN];
         head[0] = VERSION;

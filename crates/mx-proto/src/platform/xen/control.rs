@@ -17,7 +17,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 1 | version, 1 |
-//! | 1 | 1 | kind: 1 data (a control message for the layer above), 2 pool (platform-internal: the guest's bulk-copy pool) |
+//! | 1 | 1 | kind: 1 data (a control message for the layer above), 2 pool (platform-internal: the guest's bulk-copy pool), 3 peer (a control message with a peer channel's hand-over, see below) |
 //! | 2 | 2 | number of resources `n` (≤ [`MAX_RESOURCES`]) |
 //! | 4 | 4 | body length `b` (≤ [`MAX_CONTROL_MSG`]) |
 //! | 8 | 4 | number of grant references `r` |
@@ -27,6 +27,14 @@
 //! | 16+8n+b | 4r | grant references of every pages resource, in slot order |
 //!
 //! The page counts must add up to `r`, and the frame must fit its slots.
+//!
+//! A **peer** frame carries a peer channel between two guests: exactly two
+//! resources, the channel's pages (granted to the other guest, not to the
+//! host) and an unbound port for the other guest, and a body that starts
+//! with the other domain's id (u16, then 2 bytes zero) followed by the
+//! control message. Guest → host, that domain is the grantee the guest
+//! says it granted to; host → guest, it is the granting domain, as the host
+//! knows it from the sender's device path.
 //! The receiver copies the frame out of the ring whole, then validates the
 //! copy; any violation is `InvalidData` (the peer is broken).
 
@@ -81,7 +89,13 @@ pub enum FrameKind {
     Data = 1,
     /// The guest's bulk-copy pool (one pages resource, empty body).
     Pool = 2,
+    /// A control message with a peer channel's hand-over (see the module
+    /// docs); [`encode_peer`] and [`Frame::peer`].
+    Peer = 3,
 }
+
+/// Bytes in front of the control message in a peer frame's body.
+pub const PEER_PREFIX: usize = 4;
 
 /// A resource as it travels: grant references or a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +216,7 @@ pub fn decode(f: &[u8]) -> io::Result<Frame> {
     let kind = match f[1] {
         1 => FrameKind::Data,
         2 => FrameKind::Pool,
+        3 => FrameKind::Peer,
         _ => return Err(invalid("unknown control frame kind")),
     };
     let n = u16::from_le_bytes([f[2], f[3]]) as usize;
@@ -252,7 +267,71 @@ pub fn decode(f: &[u8]) -> io::Result<Frame> {
     {
         return Err(invalid("malformed pool frame"));
     }
+    if kind == FrameKind::Peer
+        && !(body.len() >= PEER_PREFIX
+            && body[2..PEER_PREFIX] == [0, 0]
+            && matches!(res.as_slice(), [ResDesc::Pages(_), ResDesc::Event(_)]))
+    {
+        return Err(invalid("malformed peer frame"));
+    }
     Ok(Frame { kind, body, res })
+}
+
+/// Encodes a peer frame: control message `msg` with the channel's pages
+/// `refs` and port `port`, naming domain `domid` (see the module docs).
+///
+/// # Errors
+/// `InvalidInput` if `msg` is longer than [`MAX_CONTROL_MSG`] less the
+/// prefix, or the frame does not fit `max_slots`.
+pub fn encode_peer(
+    domid: u16,
+    msg: &[u8],
+    refs: &[u32],
+    port: u32,
+    max_slots: u32,
+) -> io::Result<Vec<u8>> {
+    if msg.len() + PEER_PREFIX > MAX_CONTROL_MSG {
+        return Err(too_long("control message too long for a peer frame"));
+    }
+    let mut body = Vec::with_capacity(PEER_PREFIX + msg.len());
+    body.extend_from_slice(&domid.to_le_bytes());
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(msg);
+    encode(
+        FrameKind::Peer,
+        &body,
+        &[ResDesc::Pages(refs.to_vec()), ResDesc::Event(port)],
+        max_slots,
+    )
+}
+
+/// A peer channel's hand-over as a peer frame carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerParts<'a> {
+    /// The other domain the frame names.
+    pub domid: u16,
+    /// The control message.
+    pub msg: &'a [u8],
+    /// The channel's grant references.
+    pub refs: &'a [u32],
+    /// The unbound port.
+    pub port: u32,
+}
+
+impl Frame {
+    /// The parts of a peer frame (`None` for other kinds); [`decode`]
+    /// checked the shape.
+    pub fn peer(&self) -> Option<PeerParts<'_>> {
+        match (self.kind, self.res.as_slice()) {
+            (FrameKind::Peer, [ResDesc::Pages(refs), ResDesc::Event(port)]) => Some(PeerParts {
+                domid: u16::from_le_bytes([self.body[0], self.body[1]]),
+                msg: &self.body[PEER_PREFIX..],
+                refs,
+                port: *port,
+            }),
+            _ => None,
+        }
+    }
 }
 
 fn ring_err(e: RingError) -> io::Error {
@@ -360,6 +439,35 @@ mod tests {
         assert!(decode(&f).is_err(), "refs overrun");
         let bad_pool = encode(FrameKind::Pool, b"x", &[ResDesc::Pages(vec![1])], 1).unwrap();
         assert!(decode(&bad_pool).is_err());
+    }
+
+    #[test]
+    fn peer_frames_carry_the_domain_and_nothing_else() {
+        let refs: Vec<u32> = (7..157).collect();
+        let f = encode_peer(9, b"open", &refs, 33, RSP_SLOTS).unwrap();
+        let d = decode(&f).unwrap();
+        let p = d.peer().unwrap();
+        assert_eq!(
+            (p.domid, p.msg, p.refs, p.port),
+            (9, &b"open"[..], &refs[..], 33)
+        );
+        assert!(encode_peer(9, &[0; MAX_CONTROL_MSG - PEER_PREFIX + 1], &refs, 1, 16).is_err());
+        // A data frame is not a peer frame, and a peer frame of the wrong
+        // shape does not decode.
+        let data = encode(FrameKind::Data, b"x", &[], 1).unwrap();
+        assert!(decode(&data).unwrap().peer().is_none());
+        let bad = |body: &[u8], res: &[ResDesc]| {
+            decode(&encode(FrameKind::Peer, body, res, 4).unwrap()).is_err()
+        };
+        let two = [ResDesc::Pages(vec![1]), ResDesc::Event(2)];
+        assert!(bad(&[1, 0], &two), "no room for the prefix");
+        assert!(bad(&[1, 0, 1, 0], &two), "reserved prefix bytes");
+        assert!(bad(&[1, 0, 0, 0], &two[..1]), "no port");
+        assert!(
+            bad(&[1, 0, 0, 0], &[ResDesc::Event(2), ResDesc::Pages(vec![1])]),
+            "order"
+        );
+        assert!(!bad(&[1, 0, 0, 0], &two));
     }
 
     #[test]

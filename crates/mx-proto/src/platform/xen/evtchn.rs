@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::grant::DomId;
 use super::{stats, sys};
-use crate::platform::{EventChannel, WaitOutcome, Wakeup};
+use crate::platform::{BellState, EventChannel, PeerBell, WaitOutcome, Wakeup};
 
 /// One end of a Xen interdomain event channel.
 ///
@@ -162,5 +162,54 @@ impl EventChannel for XenEvent {
 
     fn wakeup(&self) -> io::Result<Wakeup> {
         self.wake_handle().cloned()
+    }
+}
+
+/// The doorbell of a peer channel between two domains: an interdomain
+/// event channel, its own `/dev/xen/evtchn` descriptor (so it is one more
+/// descriptor in the library's one wait, `EventChannel::wait_with`).
+///
+/// Ringing is `IOCTL_EVTCHN_NOTIFY`, draining reads and unmasks the port.
+/// Notifications coalesce in the hypervisor's pending bit, so a peer cannot
+/// flood us. An event channel does not hang up: when the other domain
+/// closes its port or dies, ours reverts to unbound and notifications are
+/// dropped silently, so [`PeerBell::drain`] never says
+/// [`BellState::HungUp`]; the backend tells the survivor instead
+/// (`Event::PeerClosed`).
+#[derive(Debug)]
+pub struct XenBell {
+    ev: XenEvent,
+}
+
+impl XenBell {
+    /// A doorbell over `ev` (an unbound port for the other domain, or the
+    /// interdomain binding of its port).
+    pub fn new(ev: XenEvent) -> Self {
+        XenBell { ev }
+    }
+
+    /// The local port.
+    pub fn port(&self) -> u32 {
+        self.ev.port()
+    }
+}
+
+impl AsFd for XenBell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.ev.as_fd()
+    }
+}
+
+impl PeerBell for XenBell {
+    fn ring(&self) -> io::Result<()> {
+        self.ev.notify()
+    }
+
+    fn drain(&self) -> io::Result<BellState> {
+        Ok(if self.ev.consume()? {
+            BellState::Rung
+        } else {
+            BellState::Quiet
+        })
     }
 }

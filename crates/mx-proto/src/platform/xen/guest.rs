@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use super::control::{self, CtlSlot, FrameKind, ResDesc, REQ_SLOTS, RING_REQ, RING_RSP};
 use super::xenbus::{self, End, XenbusState};
 use super::xenstore::{Xenstore, NO_TX};
-use super::{DomId, GrantedPages, XenEvent, XenGuest};
-use crate::platform::{BackendLink, EventChannel, Resource, PAGE_SIZE};
+use super::{DomId, GrantedPages, MappedGrants, XenBell, XenEvent, XenGuest, XenPeerGrant};
+use crate::platform::{
+    BackendLink, EventChannel, PeerEnd, PeerOffer, PeerRemote, Resource, PAGE_SIZE,
+};
 use crate::ring::{Consumer, ControlPage, Producer, Side};
 
 /// Environment variable naming the device slot to use (default: the first
@@ -143,6 +145,8 @@ pub struct XenLink {
     fe: String,
     be: String,
     backend_id: DomId,
+    /// Our own domain (from xenstore's `domid`).
+    domid: DomId,
     device: u32,
     req: Mutex<Producer<CtlSlot, Arc<GrantedPages>>>,
     rsp: Mutex<Consumer<CtlSlot, Arc<GrantedPages>>>,
@@ -207,7 +211,7 @@ impl XenLink {
             let Some(slot_lock) = try_lock_slot(n)? else {
                 continue; // another process of this guest has it
             };
-            match Self::attach_slot(&xs, &base, n, target, deadline, slot_lock) {
+            match Self::attach_slot(&xs, &base, (domid, n), target, deadline, slot_lock) {
                 Ok(Some(link)) => return Ok(link),
                 Ok(None) => continue,
                 Err(e) => return Err(e),
@@ -220,7 +224,7 @@ impl XenLink {
     fn attach_slot(
         xs: &Xenstore,
         base: &str,
-        n: u32,
+        (domid, n): (DomId, u32),
         target: &XenTarget,
         deadline: Instant,
         slot_lock: File,
@@ -336,6 +340,7 @@ impl XenLink {
             fe,
             be,
             backend_id,
+            domid,
             device: n,
             req: Mutex::new(req),
             rsp: Mutex::new(rsp),
@@ -473,6 +478,62 @@ impl XenLink {
     }
 }
 
+impl XenLink {
+    /// Pops the next frame from the backend, waiting at most `timeout`.
+    fn recv_frame(&self, timeout: Duration) -> io::Result<control::Frame> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut rsp = lock(&self.rsp);
+                if let Some(f) = control::pop_frame(&mut rsp)? {
+                    let _ = rsp.release();
+                    drop(rsp);
+                    return control::decode(&f);
+                }
+                let may_sleep = rsp
+                    .prepare_to_sleep()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                if !may_sleep {
+                    continue;
+                }
+            }
+            if self.backend_gone() {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::from(io::ErrorKind::TimedOut));
+            }
+            // Bounded slices: a notification consumed by a concurrent
+            // `send` on another thread must not strand us.
+            self.wait(left.min(Duration::from_millis(50)))?;
+        }
+    }
+
+    /// Our own domain.
+    pub fn domid(&self) -> DomId {
+        self.domid
+    }
+}
+
+fn copy_body(body: &[u8], buf: &mut [u8]) -> io::Result<usize> {
+    if body.len() > buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "oversized control message from backend",
+        ));
+    }
+    buf[..body.len()].copy_from_slice(body);
+    Ok(body.len())
+}
+
+fn unexpected() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "unexpected control frame from backend",
+    )
+}
+
 impl AsFd for XenLink {
     /// The control event channel: readable when the backend replied.
     fn as_fd(&self) -> BorrowedFd<'_> {
@@ -525,47 +586,112 @@ impl BackendLink<XenGuest> for XenLink {
     }
 
     fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            {
-                let mut rsp = lock(&self.rsp);
-                if let Some(f) = control::pop_frame(&mut rsp)? {
-                    let _ = rsp.release();
-                    drop(rsp);
-                    let frame = control::decode(&f)?;
-                    if frame.kind != FrameKind::Data || !frame.res.is_empty() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "unexpected control frame from backend",
-                        ));
-                    }
-                    if frame.body.len() > buf.len() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "oversized control message from backend",
-                        ));
-                    }
-                    buf[..frame.body.len()].copy_from_slice(&frame.body);
-                    return Ok(frame.body.len());
-                }
-                let may_sleep = rsp
-                    .prepare_to_sleep()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                if !may_sleep {
-                    continue;
-                }
-            }
-            if self.backend_gone() {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::from(io::ErrorKind::TimedOut));
-            }
-            // Bounded slices: a notification consumed by a concurrent
-            // `send` on another thread must not strand us.
-            self.wait(left.min(Duration::from_millis(50)))?;
+        let frame = self.recv_frame(timeout)?;
+        if frame.kind != FrameKind::Data || !frame.res.is_empty() {
+            return Err(unexpected());
         }
+        copy_body(&frame.body, buf)
+    }
+
+    fn peer_needs_domain(&self) -> bool {
+        true
+    }
+
+    fn peer_create(&self, pages: usize) -> io::Result<PeerOffer> {
+        self.peer_create_for(pages, None)
+    }
+
+    /// Grants `pages` zeroed pages to `domain` and allocates an unbound
+    /// port for it: our end maps our own pages and keeps the port; the
+    /// other end gets their numbers, through the backend.
+    fn peer_create_for(&self, pages: usize, domain: Option<u32>) -> io::Result<PeerOffer> {
+        let to = domain
+            .and_then(|d| DomId::try_from(d).ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a Xen peer channel needs the other endpoint's domain",
+                )
+            })?;
+        let mem = Arc::new(GrantedPages::new(to, pages)?);
+        let ev = XenEvent::alloc_unbound(to)?;
+        let remote = XenPeerGrant {
+            from: self.domid,
+            to,
+            refs: mem.refs().to_vec(),
+            port: ev.port(),
+        };
+        Ok(PeerOffer {
+            end: PeerEnd {
+                mem,
+                bell: Box::new(XenBell::new(ev)),
+            },
+            remote: PeerRemote::Xen(remote),
+        })
+    }
+
+    fn peer_offer(
+        &self,
+        offer: &PeerOffer,
+        msg: &[u8],
+        reply: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        let PeerRemote::Xen(g) = &offer.remote else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a Xen peer channel",
+            ));
+        };
+        let frame = control::encode_peer(g.to, msg, &g.refs, g.port, REQ_SLOTS)?;
+        self.push(&frame, Instant::now() + timeout)?;
+        self.recv(reply, timeout)
+    }
+
+    /// Sends the acceptance; a reply that grants the channel names the
+    /// granting domain (the backend's word), whose pages we map with
+    /// gntdev and whose port we bind interdomain.
+    fn peer_accept(
+        &self,
+        pages: usize,
+        msg: &[u8],
+        reply: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<(usize, Option<PeerEnd>)> {
+        self.send(msg, &[], timeout)?;
+        let frame = self.recv_frame(timeout)?;
+        if frame.kind == FrameKind::Data && frame.res.is_empty() {
+            return Ok((copy_body(&frame.body, reply)?, None));
+        }
+        let Some(p) = frame.peer() else {
+            return Err(unexpected());
+        };
+        let n = copy_body(p.msg, reply)?;
+        if p.refs.len() != pages {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("peer channel of {} pages, {pages} expected", p.refs.len()),
+            ));
+        }
+        let mem = MappedGrants::map(p.domid, p.refs).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cannot map the peer channel of domain {}: {e}", p.domid),
+            )
+        })?;
+        let ev = XenEvent::bind_interdomain(p.domid, p.port).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cannot bind port {} of domain {}: {e}", p.port, p.domid),
+            )
+        })?;
+        Ok((
+            n,
+            Some(PeerEnd {
+                mem: Arc::new(mem),
+                bell: Box::new(XenBell::new(ev)),
+            }),
+        ))
     }
 }
 

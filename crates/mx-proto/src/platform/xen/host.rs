@@ -15,10 +15,11 @@ use tracing::{debug, info, warn};
 use super::control::{self, CtlSlot, FrameKind, ResDesc, RING_REQ, RING_RSP, RSP_SLOTS};
 use super::xenbus::{self, End, XenbusState};
 use super::xenstore::{Xenstore, NO_TX};
-use super::{stats, DomId, GrantRef, MappedGrants, XenEvent, XenHost};
+use super::{stats, DomId, GrantRef, MappedGrants, XenEvent, XenHost, XenPeerGrant};
 use crate::platform::{
     copy_shared, CopyFault, EventChannel, GuestConn, GuestListener, GuestMemory, Incoming,
-    Interest, Poller, ReceivedResources, ResourceKind, SharedMem, Wakeup, MAX_CONTROL_MSG,
+    Interest, PeerGrant, PeerRemote, Poller, ReceivedResources, ResourceKind, SharedMem, Wakeup,
+    MAX_CONTROL_MSG,
 };
 use crate::ring::{Consumer, ControlPage, Producer, Side};
 
@@ -520,6 +521,25 @@ impl GuestConn<XenHost> for XenConn {
                         len: frame.body.len(),
                         resources: XenResources {
                             domid: self.id.domid,
+                            peer_to: None,
+                            slots: frame.res.into_iter().map(Some).collect(),
+                        },
+                    });
+                }
+                FrameKind::Peer => {
+                    let Some(p) = frame.peer() else {
+                        return Err(invalid("malformed peer frame"));
+                    };
+                    if p.msg.len() > buf.len() {
+                        return Err(invalid("control message larger than the buffer"));
+                    }
+                    buf[..p.msg.len()].copy_from_slice(p.msg);
+                    let (len, peer_to) = (p.msg.len(), p.domid);
+                    return Ok(Incoming::Request {
+                        len,
+                        resources: XenResources {
+                            domid: self.id.domid,
+                            peer_to: Some(peer_to),
                             slots: frame.res.into_iter().map(Some).collect(),
                         },
                     });
@@ -548,6 +568,29 @@ impl GuestConn<XenHost> for XenConn {
     fn memory(&self) -> XenMemory {
         self.memory.clone()
     }
+
+    fn peer_domain(&self) -> Option<u32> {
+        Some(u32::from(self.id.domid))
+    }
+
+    /// The acceptance's reply as a peer frame naming the granting domain:
+    /// the numbers go to the acceptor, which maps and binds them itself.
+    fn send_peer(&self, msg: &[u8], grant: PeerGrant) -> io::Result<()> {
+        let PeerGrant(PeerRemote::Xen(g)) = grant else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a Xen peer channel",
+            ));
+        };
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        let frame = control::encode_peer(g.from, msg, &g.refs, g.port, RSP_SLOTS)?;
+        if control::push_frame(&mut lock(&self.rsp), &frame)?.is_needed() {
+            self.event.notify()?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for XenConn {
@@ -572,6 +615,8 @@ impl Drop for XenConn {
 #[derive(Debug)]
 pub struct XenResources {
     domid: DomId,
+    /// A peer frame's grantee (what the guest says it granted to).
+    peer_to: Option<DomId>,
     slots: Vec<Option<ResDesc>>,
 }
 
@@ -646,6 +691,37 @@ impl ReceivedResources<XenHost> for XenResources {
                 .map_err(|e| invalid(format!("cannot bind the guest's port {port}: {e}"))),
             ResDesc::Pages(_) => unreachable!("kind checked by take"),
         }
+    }
+
+    /// A peer frame's hand-over: slot 0 the pages (exactly `pages`
+    /// references), slot 1 the port. Nothing is mapped or bound here (the
+    /// pages are granted to the other guest, not to us); the granting
+    /// domain is the sender's, from its device path.
+    fn take_peer(&mut self, pages: usize) -> io::Result<PeerGrant> {
+        let to = self
+            .peer_to
+            .ok_or_else(|| invalid("a peer channel needs a peer frame"))?;
+        if self.slots.len() != 2 {
+            return Err(invalid("a peer channel is two resources"));
+        }
+        let ResDesc::Pages(refs) = self.take(0, ResourceKind::Pages)? else {
+            unreachable!("kind checked by take")
+        };
+        let ResDesc::Event(port) = self.take(1, ResourceKind::Event)? else {
+            unreachable!("kind checked by take")
+        };
+        if refs.len() != pages {
+            return Err(invalid(format!(
+                "{} pages offered, {pages} expected",
+                refs.len()
+            )));
+        }
+        Ok(PeerGrant(PeerRemote::Xen(XenPeerGrant {
+            from: self.domid,
+            to,
+            refs,
+            port,
+        })))
     }
 }
 
@@ -958,6 +1034,34 @@ mod tests {
         // the source has no pool yet: its fault comes first
         assert_eq!(side(a.copy_spans_to(&r, &b, &r, 8)).0, "source");
         a.copy_spans_to(&r, &b, &r, 0).expect("nothing to copy");
+    }
+
+    #[test]
+    fn a_peer_hand_over_is_checked_without_mapping_and_names_the_sender() {
+        let res = |peer_to, slots: Vec<ResDesc>| XenResources {
+            domid: 3,
+            peer_to,
+            slots: slots.into_iter().map(Some).collect(),
+        };
+        let two = || vec![ResDesc::Pages(vec![10, 11, 12]), ResDesc::Event(40)];
+        let g = res(Some(4), two()).take_peer(3).unwrap();
+        // the granter is the sender's domain, whatever the guest wrote
+        assert_eq!(g.domains(), Some((3, 4)));
+        let PeerGrant(PeerRemote::Xen(x)) = g else {
+            panic!("not a Xen grant")
+        };
+        assert_eq!((x.refs, x.port), (vec![10, 11, 12], 40));
+        let refused = |mut r: XenResources, pages| r.take_peer(pages).unwrap_err().kind();
+        assert_eq!(refused(res(Some(4), two()), 4), io::ErrorKind::InvalidData);
+        assert_eq!(refused(res(None, two()), 3), io::ErrorKind::InvalidData);
+        let mut three = two();
+        three.push(ResDesc::Event(41));
+        assert_eq!(refused(res(Some(4), three), 3), io::ErrorKind::InvalidData);
+        let swapped = vec![ResDesc::Event(40), ResDesc::Pages(vec![1, 2, 3])];
+        assert_eq!(
+            refused(res(Some(4), swapped), 3),
+            io::ErrorKind::InvalidInput
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | resources by slot | grant-reference lists and ports written into the control frame after the message (see [`control`]) |
 //! | identity | [`XenGuestId`]: the domid in the xenstore path of the device, never what the guest says |
 //! | bulk copy | [`XenMemory`]: the guest's pool, granted once per attachment and mapped once; a [`XenRegion`] is an offset and length in it |
+//! | peer channels | the offering guest grants the channel to the other guest's domain (which the backend tells it) and allocates an unbound port for it; the refs and the port travel as numbers in a peer frame ([`XenPeerGrant`]); the acceptor maps them with gntdev and binds the port; the doorbell is a [`XenBell`]; the backend never maps them and posts `PeerClosed` when either side goes (event channels do not hang up) |
 //!
 //! # Who creates the device directories
 //!
@@ -56,13 +57,35 @@ mod sys;
 pub mod xenbus;
 pub mod xenstore;
 
-pub use evtchn::XenEvent;
+pub use evtchn::{XenBell, XenEvent};
 pub use grant::{DomId, GrantCopier, GrantRef, GrantedPages, MappedGrants};
 pub use guest::{XenLink, XenTarget, DEVICE_ENV, LOCK_DIR_ENV, POOL_PAGES_ENV};
 pub use host::{
     XenConn, XenGuestId, XenHostConfig, XenListener, XenMemory, XenRegion, XenResources,
 };
 pub use xenstore::Xenstore;
+
+/// A peer channel's hand-over between two domains, as numbers: the grant
+/// references of the channel's pages (granted by `from` to `to`) and the
+/// unbound port `from` allocated for `to`.
+///
+/// The guest fills `from` with its own domid and `to` with the domain the
+/// backend told it; the backend replaces `from` with the domid of the
+/// offering guest's device path (never what the guest says) and checks
+/// `to` against the accepting endpoint's domain before forwarding. The
+/// hypervisor enforces the rest: only `to` can map the references or bind
+/// the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XenPeerGrant {
+    /// The granting domain.
+    pub from: DomId,
+    /// The grantee domain.
+    pub to: DomId,
+    /// Grant references, one per page, in page order.
+    pub refs: Vec<GrantRef>,
+    /// The unbound port `from` allocated for `to`.
+    pub port: u32,
+}
 
 /// True if this kernel exposes the Xen user-space devices this platform
 /// needs (`/dev/xen/evtchn` and `/proc/xen`).

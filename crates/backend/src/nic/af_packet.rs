@@ -32,7 +32,7 @@
 //! on the *port* (`eth0`) receives nothing. Bind the **bridge**: frames for
 //! the bridge's MAC (which, unless set, is one of its ports') are delivered
 //! locally on it, and frames sent on it are switched out of the right port.
-//! `tests/nic_packet.rs` checks both facts.
+//! `tests/nic_af_packet.rs` checks both facts.
 //!
 //! # Ring geometry
 //!
@@ -56,7 +56,7 @@ use mxoe_wire::profile::{ProfileKind, WireProfile};
 use std::cell::Cell;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -465,8 +465,8 @@ impl Nic for PacketNic {
         self.mtu
     }
 
-    fn poll_fd(&self) -> Option<RawFd> {
-        Some(self.fd.as_raw_fd())
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
     }
 
     fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<usize> {

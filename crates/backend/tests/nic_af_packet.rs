@@ -5,7 +5,7 @@
 
 mod netns;
 
-use backend::nic::packet::{PacketNic, PacketOpts, RingVersion, ETHERTYPE_MXOE, ETH_ZLEN};
+use backend::nic::af_packet::{PacketNic, PacketOpts, RingVersion, ETHERTYPE_MXOE, ETH_ZLEN};
 use backend::nic::{Nic, Payload};
 use mx_proto::platform::local::MemfdPages;
 use mx_proto::platform::SharedMem;
