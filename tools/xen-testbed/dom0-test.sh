@@ -12,6 +12,8 @@
 #  phase 2b: a peer channel between domU3 and domU4 mid-stream, then `xl destroy` of the
 #           receiver: the sender must exit with a clear error, the backend must tell it
 #           (PeerClosed) and forget the channel, and no zombie domain may be left.
+#  phase 2w: the same ping-pong with MX_XEN_POOL_PAGES=256 in both domUs (a stock
+#           guest's 1 MiB pool: sends above 512 KiB go through a staging window).
 #  phase 3: our C programs over libmyriexpress.so: ping-pong between two domUs (0 B to
 #           4 MiB, byte-checked), then the random-size loop through the backend.
 RC=0
@@ -45,7 +47,7 @@ wait_closed() { # from-line count timeout: wait for <count> "endpoint closed" li
 
 # MXTEST_PHASES (from Dom0's kernel command line): which phases to run, e.g. "2+2b"
 # (no commas: QEMU's -initrd splits on them).
-want() { case "+${MXTEST_PHASES:-1+2+2b+3}+" in *"+$1+"*) return 0;; esac; return 1; }
+want() { case "+${MXTEST_PHASES:-1+2+2w+2b+3}+" in *"+$1+"*) return 0;; esac; return 1; }
 # domU3 and domU4 created paused, run once the backend made both their mx device slots:
 # making 32 slots takes the backend many xenstore transactions, and under a loaded TCG
 # host that can hold its loop past a waiting guest's 10 s control timeout.
@@ -115,6 +117,23 @@ if [ -x /usr/bin/mx-backend ] && [ -x /usr/bin/mx_pingpong ]; then
     [ "$3" -ge 1 ] || fail "no peer channel came up between domU3 and domU4"
     [ "$2" -le 16 ] || fail "$2 tiny/small/medium messages crossed Dom0 with a peer channel up"
     xl destroy domU3 >/dev/null 2>&1; xl destroy domU4 >/dev/null 2>&1
+  fi
+
+  if want 2w; then
+    # A stock guest's pool (256 pages, 1 MiB): messages above 512 KiB go through a
+    # staging window the backend asks the sender to refill.
+    echo "MXTEST: phase 2w (staging windows, MX_XEN_POOL_PAGES=256) at $(up) s"
+    : > /var/log/xen/console/guest-domU4.log 2>/dev/null
+    create_pair "MXTEST=pp-recv MX_XEN_POOL_PAGES=256" "MXTEST=pp-send MX_PP_END=${MX_PP_END:-4194305} MX_PP_ITERS=${MX_PP_ITERS:-5} MX_XEN_POOL_PAGES=256"
+    r4=$(wait_key_log /local/domain/$d4/data/result ${PP_TIMEOUT:-300} domU4) || r4=TIMEOUT
+    r3=$(wait_key /local/domain/$d3/data/result 30) || r3=TIMEOUT
+    echo "MXTEST: pingpong (pool 256) sender: $r4; receiver: $r3"
+    case "$r4" in "exit 0"*) ;; *) fail "mx_pingpong sender (pool 256): $r4"; show domU3 domU4;; esac
+    grep -q "^ *4194304 " /var/log/xen/console/guest-domU4.log || fail "mx_pingpong (pool 256) did not reach 4 MiB"
+    case "$r3" in "exit 0"*) ;; *) fail "mx_pingpong receiver (pool 256): $r3";; esac
+    grep -a "pool mapped" /tmp/backend.log | tail -2 | grep -q "pages=256" || fail "phase 2w: the guests' pools are not 256 pages"
+    xl destroy domU3 >/dev/null 2>&1; xl destroy domU4 >/dev/null 2>&1
+    sleep 1
   fi
 
   if want 2b; then

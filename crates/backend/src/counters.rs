@@ -42,9 +42,15 @@ pub enum Counter {
     /// [`WireTiming::stalled_wait`](crate::WireTiming::stalled_wait), or a
     /// connect request or reply found it full (those never wait).
     DropStalledDest,
+    /// `StageNeeded` events posted: a pull needed a window block no slot
+    /// held.
+    WindowStages,
+    /// `RegionStage` answers that matched no outstanding request (late,
+    /// repeated or lying), ignored.
+    DropStageBad,
 }
 
-const N: usize = Counter::DropStalledDest as usize + 1;
+const N: usize = Counter::DropStageBad as usize + 1;
 const _: () = assert!(N == COUNTER_LABELS.len());
 
 /// The counters of one endpoint.

@@ -131,7 +131,10 @@ fn dest_of(cmd: &Command<'_>) -> Option<(Dest, Option<u32>)> {
         Command::Pull(p) => (p.dest, Some(p.session)),
         Command::ConnectRequest(c) => (c.dest, None),
         Command::ConnectReply(c) => (c.dest, None),
-        Command::RegionRegister(_) | Command::RegionDeregister { .. } => return None,
+        Command::RegionRegister(_)
+        | Command::RegionDeregister { .. }
+        | Command::RegionWindow(_)
+        | Command::RegionStage(_) => return None,
     })
 }
 
@@ -158,6 +161,26 @@ pub fn handle<H: HostPlatform>(
         Command::RegionDeregister { region_id } => {
             if let Some(src) = eps[src_id].as_mut() {
                 src.regions.deregister(*region_id);
+            }
+            return Outcome::Done;
+        }
+        Command::RegionWindow(w) => {
+            let Some(src) = eps[src_id].as_mut() else {
+                return Outcome::Done;
+            };
+            return match src.regions.set_window(w) {
+                Ok(()) => Outcome::Done,
+                Err(_) => reject(src, kind, CommandErrorCode::BadRegion),
+            };
+        }
+        Command::RegionStage(st) => {
+            let Some(src) = eps[src_id].as_mut() else {
+                return Outcome::Done;
+            };
+            if src.regions.staged(st, ctx.now) {
+                crate::window::resume(ctx, eps, src_id);
+            } else {
+                src.counters.bump(Counter::DropStageBad);
             }
             return Outcome::Done;
         }
@@ -597,6 +620,15 @@ fn pull<H: HostPlatform>(
         })
     {
         return Outcome::Blocked;
+    }
+    // A staging window: copied as its blocks are staged, parked meanwhile
+    // (never direct: a slot's bytes change when it is refilled).
+    if eps[sender]
+        .as_ref()
+        .is_some_and(|s| s.regions.is_window(p.remote.id))
+    {
+        crate::window::start(ctx, eps, puller, sender, p);
+        return Outcome::Done;
     }
     if p.direct {
         if let Some(ev) = direct_pull(ctx, eps, sender, p) {

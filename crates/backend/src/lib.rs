@@ -25,6 +25,7 @@ pub mod pull;
 pub mod raw;
 pub mod region;
 pub mod service;
+pub mod window;
 pub mod wire;
 
 pub use config::{BackendConfig, GuestLimits, IdlePolicy, RawAccess, WireTiming};

@@ -1447,6 +1447,11 @@ impl<H: HostPlatform> Backend<H> {
                 }
             }
         }
+        // Same-host pulls parked on staging windows: timeouts, and stage
+        // requests that found no room or no free slot before.
+        for id in 0..endpoints_ptr.len() {
+            crate::window::resume(&mut ctx, endpoints_ptr, id);
+        }
         // The raw endpoint's sends, queued on the NIC before its flush.
         if let Some(raw) = self.raw.as_mut() {
             let mac = match self.wire.as_ref() {

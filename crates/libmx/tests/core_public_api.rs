@@ -225,6 +225,10 @@ impl World {
             Command::RegionDeregister { region_id } => {
                 self.nodes[i].regions.remove(&region_id);
             }
+            // Nothing is staged here (no bulk pool), so there is no window.
+            c @ (Command::RegionWindow(_) | Command::RegionStage(_)) => {
+                panic!("a staging window without a pool: {c:?}")
+            }
         }
     }
 

@@ -206,3 +206,91 @@ fn disable_shmem_on_one_side_covers_both_directions_only_for_that_pair() {
     assert!(ep_counter(3, "medium frags sent") > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends many times larger than a stock Xen pool (256 pages, 1 MiB: a
+/// window of two 256 KiB blocks in its send half), staged through a
+/// window the backend asks the sender to refill, through the intra-node
+/// shortcut and through the network path (`MX_DISABLE_SHMEM`), one way
+/// at a time and crossing.
+#[test]
+fn sends_larger_than_the_pool_go_through_a_window() {
+    use mx_proto::msg::control::COUNTER_LABELS;
+    for disable_shmem in [false, true] {
+        let dir = std::env::temp_dir().join(format!(
+            "mx-libmx-window-{disable_shmem}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("backend.sock");
+        let _be = spawn_local(BackendConfig::new(), &sock).unwrap();
+        let target = LocalTarget::new(&sock);
+        let key = 0x5151;
+        let open = |id| {
+            Endpoint::<Vec<u8>>::open(
+                Some(&target),
+                &OpenOptions {
+                    endpoint: Some(id),
+                    key,
+                    stage_pages: 256,
+                    disable_shmem,
+                    ..OpenOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let a = open(1);
+        let b = open(2);
+        let nic = a.frontend().board().nic_id;
+        let t = Some(Duration::from_secs(30));
+        let a_b = a.connect(nic, 2, key, t).unwrap();
+        let b_a = b.connect(nic, 1, key, t).unwrap();
+        for (i, len) in [4usize << 20, 16 << 20, (512 << 10) + 1]
+            .into_iter()
+            .enumerate()
+        {
+            for (from, to, dest) in [(&a, &b, a_b), (&b, &a, b_a)] {
+                let m = 0x10 + i as u64;
+                let data = pattern(len, m * 3 + len as u64);
+                let r = to.irecv(vec![0; len], m, u64::MAX, 0).unwrap();
+                let s = from.isend(dest, data.clone(), m, 0, false).unwrap();
+                let got = to.wait(r, t).unwrap().expect("receive completes");
+                assert_eq!(got.status, Status::Success, "len {len}");
+                assert!(
+                    got.buf.as_deref() == Some(&data[..]),
+                    "bytes differ at len {len}"
+                );
+                let sent = from.wait(s, t).unwrap().expect("send completes");
+                assert_eq!(sent.status, Status::Success, "len {len}");
+            }
+        }
+        // Crossing: both send 4 MiB to each other before either waits.
+        let len = 4 << 20;
+        let (da, db) = (pattern(len, 0xa), pattern(len, 0xb));
+        let ra = a.irecv(vec![0; len], 0x77, u64::MAX, 0).unwrap();
+        let rb = b.irecv(vec![0; len], 0x77, u64::MAX, 0).unwrap();
+        let sa = a.isend(a_b, da.clone(), 0x77, 0, false).unwrap();
+        let sb = b.isend(b_a, db.clone(), 0x77, 0, false).unwrap();
+        let got_b = b.wait(rb, t).unwrap().expect("b receives");
+        let got_a = a.wait(ra, t).unwrap().expect("a receives");
+        assert!(got_b.buf.as_deref() == Some(&da[..]), "a to b crossing");
+        assert!(got_a.buf.as_deref() == Some(&db[..]), "b to a crossing");
+        assert_eq!(a.wait(sa, t).unwrap().unwrap().status, Status::Success);
+        assert_eq!(b.wait(sb, t).unwrap().unwrap().status, Status::Success);
+        let asked = COUNTER_LABELS
+            .iter()
+            .position(|l| *l == "window blocks asked to stage")
+            .unwrap();
+        let refused = COUNTER_LABELS
+            .iter()
+            .position(|l| *l == "window stage answers refused")
+            .unwrap();
+        for (id, ep) in [(1u8, &a), (2, &b)] {
+            let c = a.frontend().counters(id).unwrap();
+            let staged = ep.with_core(|c| c.stats().window_stages);
+            assert!(c[asked] > 0, "endpoint {id}: blocks asked");
+            assert_eq!(staged, c[asked], "endpoint {id}: every request answered");
+            assert_eq!(c[refused], 0, "endpoint {id}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

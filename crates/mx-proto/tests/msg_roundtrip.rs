@@ -1,8 +1,8 @@
 //! Channel messages: emit then parse is identity; parsing junk never panics.
 
 use mx_proto::msg::command::{
-    ConnectReply, ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, Rndv,
-    SendHdr, REGION_SEGS_PER_CMD,
+    ConnectReply, ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister,
+    RegionStage, RegionWindow, Rndv, SendHdr, REGION_SEGS_PER_CMD,
 };
 use mx_proto::msg::control::{
     BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, OpenFlags, PeerInfo,
@@ -86,6 +86,8 @@ proptest! {
             local_offset: b, remote: r, direct: true,
         }));
         check_cmd(&Command::RegionDeregister { region_id: f });
+        check_cmd(&Command::RegionWindow(RegionWindow { region_id: e, gen: f, block: a, msg_len: b }));
+        check_cmd(&Command::RegionStage(RegionStage { region_id: f, gen: e, slot: (a >> 16) as u16, block: b }));
     }
 
     #[test]
@@ -124,6 +126,7 @@ proptest! {
             Event::SendMediumDone { sendq_slot: c },
             Event::PullDone { cookie: a, status: PullStatus::BadRdmaWindow, transferred: b },
             Event::CommandError { cmd_kind: e, code: f },
+            Event::StageNeeded { region_id: e, gen: f, slot: c, block: a },
             Event::PeerClosed { channel: a },
             Event::PullDirect { cookie: a, pid: b, segs: DirectSegs::new(&[]).unwrap() },
             Event::PullDirect {

@@ -28,6 +28,7 @@ use crate::counters::{Counter, NicCounter, NicCounters};
 use crate::endpoint::Endpoint;
 use crate::peers::PeerTable;
 use crate::pull::Reject;
+use crate::region::Ask;
 use mx_proto::msg::event::{PullStatus, RecvHdr};
 use mx_proto::msg::{Event, RdmaRef, Seq, Source};
 use mx_proto::platform::{GuestMemory, HostPlatform};
@@ -678,11 +679,94 @@ impl<H: HostPlatform> Rx<'_, H> {
             self.st.counters.bump(NicCounter::DropPullBounds);
             return;
         }
+        if id.is_some_and(|id| e.regions.is_window(id)) && !self.window_held(i, peer, p, since) {
+            return;
+        }
         self.st.tx.push(Tx::PullReplies {
             peer,
             ep: i as u8,
             pull: *p,
         });
+    }
+
+    /// A PULL of endpoint `i`'s staging window: true when every block the
+    /// PULL reads is held (they are kept for this pass, whose flush reads
+    /// them). Otherwise the guest is asked to stage the first missing one
+    /// and the PULL is held, for at most `staging_wait` since it came
+    /// (then dropped: its puller asks again, or gives up on its own
+    /// timeout); false.
+    fn window_held(&mut self, i: usize, peer: u16, p: &Pull, since: Instant) -> bool {
+        let geo = PullBlock {
+            first_frame_offset: p.first_frame_offset,
+            block_length: p.block_length,
+            frame_index: p.frame_index,
+        };
+        let n = geo.frames(&self.st.profile);
+        let (Some(first), Some(last)) = (
+            reply_frame(&self.st.profile, &geo, p.pulled_rdma_offset, 0),
+            n.checked_sub(1)
+                .and_then(|l| reply_frame(&self.st.profile, &geo, p.pulled_rdma_offset, l)),
+        ) else {
+            return true; // pull_replies drops it
+        };
+        let start = u64::from(p.pulled_rdma_offset) + u64::from(first.msg_offset);
+        let len =
+            u64::from(last.msg_offset) + u64::from(last.frame_length) - u64::from(first.msg_offset);
+        let id = p.pulled_rdma_id as u8;
+        let now = self.now;
+        let wait = self.st.timing.staging_wait;
+        let Some(e) = self.eps[i].as_mut() else {
+            return false;
+        };
+        let Some(block) = e.regions.missing(id, start, len) else {
+            e.regions.touch(id, start, len, now, true);
+            // Read-ahead, as on one host: the puller asks in order.
+            if e.chan.event_space().unwrap_or(0) > 0 {
+                if let Some((slot, gen, block)) = e.regions.prefetch(id, start + len - 1, now) {
+                    let ev = Event::StageNeeded {
+                        region_id: id,
+                        gen,
+                        slot,
+                        block,
+                    };
+                    if e.chan.push_event(&ev).is_ok() {
+                        e.counters.bump(Counter::EventsPosted);
+                        e.counters.bump(Counter::WindowStages);
+                        e.dirty = true;
+                    }
+                }
+            }
+            return true;
+        };
+        if now.saturating_duration_since(since) >= wait {
+            self.st.counters.bump(NicCounter::DropPullBadWindow);
+            return false;
+        }
+        if e.chan.event_space().unwrap_or(0) > 0 {
+            if let Ask::Post { slot, gen } = e.regions.ask(id, block, now, wait) {
+                let ev = Event::StageNeeded {
+                    region_id: id,
+                    gen,
+                    slot,
+                    block,
+                };
+                if e.chan.push_event(&ev).is_ok() {
+                    e.counters.bump(Counter::EventsPosted);
+                    e.counters.bump(Counter::WindowStages);
+                    e.dirty = true;
+                }
+            }
+        }
+        if self.st.held.len() < HELD_MAX {
+            self.st.held.push(HeldPull {
+                since,
+                peer,
+                pull: *p,
+            });
+        } else {
+            self.st.counters.bump(NicCounter::DropPullBounds);
+        }
+        false
     }
 
     /// A RAW frame for the raw endpoint (a mapper): the whole frame, as

@@ -237,7 +237,10 @@ pub fn command<H: HostPlatform>(
             Counter::LibackSent,
         ),
         Command::Pull(p) => return start_pull(ctx, eps, src_id, p, dest),
-        Command::RegionRegister(_) | Command::RegionDeregister { .. } => return Outcome::Done,
+        Command::RegionRegister(_)
+        | Command::RegionDeregister { .. }
+        | Command::RegionWindow(_)
+        | Command::RegionStage(_) => return Outcome::Done,
     };
     let frame = Frame { head, packet };
     let bytes = payload.len();

@@ -449,6 +449,17 @@ pub fn pingpong(sock: &Path, args: &[&str], limit: Duration) -> Proc {
     Proc::spawn(c, limit)
 }
 
+/// [`pingpong`] with extra environment variables (e.g. `MX_STAGE_LARGE`).
+pub fn pingpong_env(sock: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Proc {
+    let mut c = Command::new(artifact("mx_pingpong"));
+    c.args(args)
+        .arg("--socket")
+        .arg(sock)
+        .env_remove("MX_BACKEND_SOCKET")
+        .envs(env.iter().copied());
+    Proc::spawn(c, limit)
+}
+
 /// A board field of `mx_info` (`  frag max       8192` → "8192").
 pub fn board_field(info_out: &str, field: &str) -> String {
     info_out

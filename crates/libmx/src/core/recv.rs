@@ -281,6 +281,12 @@ impl<B: MsgBuf> Core<B> {
             Event::CommandError { .. } => self.stats.command_errors += 1,
             // Peer-channel offers are the shell's business (crate::peers).
             Event::PeerOffer { .. } | Event::PeerClosed { .. } => {}
+            Event::StageNeeded {
+                region_id,
+                gen,
+                slot,
+                block,
+            } => self.stage_needed(region_id, gen, slot, block),
         }
     }
 

@@ -12,11 +12,28 @@ use super::{
     Return, SendQueue, Status, Time, PULL_BLOCKS_IN_FLIGHT, REGION_IDS, SEND_WINDOWS_MAX,
 };
 use mx_proto::msg::command::{
-    ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, Rndv, SendHdr,
-    REGION_MAX_SEGS, REGION_SEGS_PER_CMD,
+    ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, RegionStage,
+    RegionWindow, Rndv, SendHdr, REGION_MAX_SEGS, REGION_SEGS_PER_CMD,
 };
 use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::{CmdSlot, Command, Dest, RdmaRef, Seq, SMALL_INLINE_MAX, TINY_INLINE_MAX};
+
+/// Most slots of a send's staging window: enough for the pulls in flight
+/// of one receiver ([`PULL_BLOCKS_IN_FLIGHT`]).
+pub(super) const WINDOW_SLOTS_MAX: u32 = PULL_BLOCKS_IN_FLIGHT as u32;
+
+/// The slots of a window over a message of `len` bytes in a pool of `cap`
+/// bytes with blocks of `block` bytes: as many blocks as fit in the send
+/// half of the pool, at most [`WINDOW_SLOTS_MAX`], at least 2 (a wire PULL
+/// block may straddle two message blocks); `None` when 2 do not fit or
+/// the message is not longer than the window.
+pub(super) fn window_slots(cap: u32, block: u32, len: u32) -> Option<u16> {
+    if block == 0 || !block.is_multiple_of(4096) {
+        return None;
+    }
+    let n = (cap / 2 / block).min(WINDOW_SLOTS_MAX);
+    (n >= 2 && u64::from(len) > u64::from(n) * u64::from(block)).then_some(n as u16)
+}
 
 /// Which way [`Core::copy_staged`] copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +123,9 @@ impl<B: MsgBuf> Core<B> {
             self.fail_tx(rid, Status::EndpointUnreachable);
         } else if class == Class::Large
             && self.pool.as_ref().is_some_and(|b| len > b.capacity() / 2)
+            && self.window_slots(len).is_none()
         {
-            // It could never be staged.
+            // It could never be staged, not even through a window.
             self.fail_tx(rid, Status::NoResources);
         } else {
             self.partners[p].need_seq.push_back(rid);
@@ -200,7 +218,14 @@ impl<B: MsgBuf> Core<B> {
         if len == 0 {
             return Some(Vec::new());
         }
-        if self.staged_sends + u64::from(len) > u64::from(pool.capacity() / 2) {
+        let cap = pool.capacity();
+        // A message larger than the send half of the pool goes through a
+        // window of a few blocks; the blocks first pulled are staged now.
+        let (len, progressive) = match window_slots(cap, self.cfg.pull_block, len) {
+            Some(n) if len > cap / 2 => (u32::from(n) * self.cfg.pull_block, false),
+            _ => (len, progressive),
+        };
+        if self.staged_sends + u64::from(len) > u64::from(cap / 2) {
             return None;
         }
         let ranges = pool.reserve(len)?;
@@ -214,6 +239,18 @@ impl<B: MsgBuf> Core<B> {
             self.stats.bytes_staged += u64::from(len);
         }
         Some(ranges)
+    }
+
+    /// The slots of the window a send of `len` bytes would be staged
+    /// through, when it is larger than the send half of the pool and a
+    /// window fits there.
+    pub(super) fn window_slots(&self, len: u32) -> Option<u16> {
+        let pool = self.pool.as_ref()?;
+        let cap = pool.capacity();
+        if len <= cap / 2 {
+            return None;
+        }
+        window_slots(cap, self.cfg.pull_block, len)
     }
 
     /// Whether a staged send is copied into the pool block by block while
@@ -276,8 +313,17 @@ impl<B: MsgBuf> Core<B> {
     fn open_send_window(&mut self, rid: ReqId, id: u8, staged: Vec<PoolRange>) {
         let rdma_seqnum = self.rdma_seq[usize::from(id)];
         self.rdma_seq[usize::from(id)] = rdma_seqnum.wrapping_add(1);
-        let progressive = !staged.is_empty() && self.progressive(rid);
-        let segs = if progressive {
+        let len = self
+            .req(rid)
+            .and_then(|r| r.buf.as_ref())
+            .map_or(0, MsgBuf::len);
+        let window = if staged.is_empty() {
+            None
+        } else {
+            self.window_slots(len)
+        };
+        let progressive = !staged.is_empty() && window.is_none() && self.progressive(rid);
+        let segs = if progressive || window.is_some() {
             self.block_segs(&staged)
         } else {
             self.region_segs(rid, &staged)
@@ -303,8 +349,18 @@ impl<B: MsgBuf> Core<B> {
             segs,
             staged,
             segs_registered: if progressive { 0 } else { nsegs },
+            window,
         });
-        if progressive {
+        if window.is_some() {
+            self.ctrl_q.push_back(Ctrl::Register {
+                region: id,
+                chunk: 0,
+            });
+            self.ctrl_q.push_back(Ctrl::Window {
+                region: id,
+                seq: rdma_seqnum,
+            });
+        } else if progressive {
             // The first block before the rendezvous, the rest after it.
             self.ctrl_q.push_back(Ctrl::StageBlock {
                 region: id,
@@ -409,6 +465,7 @@ impl<B: MsgBuf> Core<B> {
             segs_registered: segs.len(),
             segs,
             staged,
+            window: None,
         });
         self.ctrl_q.push_back(Ctrl::Register {
             region: id,
@@ -545,6 +602,42 @@ impl<B: MsgBuf> Core<B> {
                 break;
             }
         }
+    }
+
+    /// The backend needs block `block` of our window `region` in slot
+    /// `slot` (a pull reached it): copy it there from the send's buffer,
+    /// which stays ours until the send completes, and say so. A request
+    /// for a region that is no longer that window (the send ended, the id
+    /// was reused) or out of its bounds is dropped and counted.
+    pub(super) fn stage_needed(&mut self, region: u8, gen: u8, slot: u16, block: u32) {
+        let bsize = self.cfg.pull_block;
+        let ok = self.regions[usize::from(region)].as_ref().is_some_and(|r| {
+            r.usage == RegionUse::Window
+                && r.rdma_seqnum == gen
+                && r.window.is_some_and(|n| slot < n)
+                && self
+                    .req(r.owner)
+                    .and_then(|q| q.buf.as_ref())
+                    .is_some_and(|b| u64::from(block) * u64::from(bsize) < u64::from(b.len()))
+        });
+        if !ok {
+            self.stats.drop_bad_event += 1;
+            return;
+        }
+        self.copy_staged(
+            region,
+            u32::from(slot) * bsize,
+            block * bsize,
+            bsize,
+            Staging::In,
+        );
+        self.stats.window_stages += 1;
+        self.ctrl_q.push_back(Ctrl::Stage {
+            region,
+            seq: gen,
+            slot,
+            block,
+        });
     }
 
     pub(super) fn serve_region_waiters(&mut self) {
@@ -1090,6 +1183,46 @@ impl<B: MsgBuf> Core<B> {
                     return false;
                 };
                 cmd
+            }
+            Ctrl::Window { region, seq } => {
+                let Some(reg) = &self.regions[usize::from(region)] else {
+                    return false;
+                };
+                let Some(msg_len) = self
+                    .req(reg.owner)
+                    .and_then(|r| r.buf.as_ref())
+                    .map(MsgBuf::len)
+                else {
+                    return false;
+                };
+                if reg.rdma_seqnum != seq || reg.window.is_none() {
+                    return false;
+                }
+                Command::RegionWindow(RegionWindow {
+                    region_id: region,
+                    gen: seq,
+                    block: self.cfg.pull_block,
+                    msg_len,
+                })
+            }
+            Ctrl::Stage {
+                region,
+                seq,
+                slot,
+                block,
+            } => {
+                let live = self.regions[usize::from(region)]
+                    .as_ref()
+                    .is_some_and(|r| r.rdma_seqnum == seq && r.window.is_some());
+                if !live {
+                    return false;
+                }
+                Command::RegionStage(RegionStage {
+                    region_id: region,
+                    gen: seq,
+                    slot,
+                    block,
+                })
             }
             Ctrl::Pull(cookie) => {
                 let Some(&b) = self.pulls.get(&cookie) else {

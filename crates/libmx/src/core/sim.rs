@@ -244,6 +244,20 @@ pub(crate) type Filter = Box<dyn FnMut(&Packet) -> bool>;
 struct RegionBuild {
     segs: Vec<RawSeg>,
     complete: bool,
+    window: Option<SimWindow>,
+}
+
+/// A staging window as the backend keeps it: which message block each
+/// slot holds, or is being refilled with.
+#[derive(Debug)]
+struct SimWindow {
+    msg_len: u32,
+    block: u32,
+    gen: u8,
+    holds: Vec<Option<u32>>,
+    staging: Vec<Option<u32>>,
+    /// Pass of the last read of each slot (eviction picks the oldest).
+    used: Vec<u64>,
 }
 
 /// One simulated endpoint: a core, its channel, its backend-side state.
@@ -301,6 +315,17 @@ pub(crate) struct Sim {
     deferred: VecDeque<(Time, usize, CmdSlot)>,
     /// Pulls held that way.
     pub pulls_held: u64,
+    /// Bytes of window pulls copied so far, by (puller, cookie): a pull of
+    /// a window is copied block by block as the sender stages them.
+    partial: HashMap<(usize, u32), Vec<u8>>,
+    /// `StageNeeded` events sent.
+    pub stage_requests: u64,
+    /// Window blocks "lost" on a lossy wire: read again, and evicted
+    /// first, so that they are staged again.
+    pub window_losses: u64,
+    /// `RegionStage` answers that matched no request.
+    pub bad_stages: u64,
+    use_tick: u64,
     /// Commands taken from each node per step (unbounded when `None`):
     /// small values interleave the nodes finely.
     pub cmd_batch: Option<usize>,
@@ -330,6 +355,11 @@ impl Sim {
             direct_data: HashMap::new(),
             deferred: VecDeque::new(),
             pulls_held: 0,
+            partial: HashMap::new(),
+            stage_requests: 0,
+            window_losses: 0,
+            bad_stages: 0,
+            use_tick: 0,
             cmd_batch: None,
             step_cost: 0,
         }
@@ -727,6 +757,21 @@ impl Sim {
                 };
                 self.put_local(i, lat, &ev);
             }
+            Command::Pull(p) if self.window_of(&p).is_some() => {
+                let Some(data) = self.window_pull(i, &p) else {
+                    return;
+                };
+                let (status, transferred, delay) = self.write_pulled(i, &p, &data);
+                self.put_local(
+                    i,
+                    delay,
+                    &Event::PullDone {
+                        cookie: p.cookie,
+                        status,
+                        transferred,
+                    },
+                );
+            }
             Command::Pull(p) => {
                 if matches!(self.pull_source(&p), Err(NoSource::NotYet)) {
                     return self.defer(i, &p);
@@ -764,7 +809,164 @@ impl Sim {
                     self.nodes[i].bad_commands += 1;
                 }
             }
+            Command::RegionWindow(w) => {
+                let Some(b) = self.nodes[i].regions.get_mut(&w.region_id) else {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                };
+                let len = Sim::region_len(&b.segs);
+                let block = u64::from(w.block);
+                if !b.complete
+                    || b.window.is_some()
+                    || block == 0
+                    || !len.is_multiple_of(block)
+                    || len / block < 2
+                    || u64::from(w.msg_len) <= len
+                {
+                    self.nodes[i].bad_commands += 1;
+                    return;
+                }
+                let n = (len / block) as u32;
+                b.window = Some(SimWindow {
+                    msg_len: w.msg_len,
+                    block: w.block,
+                    gen: w.gen,
+                    holds: (0..n).map(Some).collect(),
+                    staging: vec![None; n as usize],
+                    used: vec![0; n as usize],
+                });
+            }
+            Command::RegionStage(st) => {
+                let w = self.nodes[i]
+                    .regions
+                    .get_mut(&st.region_id)
+                    .and_then(|b| b.window.as_mut());
+                let slot = usize::from(st.slot);
+                match w {
+                    Some(w)
+                        if w.gen == st.gen
+                            && w.staging.get(slot).copied().flatten() == Some(st.block) =>
+                    {
+                        w.staging[slot] = None;
+                        w.holds[slot] = Some(st.block);
+                    }
+                    _ => self.bad_stages += 1,
+                }
+            }
         }
+    }
+
+    /// The sender node and region of a pull whose source is a staging
+    /// window.
+    fn window_of(&self, p: &mx_proto::msg::command::Pull) -> Option<usize> {
+        let j = self.node_by_dest(p.dest.peer, p.dest.endpoint)?;
+        let n = &self.nodes[j];
+        let live = n.alive && !n.vanished && n.session == p.session;
+        (live && n.regions.get(&p.remote.id)?.window.is_some()).then_some(j)
+    }
+
+    /// A pull from a staging window: copy the blocks the slots hold, in
+    /// order; at the first one no slot holds, ask the sender to stage it
+    /// (evicting the slot read longest ago) and hold the pull. On a lossy
+    /// wire a block read is sometimes lost: the pull asks for it again and
+    /// its slot is evicted, so the block must be staged again. `Some` with
+    /// every byte once the pull is complete.
+    fn window_pull(&mut self, i: usize, p: &mx_proto::msg::command::Pull) -> Option<Vec<u8>> {
+        let j = self.window_of(p)?;
+        let lat = 2 * self.wire.latency + 10;
+        let mut acc = self.partial.remove(&(i, p.cookie)).unwrap_or_default();
+        loop {
+            let done = acc.len() as u32;
+            if done >= p.length {
+                return Some(acc);
+            }
+            let b = self.nodes[j].regions.get(&p.remote.id)?;
+            let w = b.window.as_ref()?;
+            if w.gen != p.remote.seqnum
+                || u64::from(p.remote.offset) + u64::from(p.length) > u64::from(w.msg_len)
+            {
+                return Some(Vec::new()); // not this window's bytes: fails the write
+            }
+            let off = p.remote.offset + done;
+            let blk = off / w.block;
+            let (block, gen) = (w.block, w.gen);
+            match w.holds.iter().position(|&h| h == Some(blk)) {
+                Some(slot) => {
+                    let n = (p.length - done).min((blk + 1) * block - off);
+                    let segs = b.segs.clone();
+                    let at = slot as u32 * block + off % block;
+                    let data = self.read_region(j, &segs, at, n)?;
+                    self.use_tick += 1;
+                    let tick = self.use_tick;
+                    let lost = self.wire.drop > 0.0 && self.rng.chance(self.wire.drop * 4.0);
+                    let w = self.nodes[j]
+                        .regions
+                        .get_mut(&p.remote.id)?
+                        .window
+                        .as_mut()?;
+                    if lost {
+                        // Lost on the way: asked again, and meanwhile its
+                        // slot went to another block.
+                        self.window_losses += 1;
+                        w.holds[slot] = None;
+                        continue;
+                    }
+                    w.used[slot] = tick;
+                    acc.extend_from_slice(&data);
+                }
+                None => {
+                    let w = self.nodes[j]
+                        .regions
+                        .get_mut(&p.remote.id)?
+                        .window
+                        .as_mut()?;
+                    if !w.staging.contains(&Some(blk)) {
+                        let pick = (0..w.holds.len())
+                            .filter(|&k| w.staging[k].is_none())
+                            .min_by_key(|&k| (w.holds[k].is_some(), w.used[k]));
+                        if let Some(k) = pick {
+                            w.holds[k] = None;
+                            w.staging[k] = Some(blk);
+                            self.stage_requests += 1;
+                            self.put_local(
+                                j,
+                                lat,
+                                &Event::StageNeeded {
+                                    region_id: p.remote.id,
+                                    gen,
+                                    slot: k as u16,
+                                    block: blk,
+                                },
+                            );
+                        }
+                    }
+                    self.partial.insert((i, p.cookie), acc);
+                    self.defer(i, p);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Write a window pull's bytes into the puller's region.
+    fn write_pulled(
+        &mut self,
+        i: usize,
+        p: &mx_proto::msg::command::Pull,
+        data: &[u8],
+    ) -> (PullStatus, u32, Time) {
+        let lat = 2 * self.wire.latency + 10;
+        if data.len() != p.length as usize {
+            return (PullStatus::BadRdmaWindow, 0, lat);
+        }
+        let local = match self.nodes[i].regions.get(&p.local_region) {
+            Some(r) if r.complete => r.segs.clone(),
+            _ => return (PullStatus::BadLocalRegion, 0, lat),
+        };
+        if !self.write_region(i, &local, p.local_offset, data) {
+            return (PullStatus::BadLocalRegion, 0, lat);
+        }
+        (PullStatus::Success, p.length, lat)
     }
 
     /// The pull engine: copy from the remote window into the local region.

@@ -397,6 +397,10 @@ pub(crate) struct Region {
     /// while the peer already pulls: segments registered so far (all of
     /// them once done). Equal to `segs.len()` for every other region.
     pub segs_registered: usize,
+    /// A send larger than its staging room: the region is a window of
+    /// this many block-sized slots over the message, refilled when the
+    /// backend asks (`StageNeeded`).
+    pub window: Option<u16>,
 }
 
 /// A control command waiting in the command queue.
@@ -420,6 +424,19 @@ pub(crate) enum Ctrl {
     StageBlock {
         region: u8,
         seq: u8,
+    },
+    /// Declare a registered region a staging window (after its last
+    /// registration chunk).
+    Window {
+        region: u8,
+        seq: u8,
+    },
+    /// Tell the backend a window slot holds the block it asked for.
+    Stage {
+        region: u8,
+        seq: u8,
+        slot: u16,
+        block: u32,
     },
 }
 

@@ -457,10 +457,12 @@ pub struct PoolRange {
 /// On the local platform there is no pool: the backend copies straight
 /// from and to the application's buffers.
 ///
-/// A message must fit in half the pool, and staged sends together hold at
-/// most half of it: the other half is always there for pulls, which finish
-/// on their own, so large messages crossing in both directions cannot
-/// deadlock. Larger messages fail with `NO_RESOURCES`.
+/// Staged sends together hold at most half the pool: the other half is
+/// always there for pulls, which finish on their own, so large messages
+/// crossing in both directions cannot deadlock. A send larger than half
+/// the pool goes through a window of a few blocks the backend asks us to
+/// refill (`StageNeeded`); only where two blocks do not fit in half the
+/// pool does it fail with `NO_RESOURCES`.
 pub trait BulkPool: Send {
     /// The size of the pool (what [`BulkPool::reserve`] could give at most).
     fn capacity(&self) -> u32;
@@ -727,6 +729,9 @@ pub struct Stats {
     pub command_errors: u64,
     /// Bytes copied into or out of the bulk pool (large messages staged).
     pub bytes_staged: u64,
+    /// Window blocks staged again because the backend asked for them
+    /// (sends larger than their pool room).
+    pub window_stages: u64,
     /// Pulls we copied ourselves from the sender.
     pub pulls_direct: u64,
     /// Direct copies that failed (the pull was sent again, to the backend).

@@ -73,9 +73,11 @@ pub fn arrival<'a>(src: Source, cmd: &Command<'a>, payload_slot: u16) -> Option<
             send_seq: l.send_seq,
             acknum: l.acknum,
         },
-        Command::Pull(_) | Command::RegionRegister(_) | Command::RegionDeregister { .. } => {
-            return None
-        }
+        Command::Pull(_)
+        | Command::RegionRegister(_)
+        | Command::RegionDeregister { .. }
+        | Command::RegionWindow(_)
+        | Command::RegionStage(_) => return None,
     })
 }
 

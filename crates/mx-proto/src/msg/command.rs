@@ -60,6 +60,10 @@ u8_enum! {
         RegionRegister = 10,
         /// [`Command::RegionDeregister`].
         RegionDeregister = 11,
+        /// [`Command::RegionWindow`] (numbered apart from the base set).
+        RegionWindow = 40,
+        /// [`Command::RegionStage`].
+        RegionStage = 41,
     }
 }
 
@@ -203,7 +207,21 @@ struct RawRegion {
     segs: [RawSeg; REGION_SEGS_PER_CMD],
 }
 
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawWindow {
+    kind: u8,
+    region_id: u8,
+    gen: u8,
+    _pad: u8,
+    /// RegionWindow: block size; RegionStage: slot (low 16 bits).
+    a: U32,
+    /// RegionWindow: message length; RegionStage: block index.
+    b: U32,
+}
+
 const _: () = {
+    assert!(core::mem::size_of::<RawWindow>() == 12);
     assert!(core::mem::size_of::<RawSendHdr>() == 24);
     assert!(core::mem::size_of::<RawMedium>() == 32);
     assert!(core::mem::size_of::<RawRndv>() == 32);
@@ -449,6 +467,43 @@ pub enum Command<'a> {
         /// Region id.
         region_id: u8,
     },
+    /// Turn a region just registered into a staging window over a longer
+    /// message: the registered bytes are `len / block` slots of `block`
+    /// bytes, slot `i` holding message block `i` to begin with; a pull of a
+    /// block no slot holds asks the guest to stage it
+    /// ([`Event::StageNeeded`](super::event::Event::StageNeeded)).
+    RegionWindow(RegionWindow),
+    /// The answer to `StageNeeded`: the guest copied message block `block`
+    /// into window slot `slot`.
+    RegionStage(RegionStage),
+}
+
+/// See [`Command::RegionWindow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionWindow {
+    /// The region (registered completely just before).
+    pub region_id: u8,
+    /// The library's use counter of the region (its rdma seqnum), echoed in
+    /// every `StageNeeded`, so that a late request for an earlier use of
+    /// the id is recognised.
+    pub gen: u8,
+    /// Bytes per block and per slot.
+    pub block: u32,
+    /// Length of the whole message the window serves.
+    pub msg_len: u32,
+}
+
+/// See [`Command::RegionStage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionStage {
+    /// The region.
+    pub region_id: u8,
+    /// As in the `StageNeeded` answered.
+    pub gen: u8,
+    /// The window slot now holding the block.
+    pub slot: u16,
+    /// The message block (offset `block * block size`).
+    pub block: u32,
 }
 
 fn send_hdr(r: &RawSendHdr) -> SendHdr {
@@ -646,6 +701,25 @@ impl<'a> Command<'a> {
                 })
             }
             CommandKind::RegionDeregister => Command::RegionDeregister { region_id: b[1] },
+            CommandKind::RegionWindow => {
+                let r: RawWindow = read(b);
+                Command::RegionWindow(RegionWindow {
+                    region_id: r.region_id,
+                    gen: r.gen,
+                    block: r.a.get(),
+                    msg_len: r.b.get(),
+                })
+            }
+            CommandKind::RegionStage => {
+                let r: RawWindow = read(b);
+                let slot = u16::try_from(r.a.get()).map_err(|_| MsgError::BadField("slot"))?;
+                Command::RegionStage(RegionStage {
+                    region_id: r.region_id,
+                    gen: r.gen,
+                    slot,
+                    block: r.b.get(),
+                })
+            }
         })
     }
 
@@ -663,6 +737,8 @@ impl<'a> Command<'a> {
             Command::Pull(_) => CommandKind::Pull,
             Command::RegionRegister(_) => CommandKind::RegionRegister,
             Command::RegionDeregister { .. } => CommandKind::RegionDeregister,
+            Command::RegionWindow(_) => CommandKind::RegionWindow,
+            Command::RegionStage(_) => CommandKind::RegionStage,
         }
     }
 
@@ -803,6 +879,28 @@ impl<'a> Command<'a> {
                 b[0] = CommandKind::RegionDeregister as u8;
                 b[1] = *region_id;
             }
+            Command::RegionWindow(w) => put(
+                b,
+                &RawWindow {
+                    kind: CommandKind::RegionWindow as u8,
+                    region_id: w.region_id,
+                    gen: w.gen,
+                    _pad: 0,
+                    a: w.block.into(),
+                    b: w.msg_len.into(),
+                },
+            ),
+            Command::RegionStage(st) => put(
+                b,
+                &RawWindow {
+                    kind: CommandKind::RegionStage as u8,
+                    region_id: st.region_id,
+                    gen: st.gen,
+                    _pad: 0,
+                    a: u32::from(st.slot).into(),
+                    b: st.block.into(),
+                },
+            ),
         }
         Ok(())
     }

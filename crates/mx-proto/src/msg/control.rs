@@ -48,6 +48,8 @@ pub const COUNTER_LABELS: &[&str] = &[
     "pull requests resent",
     "pulls copied by the puller",
     "sends dropped: destination stalled",
+    "window blocks asked to stage",
+    "window stage answers refused",
 ];
 
 /// Labels of the per-NIC counters of a board, in the order of the

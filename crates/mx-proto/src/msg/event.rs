@@ -62,6 +62,8 @@ u8_enum! {
         PullDirect = 13,
         /// [`Event::PeerOffer`].
         PeerOffer = 14,
+        /// [`Event::StageNeeded`] (numbered apart from the base set).
+        StageNeeded = 40,
         /// [`Event::PeerClosed`].
         PeerClosed = 15,
     }
@@ -137,6 +139,18 @@ struct RawDone {
     slot: U16,
     cookie: U32,
     transferred: U32,
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawStage {
+    kind: u8,
+    region_id: u8,
+    gen: u8,
+    _pad: u8,
+    slot: U16,
+    _pad1: U16,
+    block: U32,
 }
 
 /// A peer-channel offer.
@@ -385,6 +399,21 @@ pub enum Event<'a> {
         /// The channel's sizes.
         sizes: crate::peer::PeerSizes,
     },
+    /// A pull needs message block `block` of our staging window `region_id`
+    /// ([`Command::RegionWindow`](super::command::Command::RegionWindow)):
+    /// copy it into window slot `slot` and answer with
+    /// [`Command::RegionStage`](super::command::Command::RegionStage). The
+    /// backend reads that slot again only after the answer.
+    StageNeeded {
+        /// Our window.
+        region_id: u8,
+        /// The window's use counter given at `RegionWindow`.
+        gen: u8,
+        /// The slot to fill.
+        slot: u16,
+        /// The message block to copy into it.
+        block: u32,
+    },
     /// The other end of peer channel `channel` is gone (it closed the
     /// channel or its endpoint, or its guest died): drop our end. Where the
     /// doorbell cannot hang up (Xen event channels), this is how the
@@ -584,6 +613,15 @@ impl<'a> Event<'a> {
                     status: PullStatus::from_u8(r.status)
                         .ok_or(MsgError::BadField("pull status"))?,
                     transferred: r.transferred.get(),
+                }
+            }
+            EventKind::StageNeeded => {
+                let r: RawStage = read(b);
+                Event::StageNeeded {
+                    region_id: r.region_id,
+                    gen: r.gen,
+                    slot: r.slot.get(),
+                    block: r.block.get(),
                 }
             }
             EventKind::CommandError => Event::CommandError {
@@ -865,6 +903,23 @@ impl<'a> Event<'a> {
                     data_slots: u16::try_from(sizes.data_slots)
                         .map_err(|_| MsgError::BadField("peer channel sizes"))?
                         .into(),
+                },
+            ),
+            Event::StageNeeded {
+                region_id,
+                gen,
+                slot,
+                block,
+            } => put(
+                b,
+                &RawStage {
+                    kind: EventKind::StageNeeded as u8,
+                    region_id: *region_id,
+                    gen: *gen,
+                    _pad: 0,
+                    slot: (*slot).into(),
+                    _pad1: 0.into(),
+                    block: (*block).into(),
                 },
             ),
             Event::PeerClosed { channel } => {
