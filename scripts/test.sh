@@ -10,6 +10,19 @@ scripts/setup.sh
 cargo build --workspace --all-targets
 cargo test --workspace
 
+# The installed layout: the names programs link with (-lmyriexpress; -lmx,
+# which MPICH's nemesis/mx netmod asks for) resolve to our library, and a
+# program linked either way runs.
+prefix=$(mktemp -d)
+trap 'rm -rf "$prefix"' EXIT
+scripts/install-lib.sh --debug --no-build --prefix "$prefix" >/dev/null
+printf '#include <myriexpress.h>\nint main(void) { return mx_init() == MX_SUCCESS && mx_finalize() == MX_SUCCESS ? 0 : 1; }\n' >"$prefix/link.c"
+for name in mx myriexpress; do
+    gcc -I"$prefix/include" "$prefix/link.c" -L"$prefix/lib" -l$name -o "$prefix/link-$name"
+    LD_LIBRARY_PATH="$prefix/lib" "$prefix/link-$name"
+    echo "ok: a program linked with -l$name runs"
+done
+
 # Loom explores every interleaving of the ring's notify protocol; it needs its
 # own cfg, hence its own target dir so the normal build is not invalidated.
 if grep -q 'mod loom' crates/mx-proto/src/ring*.rs crates/mx-proto/src/ring/*.rs 2>/dev/null; then
