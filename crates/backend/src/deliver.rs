@@ -13,7 +13,7 @@
 //! of dropping a local message.
 
 use crate::counters::Counter;
-use crate::endpoint::{Chan, Endpoint};
+use crate::endpoint::{event_room, recvq_room, Endpoint};
 use crate::peers::PeerTable;
 use crate::wire::Wire;
 use mx_proto::msg::command::{CommandKind, MediumFrag, Pull};
@@ -68,14 +68,6 @@ pub struct Ctx<'a, H: HostPlatform> {
     pub staging_wait: Duration,
 }
 
-fn space<H: HostPlatform>(ch: &mut Chan<H>) -> u32 {
-    ch.event_space().unwrap_or(0)
-}
-
-fn recvq_space<H: HostPlatform>(ch: &mut Chan<H>) -> u32 {
-    ch.recvq_space().unwrap_or(0)
-}
-
 /// Post an event the caller has checked room for.
 fn post<H: HostPlatform>(ep: &mut Endpoint<H>, ev: &Event<'_>) {
     if ep.chan.push_event(ev).is_ok() {
@@ -94,7 +86,7 @@ fn reject<H: HostPlatform>(
 ) -> Outcome {
     // Counted once, when it is answered: a retry after back-pressure is
     // the same command.
-    if space::<H>(&mut src.chan) == 0 {
+    if !event_room::<H>(&mut src.chan, 1) {
         return Outcome::Blocked;
     }
     src.counters.bump(Counter::CmdsBadRef);
@@ -239,7 +231,7 @@ pub fn handle<H: HostPlatform>(
                 nack::ENDPT_CLOSED => PullStatus::EndpointClosed,
                 _ => PullStatus::BadSession,
             };
-            if space::<H>(&mut src.chan) == 0 {
+            if !event_room::<H>(&mut src.chan, 1) {
                 return Outcome::Blocked;
             }
             count_drop(src);
@@ -259,7 +251,7 @@ pub fn handle<H: HostPlatform>(
             count_drop(src);
             return Outcome::Done;
         };
-        if space::<H>(&mut src.chan) == 0 {
+        if !event_room::<H>(&mut src.chan, 1) {
             return Outcome::Blocked;
         }
         count_drop(src);
@@ -290,7 +282,7 @@ pub fn handle<H: HostPlatform>(
     let needs_slot = matches!(cmd, Command::Small { .. });
     {
         let d = eps[dst_id].as_mut().expect("checked open");
-        if space::<H>(&mut d.chan) == 0 || (needs_slot && recvq_space::<H>(&mut d.chan) == 0) {
+        if !event_room::<H>(&mut d.chan, 1) || (needs_slot && !recvq_room::<H>(&mut d.chan)) {
             // Nothing is dropped yet (the command waits; `give_up` counts
             // the drop if it comes to that), and a wait is counted once,
             // not at every retry.
@@ -431,10 +423,10 @@ pub fn give_up<H: HostPlatform>(
     let Some((s, d)) = pair(eps, src_id, usize::from(dest.endpoint)) else {
         return false;
     };
-    if space::<H>(&mut s.chan) == 0 {
+    if !event_room::<H>(&mut s.chan, 1) {
         return false;
     }
-    if space::<H>(&mut d.chan) > 0 && recvq_space::<H>(&mut d.chan) > 0 {
+    if event_room::<H>(&mut d.chan, 1) && recvq_room::<H>(&mut d.chan) {
         d.stalled = false;
         return false;
     }
@@ -461,7 +453,7 @@ pub fn give_up<H: HostPlatform>(
     // One drop, one count on each side: the sender's "destination
     // stalled", the destination's for whichever of its rings was full.
     s.counters.bump(Counter::DropStalledDest);
-    d.counters.bump(if space::<H>(&mut d.chan) > 0 {
+    d.counters.bump(if event_room::<H>(&mut d.chan, 1) {
         Counter::DropRecvqFull
     } else {
         Counter::DropEventRingFull
@@ -541,9 +533,9 @@ fn medium<H: HostPlatform>(
     let len = usize::from(m.frag_length);
     match pair(eps, src_id, dst_id) {
         Some((s, d)) => {
-            if space::<H>(&mut d.chan) == 0
-                || recvq_space::<H>(&mut d.chan) == 0
-                || space::<H>(&mut s.chan) == 0
+            if !event_room::<H>(&mut d.chan, 1)
+                || !recvq_room::<H>(&mut d.chan)
+                || !event_room::<H>(&mut s.chan, 1)
             {
                 if first_try(ctx) {
                     s.counters.bump(Counter::BackPressured);
@@ -568,7 +560,7 @@ fn medium<H: HostPlatform>(
         None => {
             // A send to our own endpoint through the backend (MX_DISABLE_SELF).
             let e = eps[src_id].as_mut().expect("source endpoint is open");
-            if space::<H>(&mut e.chan) < 2 || recvq_space::<H>(&mut e.chan) == 0 {
+            if !event_room::<H>(&mut e.chan, 2) || !recvq_room::<H>(&mut e.chan) {
                 if first_try(ctx) {
                     e.counters.bump(Counter::BackPressured);
                 }
@@ -604,7 +596,7 @@ fn pull<H: HostPlatform>(
     sender: usize,
     p: &Pull,
 ) -> Outcome {
-    if space::<H>(&mut eps[puller].as_mut().expect("puller is open").chan) == 0 {
+    if !event_room::<H>(&mut eps[puller].as_mut().expect("puller is open").chan, 1) {
         return Outcome::Blocked;
     }
     // The sender is still staging this block into its pool: wait for it,

@@ -53,3 +53,15 @@ pub struct Endpoint<H: HostPlatform> {
     /// room.
     pub stalled: bool,
 }
+
+/// Whether `ch` has room for `n` more events. A ring the guest broke has
+/// none (its endpoint is closed at the next check). The guest's index is
+/// read only when the cached one says the ring is short.
+pub fn event_room<H: HostPlatform>(ch: &mut Chan<H>, n: u32) -> bool {
+    ch.event_room(n).unwrap_or(false)
+}
+
+/// Whether `ch` has a free receive-queue slot (see [`event_room`]).
+pub fn recvq_room<H: HostPlatform>(ch: &mut Chan<H>) -> bool {
+    ch.recvq_room(1).unwrap_or(false)
+}

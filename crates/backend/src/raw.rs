@@ -163,7 +163,7 @@ impl<H: HostPlatform> RawEndpoint<H> {
                 worked = true;
                 continue;
             }
-            if self.chan.event_space().unwrap_or(0) == 0 {
+            if !self.chan.event_room(1).unwrap_or(false) {
                 // The completion must not be lost: wait for the guest to
                 // drain its event ring, keeping the order of its sends.
                 self.pending = Some(slot);
@@ -240,7 +240,7 @@ impl<H: HostPlatform> RawEndpoint<H> {
             c.bump(RawCounter::DropTooLarge);
             return;
         }
-        if self.chan.event_space().unwrap_or(0) == 0 || self.chan.recvq_space().unwrap_or(0) == 0 {
+        if !self.chan.event_room(1).unwrap_or(false) || !self.chan.recvq_room(1).unwrap_or(false) {
             c.bump(RawCounter::DropFull);
             return;
         }

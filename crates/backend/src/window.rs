@@ -93,7 +93,7 @@ pub fn resume<H: HostPlatform>(
         }
         if eps[puller]
             .as_mut()
-            .is_none_or(|e| e.chan.event_space().unwrap_or(0) == 0)
+            .is_none_or(|e| !e.chan.event_room(1).unwrap_or(false))
         {
             // No room for its PullDone now; the rest waits too.
             keep.push(pp);
@@ -166,7 +166,7 @@ fn read_ahead<H: HostPlatform>(
     let Some(s) = eps[sender].as_mut() else {
         return;
     };
-    if s.chan.event_space().unwrap_or(0) == 0 {
+    if !s.chan.event_room(1).unwrap_or(false) {
         return;
     }
     if let Some((slot, gen, block)) = s.regions.prefetch(id, last, ctx.now) {
@@ -195,7 +195,7 @@ fn ask<H: HostPlatform>(
         return Step::Finish(PullStatus::Unreachable);
     }
     let s = eps[sender].as_mut().expect("checked by the caller");
-    if s.chan.event_space().unwrap_or(0) == 0 {
+    if !s.chan.event_room(1).unwrap_or(false) {
         // Asked again on the next pass.
         return Step::Wait;
     }

@@ -232,6 +232,17 @@ impl<R: SharedMem + Clone> HostChannel<R> {
         self.evt.free_slots()
     }
 
+    /// Whether at least `n` event slots are free, reading the guest's index
+    /// only when the cached one says there are fewer (the room check of the
+    /// hot path; [`event_space`](Self::event_space) always reads it).
+    ///
+    /// # Errors
+    /// If the guest corrupted the ring's indices.
+    #[inline]
+    pub fn event_room(&mut self, n: u32) -> Result<bool, RingError> {
+        self.evt.has_room(n)
+    }
+
     /// Post an event (visible at the next [`publish`](Self::publish)).
     ///
     /// # Errors
@@ -261,6 +272,16 @@ impl<R: SharedMem + Clone> HostChannel<R> {
     #[inline]
     pub fn recvq_space(&mut self) -> Result<u32, RingError> {
         self.recvq.free_slots()
+    }
+
+    /// Whether at least `n` receive-queue slots are free (see
+    /// [`event_room`](Self::event_room)).
+    ///
+    /// # Errors
+    /// If the guest corrupted the queue's indices.
+    #[inline]
+    pub fn recvq_room(&mut self, n: u32) -> Result<bool, RingError> {
+        self.recvq.has_room(n)
     }
 
     /// Claim the next receive-queue slot; fill it with

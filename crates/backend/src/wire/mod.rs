@@ -515,7 +515,7 @@ pub fn post_completions<H: HostPlatform>(st: &mut WireState<H>, eps: &mut [Optio
             continue;
         };
         while let Some(c) = table.peek_done() {
-            if e.chan.event_space().unwrap_or(0) == 0 {
+            if !e.chan.event_room(1).unwrap_or(false) {
                 break;
             }
             let ev = Event::PullDone {

@@ -459,7 +459,7 @@ impl<H: HostPlatform> Rx<'_, H> {
                     self.st.counters.bump(NicCounter::DropNackForNothing);
                     return;
                 };
-                if e.chan.event_space().unwrap_or(0) == 0 {
+                if !e.chan.event_room(1).unwrap_or(false) {
                     e.counters.bump(Counter::DropEventRingFull);
                     self.st.counters.bump(NicCounter::DropEventRingFull);
                     return;
@@ -590,12 +590,12 @@ impl<H: HostPlatform> Rx<'_, H> {
             }
         };
         let e = self.eps[i].as_mut().expect("verdict checked it is open");
-        if e.chan.event_space().unwrap_or(0) == 0 {
+        if !e.chan.event_room(1).unwrap_or(false) {
             e.counters.bump(Counter::DropEventRingFull);
             self.st.counters.bump(NicCounter::DropEventRingFull);
             return None;
         }
-        if needs_slot && e.chan.recvq_space().unwrap_or(0) == 0 {
+        if needs_slot && !e.chan.recvq_room(1).unwrap_or(false) {
             e.counters.bump(Counter::DropRecvqFull);
             self.st.counters.bump(NicCounter::DropRecvqFull);
             return None;
@@ -721,7 +721,7 @@ impl<H: HostPlatform> Rx<'_, H> {
         let Some(block) = e.regions.missing(id, start, len) else {
             e.regions.touch(id, start, len, now, true);
             // Read-ahead, as on one host: the puller asks in order.
-            if e.chan.event_space().unwrap_or(0) > 0 {
+            if e.chan.event_room(1).unwrap_or(false) {
                 if let Some((slot, gen, block)) = e.regions.prefetch(id, start + len - 1, now) {
                     let ev = Event::StageNeeded {
                         region_id: id,
@@ -742,7 +742,7 @@ impl<H: HostPlatform> Rx<'_, H> {
             self.st.counters.bump(NicCounter::DropPullBadWindow);
             return false;
         }
-        if e.chan.event_space().unwrap_or(0) > 0 {
+        if e.chan.event_room(1).unwrap_or(false) {
             if let Ask::Post { slot, gen } = e.regions.ask(id, block, now, wait) {
                 let ev = Event::StageNeeded {
                     region_id: id,

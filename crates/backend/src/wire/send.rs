@@ -20,7 +20,7 @@
 use super::{count_sent, send_encoded, RegionOf};
 use crate::counters::{Counter, NicCounter};
 use crate::deliver::{Ctx, Outcome};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{event_room, Endpoint};
 use crate::nic::Payload;
 use crate::pull::PullSpec;
 use mx_proto::msg::command::{CommandKind, Pull, SendHdr};
@@ -41,17 +41,13 @@ fn post<H: HostPlatform>(e: &mut Endpoint<H>, ev: &Event<'_>) {
     }
 }
 
-fn space<H: HostPlatform>(e: &mut Endpoint<H>) -> u32 {
-    e.chan.event_space().unwrap_or(0)
-}
-
 fn reject<H: HostPlatform>(
     e: &mut Endpoint<H>,
     kind: CommandKind,
     code: CommandErrorCode,
 ) -> Outcome {
     e.counters.bump(Counter::CmdsBadRef);
-    if space(e) == 0 {
+    if !event_room::<H>(&mut e.chan, 1) {
         return Outcome::Blocked;
     }
     post(
@@ -118,7 +114,7 @@ pub fn command<H: HostPlatform>(
                 return reject(e, kind, CommandErrorCode::BadSendqSlot);
             }
             // Room for SendMediumDone first: the command happens whole or not at all.
-            if space(e) == 0 {
+            if !event_room::<H>(&mut e.chan, 1) {
                 e.counters.bump(Counter::BackPressured);
                 return Outcome::Blocked;
             }
@@ -270,7 +266,7 @@ fn start_pull<H: HostPlatform>(
         return Outcome::Done;
     };
     let st = &mut w.st;
-    if space(e) == 0 {
+    if !event_room::<H>(&mut e.chan, 1) {
         // Every outcome below may need the ring for PullDone.
         e.counters.bump(Counter::BackPressured);
         return Outcome::Blocked;
