@@ -25,6 +25,7 @@ use mx_proto::msg::command::Pull;
 use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::Event;
 use mx_proto::platform::{CopyFault, GuestMemory, HostPlatform};
+use std::time::Instant;
 
 /// What one attempt at a parked pull came to.
 enum Step {
@@ -163,24 +164,43 @@ fn read_ahead<H: HostPlatform>(
     id: u8,
     last: u64,
 ) {
-    let Some(s) = eps[sender].as_mut() else {
-        return;
-    };
+    if let Some(s) = eps[sender].as_mut() {
+        ask_read_ahead(s, id, last, ctx.now);
+    }
+}
+
+/// Read-ahead on window `id` of `s` (same-host pulls and wire PULLs): ask
+/// for the block after message offset `last` if a slot behind it can take
+/// it and the event ring has room; otherwise nothing (a miss asks later).
+pub fn ask_read_ahead<H: HostPlatform>(s: &mut Endpoint<H>, id: u8, last: u64, now: Instant) {
     if !s.chan.event_room(1).unwrap_or(false) {
         return;
     }
-    if let Some((slot, gen, block)) = s.regions.prefetch(id, last, ctx.now) {
-        let ev = Event::StageNeeded {
-            region_id: id,
-            gen,
-            slot,
-            block,
-        };
-        if s.chan.push_event(&ev).is_ok() {
-            s.counters.bump(Counter::EventsPosted);
-            s.counters.bump(Counter::WindowStages);
-            s.dirty = true;
-        }
+    if let Some((slot, gen, block)) = s.regions.prefetch(id, last, now) {
+        post_stage_needed(s, id, gen, slot, block);
+    }
+}
+
+/// Ask the sender to stage `block` of window `id` into `slot` (the caller
+/// checked the event ring's room; a full ring drops the ask, which is
+/// asked again on the next miss).
+pub fn post_stage_needed<H: HostPlatform>(
+    s: &mut Endpoint<H>,
+    id: u8,
+    gen: u8,
+    slot: u16,
+    block: u32,
+) {
+    let ev = Event::StageNeeded {
+        region_id: id,
+        gen,
+        slot,
+        block,
+    };
+    if s.chan.push_event(&ev).is_ok() {
+        s.counters.bump(Counter::EventsPosted);
+        s.counters.bump(Counter::WindowStages);
+        s.dirty = true;
     }
 }
 
@@ -201,17 +221,7 @@ fn ask<H: HostPlatform>(
     }
     let id = pp.pull.remote.id;
     if let Ask::Post { slot, gen } = s.regions.ask(id, block, ctx.now, ctx.staging_wait) {
-        let ev = Event::StageNeeded {
-            region_id: id,
-            gen,
-            slot,
-            block,
-        };
-        if s.chan.push_event(&ev).is_ok() {
-            s.counters.bump(Counter::EventsPosted);
-            s.counters.bump(Counter::WindowStages);
-            s.dirty = true;
-        }
+        post_stage_needed(s, id, gen, slot, block);
     }
     Step::Wait
 }

@@ -721,21 +721,7 @@ impl<H: HostPlatform> Rx<'_, H> {
         let Some(block) = e.regions.missing(id, start, len) else {
             e.regions.touch(id, start, len, now, true);
             // Read-ahead, as on one host: the puller asks in order.
-            if e.chan.event_room(1).unwrap_or(false) {
-                if let Some((slot, gen, block)) = e.regions.prefetch(id, start + len - 1, now) {
-                    let ev = Event::StageNeeded {
-                        region_id: id,
-                        gen,
-                        slot,
-                        block,
-                    };
-                    if e.chan.push_event(&ev).is_ok() {
-                        e.counters.bump(Counter::EventsPosted);
-                        e.counters.bump(Counter::WindowStages);
-                        e.dirty = true;
-                    }
-                }
-            }
+            crate::window::ask_read_ahead(e, id, start + len - 1, now);
             return true;
         };
         if now.saturating_duration_since(since) >= wait {
@@ -744,17 +730,7 @@ impl<H: HostPlatform> Rx<'_, H> {
         }
         if e.chan.event_room(1).unwrap_or(false) {
             if let Ask::Post { slot, gen } = e.regions.ask(id, block, now, wait) {
-                let ev = Event::StageNeeded {
-                    region_id: id,
-                    gen,
-                    slot,
-                    block,
-                };
-                if e.chan.push_event(&ev).is_ok() {
-                    e.counters.bump(Counter::EventsPosted);
-                    e.counters.bump(Counter::WindowStages);
-                    e.dirty = true;
-                }
+                crate::window::post_stage_needed(e, id, gen, slot, block);
             }
         }
         if self.st.held.len() < HELD_MAX {
