@@ -4,24 +4,18 @@
 //! sender that never registers the rest cannot hold the puller's commands
 //! back for ever. Two raw endpoints of one backend, driven by hand.
 
-use backend::{spawn_local, BackendConfig, WireTiming};
-use frontend::{Doorbell, EndpointChannel, Frontend};
+use frontend::Doorbell;
 use mx_proto::msg::command::{Pull, RawSeg, RegionRegister};
-use mx_proto::msg::control::ChannelSizes;
 use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::{Command, Dest, Event, RdmaRef};
-use mx_proto::platform::local::{LocalGuest, LocalTarget};
+use mx_proto::platform::local::LocalGuest;
 use std::time::{Duration, Instant};
 
-type Ep = EndpointChannel<LocalGuest>;
+mod pull_pair;
+use pull_pair::{consumed, post, Ep, PullPair};
 
 const WAIT: Duration = Duration::from_millis(400);
 const BLOCK: usize = 64 * 1024;
-
-fn post(ep: &mut Ep, cmd: &Command<'_>) {
-    ep.post(cmd).unwrap();
-    ep.flush().unwrap();
-}
 
 /// The next `PullDone` of `ep`, and when it came.
 fn pull_done(ep: &mut Ep, bell: &Doorbell<LocalGuest>) -> (PullStatus, u32, Instant) {
@@ -58,33 +52,22 @@ fn register(ep: &mut Ep, id: u8, first: bool, last: bool, base: u16, seg: &[u8])
         ep,
         &Command::RegionRegister(RegionRegister::new(id, first, last, base, &segs)),
     );
-    let total = ChannelSizes::default().cmd_slots;
-    let t0 = std::time::Instant::now();
-    while ep.command_space().unwrap() < total {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "registration not consumed"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    consumed(ep);
 }
 
 #[test]
 fn a_pull_waits_for_its_block_and_gives_up_after_the_staging_wait() {
-    let dir = std::env::temp_dir().join(format!("mx-staging-wait-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut cfg = BackendConfig::new();
-    cfg.wire = WireTiming {
-        staging_wait: WAIT,
-        ..WireTiming::default()
-    };
-    let be = spawn_local(cfg, dir.join("b.sock")).unwrap();
-    let target = LocalTarget::new(be.socket());
-    let fe_s = Frontend::<LocalGuest>::attach(&target).unwrap();
-    let fe_p = Frontend::<LocalGuest>::attach(&target).unwrap();
-    let (mut sender, _sbell) = fe_s.open_endpoint(1, ChannelSizes::default()).unwrap();
-    let (mut puller, pbell) = fe_p.open_endpoint(2, ChannelSizes::default()).unwrap();
-    let me = fe_s.board().self_peer;
+    let PullPair {
+        dir,
+        be,
+        fe_s: _fe_s,
+        fe_p: _fe_p,
+        mut sender,
+        sbell: _sbell,
+        mut puller,
+        pbell,
+        me,
+    } = PullPair::new("staging-wait", WAIT);
 
     // The sender's window: two blocks, of which only the first is
     // registered for now; the puller's region takes both.

@@ -7,39 +7,21 @@
 //! fails only the pull of its window, after `staging_wait`, while the
 //! puller's other commands go on.
 
-use backend::{spawn_local, BackendConfig, WireTiming};
-use frontend::{Doorbell, EndpointChannel, Frontend};
+use frontend::{Doorbell, Frontend};
 use mx_proto::msg::command::{Pull, RawSeg, RegionRegister, RegionStage, RegionWindow};
-use mx_proto::msg::control::{ChannelSizes, COUNTER_LABELS};
+use mx_proto::msg::control::COUNTER_LABELS;
 use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::{Command, Dest, Event, RdmaRef};
-use mx_proto::platform::local::{LocalGuest, LocalTarget};
+use mx_proto::platform::local::LocalGuest;
 use std::time::{Duration, Instant};
 
-type Ep = EndpointChannel<LocalGuest>;
+mod pull_pair;
+use pull_pair::{consumed, post, Ep, PullPair};
 
 const WAIT: Duration = Duration::from_millis(400);
 const BLOCK: usize = 64 * 1024;
 const SLOTS: usize = 2;
 const BLOCKS: usize = 7;
-
-fn post(ep: &mut Ep, cmd: &Command<'_>) {
-    ep.post(cmd).unwrap();
-    ep.flush().unwrap();
-}
-
-/// Wait until the backend consumed every command of `ep`.
-fn consumed(ep: &mut Ep) {
-    let total = ChannelSizes::default().cmd_slots;
-    let t0 = Instant::now();
-    while ep.command_space().unwrap() < total {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "commands not consumed"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 fn next_event(ep: &mut Ep, bell: &Doorbell<LocalGuest>, limit: Duration) -> Option<Event<'static>> {
     let deadline = Instant::now() + limit;
@@ -88,20 +70,17 @@ fn counter(fe: &Frontend<LocalGuest>, id: u8, label: &str) -> u64 {
 
 #[test]
 fn a_pull_longer_than_the_window_is_served_as_the_sender_stages() {
-    let dir = std::env::temp_dir().join(format!("mx-window-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut cfg = BackendConfig::new();
-    cfg.wire = WireTiming {
-        staging_wait: WAIT,
-        ..WireTiming::default()
-    };
-    let be = spawn_local(cfg, dir.join("b.sock")).unwrap();
-    let target = LocalTarget::new(be.socket());
-    let fe_s = Frontend::<LocalGuest>::attach(&target).unwrap();
-    let fe_p = Frontend::<LocalGuest>::attach(&target).unwrap();
-    let (mut sender, sbell) = fe_s.open_endpoint(1, ChannelSizes::default()).unwrap();
-    let (mut puller, pbell) = fe_p.open_endpoint(2, ChannelSizes::default()).unwrap();
-    let me = fe_s.board().self_peer;
+    let PullPair {
+        dir,
+        be,
+        fe_s,
+        fe_p: _fe_p,
+        mut sender,
+        sbell,
+        mut puller,
+        pbell,
+        me,
+    } = PullPair::new("window", WAIT);
     let len = BLOCKS * BLOCK - 1000;
     let msg: Vec<u8> = (0..len as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
