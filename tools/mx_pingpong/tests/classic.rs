@@ -8,12 +8,10 @@
 
 mod common;
 
-use common::{lengths, parse_table, serial, Fixture, Output};
-use std::io::{BufRead, BufReader, Read};
+use common::{lengths, parse_table, serial, Fixture, Output, Proc};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -56,86 +54,14 @@ fn build(fx: &Fixture) -> (PathBuf, PathBuf) {
     (exe, lib)
 }
 
-/// The C program running, its stdout arriving line by line.
-struct CProc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    err: std::thread::JoinHandle<String>,
-    started: Instant,
-}
-
-impl CProc {
-    fn spawn(exe: &Path, lib: &Path, fx: &Fixture, args: &[&str]) -> CProc {
-        let mut child = Command::new(exe)
-            .args(args)
-            .env("LD_LIBRARY_PATH", lib)
-            .env("MX_BACKEND_SOCKET", &fx.sock)
-            .env_remove("MX_ERRORS_ARE_FATAL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn classic_pingpong");
-        let out = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        CProc {
-            child,
-            lines,
-            seen: Vec::new(),
-            err,
-            started: Instant::now(),
-        }
-    }
-
-    fn wait_line(&mut self, marker: &str) {
-        while !self.seen.iter().any(|l| l.contains(marker)) {
-            let left = DEADLINE.saturating_sub(self.started.elapsed());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => self.seen.push(l),
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!(
-                        "classic_pingpong: no {marker:?} line; so far {:?}",
-                        self.seen
-                    );
-                }
-            }
-        }
-    }
-
-    /// Wait for the exit (killed past the deadline): (success, stdout, stderr).
-    fn finish(mut self) -> (bool, String, String) {
-        let status = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            if self.started.elapsed() > DEADLINE {
-                let _ = self.child.kill();
-                break self.child.wait().unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(l);
-        }
-        let err = self.err.join().unwrap_or_default();
-        (status.success(), self.seen.join("\n"), err)
-    }
+/// The C program in role `args`, through the fixture's backend.
+fn spawn_c(exe: &Path, lib: &Path, fx: &Fixture, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env("LD_LIBRARY_PATH", lib)
+        .env("MX_BACKEND_SOCKET", &fx.sock)
+        .env_remove("MX_ERRORS_ARE_FATAL");
+    Proc::spawn_cmd(cmd, DEADLINE)
 }
 
 /// Pings and pongs of a run: per length, `N + W + 2` and `N + W + 1`.
@@ -204,16 +130,20 @@ fn our_sender_pairs_with_a_classic_receiver() {
     ];
     for (i, (args, params, want, n, w)) in runs.iter().enumerate() {
         let eid = (10 + i).to_string();
-        let mut rx = CProc::spawn(&exe, &lib, &fx, &["recv", &eid]);
+        let mut rx = spawn_c(&exe, &lib, &fx, &["recv", &eid]);
         rx.wait_line("ready");
         let mut all = vec!["-d", host.as_str(), "-r", eid.as_str()];
         all.extend_from_slice(args);
         let out = fx.pingpong(&all).finish();
         assert_sender_ok(&out);
         assert_eq!(&lengths(&parse_table(&out.stdout)), want, "{args:?}");
-        let (ok, stdout, stderr) = rx.finish();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = rx.finish();
         assert!(
-            ok,
+            status.success(),
             "classic receiver ({args:?}):\nstdout:\n{stdout}\nstderr:\n{stderr}"
         );
         assert!(
@@ -252,15 +182,19 @@ fn our_receiver_pairs_with_a_classic_sender() {
             format!("Starting pingpong receiver on {host}, endpoint={eid}")
         );
         let (ns, ws) = (n.to_string(), w.to_string());
-        let tx = CProc::spawn(
+        let tx = spawn_c(
             &exe,
             &lib,
             &fx,
             &["send", &host, &eid, start, end, inc, mult, &ns, &ws, flags],
         );
-        let (ok, stdout, stderr) = tx.finish();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = tx.finish();
         assert!(
-            ok,
+            status.success(),
             "classic sender ({flags}):\nstdout:\n{stdout}\nstderr:\n{stderr}"
         );
         let (pings, pongs) = schedule(*count, *n, *w);

@@ -84,19 +84,25 @@ pub struct Proc {
     seen: Vec<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
     started: Instant,
+    deadline: Duration,
 }
 
 impl Proc {
     pub fn spawn(exe: &str, args: &[&str], sock: Option<&Path>) -> Proc {
         let mut cmd = Command::new(exe);
-        cmd.args(args)
-            .env_remove("MX_BACKEND_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args).env_remove("MX_BACKEND_SOCKET");
         if let Some(s) = sock {
             cmd.arg("--socket").arg(s);
         }
+        Proc::spawn_cmd(cmd, DEADLINE)
+    }
+
+    /// Run `cmd` with its stdout read line by line and its stderr kept,
+    /// killed if it runs past `deadline`.
+    pub fn spawn_cmd(mut cmd: Command, deadline: Duration) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn");
         let out = child.stdout.take().unwrap();
         let mut err = child.stderr.take().unwrap();
@@ -120,12 +126,13 @@ impl Proc {
             seen: Vec::new(),
             stderr: Some(stderr),
             started: Instant::now(),
+            deadline,
         }
     }
 
     /// The next stdout line, within the deadline.
     pub fn line(&mut self) -> String {
-        let left = DEADLINE.saturating_sub(self.started.elapsed());
+        let left = self.deadline.saturating_sub(self.started.elapsed());
         match self.lines.recv_timeout(left) {
             Ok(l) => {
                 self.seen.push(l.clone());
@@ -135,6 +142,13 @@ impl Proc {
                 let _ = self.child.kill();
                 panic!("no output line in time; so far: {:?}", self.seen)
             }
+        }
+    }
+
+    /// Read lines until one contains `marker`, within the deadline.
+    pub fn wait_line(&mut self, marker: &str) {
+        while !self.seen.iter().any(|l| l.contains(marker)) {
+            self.line();
         }
     }
 
@@ -149,13 +163,13 @@ impl Proc {
             if let Some(st) = self.child.try_wait().unwrap() {
                 break st;
             }
-            if self.started.elapsed() > DEADLINE {
+            if self.started.elapsed() > self.deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 let err = self.stderr.take().map(|h| h.join().unwrap_or_default());
                 panic!(
-                    "child still running after {DEADLINE:?}; stdout so far {:?}, stderr {:?}",
-                    self.seen, err
+                    "child still running after {:?}; stdout so far {:?}, stderr {:?}",
+                    self.deadline, self.seen, err
                 );
             }
             std::thread::sleep(Duration::from_millis(5));
