@@ -13,6 +13,11 @@ fn pattern(len: usize, salt: u64) -> Vec<u8> {
         .collect()
 }
 
+/// An endpoint of the backend at `target`, opened with `opts`.
+fn open_ep(target: &LocalTarget, opts: OpenOptions) -> Endpoint<Vec<u8>> {
+    Endpoint::<Vec<u8>>::open(Some(target), &opts).unwrap()
+}
+
 #[test]
 fn every_size_class_both_ways() {
     every_size_class(0);
@@ -34,16 +39,15 @@ fn every_size_class(stage_pages: usize) {
     let target = LocalTarget::new(&sock);
     let key = 0x12345;
     let open = |id| {
-        Endpoint::<Vec<u8>>::open(
-            Some(&target),
-            &OpenOptions {
+        open_ep(
+            &target,
+            OpenOptions {
                 endpoint: Some(id),
                 key,
                 stage_pages,
                 ..OpenOptions::default()
             },
         )
-        .unwrap()
     };
     let a = open(1);
     let b = open(2);
@@ -137,16 +141,15 @@ fn disable_shmem_on_one_side_covers_both_directions_only_for_that_pair() {
     let target = LocalTarget::new(&sock);
     let key = 0x777;
     let open = |id, disable_shmem| {
-        Endpoint::<Vec<u8>>::open(
-            Some(&target),
-            &OpenOptions {
+        open_ep(
+            &target,
+            OpenOptions {
                 endpoint: Some(id),
                 key,
                 disable_shmem,
                 ..OpenOptions::default()
             },
         )
-        .unwrap()
     };
     let b = open(2, false);
     let c = open(3, false);
@@ -226,9 +229,9 @@ fn sends_larger_than_the_pool_go_through_a_window() {
         let target = LocalTarget::new(&sock);
         let key = 0x5151;
         let open = |id| {
-            Endpoint::<Vec<u8>>::open(
-                Some(&target),
-                &OpenOptions {
+            open_ep(
+                &target,
+                OpenOptions {
                     endpoint: Some(id),
                     key,
                     stage_pages: 256,
@@ -236,7 +239,6 @@ fn sends_larger_than_the_pool_go_through_a_window() {
                     ..OpenOptions::default()
                 },
             )
-            .unwrap()
         };
         let a = open(1);
         let b = open(2);
