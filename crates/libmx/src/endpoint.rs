@@ -22,6 +22,7 @@ use crate::core::{
     Return, SendQueue, Time,
 };
 use crate::env::MxEnv;
+use crate::peers::Taken;
 use crate::staging::StagingPool;
 use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
 use mx_proto::msg::control::{BoardInfo, ChannelSizes, ControlError, OpenFlags};
@@ -949,9 +950,10 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
             }
             let cmd = Command::parse(&slot);
             if let Ok(cmd) = &cmd {
-                if peers.try_send(cmd, &slot, send_scratch) {
+                let taken = peers.try_send(cmd, &slot, send_scratch);
+                if taken != Taken::No {
                     moved = true;
-                    if let Command::MediumFrag(m) = cmd {
+                    if let (Command::MediumFrag(m), Taken::Now) = (cmd, taken) {
                         // The fragment was copied into the channel: its
                         // send-queue slot is free again at once.
                         core.handle_event(
@@ -982,6 +984,15 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
             pushed = true;
         }
         peers.flush();
+        // Held fragments that left the channel free their slots now.
+        for sendq_slot in peers.take_freed() {
+            moved = true;
+            core.handle_event(
+                now,
+                &Event::SendMediumDone { sendq_slot },
+                &crate::core::NoRecvQueue,
+            );
+        }
         if pushed {
             moved = true;
             if chan.flush().is_err() {

@@ -53,6 +53,11 @@ const PENDING_US: Time = 10_000_000;
 /// Most messages taken from one channel per progress pass, so that one
 /// busy peer cannot starve the backend's events or the other peers.
 const POP_BATCH: usize = 256;
+/// Most messages held back for room in one full channel; past it, messages
+/// to that partner go through the backend until the channel drains.
+const HOLD_MSGS: usize = 512;
+/// Most medium fragments among them (4 KiB each: 1 MiB per channel).
+const HOLD_FRAGS: usize = 256;
 
 /// What the peer channels of an endpoint counted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +73,11 @@ pub struct PeerStats {
     /// Messages received through a channel.
     pub received: u64,
     /// Messages to a partner with a channel that went through the backend
-    /// because the channel was full.
+    /// because the channel was full and its hold queue too.
     pub overflow: u64,
+    /// Messages held back for room in a full channel (they left through it
+    /// later, in order).
+    pub held: u64,
     /// Messages dropped because the peer lied (malformed, wrong
     /// destination, out-of-order slot); each drops its channel too.
     pub lies: u64,
@@ -92,6 +100,30 @@ struct Slot {
     /// The backend said the other end is gone (`PeerClosed`): treated as
     /// a hang-up at the next maintenance.
     closed: bool,
+    /// Messages that found the channel full, oldest first: they wait for
+    /// the peer to release room rather than crossing the backend.
+    held: std::collections::VecDeque<Held>,
+    /// Fragments among `held`.
+    held_frags: usize,
+}
+
+/// What became of a command offered to a peer channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Not taken: it goes to the backend.
+    No,
+    /// Pushed into the channel (a fragment's send-queue slot is free).
+    Now,
+    /// Held back for room: a fragment keeps its send-queue slot until it
+    /// leaves ([`Peers::take_freed`]), which bounds what is held by the
+    /// core's own queue.
+    Held,
+}
+
+/// A message waiting for room, with its fragment's bytes if it is one.
+struct Held {
+    slot: CmdSlot,
+    frag: Option<(Box<[u8]>, usize)>,
 }
 
 /// The peer channels of one endpoint.
@@ -108,6 +140,11 @@ pub(crate) struct Peers {
     /// Offers to accept (or decline) at the next maintenance.
     offers: Vec<(u32, Source, u32, PeerSizes)>,
     scratch: Vec<u8>,
+    /// Fragment buffers of held messages that left, kept for the next.
+    spare: Vec<Box<[u8]>>,
+    /// The core's send-queue slots of held fragments that left since the
+    /// shell last asked ([`Peers::take_freed`]).
+    freed: Vec<u16>,
     stats: PeerStats,
 }
 
@@ -151,6 +188,8 @@ impl Peers {
             wanted: Vec::new(),
             offers: Vec::new(),
             scratch: vec![0; QUEUE_SLOT_SIZE],
+            spare: Vec::new(),
+            freed: Vec::new(),
             stats: PeerStats::default(),
         }
     }
@@ -168,15 +207,15 @@ impl Peers {
     /// Offer command `cmd` (encoded in `slot`; `frag` holds a medium
     /// fragment's bytes) to the channel of its partner. True if it left
     /// that way; false if it must go to the backend.
-    pub(crate) fn try_send(&mut self, cmd: &Command<'_>, slot: &CmdSlot, frag: &[u8]) -> bool {
+    pub(crate) fn try_send(&mut self, cmd: &Command<'_>, slot: &CmdSlot, frag: &[u8]) -> Taken {
         if !self.enabled {
-            return false;
+            return Taken::No;
         }
         let Some((peer, ep, session, data_msg)) = channel_dest(cmd) else {
-            return false;
+            return Taken::No;
         };
         if peer != self.self_peer || ep == self.me {
-            return false;
+            return Taken::No;
         }
         let Some(s) = self
             .slots
@@ -186,54 +225,77 @@ impl Peers {
             if data_msg && !self.wanted.contains(&(ep, session)) {
                 self.wanted.push((ep, session));
             }
-            return false;
+            return Taken::No;
         };
         // A rendezvous names a window the receiver's pull will ask the
         // backend for: it follows the window's registration through the
         // backend's command ring, so the backend knows the window before
         // any pull of it (the notify that ends it may take the channel).
         if !s.up || matches!(cmd, Command::Rndv(_)) {
-            return false;
+            return Taken::No;
         }
         let medium = matches!(cmd, Command::MediumFrag(_));
-        match s.chan.has_room(medium) {
-            Ok(true) => {}
-            Ok(false) => {
-                self.stats.overflow += 1;
-                return false;
-            }
-            Err(_) => {
-                s.dead = true;
-                return false;
-            }
-        }
-        let pushed = if let Command::MediumFrag(m) = cmd {
-            let len = usize::from(m.frag_length).min(frag.len());
-            s.chan.put_data(&frag[..len]).and_then(|data_slot| {
-                let mut out = CmdSlot::default();
-                Command::MediumFrag(MediumFrag {
-                    sendq_slot: data_slot,
-                    ..*m
-                })
-                .emit(&mut out)?;
-                s.chan.push(&out)
-            })
-        } else {
-            s.chan.push(slot)
+        let frag = match cmd {
+            Command::MediumFrag(m) => Some(&frag[..usize::from(m.frag_length).min(frag.len())]),
+            _ => None,
         };
-        if pushed.is_err() {
-            // Room was checked: the peer broke an index.
-            s.dead = true;
-            return false;
+        // Older held messages go first; this one goes now only if they all
+        // left and there is room.
+        if drain_held(s, &mut self.spare, &mut self.freed).is_err() {
+            return Taken::No;
         }
-        s.pushed = true;
+        if s.held.is_empty() {
+            match s.chan.has_room(medium) {
+                Ok(true) => {
+                    if push_now(&mut s.chan, slot, frag).is_err() {
+                        // Room was checked: the peer broke an index.
+                        s.dead = true;
+                        return Taken::No;
+                    }
+                    s.pushed = true;
+                    self.stats.sent += 1;
+                    return Taken::Now;
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    s.dead = true;
+                    return Taken::No;
+                }
+            }
+        }
+        // Full: hold it back for room, within bounds (a peer that stops
+        // reading must not make us buffer without end).
+        if s.held.len() >= HOLD_MSGS || (medium && s.held_frags >= HOLD_FRAGS) {
+            self.stats.overflow += 1;
+            return Taken::No;
+        }
+        let frag = frag.map(|bytes| {
+            let mut buf = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| vec![0; QUEUE_SLOT_SIZE].into_boxed_slice());
+            buf[..bytes.len()].copy_from_slice(bytes);
+            s.held_frags += 1;
+            (buf, bytes.len())
+        });
+        s.held.push_back(Held { slot: *slot, frag });
+        self.stats.held += 1;
         self.stats.sent += 1;
-        true
+        Taken::Held
+    }
+
+    /// The core's send-queue slots of held fragments that left since the
+    /// last call (each to be completed with `SendMediumDone`).
+    pub(crate) fn take_freed(&mut self) -> impl Iterator<Item = u16> + '_ {
+        self.freed.drain(..)
     }
 
     /// Make what was pushed visible, ringing peers that sleep.
     pub(crate) fn flush(&mut self) {
         for s in &mut self.slots {
+            if !s.held.is_empty() && !s.dead {
+                let _ = drain_held(s, &mut self.spare, &mut self.freed);
+            }
             if s.pushed {
                 s.pushed = false;
                 if s.chan.publish().is_needed() && s.bell.ring().is_err() {
@@ -293,10 +355,10 @@ impl Peers {
                 break;
             }
         }
-        if moved {
-            // The sender never waits for room (a full channel sends through
-            // the backend), so releasing needs no ring.
-            let _ = s.chan.release();
+        // A sender holding messages back for room sleeps on the doorbell
+        // until we release: ring it when it asked.
+        if moved && s.chan.release().is_needed() && s.bell.ring().is_err() {
+            s.dead = true;
         }
         moved
     }
@@ -414,6 +476,8 @@ impl Peers {
             pushed: false,
             dead: false,
             closed: false,
+            held: std::collections::VecDeque::new(),
+            held_frags: 0,
         });
         if up {
             self.stats.up += 1;
@@ -470,6 +534,17 @@ impl Peers {
                     return false;
                 }
             }
+            if let Some(h) = s.held.front() {
+                // Held messages wait for the peer's release to ring us.
+                match s.chan.prepare_to_wait_for_space(h.frag.is_some()) {
+                    Ok(true) => {}
+                    Ok(false) => sleep = false,
+                    Err(_) => {
+                        s.dead = true;
+                        return false;
+                    }
+                }
+            }
         }
         sleep
     }
@@ -486,6 +561,67 @@ impl Peers {
             || !self.wanted.is_empty()
             || self.slots.iter().any(|s| s.dead || s.closed || !s.up)
     }
+}
+
+/// Push one message (and its fragment's bytes, written into the next data
+/// slot it is then made to name) into a channel with room.
+fn push_now(
+    chan: &mut PeerChannel<Arc<dyn SharedMem>>,
+    slot: &CmdSlot,
+    frag: Option<&[u8]>,
+) -> Result<(), Broken> {
+    let Some(bytes) = frag else {
+        return chan.push(slot).map_err(|_| Broken);
+    };
+    let Ok(Command::MediumFrag(m)) = Command::parse(slot) else {
+        return Err(Broken);
+    };
+    let data_slot = chan.put_data(bytes).map_err(|_| Broken)?;
+    let mut out = CmdSlot::default();
+    Command::MediumFrag(MediumFrag {
+        sendq_slot: data_slot,
+        ..m
+    })
+    .emit(&mut out)
+    .map_err(|_| Broken)?;
+    chan.push(&out).map_err(|_| Broken)
+}
+
+/// A channel whose indices the peer broke (room was checked first).
+struct Broken;
+
+/// Push held messages, oldest first, while the channel has room. `Err` if
+/// the peer broke an index (the channel is marked dead).
+fn drain_held(
+    s: &mut Slot,
+    spare: &mut Vec<Box<[u8]>>,
+    freed: &mut Vec<u16>,
+) -> Result<(), Broken> {
+    while let Some(h) = s.held.front() {
+        match s.chan.has_room(h.frag.is_some()) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(_) => {
+                s.dead = true;
+                return Err(Broken);
+            }
+        }
+        let frag = h.frag.as_ref().map(|(b, n)| &b[..*n]);
+        if push_now(&mut s.chan, &h.slot, frag).is_err() {
+            s.dead = true;
+            return Err(Broken);
+        }
+        s.pushed = true;
+        let h = s.held.pop_front().expect("front exists");
+        if let Some((buf, _)) = h.frag {
+            s.held_frags -= 1;
+            spare.push(buf);
+            if let Ok(Command::MediumFrag(m)) = Command::parse(&h.slot) {
+                freed.push(m.sendq_slot);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Check one message popped from a channel and hand it to the core as the
@@ -726,6 +862,105 @@ mod tests {
             "the message sent before it went"
         );
         assert!(!alive(&r));
+    }
+
+    /// What the liar (here an honest peer) pops, as (seqnum, fragment
+    /// bytes' first byte).
+    fn drain_liar(r: &mut Rig, sizes_data: bool) -> Vec<(u16, Option<u8>)> {
+        let mut got = Vec::new();
+        while let Some(raw) = r.liar.pop().unwrap() {
+            match Command::parse(&raw).unwrap() {
+                Command::Tiny { hdr, .. } => got.push((hdr.seq.seqnum, None)),
+                Command::MediumFrag(m) => {
+                    assert!(sizes_data);
+                    let mut b = vec![0; usize::from(m.frag_length)];
+                    r.liar.take_data(m.sendq_slot, &mut b).unwrap();
+                    got.push((m.hdr.seq.seqnum, Some(b[0])));
+                }
+                c => panic!("unexpected {c:?}"),
+            }
+        }
+        let _ = r.liar.release();
+        got
+    }
+
+    #[test]
+    fn a_full_channel_holds_messages_back_in_order_instead_of_the_backend() {
+        let mut r = rig();
+        let to_liar = |seqnum: u16| SendHdr {
+            seq: Seq {
+                seqnum,
+                piggyack: 0,
+            },
+            ..hdr(LIAR, 0x99)
+        };
+        // 8 message slots and 4 data slots: 12 tinies and 6 fragments,
+        // interleaved, all taken by the channel.
+        let mut frag = [0u8; 4096];
+        for seq in 0..18u16 {
+            let cmd = if seq % 3 == 2 {
+                frag[0] = seq as u8;
+                Command::MediumFrag(MediumFrag {
+                    hdr: to_liar(seq),
+                    msg_length: 4096,
+                    frag_seqnum: 0,
+                    frag_length: 4096,
+                    sendq_slot: 0,
+                })
+            } else {
+                Command::Tiny {
+                    hdr: to_liar(seq),
+                    data: b"t",
+                }
+            };
+            let mut slot = CmdSlot::default();
+            cmd.emit(&mut slot).unwrap();
+            assert_ne!(
+                r.peers.try_send(&cmd, &slot, &frag),
+                Taken::No,
+                "message {seq}"
+            );
+        }
+        r.peers.flush();
+        let st = r.peers.stats();
+        assert_eq!((st.sent, st.overflow), (18, 0));
+        assert!(st.held > 0);
+        // The peer reads; each flush sends what now fits, oldest first.
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.extend(drain_liar(&mut r, true));
+            r.peers.flush();
+        }
+        let want: Vec<_> = (0..18u16)
+            .map(|s| (s, (s % 3 == 2).then_some(s as u8)))
+            .collect();
+        assert_eq!(got, want, "every message once, in order, bytes intact");
+        assert!(alive(&r));
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_gets_a_bounded_hold_then_the_backend() {
+        let mut r = rig();
+        let mut n_true = 0;
+        for seq in 0..(8 + HOLD_MSGS as u16 + 10) {
+            let cmd = Command::Tiny {
+                hdr: SendHdr {
+                    seq: Seq {
+                        seqnum: seq,
+                        piggyack: 0,
+                    },
+                    ..hdr(LIAR, 0x99)
+                },
+                data: b"t",
+            };
+            let mut slot = CmdSlot::default();
+            cmd.emit(&mut slot).unwrap();
+            if r.peers.try_send(&cmd, &slot, &[]) != Taken::No {
+                n_true += 1;
+            }
+        }
+        assert_eq!(n_true, 8 + HOLD_MSGS);
+        assert_eq!(r.peers.stats().overflow, 10);
     }
 
     #[test]

@@ -285,6 +285,20 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
         Ok(self.rx.prepare_to_sleep()?)
     }
 
+    /// Arm the send side before sleeping with messages held back for room
+    /// (`data`: a fragment slot is needed too): true if we may sleep (still
+    /// full; the peer's next release rings us), false if room appeared.
+    /// Call after [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// If the peer corrupted an index.
+    pub fn prepare_to_wait_for_space(&mut self, data: bool) -> Result<bool, ChannelError> {
+        if self.tx.prepare_to_wait_for_space()? {
+            return Ok(true);
+        }
+        Ok(data && self.txd.prepare_to_wait_for_space()?)
+    }
+
     /// Messages waiting to be popped.
     ///
     /// # Errors
