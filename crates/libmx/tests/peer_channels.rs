@@ -109,7 +109,7 @@ fn backend_counter(ep: &Endpoint<Vec<u8>>, label: &str) -> u64 {
 }
 
 #[test]
-fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
+fn every_size_class_both_ways_with_the_backend_out_of_the_data_path() {
     let h = host("sizes", BackendConfig::new());
     let a = open(&h, 1, true);
     let b = open(&h, 2, true);
@@ -118,6 +118,12 @@ fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
     let tiny_before = backend_counter(&a, "tiny sent") + backend_counter(&b, "tiny sent");
     let medium_before =
         backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent");
+    let both = |label: &str| backend_counter(&a, label) + backend_counter(&b, label);
+    let large_before = [
+        both("rndv sent"),
+        both("pulls done"),
+        both("pulls copied by the puller"),
+    ];
     let sent_before = a.peer_stats().sent + b.peer_stats().sent;
     let sizes = [
         0usize,
@@ -148,6 +154,17 @@ fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
         backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent"),
         medium_before,
         "medium fragments crossed the backend"
+    );
+    // Large ones neither: the rendezvous and the pull take the channel,
+    // the receiver copies from the sender's process with its grant.
+    assert_eq!(
+        [
+            both("rndv sent"),
+            both("pulls done"),
+            both("pulls copied by the puller")
+        ],
+        large_before,
+        "a rendezvous or a pull crossed the backend"
     );
     let (sa, sb) = (a.peer_stats(), b.peer_stats());
     assert!(sa.sent + sb.sent > sent_before + 2 * sizes.len() as u64);

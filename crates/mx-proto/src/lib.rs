@@ -12,6 +12,6 @@
 pub mod channel;
 pub mod msg;
 pub mod peer;
-pub mod region;
 pub mod platform;
+pub mod region;
 pub mod ring;
