@@ -201,7 +201,9 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
     /// # Errors
     /// [`ChannelError::Full`] when the peer is behind.
     pub fn push(&mut self, slot: &CmdSlot) -> Result<(), ChannelError> {
-        self.tx.push(slot).map_err(push_error)
+        // Only the bytes the message uses: a tiny one is one cache line.
+        let len = crate::msg::Command::used_len(&slot.0);
+        self.tx.push_prefix(slot, len).map_err(push_error)
     }
 
     /// Claim the next data slot and copy `data` into it; the caller names
@@ -233,7 +235,7 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
     /// # Errors
     /// If the peer corrupted the ring's indices.
     pub fn pop(&mut self) -> Result<Option<CmdSlot>, ChannelError> {
-        Ok(self.rx.pop()?)
+        Ok(self.rx.pop_prefix(crate::msg::Command::used_len)?)
     }
 
     /// Copy fragment `slot` (which must be the next one in order) out into

@@ -43,6 +43,16 @@ fn check_cmd(c: &Command<'_>) {
     c.emit(&mut slot).unwrap();
     let back = Command::parse(&slot).unwrap();
     assert_eq!(&back, c);
+    // A ring may copy only the bytes the command says it uses: the rest
+    // is zero, so a prefix copy parses to the same command.
+    let used = Command::used_len(&slot.0);
+    assert!(
+        slot.0[used..].iter().all(|&b| b == 0),
+        "{c:?} uses more than {used} bytes"
+    );
+    let mut prefix = CmdSlot([0; 192]);
+    prefix.0[..used].copy_from_slice(&slot.0[..used]);
+    assert_eq!(&Command::parse(&prefix).unwrap(), c);
 }
 
 proptest! {

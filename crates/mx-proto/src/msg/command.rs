@@ -821,6 +821,40 @@ impl<'a> Command<'a> {
         })
     }
 
+    /// How many leading bytes of a command slot its content uses (the rest
+    /// is zero when [`emit`](Self::emit)ted), from the slot's first bytes
+    /// (`head`: at least 24): what a ring needs to copy. An unknown kind
+    /// says the whole slot, and parses to an error afterwards.
+    pub fn used_len(head: &[u8]) -> usize {
+        let Some(&k) = head.first() else {
+            return CMD_SLOT_SIZE;
+        };
+        let Some(kind) = CommandKind::from_u8(k) else {
+            return CMD_SLOT_SIZE;
+        };
+        let n = match kind {
+            CommandKind::Tiny | CommandKind::Small => match head.get(..24) {
+                Some(h) => {
+                    let r: RawSendHdr = read(h);
+                    24 + (r.length.get() as usize).min(SMALL_INLINE_MAX)
+                }
+                None => CMD_SLOT_SIZE,
+            },
+            CommandKind::MediumFrag => size_of::<RawMedium>(),
+            CommandKind::Rndv => size_of::<RawRndv>(),
+            CommandKind::Notify => size_of::<RawNotify>(),
+            CommandKind::ConnectRequest | CommandKind::ConnectReply => size_of::<RawConnect>(),
+            CommandKind::Liback => size_of::<RawLiback>(),
+            CommandKind::Pull => size_of::<RawPull>(),
+            CommandKind::RegionRegister => size_of::<RawRegion>(),
+            CommandKind::RegionDeregister => 2,
+            CommandKind::RegionWindow | CommandKind::RegionStage => size_of::<RawWindow>(),
+            CommandKind::PeerHello => size_of::<RawHello>(),
+            CommandKind::PullGrant => size_of::<RawGrant>(),
+        };
+        n.min(CMD_SLOT_SIZE)
+    }
+
     /// The kind of this command.
     pub fn kind(&self) -> CommandKind {
         match self {
