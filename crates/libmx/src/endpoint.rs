@@ -29,7 +29,7 @@ use mx_proto::msg::control::{BoardInfo, ChannelSizes, ControlError, OpenFlags};
 use mx_proto::msg::event::{PullStatus, DIRECT_SEGS_MAX};
 use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::local::{GuestRange, ProcessMemory};
-use mx_proto::platform::{auto::AutoGuest, local::LocalTarget, GuestMemory};
+use mx_proto::platform::{auto::AutoGuest, coarse_micros, local::LocalTarget, GuestMemory};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -276,7 +276,8 @@ struct Inner<B: MsgBuf> {
     cond: Condvar,
     doorbell: Doorbell<Guest>,
     wake_gen: AtomicU64,
-    epoch: Instant,
+    /// [`coarse_micros`] at open: the core's clock counts from here.
+    epoch: u64,
     spin: Duration,
     frontend: Frontend<Guest>,
     /// Microseconds since `epoch` of the last progress by any thread.
@@ -289,6 +290,16 @@ struct Inner<B: MsgBuf> {
     /// After the last poll: no peer channel up, or commands of ours the
     /// backend has not consumed (a spinning poller should let it run).
     needs_backend: std::sync::atomic::AtomicBool,
+}
+
+impl<B: MsgBuf> Inner<B> {
+    /// The core's time: microseconds since open on the kernel's coarse
+    /// clock. The core's timers are milliseconds (delayed acks, resends),
+    /// and a poll that reads the precise clock spends most of an empty
+    /// pass doing so.
+    fn now(&self) -> Time {
+        coarse_micros().saturating_sub(self.epoch)
+    }
 }
 
 impl<B: MsgBuf> Drop for Inner<B> {
@@ -421,7 +432,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 cond: Condvar::new(),
                 doorbell,
                 wake_gen: AtomicU64::new(0),
-                epoch: Instant::now(),
+                epoch: coarse_micros(),
                 spin: opts.spin,
                 frontend,
                 last_progress: AtomicU64::new(0),
@@ -449,7 +460,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 if inner.progression_disabled.load(Ordering::Acquire) {
                     continue;
                 }
-                let now = inner.epoch.elapsed().as_micros() as Time;
+                let now = inner.now();
                 let tick = PROGRESSION_TICK.as_micros() as Time;
                 if now.saturating_sub(inner.last_progress.load(Ordering::Relaxed)) < tick {
                     continue;
@@ -491,7 +502,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
     }
 
     fn now(&self) -> Time {
-        self.inner.epoch.elapsed().as_micros() as Time
+        self.inner.now()
     }
 
     /// Run `f` on the core, then let the endpoint make progress (events in,
@@ -513,7 +524,11 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         let now = self.now();
         progress(&self.inner.frontend, &mut st, now, false);
         let r = f(&mut st.core);
-        progress(&self.inner.frontend, &mut st, now, false);
+        // What `f` queued goes out now (a test or probe queues nothing:
+        // then a second pass would only look at empty rings again).
+        if st.core.has_output() {
+            progress(&self.inner.frontend, &mut st, now, false);
+        }
         self.inner.last_progress.store(now, Ordering::Relaxed);
         let total = st.cmd_slots;
         let needs = st.peers.up() == 0 || st.chan.command_space().map_or(true, |n| n < total);
@@ -969,7 +984,7 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
         }
         // Commands out, as many as the ring takes.
         let mut pushed = false;
-        while chan.command_space().unwrap_or(0) > 0 {
+        while core.has_output() && chan.command_space().unwrap_or(0) > 0 {
             let mut slot = CmdSlot::default();
             if !core.poll_command(now, &mut slot, &mut Scratch(send_scratch)) {
                 break;

@@ -56,6 +56,24 @@ pub(crate) fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     }
 }
 
+// ----------------------------------------------------------------- clock ---
+
+/// Microseconds of `CLOCK_MONOTONIC_COARSE`: the tick the kernel last
+/// counted (a few milliseconds' resolution), read from the vDSO without
+/// touching the time-stamp counter: about 5 ns here where the precise
+/// clock takes 40 in a VM.
+pub(crate) fn coarse_micros() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id exists on
+    // every Linux since 2.6.32 (a failure leaves `ts` zero: time stands
+    // still, which the callers' timers tolerate).
+    let _ = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
+}
+
 // ---------------------------------------------------------------- memory ---
 
 /// `memfd_create(2)` with `MFD_CLOEXEC | MFD_ALLOW_SEALING`.
