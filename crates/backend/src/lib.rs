@@ -13,11 +13,11 @@
 // its system calls, `nic::af_packet`, `nic::sys`), which allow it themselves.
 #![deny(unsafe_code)]
 
+pub mod command;
 pub mod config;
 pub mod counters;
-pub mod deliver;
-pub mod discovery;
 pub mod endpoint;
+pub mod endpoints;
 pub mod nic;
 pub mod peer_channels;
 pub mod peers;
@@ -25,6 +25,7 @@ pub mod pull;
 pub mod raw;
 pub mod region;
 pub mod service;
+pub mod shortcut;
 pub mod window;
 pub mod wire;
 

@@ -22,7 +22,7 @@
 //! whose event ring or receive queue index is corrupt is detached. A
 //! command blocked on another endpoint of this host that stays full is
 //! dropped and counted after `WireTiming::stalled_wait`
-//! ([`deliver::give_up`]); connects never wait.
+//! ([`command::give_up`]); connects never wait.
 //!
 //! With a NIC ([`Backend::new_with_nic`]) a pass also serves the wire
 //! ([`crate::wire::service`]): received frames, the replies they cause,
@@ -35,10 +35,11 @@
 //! with the same NIC flush), its received frames by the wire's receive
 //! path, its events published with everybody else's.
 
+use crate::command::{self, Ctx};
 use crate::config::{BackendConfig, IdlePolicy, RawAccess};
 use crate::counters::{Counter, NicCounters, RawCounter, RawCounters};
-use crate::deliver::{self, Ctx, Outcome};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Outcome};
+use crate::endpoints::Endpoints;
 use crate::nic::Nic;
 use crate::peer_channels::PeerBroker;
 use crate::peers::PeerTable;
@@ -203,7 +204,7 @@ pub struct Backend<H: HostPlatform> {
     poller: Poller,
     events: Events,
     guests: Slab<Guest<H>>,
-    endpoints: Vec<Option<Endpoint<H>>>,
+    endpoints: Endpoints<H>,
     peers: PeerTable,
     self_peer: u16,
     stop: Arc<AtomicBool>,
@@ -345,8 +346,7 @@ impl<H: HostPlatform> Backend<H> {
         } else if cfg.peers_file.is_some() {
             warn!("a peers file without a NIC is ignored");
         }
-        let mut endpoints = Vec::new();
-        endpoints.resize_with(cfg.max_endpoints as usize, || None);
+        let endpoints = Endpoints::new(usize::from(cfg.max_endpoints));
         info!(hostname = %cfg.hostname, nic_id = format_args!("{:012x}", cfg.nic_id), nic = wire.is_some(), "backend listening");
         Ok(Backend {
             listener,
@@ -507,7 +507,7 @@ impl<H: HostPlatform> Backend<H> {
                 return Armed::Work;
             }
         }
-        for ep in self.endpoints.iter_mut().flatten() {
+        for ep in self.endpoints.iter_mut() {
             if ep.pending.is_some() {
                 // A blocked command waits for its destination to drain,
                 // which the destination does not signal: poll again soon.
@@ -569,7 +569,7 @@ impl<H: HostPlatform> Backend<H> {
                 }
                 t if t & !0xffff_ffff == TOKEN_ENDPOINT => {
                     let id = (t & 0xffff_ffff) as usize;
-                    if let Some(Some(ep)) = self.endpoints.get(id) {
+                    if let Some(ep) = self.endpoints.get(id) {
                         // A guest that closed its end of the doorbell can
                         // never be woken again, and its hang-up would wake
                         // this loop for ever: close the endpoint.
@@ -773,7 +773,6 @@ impl<H: HostPlatform> Backend<H> {
                 let owned = self
                     .endpoints
                     .get(endpoint as usize)
-                    .and_then(|e| e.as_ref())
                     .is_some_and(|e| e.guest == key);
                 if !owned {
                     ControlReply::Error(ControlError::NotOwner)
@@ -801,19 +800,13 @@ impl<H: HostPlatform> Backend<H> {
                 (Some(w), _) => ControlReply::Counters(w.st.counters.values()),
                 (None, _) => ControlReply::Counters(Vec::new()),
             },
-            ControlRequest::Counters { endpoint } => {
-                match self
-                    .endpoints
-                    .get(endpoint as usize)
-                    .and_then(|e| e.as_ref())
-                {
-                    Some(e) if self.may_inspect(key, e.guest) => {
-                        ControlReply::Counters(e.counters.values().to_vec())
-                    }
-                    Some(_) => ControlReply::Error(ControlError::NotOwner),
-                    None => ControlReply::Error(ControlError::BadEndpoint),
+            ControlRequest::Counters { endpoint } => match self.endpoints.get(endpoint as usize) {
+                Some(e) if self.may_inspect(key, e.guest) => {
+                    ControlReply::Counters(e.counters.values().to_vec())
                 }
-            }
+                Some(_) => ControlReply::Error(ControlError::NotOwner),
+                None => ControlReply::Error(ControlError::BadEndpoint),
+            },
             ControlRequest::OpenRaw { board, sizes } => {
                 match self.open_raw(key, board, sizes, &mut res) {
                     Ok(max_frame) => ControlReply::RawOpened { max_frame },
@@ -1198,16 +1191,17 @@ impl<H: HostPlatform> Backend<H> {
         }
         let id = if endpoint == ANY_ENDPOINT {
             self.endpoints
-                .iter()
-                .position(Option::is_none)
+                .first_free()
                 .ok_or(ControlError::NoResources)?
         } else {
             let id = endpoint as usize;
-            match self.endpoints.get(id) {
-                None => return Err(ControlError::BadEndpoint),
-                Some(Some(_)) => return Err(ControlError::Busy),
-                Some(None) => id,
+            if id >= self.endpoints.len() {
+                return Err(ControlError::BadEndpoint);
             }
+            if self.endpoints.is_open(id) {
+                return Err(ControlError::Busy);
+            }
+            id
         };
         let memory = self
             .guests
@@ -1221,7 +1215,7 @@ impl<H: HostPlatform> Backend<H> {
             sendq_off,
         } = self.attach_channel(key, &sizes, res, TOKEN_ENDPOINT | id as u64)?;
         let session = next_random(&mut self.rng);
-        self.endpoints[id] = Some(Endpoint {
+        self.endpoints.insert(Endpoint {
             id: id as u8,
             guest: key,
             session,
@@ -1238,6 +1232,7 @@ impl<H: HostPlatform> Backend<H> {
             no_shmem,
             stalled: false,
         });
+        // `id` was checked free above, and nothing ran since.
         if let Some(p) = self.principals.get_mut(principal) {
             p.endpoints.push(id as u8);
         }
@@ -1250,7 +1245,7 @@ impl<H: HostPlatform> Backend<H> {
 
     fn close(&mut self, id: u8) {
         self.abort_pulls(id);
-        if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
+        if let Some(ep) = self.endpoints.take(usize::from(id)) {
             let _ = self.poller.delete(ep.event.as_fd());
             self.peer_channels
                 .endpoint_closed(&mut self.endpoints, id, ep.session);
@@ -1290,7 +1285,7 @@ impl<H: HostPlatform> Backend<H> {
         }
         for id in g.endpoints {
             self.abort_pulls(id);
-            if let Some(ep) = self.endpoints.get_mut(id as usize).and_then(Option::take) {
+            if let Some(ep) = self.endpoints.take(usize::from(id)) {
                 let _ = self.poller.delete(ep.event.as_fd());
                 self.peer_channels
                     .endpoint_closed(&mut self.endpoints, id, ep.session);
@@ -1324,14 +1319,16 @@ impl<H: HostPlatform> Backend<H> {
             self_peer: self.self_peer,
             peers: &self.peers,
             net: self.wire.as_mut(),
-            now,
             frag_max: self.cfg.frag_max,
             medium_max: self.cfg.medium_max,
-            bounce: &mut self.bounce,
-            segs: &mut self.segs,
-            region_of: self.region_of,
             blocked_since: None,
-            staging_wait: self.cfg.wire.staging_wait,
+            env: crate::window::PullEnv {
+                now,
+                staging_wait: self.cfg.wire.staging_wait,
+                region_of: self.region_of,
+                bounce: &mut self.bounce,
+                segs: &mut self.segs,
+            },
         };
         let mut broken = Vec::new();
         let mut blocked = false;
@@ -1364,7 +1361,7 @@ impl<H: HostPlatform> Backend<H> {
                         continue;
                     }
                     let id = usize::from(p.endpoints[(start + j) % k]);
-                    if endpoints_ptr.get(id).is_none_or(Option::is_none) {
+                    if !endpoints_ptr.is_open(id) {
                         *is_done = true;
                         active -= 1;
                         continue;
@@ -1373,7 +1370,11 @@ impl<H: HostPlatform> Backend<H> {
                     let mut stopped = false;
                     for _ in 0..share {
                         left -= 1;
-                        let ep = endpoints_ptr[id].as_mut().expect("checked");
+                        let Some(ep) = endpoints_ptr.get_mut(id) else {
+                            left += 1;
+                            stopped = true;
+                            break;
+                        };
                         let (slot, retry): (CmdSlot, bool) = match ep.pending.take() {
                             Some(s) => (s, true),
                             None => match ep.chan.pop_command() {
@@ -1397,34 +1398,34 @@ impl<H: HostPlatform> Backend<H> {
                         let cmd = match Command::parse(&slot) {
                             Ok(c) => c,
                             Err(_) => {
-                                let ep = endpoints_ptr[id].as_mut().expect("checked");
-                                ep.counters.bump(Counter::CmdsMalformed);
+                                if let Some(ep) = endpoints_ptr.get_mut(id) {
+                                    ep.counters.bump(Counter::CmdsMalformed);
+                                }
                                 continue;
                             }
                         };
                         ctx.blocked_since = if retry {
-                            endpoints_ptr[id].as_ref().and_then(|e| e.blocked_since)
+                            endpoints_ptr.get(id).and_then(|e| e.blocked_since)
                         } else {
                             None
                         };
-                        match deliver::handle(&mut ctx, endpoints_ptr, id, &cmd) {
+                        match command::handle_command(&mut ctx, endpoints_ptr, id, &cmd) {
                             Outcome::Done => {
                                 worked = true;
-                                if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                if let Some(ep) = endpoints_ptr.get_mut(id) {
                                     ep.counters.bump(Counter::CmdsProcessed);
                                     ep.blocked_since = None;
                                 }
                             }
                             Outcome::Blocked => {
-                                if deliver::give_up(&mut ctx, endpoints_ptr, id, &cmd, stalled_wait)
-                                {
+                                if command::give_up(&ctx, endpoints_ptr, id, &cmd, stalled_wait) {
                                     worked = true;
-                                    if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                    if let Some(ep) = endpoints_ptr.get_mut(id) {
                                         ep.blocked_since = None;
                                     }
                                     continue;
                                 }
-                                if let Some(ep) = endpoints_ptr[id].as_mut() {
+                                if let Some(ep) = endpoints_ptr.get_mut(id) {
                                     ep.pending = Some(slot);
                                     ep.blocked_since.get_or_insert(now);
                                 }
@@ -1434,11 +1435,11 @@ impl<H: HostPlatform> Backend<H> {
                             }
                         }
                     }
-                    if stopped || endpoints_ptr[id].is_none() {
+                    if stopped || !endpoints_ptr.is_open(id) {
                         *is_done = true;
                         active -= 1;
                     }
-                    if let Some(ep) = endpoints_ptr[id].as_mut() {
+                    if let Some(ep) = endpoints_ptr.get_mut(id) {
                         // A guest blocked on a full command ring asked to be told.
                         if ep.chan.release_commands().is_needed() {
                             let _ = ep.event.notify();
@@ -1450,7 +1451,7 @@ impl<H: HostPlatform> Backend<H> {
         // Same-host pulls parked on staging windows: timeouts, and stage
         // requests that found no room or no free slot before.
         for id in 0..endpoints_ptr.len() {
-            crate::window::resume(&mut ctx, endpoints_ptr, id);
+            crate::window::resume(&mut ctx.env, endpoints_ptr, id);
         }
         // The raw endpoint's sends, queued on the NIC before its flush.
         if let Some(raw) = self.raw.as_mut() {
@@ -1494,7 +1495,7 @@ impl<H: HostPlatform> Backend<H> {
             );
         }
         // Publish: one index store and at most one notification per endpoint.
-        for ep in endpoints_ptr.iter_mut().flatten() {
+        for ep in endpoints_ptr.iter_mut() {
             if ep.dirty {
                 ep.dirty = false;
                 if ep.chan.publish().is_needed() {
@@ -1521,7 +1522,7 @@ impl<H: HostPlatform> Backend<H> {
             // If the guest owning that ring corrupted its index the room
             // never comes (the ring reports no space forever): such guests
             // are broken.
-            for ep in endpoints_ptr.iter_mut().flatten() {
+            for ep in endpoints_ptr.iter_mut() {
                 if ep.chan.event_space().is_err() || ep.chan.recvq_space().is_err() {
                     warn!(endpoint = ep.id, "event ring or receive queue corrupt");
                     broken.push(ep.guest);
