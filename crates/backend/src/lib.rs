@@ -15,14 +15,16 @@
 
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod counters;
+pub mod daemon;
 pub mod endpoint;
 pub mod endpoints;
 pub mod nic;
 pub mod peer_channels;
 pub mod peers;
 pub mod pull;
-pub mod raw;
+pub mod raw_endpoint;
 pub mod region;
 pub mod service;
 pub mod shortcut;
@@ -31,7 +33,7 @@ pub mod wire;
 
 pub use config::{BackendConfig, GuestLimits, IdlePolicy, RawAccess, WireTiming};
 pub use counters::{NicCounters, RawCounters};
-pub use service::{Backend, StopHandle};
+pub use daemon::{Backend, StopHandle};
 
 use mx_proto::platform::local::{GuestRange, LocalHost, LocalHostConfig};
 use std::io;

@@ -33,7 +33,7 @@ use crate::endpoints::Endpoints;
 use crate::nic::{Nic, Payload};
 use crate::peers::PeerTable;
 use crate::pull::{self, PullTable, PullTiming};
-use crate::raw::RawEndpoint;
+use crate::raw_endpoint::RawEndpoint;
 use discovery::Discovery;
 use loopback::{Loopback, Port};
 use mx_proto::msg::event::PullStatus;

@@ -1,4 +1,4 @@
-//! Received frames: decode, check, deliver, NACK.
+//! Received frames: decode, check, post the arrival event, or NACK.
 //!
 //! Order of the checks for one frame (each failure is counted per NIC
 //! under its reason, never a panic):
@@ -740,7 +740,7 @@ impl<H: HostPlatform> Rx<'_, H> {
     /// Open-MX's raw interface hands it over.
     fn raw_endpoint(&mut self, bytes: &[u8]) {
         match self.raw.ep.as_deref_mut() {
-            Some(ep) => ep.deliver(bytes, self.raw.counters),
+            Some(ep) => ep.receive_frame(bytes, self.raw.counters),
             None => self
                 .raw
                 .counters
