@@ -55,13 +55,7 @@ impl<H: HostPlatform> Endpoints<H> {
     /// `a == b` or either is out of range or not open (a guest names any
     /// endpoint id it likes).
     pub fn pair_mut(&mut self, a: usize, b: usize) -> Option<(&mut Endpoint<H>, &mut Endpoint<H>)> {
-        if a == b || a.max(b) >= self.slots.len() {
-            return None;
-        }
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        let (left, right) = self.slots.split_at_mut(hi);
-        let (x, y) = (left[lo].as_mut()?, right[0].as_mut()?);
-        Some(if a < b { (x, y) } else { (y, x) })
+        pair_mut(&mut self.slots, a, b)
     }
 
     /// The lowest free id.
@@ -99,5 +93,36 @@ impl<H: HostPlatform> Endpoints<H> {
     /// The open endpoints, mutably.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Endpoint<H>> {
         self.slots.iter_mut().flatten()
+    }
+}
+
+/// Two distinct occupied entries of `v` mutably, in the order asked.
+fn pair_mut<T>(v: &mut [Option<T>], a: usize, b: usize) -> Option<(&mut T, &mut T)> {
+    if a == b || a.max(b) >= v.len() {
+        return None;
+    }
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    let (left, right) = v.split_at_mut(hi);
+    let (x, y) = (left[lo].as_mut()?, right[0].as_mut()?);
+    Some(if a < b { (x, y) } else { (y, x) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pair_mut;
+
+    #[test]
+    fn pairs_are_two_distinct_open_entries_in_the_order_asked() {
+        let mut v = vec![Some(10), None, Some(30), Some(40)];
+        let (x, y) = pair_mut(&mut v, 3, 0).expect("both open");
+        assert_eq!((*x, *y), (40, 10));
+        *x += 1;
+        assert_eq!(v[3], Some(41));
+        assert!(pair_mut(&mut v, 2, 2).is_none(), "one endpoint is no pair");
+        assert!(pair_mut(&mut v, 0, 1).is_none(), "a closed one");
+        // Ids a guest names freely: beyond the table is no pair, no panic.
+        assert!(pair_mut(&mut v, 0, 255).is_none());
+        assert!(pair_mut(&mut v, 255, 3).is_none());
+        assert!(pair_mut::<u8>(&mut [], 0, 1).is_none());
     }
 }

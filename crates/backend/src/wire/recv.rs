@@ -825,7 +825,158 @@ impl<H: HostPlatform> Rx<'_, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mxoe_wire::{PullHandle, PullMagic, SessionId, WireProfile};
+    use mx_proto::msg::event::RecvHdr;
+    use mxoe_wire::packet::{ConnectReply, MediumFrag, Msg, Rndv, Truc};
+    use mxoe_wire::{MatchInfo, PullHandle, PullMagic, SessionId, WireProfile};
+
+    /// The event a message packet becomes, through the sender's command
+    /// rebuilt from it and the one arrival function.
+    fn arrives<'a>(p: &Packet<'a>, slot: u16) -> Option<Event<'a>> {
+        let src = Source {
+            peer: 4,
+            endpoint: 3,
+        };
+        arrival(src, &command_of(p)?, slot)
+    }
+
+    #[test]
+    fn a_packet_arrives_as_the_event_its_fields_say() {
+        let src = Source {
+            peer: 4,
+            endpoint: 3,
+        };
+        let seq = Seq {
+            seqnum: 0x1005,
+            piggyack: 0x0ffe,
+        };
+        let m = Msg {
+            dst_endpoint: EndpointId(7),
+            src_endpoint: EndpointId(3),
+            lib_seqnum: LibSeqnum(seq.seqnum),
+            lib_piggyack: LibSeqnum(seq.piggyack),
+            match_info: MatchInfo(0x1122_3344_5566_7788),
+            session: SessionId(0xabcd),
+            payload: &[1, 2, 3, 4, 5, 6, 7, 8],
+        };
+        let hdr = RecvHdr {
+            src,
+            seq,
+            match_info: 0x1122_3344_5566_7788,
+        };
+        assert_eq!(
+            arrives(&Packet::Tiny(m), 0),
+            Some(Event::RecvTiny {
+                hdr,
+                data: &[1, 2, 3, 4, 5, 6, 7, 8]
+            })
+        );
+        assert_eq!(
+            arrives(&Packet::Small(m), 9),
+            Some(Event::RecvSmall {
+                hdr,
+                length: 8,
+                recvq_slot: 9
+            })
+        );
+        let frag = MediumFrag {
+            dst_endpoint: m.dst_endpoint,
+            src_endpoint: m.src_endpoint,
+            lib_seqnum: m.lib_seqnum,
+            lib_piggyack: m.lib_piggyack,
+            match_info: m.match_info,
+            session: m.session,
+            msg_length: 20_000,
+            frag_seqnum: 2,
+            payload: &[0; 100],
+        };
+        assert_eq!(
+            arrives(&Packet::Medium(frag), 5),
+            Some(Event::RecvMediumFrag {
+                hdr,
+                msg_length: 20_000,
+                frag_seqnum: 2,
+                frag_length: 100,
+                recvq_slot: 5
+            })
+        );
+        let rndv = Rndv {
+            dst_endpoint: m.dst_endpoint,
+            src_endpoint: m.src_endpoint,
+            lib_seqnum: m.lib_seqnum,
+            lib_piggyack: m.lib_piggyack,
+            match_info: m.match_info,
+            session: m.session,
+            msg_length: 1 << 20,
+            pulled_rdma_id: 6,
+            pulled_rdma_seqnum: 9,
+            pulled_rdma_offset: 0x4321,
+        };
+        assert_eq!(
+            arrives(&Packet::Rndv(rndv), 0),
+            Some(Event::RecvRndv {
+                hdr,
+                msg_length: 1 << 20,
+                rdma: RdmaRef {
+                    id: 6,
+                    seqnum: 9,
+                    offset: 0x4321
+                }
+            })
+        );
+        let truc = Truc {
+            dst_endpoint: m.dst_endpoint,
+            src_endpoint: m.src_endpoint,
+            session: m.session,
+            lib_seqnum: LibSeqnum(77),
+            session_id: m.session,
+            acknum: 12,
+            send_seq: LibSeqnum(78),
+            resent: 1,
+        };
+        assert_eq!(
+            arrives(&Packet::Truc(truc), 0),
+            Some(Event::RecvLiback {
+                src,
+                lib_seqnum: 77,
+                send_seq: 78,
+                acknum: 12
+            })
+        );
+        let reply = ConnectReply {
+            dst_endpoint: m.dst_endpoint,
+            src_endpoint: m.src_endpoint,
+            src_dst_peer_index: PeerIndex::new(2),
+            src_session_id: SessionId(5),
+            target_session_id: SessionId(6),
+            target_recv_seqnum_start: LibSeqnum(7),
+            connect_seqnum: 8,
+            status: ConnectStatus::from(0),
+        };
+        assert_eq!(
+            arrives(&Packet::ConnectReply(reply), 0),
+            Some(Event::RecvConnectReply {
+                src,
+                src_session: 5,
+                target_session: 6,
+                target_recv_seqnum_start: 7,
+                connect_seqnum: 8,
+                status: 0
+            })
+        );
+        // Where it arrives: the endpoint and session the packet names.
+        let cmd = command_of(&Packet::Small(m)).expect("a message");
+        let (dest, session) = destination(&cmd).expect("addressed");
+        assert_eq!((dest.endpoint, session), (7, Some(0xabcd)));
+        // Not messages: no command, no event.
+        let nack = NackLib {
+            src_endpoint: EndpointId(1),
+            dst_endpoint: EndpointId(2),
+            nack_type: NackType::BadSession,
+            dst_src_peer_index: PeerIndex::new(0),
+            lib_seqnum: LibSeqnum(3),
+        };
+        assert!(command_of(&Packet::NackLib(nack)).is_none());
+    }
 
     #[test]
     fn verdict_follows_the_nack_table() {
