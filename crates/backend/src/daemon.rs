@@ -38,6 +38,8 @@ pub(crate) const TOKEN_ENDPOINT: u64 = 2 << 32;
 /// copy reads from cache.
 const BOUNCE: usize = 256 * 1024;
 
+/// An attached guest: its control connection, access to its memory, and
+/// the endpoints it opened.
 pub(crate) struct Guest<H: HostPlatform> {
     pub(crate) conn: H::Conn,
     pub(crate) memory: H::Memory,
@@ -49,7 +51,7 @@ pub(crate) struct Guest<H: HostPlatform> {
 }
 
 /// Whoever the platform holds accountable for some guests
-/// ([`GuestConn::principal`]): limits and the service loop's fair shares
+/// ([`GuestConn::principal`](mx_proto::platform::GuestConn::principal)): limits and the service loop's fair shares
 /// are per principal, so that many processes of one user count as one.
 pub(crate) struct Principal {
     pub(crate) id: u64,
@@ -66,8 +68,8 @@ pub(crate) struct Principal {
 /// [`RATE_LIMIT`], with the number of repeats it stood for.
 #[derive(Default)]
 pub(crate) struct RateLimited {
-    pub(crate) last: Option<Instant>,
-    pub(crate) suppressed: u64,
+    last: Option<Instant>,
+    suppressed: u64,
 }
 
 /// Interval of a [`RateLimited`] warning.

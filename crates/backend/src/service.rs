@@ -6,7 +6,8 @@
 //! # The loop
 //!
 //! A pass takes up to `cmd_batch` commands from every guest principal (a
-//! uid or a domain, [`GuestConn::principal`]), shared among its endpoints
+//! uid or a domain, [`GuestConn::principal`](mx_proto::platform::GuestConn::principal)),
+//! shared among its endpoints
 //! (round robin, so one busy user cannot starve the others however many
 //! endpoints it opens), then publishes the
 //! events of every endpoint that got some and notifies only the guests that
