@@ -102,6 +102,13 @@ pub fn handle_command<H: HostPlatform>(
             }
             return Outcome::Done;
         }
+        Command::PeerHello(_) | Command::PullGrant(_) => {
+            // Messages of a peer channel, never of a guest to us.
+            return match eps.get_mut(src_id) {
+                Some(src) => src.reject(kind, CommandErrorCode::Malformed),
+                None => Outcome::Done,
+            };
+        }
         _ => {}
     }
     let Some((dest, session)) = destination(cmd) else {

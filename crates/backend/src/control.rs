@@ -21,7 +21,8 @@ use mx_proto::msg::control::{
     CONTROL_VERSION,
 };
 use mx_proto::platform::{
-    GuestConn, GuestListener, HostPlatform, Incoming, Interest, ReceivedResources, PAGE_SIZE,
+    GuestConn, GuestListener, GuestMemory, HostPlatform, Incoming, Interest, ReceivedResources,
+    PAGE_SIZE,
 };
 use slab::Slab;
 use std::os::fd::AsFd;
@@ -337,7 +338,15 @@ impl<H: HostPlatform> Backend<H> {
                 |g| owner(&self.guests, g),
                 &mut res,
             ) {
-                Ok(channel) => ControlReply::PeerPending { channel },
+                Ok(channel) => ControlReply::PeerPending {
+                    channel,
+                    // Whom the offerer's direct pulls over the channel read.
+                    pid: self
+                        .endpoints
+                        .get(usize::from(peer_endpoint))
+                        .and_then(|e| e.memory.direct_pid())
+                        .unwrap_or(0),
+                },
                 Err(e) => ControlReply::Error(e),
             },
             ControlRequest::PeerDomain {

@@ -25,7 +25,7 @@ pub mod peer_channels;
 pub mod peers;
 pub mod pull;
 pub mod raw_endpoint;
-pub mod region;
+pub use mx_proto::region;
 pub mod service;
 pub mod shortcut;
 pub mod window;

@@ -34,7 +34,7 @@ use crate::endpoints::Endpoints;
 use mx_proto::msg::control::ControlError;
 use mx_proto::msg::{Event, Source};
 use mx_proto::peer::PeerSizes;
-use mx_proto::platform::{EventChannel, HostPlatform, PeerGrant, ReceivedResources};
+use mx_proto::platform::{EventChannel, GuestMemory, HostPlatform, PeerGrant, ReceivedResources};
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
@@ -375,6 +375,10 @@ impl PeerBroker {
         }
         let channel = self.next;
         self.next = self.next.wrapping_add(1).max(1);
+        let pid = eps
+            .get(usize::from(from))
+            .and_then(|e| e.memory.direct_pid())
+            .unwrap_or(0);
         let Some(dest) = eps.get_mut(usize::from(to)) else {
             return Err(ControlError::BadEndpoint);
         };
@@ -386,6 +390,7 @@ impl PeerBroker {
             },
             session: a.1,
             sizes,
+            pid,
         };
         // Never wait for the destination: a full event ring refuses the
         // offer, and the requester keeps talking through the backend.

@@ -13,4 +13,5 @@ pub mod channel;
 pub mod msg;
 pub mod peer;
 pub mod platform;
+pub mod region;
 pub mod ring;

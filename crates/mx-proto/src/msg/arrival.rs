@@ -13,7 +13,8 @@ use super::{Dest, Source};
 /// Where `cmd` arrives and the session it names there (`None` for the
 /// connect request and reply, which carry none); `None` for the commands
 /// that address the backend itself (region registrations and stage
-/// answers). A pull is addressed to the endpoint whose window it reads.
+/// answers) and for the peer channel's own messages (hello, pull grants).
+/// A pull is addressed to the endpoint whose window it reads.
 pub fn destination(cmd: &Command<'_>) -> Option<(Dest, Option<u32>)> {
     Some(match cmd {
         Command::Tiny { hdr, .. } | Command::Small { hdr, .. } => (hdr.dest, Some(hdr.session)),
@@ -27,7 +28,9 @@ pub fn destination(cmd: &Command<'_>) -> Option<(Dest, Option<u32>)> {
         Command::RegionRegister(_)
         | Command::RegionDeregister { .. }
         | Command::RegionWindow(_)
-        | Command::RegionStage(_) => return None,
+        | Command::RegionStage(_)
+        | Command::PeerHello(_)
+        | Command::PullGrant(_) => return None,
     })
 }
 
@@ -36,7 +39,8 @@ pub fn destination(cmd: &Command<'_>) -> Option<(Dest, Option<u32>)> {
 /// small message or medium fragment (receive-queue slot or peer data slot).
 ///
 /// `None` for the commands that address the backend itself (pulls and
-/// region registrations): they never arrive anywhere.
+/// region registrations) and for the peer channel's own messages (hello,
+/// pull grants): they never arrive as an event.
 pub fn arrival<'a>(src: Source, cmd: &Command<'a>, payload_slot: u16) -> Option<Event<'a>> {
     let recv = |h: &super::command::SendHdr| RecvHdr {
         src,
@@ -98,7 +102,9 @@ pub fn arrival<'a>(src: Source, cmd: &Command<'a>, payload_slot: u16) -> Option<
         | Command::RegionRegister(_)
         | Command::RegionDeregister { .. }
         | Command::RegionWindow(_)
-        | Command::RegionStage(_) => return None,
+        | Command::RegionStage(_)
+        | Command::PeerHello(_)
+        | Command::PullGrant(_) => return None,
     })
 }
 
