@@ -314,7 +314,13 @@ mod tests {
         assert_eq!(pool.capacity(), 4 * GRANULE as u32);
         let first = pool.reserve(100).unwrap();
         let second = pool.reserve(5000).unwrap();
-        assert_eq!(first, [PoolRange { offset: base, len: 100 }]);
+        assert_eq!(
+            first,
+            [PoolRange {
+                offset: base,
+                len: 100
+            }]
+        );
         let (a, b) = (first[0], second[0]);
         assert_eq!(b.offset, base + GRANULE);
 
@@ -330,13 +336,22 @@ mod tests {
 
         assert!(!pool.write_at(a, 1, &[1; 100]), "one byte past the range");
         assert!(!pool.read_at(a, u32::MAX, &mut [0; 2]), "offset overflow");
-        let foreign = PoolRange { offset: base - 1, len: 1 };
+        let foreign = PoolRange {
+            offset: base - 1,
+            len: 1,
+        };
         assert!(!pool.write_at(foreign, 0, &[1]), "below the pool");
-        let past = PoolRange { offset: base + 4 * GRANULE, len: 1 };
+        let past = PoolRange {
+            offset: base + 4 * GRANULE,
+            len: 1,
+        };
         assert!(!pool.write_at(past, 0, &[1]), "beyond the mapping");
         let mut first_page = vec![0u8; GRANULE as usize];
         mem.read_at(0, &mut first_page).unwrap();
-        assert!(first_page.iter().all(|&x| x == 0), "refused copies wrote nothing");
+        assert!(
+            first_page.iter().all(|&x| x == 0),
+            "refused copies wrote nothing"
+        );
     }
 
     proptest! {

@@ -200,7 +200,7 @@ pub(crate) unsafe fn copy_from_shared(src: *const u8, dst: &mut [u8]) {
     let n = dst.len();
     let out = dst.as_mut_ptr();
     let mut i = 0;
-    while i < n && (src as usize + i) % WIDE != 0 {
+    while i < n && !(src as usize + i).is_multiple_of(WIDE) {
         // SAFETY: i < n, in range by the caller's contract.
         dst[i] = unsafe { ptr::read_volatile(src.add(i)) };
         i += 1;
@@ -246,7 +246,7 @@ pub(crate) unsafe fn copy_to_shared(dst: *mut u8, src: &[u8]) {
     let n = src.len();
     let from = src.as_ptr();
     let mut i = 0;
-    while i < n && (dst as usize + i) % WIDE != 0 {
+    while i < n && !(dst as usize + i).is_multiple_of(WIDE) {
         // SAFETY: i < n, in range by the caller's contract.
         unsafe { ptr::write_volatile(dst.add(i), src[i]) };
         i += 1;
@@ -965,7 +965,11 @@ mod copy_tests {
                     let out = &mut back[private_at..private_at + len];
                     // SAFETY: as above.
                     unsafe { copy_from_shared(shm.as_ptr().add(shared_at), out) };
-                    assert_eq!(&back[private_at..private_at + len], data, "{len} {shared_at}");
+                    assert_eq!(
+                        &back[private_at..private_at + len],
+                        data,
+                        "{len} {shared_at}"
+                    );
                     assert!(back[..private_at].iter().all(|&b| b == 0x11));
                     assert!(back[private_at + len..].iter().all(|&b| b == 0x11));
                 }
