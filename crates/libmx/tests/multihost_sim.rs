@@ -3,32 +3,21 @@
 //! discovery, connect, every size class in every wire profile, a lossy
 //! wire, hostile frames, and a peer host restarting.
 
+mod common;
+
 use backend::nic::sim::{Faults, Hub};
 use backend::nic::{Nic, Payload};
-use backend::{spawn_local_with_nic, BackendConfig, EmbeddedBackend, WireTiming};
+use backend::{BackendConfig, EmbeddedBackend, WireTiming};
+use common::{exchange, mac, nic, pattern, size_classes, Ep, T};
 use libmx::core::{EndpointAddr, Return, Status};
-use libmx::endpoint::{Endpoint, OpenOptions};
-use mx_proto::platform::local::LocalTarget;
 use mxoe_wire::WireProfile;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-type Ep = Endpoint<Vec<u8>>;
-
 const KEY: u32 = 0x5eed_0001;
-const T: Option<Duration> = Some(Duration::from_secs(20));
-
-fn pattern(len: usize, salt: u64) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u64).wrapping_mul(2654435761) ^ salt.wrapping_mul(0x9e37)) as u8)
-        .collect()
-}
 
 fn test_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mx-mh-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::test_dir(&format!("mh-{tag}"))
 }
 
 /// Timers shortened for tests: pulls re-requested every 100 ms, discovery
@@ -43,10 +32,6 @@ fn fast(pull_timeout: Duration) -> WireTiming {
     }
 }
 
-fn mac(n: u8) -> [u8; 6] {
-    [2, 0, 0, 0x4d, 0x58, n]
-}
-
 fn start(
     hub: &Hub,
     dir: &Path,
@@ -56,62 +41,20 @@ fn start(
     t: WireTiming,
 ) -> EmbeddedBackend {
     let mut cfg = BackendConfig::new();
-    cfg.hostname = format!("{name}:0");
-    cfg.set_profile(profile);
     cfg.wire = t;
-    let nic = hub.attach(mac(n), profile.frame_budget());
-    spawn_local_with_nic(cfg, dir.join(format!("{name}.sock")), Box::new(nic)).unwrap()
+    common::start_on(hub, dir, name, n, profile, cfg)
 }
 
 fn open(be: &EmbeddedBackend, id: u8) -> Ep {
-    Endpoint::open(
-        Some(&LocalTarget::new(be.socket())),
-        &OpenOptions {
-            endpoint: Some(id),
-            key: KEY,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap()
+    common::open_at(be.socket(), &common::opts(id, KEY))
 }
 
-/// Wait until `ep`'s backend knows the peer `hostname` (discovery: mapper
-/// announcement, then HOST_QUERY/HOST_REPLY).
+/// Wait until `ep`'s backend knows the peer `hostname`, a remote one with
+/// `nic_id`.
 fn wait_peer(ep: &Ep, hostname: &str, nic_id: u64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(p) = ep.frontend().peer_by_hostname(hostname) {
-            assert_eq!(p.nic_id, nic_id);
-            assert!(!p.local);
-            return;
-        }
-        assert!(Instant::now() < deadline, "{hostname} never discovered");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn nic(be: &EmbeddedBackend, label: &str) -> u64 {
-    be.nic_counters().unwrap().by_label(label).unwrap()
-}
-
-/// One message `from` -> `to`, byte-checked.
-fn exchange(from: &Ep, to: &Ep, dest: EndpointAddr, len: usize, tag: u64) {
-    let data = pattern(len, tag);
-    let r = to.irecv(vec![0; len], tag, u64::MAX, 0).unwrap();
-    let s = from.isend(dest, data.clone(), tag, 0, false).unwrap();
-    let got = to.wait(r, T).unwrap().expect("receive completes");
-    assert_eq!(got.status, Status::Success, "len {len}");
-    assert_eq!(got.xfer_length as usize, len);
-    assert!(
-        got.buf.as_deref() == Some(&data[..]),
-        "bytes differ at len {len}"
-    );
-    let Some(sent) = from.wait(s, T).unwrap() else {
-        eprintln!("from stats {:?}", from.with_core(|c| *c.stats()));
-        eprintln!("to stats {:?}", to.with_core(|c| *c.stats()));
-        panic!("send of len {len} never completes");
-    };
-    assert_eq!(sent.status, Status::Success, "send of len {len}");
+    let p = common::wait_peer(ep, hostname, Duration::from_secs(15));
+    assert_eq!(p.nic_id, nic_id);
+    assert!(!p.local);
 }
 
 fn sizes_over_the_wire(profile: WireProfile, tag: &str) {
@@ -156,23 +99,7 @@ fn sizes_over_the_wire(profile: WireProfile, tag: &str) {
     // ... and to a closed one ENDPT_CLOSED.
     assert!(a.connect(hb.nic_id(), 7, KEY, T).is_err());
 
-    let fm = profile.frag_max() as usize;
-    let sizes = [
-        0usize,
-        1,
-        32,
-        33,
-        128,
-        129,
-        fm - 1,
-        fm,
-        fm + 1,
-        32768,
-        32769,
-        300_000,
-        1 << 20,
-        8 << 20,
-    ];
+    let sizes = size_classes(profile.frag_max() as usize, &[1 << 20, 8 << 20]);
     for (i, &len) in sizes.iter().enumerate() {
         exchange(&a, &b, a_to_b, len, 0x100 + i as u64);
         exchange(&b, &a, b_to_a, len, 0x200 + i as u64);
