@@ -2,8 +2,9 @@
 //! test run, and running them on it.
 //!
 //! One copy for every test that compiles C: libmx's `c_abi.rs` and
-//! `c_programs.rs` (`mod cbuild;` through `#[path]`) and mx_pingpong's
-//! `classic.rs`, which includes this file the same way.
+//! `c_programs.rs` (`mod cbuild;` through `#[path]`), mx_pingpong's
+//! `classic.rs` and the backend's netns tests, which include this file the
+//! same way.
 
 // Each including test uses its own part of the helpers.
 #![allow(dead_code)]
@@ -91,11 +92,16 @@ impl CScratch {
     /// `dir/lib` created in `dir` (kept as it is) with the cdylib under
     /// each of `names`.
     pub fn within(dir: PathBuf, names: &[&str]) -> CScratch {
+        CScratch::with_lib(dir, &cdylib(), names)
+    }
+
+    /// As [`CScratch::within`] with the library `so` (for tests of crates
+    /// that do not build the cdylib themselves and find it elsewhere).
+    pub fn with_lib(dir: PathBuf, so: &Path, names: &[&str]) -> CScratch {
         let lib = dir.join("lib");
         std::fs::create_dir_all(&lib).expect("mkdir scratch");
-        let so = cdylib();
         for name in names {
-            std::os::unix::fs::symlink(&so, lib.join(name)).expect("symlink");
+            std::os::unix::fs::symlink(so, lib.join(name)).expect("symlink");
         }
         CScratch { dir, lib }
     }
