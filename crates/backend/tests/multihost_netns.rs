@@ -13,7 +13,7 @@ mod cbuild;
 mod hosts;
 mod netns;
 
-use cbuild::{CScratch, LINK_NAMES};
+use cbuild::{CScratch, LINK_NAMES, PROGRAM_FLAGS};
 
 use hosts::{board_field, info, pingpong, pingpong_env, Backend, BackendOpts, Profile, Scratch};
 use netns::Net;
@@ -286,15 +286,10 @@ fn build_c(name: &str, dir: &Path) -> Option<std::path::PathBuf> {
     );
     let board_h = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/c/remote_board.h");
     let flags = [
-        "-std=gnu99",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-O1",
-        "-pthread",
-        "-include",
-    ];
-    let flags = [&flags[..], &[board_h.to_str().expect("UTF-8 path")]].concat();
+        PROGRAM_FLAGS,
+        &["-include", board_h.to_str().expect("UTF-8 path")],
+    ]
+    .concat();
     let exe = c.build(name, &flags);
     Some(exe)
 }

@@ -15,7 +15,7 @@ mod cbuild;
 mod hosts;
 mod netns;
 
-use cbuild::{CScratch, LINK_NAMES};
+use cbuild::{CScratch, LINK_NAMES, PROGRAM_FLAGS};
 
 use hosts::{Backend, BackendOpts, Profile, Scratch};
 use netns::Net;
@@ -40,20 +40,8 @@ fn build_guest(dir: &Path) -> Option<PathBuf> {
     let mxt = cbuild::libmx_dir().join("tests/c");
     let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/c/guest.c");
     let exe = dir.join("guest");
-    let flags = [
-        "-std=gnu99",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-O1",
-        "-pthread",
-        "-I",
-    ];
-    c.gcc(
-        &[&flags[..], &[mxt.to_str().expect("UTF-8 path")]].concat(),
-        &guest,
-        &exe,
-    );
+    let flags = [PROGRAM_FLAGS, &["-I", mxt.to_str().expect("UTF-8 path")]].concat();
+    c.gcc(&flags, &guest, &exe);
     Some(exe)
 }
 

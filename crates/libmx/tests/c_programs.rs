@@ -14,7 +14,7 @@ mod cbuild;
 use backend::counters::RawCounter;
 use backend::nic::sim::{Faults, Hub};
 use backend::{spawn_local, spawn_local_with_nic, BackendConfig, EmbeddedBackend};
-use cbuild::{CScratch, LINK_NAMES};
+use cbuild::{CScratch, LINK_NAMES, PROGRAM_FLAGS};
 use mx_proto::msg::control::NIC_COUNTER_LABELS;
 use mx_proto::platform::local::{LocalGuest, LocalTarget};
 use std::io::{BufRead, BufReader, Read};
@@ -83,15 +83,7 @@ impl Env {
 
     /// Compile `tests/c/<name>.c`.
     fn build(&self, name: &str) -> PathBuf {
-        let flags = [
-            "-std=gnu99",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-O1",
-            "-pthread",
-        ];
-        self.c.build(name, &flags)
+        self.c.build(name, PROGRAM_FLAGS)
     }
 
     fn command(&self, exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {

@@ -57,34 +57,36 @@ fn wait_peer(ep: &Ep, hostname: &str, nic_id: u64) {
     assert!(!p.local);
 }
 
+/// Hosts `alpha` (NIC 1) and `beta` (NIC 2) on `hub` with `profile` and
+/// timers `t`, endpoint 1 open on alpha and 2 on beta.
+fn alpha_beta(
+    hub: &Hub,
+    dir: &Path,
+    profile: WireProfile,
+    t: WireTiming,
+) -> (EmbeddedBackend, EmbeddedBackend, Ep, Ep) {
+    let ha = start(hub, dir, "alpha", 1, profile, t);
+    let hb = start(hub, dir, "beta", 2, profile, t);
+    let (a, b) = (open(&ha, 1), open(&hb, 2));
+    (ha, hb, a, b)
+}
+
+/// Until alpha's and beta's backends know each other.
+fn meet(a: &Ep, ha: &EmbeddedBackend, b: &Ep, hb: &EmbeddedBackend) {
+    wait_peer(a, "beta:0", hb.nic_id());
+    wait_peer(b, "alpha:0", ha.nic_id());
+}
+
 fn sizes_over_the_wire(profile: WireProfile, tag: &str) {
     let dir = test_dir(tag);
     let hub = Hub::new(Faults::default());
-    let ha = start(
-        &hub,
-        &dir,
-        "alpha",
-        1,
-        profile,
-        fast(Duration::from_secs(30)),
-    );
-    let hb = start(
-        &hub,
-        &dir,
-        "beta",
-        2,
-        profile,
-        fast(Duration::from_secs(30)),
-    );
+    let (ha, hb, a, b) = alpha_beta(&hub, &dir, profile, fast(Duration::from_secs(30)));
     assert_eq!(ha.nic_id(), 0x0200_004d_5801);
-    let a = open(&ha, 1);
-    let b = open(&hb, 2);
     let board = a.frontend().board();
     assert_eq!(board.frag_max, profile.frag_max());
     assert_eq!(board.medium_max, profile.max_medium());
     assert_eq!(board.nic_id, ha.nic_id());
-    wait_peer(&a, "beta:0", hb.nic_id());
-    wait_peer(&b, "alpha:0", ha.nic_id());
+    meet(&a, &ha, &b, &hb);
     let a_to_b = a.connect(hb.nic_id(), 2, KEY, T).unwrap();
     let b_to_a = b.connect(ha.nic_id(), 1, KEY, T).unwrap();
     assert_eq!(
@@ -230,10 +232,7 @@ fn lossy_wire_delivers_exactly_once_in_order() {
     let dir = test_dir("lossy");
     let hub = Hub::new(Faults::default());
     let p = WireProfile::OPEN_MX_9000;
-    let ha = start(&hub, &dir, "alpha", 1, p, fast(Duration::from_secs(30)));
-    let hb = start(&hub, &dir, "beta", 2, p, fast(Duration::from_secs(30)));
-    let a = open(&ha, 1);
-    let b = open(&hb, 2);
+    let (ha, hb, a, b) = alpha_beta(&hub, &dir, p, fast(Duration::from_secs(30)));
     hub.set_faults(Faults {
         loss_ppm: 50_000,
         dup_ppm: 20_000,
@@ -244,8 +243,7 @@ fn lossy_wire_delivers_exactly_once_in_order() {
             .unwrap_or(0xfa17),
     });
     // Discovery and connect themselves run on the lossy wire.
-    wait_peer(&a, "beta:0", hb.nic_id());
-    wait_peer(&b, "alpha:0", ha.nic_id());
+    meet(&a, &ha, &b, &hb);
     let a_to_b = a.connect(hb.nic_id(), 2, KEY, T).unwrap();
     let b_to_a = b.connect(ha.nic_id(), 1, KEY, T).unwrap();
     let start = Instant::now();
@@ -330,12 +328,8 @@ fn hostile_frames_are_dropped_and_counted() {
     let dir = test_dir("hostile");
     let hub = Hub::new(Faults::default());
     let p = WireProfile::OPEN_MX_9000;
-    let ha = start(&hub, &dir, "alpha", 1, p, fast(Duration::from_secs(30)));
-    let hb = start(&hub, &dir, "beta", 2, p, fast(Duration::from_secs(30)));
-    let a = open(&ha, 1);
-    let b = open(&hb, 2);
-    wait_peer(&a, "beta:0", hb.nic_id());
-    wait_peer(&b, "alpha:0", ha.nic_id());
+    let (ha, hb, a, b) = alpha_beta(&hub, &dir, p, fast(Duration::from_secs(30)));
+    meet(&a, &ha, &b, &hb);
     let a_to_b = a.connect(hb.nic_id(), 2, KEY, T).unwrap();
     // Real traffic runs while the garbage flies.
     let traffic = stream(a.clone(), b.clone(), a_to_b, 30, 9);
@@ -476,12 +470,8 @@ fn peer_restart_errors_then_reconnect() {
     let hub = Hub::new(Faults::default());
     let p = WireProfile::OPEN_MX_9000;
     let t = fast(Duration::from_secs(2));
-    let ha = start(&hub, &dir, "alpha", 1, p, t);
-    let hb = start(&hub, &dir, "beta", 2, p, t);
-    let a = open(&ha, 1);
-    let b = open(&hb, 2);
-    wait_peer(&a, "beta:0", hb.nic_id());
-    wait_peer(&b, "alpha:0", ha.nic_id());
+    let (ha, hb, a, b) = alpha_beta(&hub, &dir, p, t);
+    meet(&a, &ha, &b, &hb);
     let a_to_b = a.connect(hb.nic_id(), 2, KEY, T).unwrap();
     let b_to_a = b.connect(ha.nic_id(), 1, KEY, T).unwrap();
     exchange(&a, &b, a_to_b, 1000, 1);

@@ -10,7 +10,7 @@
 mod cbuild;
 mod common;
 
-use cbuild::{CScratch, LINK_NAMES};
+use cbuild::{CScratch, LINK_NAMES, PROGRAM_FLAGS};
 use common::{lengths, parse_table, serial, Fixture, Output, Proc};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,10 +21,7 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// directory it runs on.
 fn build(fx: &Fixture) -> (PathBuf, CScratch) {
     let c = CScratch::within(fx.dir.clone(), LINK_NAMES);
-    let exe = c.build(
-        "classic_pingpong",
-        &["-std=gnu99", "-Wall", "-Wextra", "-Werror", "-O1"],
-    );
+    let exe = c.build("classic_pingpong", PROGRAM_FLAGS);
     (exe, c)
 }
 

@@ -16,6 +16,17 @@ use std::process::{Command, Output};
 /// (`libmyriexpress.so.0`, the soname).
 pub const LINK_NAMES: &[&str] = &["libmyriexpress.so", "libmyriexpress.so.0"];
 
+/// The warnings and options every MX test program of ours is built with
+/// (threads included: several use them).
+pub const PROGRAM_FLAGS: &[&str] = &[
+    "-std=gnu99",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-O1",
+    "-pthread",
+];
+
 /// The libmx crate's directory (headers in `include/`, C sources in
 /// `tests/c/`), found above the including crate's manifest directory.
 pub fn libmx_dir() -> PathBuf {
