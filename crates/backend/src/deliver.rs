@@ -126,7 +126,9 @@ fn dest_of(cmd: &Command<'_>) -> Option<(Dest, Option<u32>)> {
         Command::RegionRegister(_)
         | Command::RegionDeregister { .. }
         | Command::RegionWindow(_)
-        | Command::RegionStage(_) => return None,
+        | Command::RegionStage(_)
+        | Command::PeerHello(_)
+        | Command::PullGrant(_) => return None,
     })
 }
 
@@ -175,6 +177,13 @@ pub fn handle<H: HostPlatform>(
                 src.counters.bump(Counter::DropStageBad);
             }
             return Outcome::Done;
+        }
+        Command::PeerHello(_) | Command::PullGrant(_) => {
+            // Messages of a peer channel, never of a guest to us.
+            let Some(src) = eps[src_id].as_mut() else {
+                return Outcome::Done;
+            };
+            return reject(src, kind, CommandErrorCode::Malformed);
         }
         _ => {}
     }

@@ -23,7 +23,7 @@ pub mod peer_channels;
 pub mod peers;
 pub mod pull;
 pub mod raw;
-pub mod region;
+pub use mx_proto::region;
 pub mod service;
 pub mod window;
 pub mod wire;

@@ -34,7 +34,7 @@ use crate::endpoint::Endpoint;
 use mx_proto::msg::control::ControlError;
 use mx_proto::msg::{Event, Source};
 use mx_proto::peer::PeerSizes;
-use mx_proto::platform::{EventChannel, HostPlatform, PeerGrant, ReceivedResources};
+use mx_proto::platform::{EventChannel, GuestMemory, HostPlatform, PeerGrant, ReceivedResources};
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
@@ -377,6 +377,10 @@ impl PeerBroker {
         }
         let channel = self.next;
         self.next = self.next.wrapping_add(1).max(1);
+        let pid = eps[usize::from(from)]
+            .as_ref()
+            .and_then(|e| e.memory.direct_pid())
+            .unwrap_or(0);
         let dest = eps[usize::from(to)].as_mut().expect("checked open");
         let offer = Event::PeerOffer {
             channel,
@@ -386,6 +390,7 @@ impl PeerBroker {
             },
             session: a.1,
             sizes,
+            pid,
         };
         // Never wait for the destination: a full event ring refuses the
         // offer, and the requester keeps talking through the backend.

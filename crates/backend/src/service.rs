@@ -863,7 +863,16 @@ impl<H: HostPlatform> Backend<H> {
                 |g| owner(&self.guests, g),
                 &mut res,
             ) {
-                Ok(channel) => ControlReply::PeerPending { channel },
+                Ok(channel) => ControlReply::PeerPending {
+                    channel,
+                    // Whom the offerer's direct pulls over the channel read.
+                    pid: self
+                        .endpoints
+                        .get(usize::from(peer_endpoint))
+                        .and_then(|e| e.as_ref())
+                        .and_then(|e| e.memory.direct_pid())
+                        .unwrap_or(0),
+                },
                 Err(e) => ControlReply::Error(e),
             },
             ControlRequest::PeerDomain {

@@ -22,10 +22,11 @@ use crate::core::{
     Return, SendQueue, Time,
 };
 use crate::env::MxEnv;
+use crate::peers::Taken;
 use crate::staging::StagingPool;
 use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
 use mx_proto::msg::control::{BoardInfo, ChannelSizes, ControlError, OpenFlags};
-use mx_proto::msg::event::DIRECT_SEGS_MAX;
+use mx_proto::msg::event::{PullStatus, DIRECT_SEGS_MAX};
 use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::local::{GuestRange, ProcessMemory};
 use mx_proto::platform::{auto::AutoGuest, local::LocalTarget, GuestMemory};
@@ -377,12 +378,15 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         // staged pull, and a backend that cannot (Xen) copies itself.
         cfg.direct_pull = opts.direct_pull;
         cfg.seed = u64::from(chan.session()) ^ (u64::from(std::process::id()) << 32);
-        let peers = crate::peers::Peers::new(
+        let mut peers = crate::peers::Peers::new(
             opts.peer_channels && !opts.disable_shmem,
             chan.id(),
             chan.session(),
             frontend.board().self_peer,
         );
+        // Large messages through a channel need our regions in our own
+        // memory (no staging pool) and our pulls direct.
+        peers.set_direct(cfg.direct_pull && pool.is_none());
         let mut core = Core::new(cfg)?;
         if let Some(pool) = pool {
             core.set_bulk_pool(Box::new(pool));
@@ -893,9 +897,10 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
                 src,
                 session,
                 sizes,
+                pid,
             } = ev
             {
-                peers.offered(channel, src, session, sizes);
+                peers.offered(channel, src, session, sizes, pid);
                 continue;
             }
             if let Event::PeerClosed { channel } = ev {
@@ -932,6 +937,28 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
         if take_events {
             moved |= peers.receive(core, now);
         }
+        // Pulls the peer channels answered: copied as the backend's direct
+        // pulls are; those that cannot be served fail.
+        if peers.has_pulls() {
+            moved = true;
+            let (grants, failed) = peers.take_pulls();
+            for (cookie, pid, segs) in grants {
+                core.handle_pull_direct(cookie, |buf, len| {
+                    copy_direct(direct_src, pid, segs.segs(), buf, len)
+                });
+            }
+            for cookie in failed {
+                core.handle_event(
+                    now,
+                    &Event::PullDone {
+                        cookie,
+                        status: PullStatus::BadRdmaWindow,
+                        transferred: 0,
+                    },
+                    &crate::core::NoRecvQueue,
+                );
+            }
+        }
         // Timers.
         if core.poll_timeout().is_some_and(|at| at <= now) {
             core.handle_timeout(now);
@@ -949,9 +976,10 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
             }
             let cmd = Command::parse(&slot);
             if let Ok(cmd) = &cmd {
-                if peers.try_send(cmd, &slot, send_scratch) {
+                let taken = peers.try_send(cmd, &slot, send_scratch);
+                if taken != Taken::No {
                     moved = true;
-                    if let Command::MediumFrag(m) = cmd {
+                    if let (Command::MediumFrag(m), Taken::Now) = (cmd, taken) {
                         // The fragment was copied into the channel: its
                         // send-queue slot is free again at once.
                         core.handle_event(
@@ -982,6 +1010,15 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
             pushed = true;
         }
         peers.flush();
+        // Held fragments that left the channel free their slots now.
+        for sendq_slot in peers.take_freed() {
+            moved = true;
+            core.handle_event(
+                now,
+                &Event::SendMediumDone { sendq_slot },
+                &crate::core::NoRecvQueue,
+            );
+        }
         if pushed {
             moved = true;
             if chan.flush().is_err() {

@@ -50,7 +50,7 @@ fn backend_counter(ep: &Endpoint<Vec<u8>>, label: &str) -> u64 {
 }
 
 #[test]
-fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
+fn every_size_class_both_ways_with_the_backend_out_of_the_data_path() {
     let h = host("sizes", BackendConfig::new());
     let a = open(&h, 1, true);
     let b = open(&h, 2, true);
@@ -59,6 +59,12 @@ fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
     let tiny_before = backend_counter(&a, "tiny sent") + backend_counter(&b, "tiny sent");
     let medium_before =
         backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent");
+    let both = |label: &str| backend_counter(&a, label) + backend_counter(&b, label);
+    let large_before = [
+        both("rndv sent"),
+        both("pulls done"),
+        both("pulls copied by the puller"),
+    ];
     let sent_before = a.peer_stats().sent + b.peer_stats().sent;
     let sizes = size_classes(8192, &[4 << 20]);
     for (i, &len) in sizes.iter().enumerate() {
@@ -76,11 +82,96 @@ fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
         medium_before,
         "medium fragments crossed the backend"
     );
+    // Large ones neither: the rendezvous and the pull take the channel,
+    // the receiver copies from the sender's process with its grant.
+    assert_eq!(
+        [
+            both("rndv sent"),
+            both("pulls done"),
+            both("pulls copied by the puller")
+        ],
+        large_before,
+        "a rendezvous or a pull crossed the backend"
+    );
     let (sa, sb) = (a.peer_stats(), b.peer_stats());
     assert!(sa.sent + sb.sent > sent_before + 2 * sizes.len() as u64);
     assert!(sa.received > 0 && sb.received > 0);
     assert_eq!((sa.lies, sb.lies), (0, 0));
     assert_eq!((sa.up, sb.up), (1, 1), "one channel per pair, both ends");
+}
+
+/// A stream far deeper than the channel (64 medium messages of 32 KiB in
+/// flight: 512 fragments against 32 data slots), the receiver in another
+/// thread blocking in `wait`: the sender holds fragments back until the
+/// receiver releases room (its release rings the sender's doorbell when
+/// the sender sleeps), so no fragment crosses the backend and every byte
+/// arrives in order.
+#[test]
+fn a_stream_deeper_than_the_channel_waits_for_room_not_the_backend() {
+    let h = host("deep", BackendConfig::new());
+    let a = open(&h, 1, true);
+    let b = open(&h, 2, true);
+    let (ab, ba) = connect_pair(&a, &b);
+    warm_up(&a, &b, ab, ba);
+    let medium_before =
+        backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent");
+    let (n, len, depth) = (400usize, 32 * 1024, 64usize);
+    // The receiver takes nothing while the first window goes out: the
+    // channel fills for certain, and what does not fit is held.
+    b.disable_progression(false);
+    let mut inflight: std::collections::VecDeque<_> = (0..depth)
+        .map(|i| {
+            a.isend(ab, pattern(len, i as u64), i as u64, 0, false)
+                .unwrap()
+        })
+        .collect();
+    let held = a.peer_stats().held;
+    b.reenable_progression();
+    let rx = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let post = |i: usize| (i, b.irecv(vec![0; len], i as u64, u64::MAX, 0).unwrap());
+            let mut posted: std::collections::VecDeque<_> = (0..depth).map(post).collect();
+            let mut next = posted.len();
+            while let Some((i, r)) = posted.pop_front() {
+                let got = b.wait(r, T).unwrap().expect("receive completes");
+                assert_eq!(got.status, Status::Success);
+                assert!(
+                    got.buf.as_deref() == Some(&pattern(len, i as u64)[..]),
+                    "message {i}"
+                );
+                if next < n {
+                    posted.push_back(post(next));
+                    next += 1;
+                }
+            }
+        })
+    };
+    for i in depth..n {
+        let s = inflight.pop_front().unwrap();
+        let done = a.wait(s, T).unwrap().expect("send completes");
+        assert_eq!(done.status, Status::Success);
+        inflight.push_back(
+            a.isend(ab, pattern(len, i as u64), i as u64, 0, false)
+                .unwrap(),
+        );
+    }
+    for s in inflight {
+        let done = a.wait(s, T).unwrap().expect("send completes");
+        assert_eq!(done.status, Status::Success);
+    }
+    rx.join().unwrap();
+    let st = a.peer_stats();
+    assert_eq!(
+        backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent"),
+        medium_before,
+        "medium fragments crossed the backend ({st:?})"
+    );
+    assert_eq!(st.overflow, 0);
+    assert!(
+        held > 0,
+        "the first window did not fill the channel: {st:?}"
+    );
 }
 
 /// Both sides stream at once from the first message on, while the channel

@@ -19,5 +19,6 @@ pub mod channel;
 pub mod msg;
 pub mod peer;
 pub mod platform;
+pub mod region;
 #[allow(unsafe_code)]
 pub mod ring;

@@ -236,7 +236,9 @@ pub fn command<H: HostPlatform>(
         Command::RegionRegister(_)
         | Command::RegionDeregister { .. }
         | Command::RegionWindow(_)
-        | Command::RegionStage(_) => return Outcome::Done,
+        | Command::RegionStage(_)
+        | Command::PeerHello(_)
+        | Command::PullGrant(_) => return Outcome::Done,
     };
     let frame = Frame { head, packet };
     let bytes = payload.len();

@@ -900,6 +900,8 @@ impl Sim {
                     _ => self.bad_stages += 1,
                 }
             }
+            // A peer channel's own messages: the core never writes them.
+            Command::PeerHello(_) | Command::PullGrant(_) => {}
         }
     }
 

@@ -15,7 +15,8 @@ use super::Source;
 /// small message or medium fragment (receive-queue slot or peer data slot).
 ///
 /// `None` for the commands that address the backend itself (pulls and
-/// region registrations): they never arrive anywhere.
+/// region registrations) and for the peer channel's own messages (hello,
+/// pull grants): they never arrive as an event.
 pub fn arrival<'a>(src: Source, cmd: &Command<'a>, payload_slot: u16) -> Option<Event<'a>> {
     let recv = |h: &super::command::SendHdr| RecvHdr {
         src,
@@ -77,7 +78,9 @@ pub fn arrival<'a>(src: Source, cmd: &Command<'a>, payload_slot: u16) -> Option<
         | Command::RegionRegister(_)
         | Command::RegionDeregister { .. }
         | Command::RegionWindow(_)
-        | Command::RegionStage(_) => return None,
+        | Command::RegionStage(_)
+        | Command::PeerHello(_)
+        | Command::PullGrant(_) => return None,
     })
 }
 
