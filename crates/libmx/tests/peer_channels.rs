@@ -3,90 +3,31 @@
 //! carry every size class byte-exact in MX order, keep the backend out of
 //! the data path, and fall back to the backend when refused or gone.
 
-use backend::{spawn_local, BackendConfig, EmbeddedBackend};
+mod common;
+
+use backend::BackendConfig;
+use common::{exchange, pattern, size_classes, Host, T};
 use libmx::core::{EndpointAddr, Status};
 use libmx::endpoint::{Endpoint, OpenOptions};
 use mx_proto::msg::control::COUNTER_LABELS;
 use mx_proto::platform::local::LocalTarget;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const T: Option<Duration> = Some(Duration::from_secs(10));
 const KEY: u32 = 0x5150;
 
-fn pattern(len: usize, salt: u64) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u64).wrapping_mul(2654435761) ^ salt) as u8)
-        .collect()
-}
-
-struct Host {
-    _be: EmbeddedBackend,
-    dir: PathBuf,
-    target: LocalTarget,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn host(name: &str, cfg: BackendConfig) -> Host {
-    let dir = std::env::temp_dir().join(format!("mx-peerch-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("backend.sock");
-    let be = spawn_local(cfg, &sock).unwrap();
-    Host {
-        _be: be,
-        target: LocalTarget::new(&sock),
-        dir,
-    }
+    Host::new(&format!("peerch-{name}"), cfg)
 }
 
 fn open(h: &Host, id: u8, peer_channels: bool) -> Endpoint<Vec<u8>> {
-    Endpoint::<Vec<u8>>::open(
-        Some(&h.target),
-        &OpenOptions {
-            endpoint: Some(id),
-            key: KEY,
-            peer_channels,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap()
+    h.open(&OpenOptions {
+        peer_channels,
+        ..common::opts(id, KEY)
+    })
 }
 
 fn connect_pair(a: &Endpoint<Vec<u8>>, b: &Endpoint<Vec<u8>>) -> (EndpointAddr, EndpointAddr) {
-    let nic = a.frontend().board().nic_id;
-    let ida = a.with_core(|c| c.config().endpoint);
-    let idb = b.with_core(|c| c.config().endpoint);
-    (
-        a.connect(nic, idb, KEY, T).unwrap(),
-        b.connect(nic, ida, KEY, T).unwrap(),
-    )
-}
-
-/// One message `from` -> `to`, checked byte for byte.
-fn exchange(
-    from: &Endpoint<Vec<u8>>,
-    to: &Endpoint<Vec<u8>>,
-    dest: EndpointAddr,
-    len: usize,
-    tag: u64,
-) {
-    let data = pattern(len, tag);
-    let r = to.irecv(vec![0; len], tag, u64::MAX, 0).unwrap();
-    let s = from.isend(dest, data.clone(), tag, 0, false).unwrap();
-    let got = to.wait(r, T).unwrap().expect("receive completes");
-    assert_eq!(got.status, Status::Success, "len {len}");
-    assert_eq!(got.xfer_length as usize, len);
-    assert!(
-        got.buf.as_deref() == Some(&data[..]),
-        "bytes differ at len {len}"
-    );
-    let sent = from.wait(s, T).unwrap().expect("send completes");
-    assert_eq!(sent.status, Status::Success);
+    common::connect_pair(a, b, KEY, T)
 }
 
 /// Ping-pong until the channel carries traffic both ways (it comes up
@@ -125,21 +66,7 @@ fn every_size_class_both_ways_with_the_backend_out_of_the_data_path() {
         both("pulls copied by the puller"),
     ];
     let sent_before = a.peer_stats().sent + b.peer_stats().sent;
-    let sizes = [
-        0usize,
-        1,
-        32,
-        33,
-        128,
-        129,
-        8191,
-        8192,
-        8193,
-        32768,
-        32769,
-        300_000,
-        4 << 20,
-    ];
+    let sizes = size_classes(8192, &[4 << 20]);
     for (i, &len) in sizes.iter().enumerate() {
         exchange(&a, &b, ab, len, 0x1000 + i as u64);
         exchange(&b, &a, ba, len, 0x2000 + i as u64);
@@ -337,16 +264,10 @@ fn refused_channels_leave_traffic_on_the_backend() {
 fn many_peers_blocking() {
     let h = host("many", BackendConfig::new());
     let open_blocking = |id| {
-        Endpoint::<Vec<u8>>::open(
-            Some(&h.target),
-            &OpenOptions {
-                endpoint: Some(id),
-                key: KEY,
-                spin: Duration::ZERO,
-                ..OpenOptions::default()
-            },
-        )
-        .unwrap()
+        h.open(&OpenOptions {
+            spin: Duration::ZERO,
+            ..common::opts(id, KEY)
+        })
     };
     let hub = open_blocking(1);
     let others: Vec<_> = (2..7).map(open_blocking).collect();
@@ -471,7 +392,7 @@ fn a_peer_killed_mid_stream_is_cleaned_up() {
     warm_up(&a, &c, ac, ca);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_streams_until_killed", "--nocapture"])
-        .env("MX_PEERCH_CHILD_SOCK", h.dir.join("backend.sock"))
+        .env("MX_PEERCH_CHILD_SOCK", h.be.socket())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

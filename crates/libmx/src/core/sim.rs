@@ -86,6 +86,36 @@ impl MsgBuf for SimBuf {
             off += l;
         }
     }
+    // Chunks cut at the reported segment boundaries, as a scattered
+    // application buffer's would be, so the core's offset arithmetic across
+    // chunks is exercised.
+    fn chunks(&self, off: u32, n: u32, f: &mut dyn FnMut(u32, &[u8])) {
+        let d = self.data.borrow();
+        for (o, k) in self.seg_pieces(off, n) {
+            f(o, &d[o as usize..][..k as usize]);
+        }
+    }
+    fn chunks_mut(&mut self, off: u32, n: u32, f: &mut dyn FnMut(u32, &mut [u8])) {
+        let mut d = self.data.borrow_mut();
+        for (o, k) in self.seg_pieces(off, n) {
+            f(o, &mut d[o as usize..][..k as usize]);
+        }
+    }
+}
+
+impl SimBuf {
+    /// `(offset, length)` pieces of `[off, off + n)` cut at segment ends.
+    fn seg_pieces(&self, off: u32, n: u32) -> Vec<(u32, u32)> {
+        let seg = self.seg.max(1);
+        let (mut o, end) = (off, off + n);
+        let mut v = Vec::new();
+        while o < end {
+            let k = (seg - o % seg).min(end - o);
+            v.push((o, k));
+            o += k;
+        }
+        v
+    }
 }
 
 /// Why a pull has no bytes to copy (yet).
@@ -133,10 +163,27 @@ impl BulkPool for SimPool {
             "released a range twice or never reserved"
         );
     }
-    fn with_bytes(&mut self, range: PoolRange, f: &mut dyn FnMut(&mut [u8])) {
-        let mut mem = self.mem.lock().unwrap();
-        f(&mut mem[range.offset as usize..][..range.len as usize]);
+    fn write_at(&mut self, range: PoolRange, at: u32, src: &[u8]) -> bool {
+        let Some(o) = sim_pool_offset(range, at, src.len()) else {
+            return false;
+        };
+        self.mem.lock().unwrap()[o..o + src.len()].copy_from_slice(src);
+        true
     }
+    fn read_at(&self, range: PoolRange, at: u32, dst: &mut [u8]) -> bool {
+        let Some(o) = sim_pool_offset(range, at, dst.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(&self.mem.lock().unwrap()[o..o + dst.len()]);
+        true
+    }
+}
+
+/// Where `n` bytes at `at` of `range` start in a [`SimPool`], when they fit
+/// the range.
+fn sim_pool_offset(range: PoolRange, at: u32, n: usize) -> Option<usize> {
+    let end = usize::try_from(at).ok()?.checked_add(n)?;
+    (end <= range.len as usize).then(|| range.offset as usize + at as usize)
 }
 
 /// Send or receive queue of a simulated channel.
