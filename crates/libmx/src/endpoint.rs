@@ -18,15 +18,15 @@
 //! once).
 
 use crate::core::{
-    Completion, Config, Core, MsgBuf, PartnerReset, RecvQueue, Rejected, ReqId, ResetReason,
-    Return, SendQueue, Time,
+    Completion, Config, Core, FragRef, MsgBuf, NoRecvQueue, PartnerReset, RecvQueue, Rejected,
+    ReqId, ResetReason, Return, Time,
 };
 use crate::env::MxEnv;
 use crate::staging::StagingPool;
 use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
 use mx_proto::msg::control::{BoardInfo, ChannelSizes, ControlError, OpenFlags};
 use mx_proto::msg::event::DIRECT_SEGS_MAX;
-use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
+use mx_proto::msg::{CmdSlot, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::local::{GuestRange, ProcessMemory};
 use mx_proto::platform::{auto::AutoGuest, local::LocalTarget, GuestMemory};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -248,12 +248,8 @@ fn staging_pool(
 struct State<B: MsgBuf> {
     core: Core<B>,
     chan: EndpointChannel<Guest>,
-    /// A medium fragment is built here by the core, then copied into the
-    /// send-queue slot with volatile stores (shared memory is never handed
-    /// out as a Rust slice).
-    send_scratch: Vec<u8>,
-    /// Receive-queue payloads are copied here before the core reads them.
-    recv_scratch: Vec<u8>,
+    /// Payload bytes copied in and out of the channel's queues.
+    copies: CopyStats,
     /// A thread is blocked on the doorbell.
     sleeper: bool,
     /// The channel broke (the backend corrupted shared state or went away).
@@ -316,26 +312,49 @@ impl<B: MsgBuf> Clone for Endpoint<B> {
     }
 }
 
-struct Scratch<'a>(&'a mut [u8]);
-
-impl SendQueue for Scratch<'_> {
-    fn slot_mut(&mut self, _idx: u16) -> &mut [u8] {
-        self.0
-    }
+/// Payload bytes an endpoint copied, per place (the count is behaviour,
+/// not timing: a medium message's bytes are copied once per side, see
+/// docs/DESIGN.md).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Copied into send-queue slots (from the user's buffers).
+    pub sendq_bytes: u64,
+    /// Copied out of receive-queue slots (into their destinations).
+    pub recvq_bytes: u64,
+    /// Copied into peer channels' data slots.
+    pub peer_out_bytes: u64,
+    /// Copied out of peer channels' data slots.
+    pub peer_in_bytes: u64,
+    /// Copied a second time through a bounce buffer (a [`MsgBuf`] that
+    /// cannot be read or filled in place; the core's
+    /// [`Stats::bounce_bytes`](crate::core::Stats::bounce_bytes)).
+    pub bounce_bytes: u64,
 }
 
-struct OneSlot<'a> {
-    idx: u16,
-    bytes: &'a [u8],
+/// The receive queue of the backend channel, as the core reads it: each
+/// read is one copy from the shared slot into its destination.
+struct RecvqOf<'a> {
+    chan: &'a EndpointChannel<Guest>,
+    copied: std::cell::Cell<u64>,
+    failed: std::cell::Cell<bool>,
 }
 
-impl RecvQueue for OneSlot<'_> {
-    fn slot(&self, idx: u16) -> &[u8] {
-        if idx == self.idx {
-            self.bytes
+impl RecvQueue for RecvqOf<'_> {
+    fn slot_len(&self, idx: u16) -> usize {
+        if u32::from(idx) < self.chan.recvq_slots() {
+            QUEUE_SLOT_SIZE
         } else {
-            &[]
+            0
         }
+    }
+    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
+        let ok = self.chan.recvq_read(idx, off, out).is_ok();
+        if ok {
+            self.copied.set(self.copied.get() + out.len() as u64);
+        } else {
+            self.failed.set(true);
+        }
+        ok
     }
 }
 
@@ -405,8 +424,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 state: Mutex::new(State {
                     core,
                     chan,
-                    send_scratch: vec![0; QUEUE_SLOT_SIZE],
-                    recv_scratch: vec![0; QUEUE_SLOT_SIZE],
+                    copies: CopyStats::default(),
                     sleeper: false,
                     broken: false,
                     direct_src: None,
@@ -515,6 +533,18 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         let needs = st.peers.up() == 0 || st.chan.command_space().map_or(true, |n| n < total);
         self.inner.needs_backend.store(needs, Ordering::Relaxed);
         r
+    }
+
+    /// The payload bytes this endpoint copied, per place.
+    pub fn copy_stats(&self) -> CopyStats {
+        let st = lock(&self.inner.state);
+        let p = st.peers.stats();
+        CopyStats {
+            peer_out_bytes: p.data_out_bytes,
+            peer_in_bytes: p.data_in_bytes,
+            bounce_bytes: st.core.stats().bounce_bytes,
+            ..st.copies
+        }
     }
 
     /// What this endpoint's peer channels counted.
@@ -854,8 +884,7 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
     let State {
         core,
         chan,
-        send_scratch,
-        recv_scratch,
+        copies,
         broken,
         direct_src,
         peers,
@@ -902,27 +931,23 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
                 peers.closed(channel);
                 continue;
             }
-            let payload = match ev {
-                Event::RecvSmall {
-                    recvq_slot, length, ..
-                } => Some((recvq_slot, usize::from(length))),
-                Event::RecvMediumFrag {
-                    recvq_slot,
-                    frag_length,
-                    ..
-                } => Some((recvq_slot, usize::from(frag_length))),
-                _ => None,
-            };
-            match payload {
-                Some((idx, len)) => {
-                    let bytes = &mut recv_scratch[..len.min(QUEUE_SLOT_SIZE)];
-                    if chan.recvq_read(idx, 0, bytes).is_err() || chan.recvq_release(idx).is_err() {
+            match ev.recvq_slot() {
+                Some(idx) => {
+                    // The core copies the payload out of the slot during
+                    // the call, straight into its destination.
+                    let q = RecvqOf {
+                        chan,
+                        copied: std::cell::Cell::new(0),
+                        failed: std::cell::Cell::new(false),
+                    };
+                    core.handle_event(now, &ev, &q);
+                    copies.recvq_bytes += q.copied.get();
+                    if q.failed.get() || chan.recvq_release(idx).is_err() {
                         *broken = true;
                         return;
                     }
-                    core.handle_event(now, &ev, &OneSlot { idx, bytes });
                 }
-                None => core.handle_event(now, &ev, &crate::core::NoRecvQueue),
+                None => core.handle_event(now, &ev, &NoRecvQueue),
             }
         }
         if moved && chan.release_events().is_err() {
@@ -944,33 +969,32 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
         let mut pushed = false;
         while chan.command_space().unwrap_or(0) > 0 {
             let mut slot = CmdSlot::default();
-            if !core.poll_command(now, &mut slot, &mut Scratch(send_scratch)) {
+            let Some(emitted) = core.poll_command(now, &mut slot) else {
                 break;
-            }
-            let cmd = Command::parse(&slot);
-            if let Ok(cmd) = &cmd {
-                if peers.try_send(cmd, &slot, send_scratch) {
-                    moved = true;
-                    if let Command::MediumFrag(m) = cmd {
-                        // The fragment was copied into the channel: its
-                        // send-queue slot is free again at once.
-                        core.handle_event(
-                            now,
-                            &Event::SendMediumDone {
-                                sendq_slot: m.sendq_slot,
-                            },
-                            &crate::core::NoRecvQueue,
-                        );
-                    }
-                    continue;
+            };
+            let frag = emitted.frag;
+            // A fragment the core keeps for retransmission goes into its
+            // send-queue slot whichever way it leaves.
+            let mut filled = frag.is_none_or(|f| !f.needs_fill());
+            if let Some(f) = frag.filter(|f| f.retained && f.needs_fill()) {
+                if !fill_sendq(core, chan, copies, &f) {
+                    // Only a broken send queue refuses a slot the core
+                    // named (and a kept slot must hold its bytes).
+                    *broken = true;
+                    return;
                 }
+                filled = true;
             }
-            if let Ok(Command::MediumFrag(m)) = cmd {
-                let len = usize::from(m.frag_length).min(QUEUE_SLOT_SIZE);
-                if chan
-                    .sendq_write(m.sendq_slot, &send_scratch[..len])
-                    .is_err()
-                {
+            if peers.try_send(core, &slot, frag.as_ref()) {
+                moved = true;
+                if let Some(f) = frag {
+                    // The backend never sees this post of the slot.
+                    give_back(core, now, &f);
+                }
+                continue;
+            }
+            if let Some(f) = frag.filter(|_| !filled) {
+                if !fill_sendq(core, chan, copies, &f) {
                     *broken = true;
                     return;
                 }
@@ -996,4 +1020,33 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
     if bells || peers.needs_maintenance() {
         peers.maintain(frontend, core, now, bells);
     }
+}
+
+/// Copy fragment `f`'s bytes from the user's buffer straight into its
+/// send-queue slot (one copy). False if that failed.
+fn fill_sendq<B: MsgBuf>(
+    core: &mut Core<B>,
+    chan: &EndpointChannel<Guest>,
+    copies: &mut CopyStats,
+    f: &FragRef,
+) -> bool {
+    let mut n = 0u64;
+    let ok = core.copy_frag(f, &mut |off, bytes| {
+        n += bytes.len() as u64;
+        chan.sendq_write_at(f.sendq_slot, off, bytes).is_ok()
+    });
+    copies.sendq_bytes += n;
+    ok
+}
+
+/// The backend will not see this post of `f`'s slot (the fragment left
+/// through a peer channel): the slot's post is over.
+fn give_back<B: MsgBuf>(core: &mut Core<B>, now: Time, f: &FragRef) {
+    core.handle_event(
+        now,
+        &Event::SendMediumDone {
+            sendq_slot: f.sendq_slot,
+        },
+        &NoRecvQueue,
+    );
 }

@@ -34,14 +34,14 @@
 //! `PeerClosed`: whatever it had sent is still read, then the channel is
 //! dropped.
 
-use crate::core::{Core, MsgBuf, RecvQueue, Time};
+use crate::core::{Core, FragRef, MsgBuf, NoRecvQueue, RecvQueue, SlotBytes, Time};
 use crate::endpoint::Guest;
 use frontend::{Frontend, FrontendError, PeerLink};
 use mx_proto::msg::arrival::arrival;
 use mx_proto::msg::command::MediumFrag;
 use mx_proto::msg::control::ControlError;
-use mx_proto::msg::{CmdSlot, Command, Source, QUEUE_SLOT_SIZE};
-use mx_proto::peer::{PeerChannel, PeerSizes};
+use mx_proto::msg::{CmdSlot, Command, Source};
+use mx_proto::peer::{DataSlot, PeerChannel, PeerSizes};
 use mx_proto::platform::{BellState, PeerBell, SharedMem};
 use std::sync::Arc;
 
@@ -73,6 +73,10 @@ pub struct PeerStats {
     /// Messages dropped because the peer lied (malformed, wrong
     /// destination, out-of-order slot); each drops its channel too.
     pub lies: u64,
+    /// Fragment bytes copied into data slots (from the user's buffers).
+    pub data_out_bytes: u64,
+    /// Fragment bytes copied out of data slots (into their destinations).
+    pub data_in_bytes: u64,
 }
 
 struct Slot {
@@ -107,7 +111,6 @@ pub(crate) struct Peers {
     wanted: Vec<(u8, u32)>,
     /// Offers to accept (or decline) at the next maintenance.
     offers: Vec<(u32, Source, u32, PeerSizes)>,
-    scratch: Vec<u8>,
     stats: PeerStats,
 }
 
@@ -128,11 +131,27 @@ fn channel_dest(cmd: &Command<'_>) -> Option<(u16, u8, u32, bool)> {
     Some((dest.peer, dest.endpoint, session, data))
 }
 
-struct OneSlot<'a>(&'a [u8]);
+/// A fragment taken from a channel's data slot, as the core reads it: each
+/// read is one copy from the shared slot into its destination.
+struct DataOf<'a> {
+    chan: &'a PeerChannel<Arc<dyn SharedMem>>,
+    data: DataSlot,
+    copied: std::cell::Cell<u64>,
+    failed: std::cell::Cell<bool>,
+}
 
-impl RecvQueue for OneSlot<'_> {
-    fn slot(&self, _idx: u16) -> &[u8] {
-        self.0
+impl RecvQueue for DataOf<'_> {
+    fn slot_len(&self, _idx: u16) -> usize {
+        self.data.len()
+    }
+    fn read(&self, _idx: u16, off: usize, out: &mut [u8]) -> bool {
+        let ok = self.chan.read_data(&self.data, off, out).is_ok();
+        if ok {
+            self.copied.set(self.copied.get() + out.len() as u64);
+        } else {
+            self.failed.set(true);
+        }
+        ok
     }
 }
 
@@ -150,7 +169,6 @@ impl Peers {
             tried: Vec::new(),
             wanted: Vec::new(),
             offers: Vec::new(),
-            scratch: vec![0; QUEUE_SLOT_SIZE],
             stats: PeerStats::default(),
         }
     }
@@ -165,13 +183,29 @@ impl Peers {
         self.slots.iter().filter(|s| s.up && !s.dead).count()
     }
 
-    /// Offer command `cmd` (encoded in `slot`; `frag` holds a medium
-    /// fragment's bytes) to the channel of its partner. True if it left
-    /// that way; false if it must go to the backend.
-    pub(crate) fn try_send(&mut self, cmd: &Command<'_>, slot: &CmdSlot, frag: &[u8]) -> bool {
+    /// Offer the command the core just wrote into `slot` to the channel
+    /// of its partner; a medium fragment's bytes (`frag`) are copied with
+    /// the core straight from the user's buffer into a data slot. True if
+    /// it left that way; false if it must go to the backend.
+    pub(crate) fn try_send<B: MsgBuf>(
+        &mut self,
+        core: &mut Core<B>,
+        slot: &CmdSlot,
+        frag: Option<&FragRef>,
+    ) -> bool {
         if !self.enabled {
             return false;
         }
+        // A retransmission from a slot the core kept goes to the backend,
+        // which reads that slot: the user's buffer may be back with the
+        // application.
+        if frag.is_some_and(|f| !f.needs_fill()) {
+            return false;
+        }
+        let Ok(cmd) = Command::parse(slot) else {
+            return false;
+        };
+        let cmd = &cmd;
         let Some((peer, ep, session, data_msg)) = channel_dest(cmd) else {
             return false;
         };
@@ -207,17 +241,28 @@ impl Peers {
                 return false;
             }
         }
-        let pushed = if let Command::MediumFrag(m) = cmd {
-            let len = usize::from(m.frag_length).min(frag.len());
-            s.chan.put_data(&frag[..len]).and_then(|data_slot| {
+        let pushed = if let (Command::MediumFrag(m), Some(f)) = (cmd, frag) {
+            s.chan.claim_data(f.len as usize).and_then(|d| {
+                let mut n = 0u64;
+                let chan = &s.chan;
+                let copied = core.copy_frag(f, &mut |off, bytes| {
+                    n += bytes.len() as u64;
+                    chan.write_data(&d, off, bytes).is_ok()
+                });
+                self.stats.data_out_bytes += n;
+                if !copied {
+                    return Err(mx_proto::channel::ChannelError::OutOfBounds);
+                }
                 let mut out = CmdSlot::default();
                 Command::MediumFrag(MediumFrag {
-                    sendq_slot: data_slot,
+                    sendq_slot: d.slot(),
                     ..*m
                 })
                 .emit(&mut out)?;
                 s.chan.push(&out)
             })
+        } else if matches!(cmd, Command::MediumFrag(_)) {
+            return false;
         } else {
             s.chan.push(slot)
         };
@@ -254,12 +299,7 @@ impl Peers {
 
     fn receive_one<B: MsgBuf>(&mut self, i: usize, core: &mut Core<B>, now: Time) -> bool {
         let (me, session, self_peer) = (self.me, self.session, self.self_peer);
-        let Peers {
-            slots,
-            scratch,
-            stats,
-            ..
-        } = self;
+        let Peers { slots, stats, .. } = self;
         let s = &mut slots[i];
         let src = Source {
             peer: self_peer,
@@ -282,7 +322,7 @@ impl Peers {
                 stats.up += 1;
             }
             let ok = match Command::parse(&raw) {
-                Ok(cmd) => deliver(core, now, src, (me, session), &cmd, &mut s.chan, scratch),
+                Ok(cmd) => deliver(core, now, src, (me, session), &cmd, &mut s.chan, stats),
                 Err(_) => false,
             };
             if ok {
@@ -497,7 +537,7 @@ fn deliver<B: MsgBuf>(
     (me, session): (u8, u32),
     cmd: &Command<'_>,
     chan: &mut PeerChannel<Arc<dyn SharedMem>>,
-    scratch: &mut [u8],
+    stats: &mut PeerStats,
 ) -> bool {
     let Some((_, ep, to_session, _)) = channel_dest(cmd) else {
         return false;
@@ -508,23 +548,33 @@ fn deliver<B: MsgBuf>(
     let Some(ev) = arrival(src, cmd, 0) else {
         return false;
     };
-    // The payload of a small message is inline, a fragment's in its data
-    // slot: copied out (order and bounds checked) before the core sees it.
-    let payload: &[u8] = match cmd {
+    // The payload of a small message is inline (already a private copy),
+    // a fragment's in its data slot: order and bounds checked first, then
+    // the core copies it once, straight into its destination.
+    match cmd {
         Command::MediumFrag(m) => {
-            let Some(bytes) = scratch.get_mut(..usize::from(m.frag_length)) else {
+            let Ok(data) = chan.open_data(m.sendq_slot, usize::from(m.frag_length)) else {
                 return false;
             };
-            if chan.take_data(m.sendq_slot, bytes).is_err() {
-                return false;
-            }
-            bytes
+            let q = DataOf {
+                chan,
+                data,
+                copied: std::cell::Cell::new(0),
+                failed: std::cell::Cell::new(false),
+            };
+            core.handle_event(now, &ev, &q);
+            stats.data_in_bytes += q.copied.get();
+            !q.failed.get()
         }
-        Command::Small { data, .. } => data,
-        _ => &[],
-    };
-    core.handle_event(now, &ev, &OneSlot(payload));
-    true
+        Command::Small { data, .. } => {
+            core.handle_event(now, &ev, &SlotBytes(data));
+            true
+        }
+        _ => {
+            core.handle_event(now, &ev, &NoRecvQueue);
+            true
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,27 +22,37 @@
 //!    released as soon as the call returns); when the time given by
 //!    [`Core::poll_timeout`] has passed, call [`Core::handle_timeout`].
 //! 4. Outputs, after any of the above: call [`Core::poll_command`] until it
-//!    returns `false`, pushing each filled slot to the command ring (it
-//!    also writes medium fragments into the send queue); then collect
+//!    returns `None`, pushing each filled slot to the command ring; when
+//!    it says the command is a medium fragment ([`Emitted::frag`]), copy
+//!    the fragment's bytes with [`Core::copy_frag`] straight from the
+//!    user's buffer into the send-queue slot it names (or a peer channel's
+//!    data slot) first; then collect
 //!    finished requests with [`Core::poll_completion`], [`Core::test`],
 //!    [`Core::test_any`] or [`Core::peek`]; then re-arm the timer from
 //!    [`Core::poll_timeout`].
 //!
-//! `poll_command` returning `false` while a medium send waits for a free
+//! `poll_command` returning `None` while a medium send waits for a free
 //! send-queue slot is normal: the slot frees on
 //! [`Event::SendMediumDone`].
 //!
 //! The traits the shell implements: [`MsgBuf`] (the application's message
-//! buffers), [`SendQueue`], [`RecvQueue`], and optionally [`UnexpHandler`].
+//! buffers), [`RecvQueue`] (copy-shaped: the core copies a payload once,
+//! straight into its destination), and optionally [`UnexpHandler`].
 //!
 //! # Decisions where the specs are silent
 //!
 //! - Eager sends complete before their ack ("zombies", at most
 //!   [`Config::zombie_max`]): tiny and small ones once emitted (their bytes
 //!   are copied into the request at post time), medium ones once every
-//!   fragment was written to the send queue, after taking a private copy of
-//!   the message for retransmissions (send-queue slots are freed on
-//!   `SendMediumDone`). Past the limit they complete on their ack.
+//!   fragment was written to the send queue: the bytes are out of the
+//!   user's buffer then, in send-queue slots the message keeps until its
+//!   ack, and retransmissions post the same slots again without copying. A
+//!   medium message takes all its slots at once when it starts (so no two
+//!   half-sent messages can hold the queue between them); one with more
+//!   fragments than the queue has slots, or sent while the zombie limit is
+//!   reached, keeps none and completes on its ack (retransmissions copy
+//!   from the user's buffer again). Past the limit they complete on their
+//!   ack.
 //! - A successful connect reply also sets the partner's back session when
 //!   it has none, so acks and notifies reach a partner that never connects
 //!   back; a connect request with a wrong key changes no partner state.
@@ -76,10 +86,11 @@ mod sim;
 mod tests;
 
 pub use types::{
-    BulkPool, CancelResult, Completion, Config, EndpointAddr, MsgBuf, NoRecvQueue, NoSendQueue,
-    PartnerInfo, PartnerReset, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType, ResetReason,
-    Return, SendQueue, Stats, Status, Time, UnexpAction, UnexpInfo, DEFAULT_PULL_BLOCK,
-    DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD, MAX_MEDIUM_FRAGS, STAGE_PIECES_MAX,
+    BulkPool, CancelResult, Completion, Config, Emitted, EndpointAddr, FragRef, MsgBuf,
+    NoRecvQueue, PartnerInfo, PartnerReset, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType,
+    ResetReason, Return, SlotBytes, Stats, Status, Time, UnexpAction, UnexpInfo,
+    DEFAULT_PULL_BLOCK, DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD, MAX_MEDIUM_FRAGS,
+    STAGE_PIECES_MAX,
 };
 
 use mx_proto::msg::command::REGION_MAX_SEGS;
@@ -174,7 +185,11 @@ pub struct Core<B: MsgBuf> {
     resend_q: VecDeque<(ReqId, Time)>,
     ack_q: VecDeque<(PartnerId, Time)>,
     sendq_free: VecDeque<u16>,
-    sendq_busy: Vec<bool>,
+    /// Per send-queue slot: posts the backend has not reported done
+    /// (`SendMediumDone`) yet.
+    sendq_posts: Vec<u16>,
+    /// Per send-queue slot: kept by a medium message until its ack.
+    sendq_held: Vec<bool>,
     regions: Vec<Option<Region>>,
     region_free: VecDeque<u8>,
     send_windows: usize,
@@ -250,7 +265,8 @@ impl<B: MsgBuf> Core<B> {
             resend_q: VecDeque::new(),
             ack_q: VecDeque::new(),
             sendq_free: (0..cfg.sendq_slots).collect(),
-            sendq_busy: vec![false; usize::from(cfg.sendq_slots)],
+            sendq_posts: vec![0; usize::from(cfg.sendq_slots)],
+            sendq_held: vec![false; usize::from(cfg.sendq_slots)],
             regions: (0..REGION_IDS).map(|_| None).collect(),
             region_free: (0..=255u8).collect(),
             send_windows: 0,
@@ -721,9 +737,10 @@ impl<B: MsgBuf> Core<B> {
     // ----------------------------------------------------------------
 
     /// Process one event from the backend. Small and medium payloads are
-    /// copied out of `recvq` during the call. Events that lie (bad slot,
-    /// impossible fragment, unknown cookie) are dropped and counted.
-    pub fn handle_event<Q: RecvQueue + ?Sized>(&mut self, now: Time, ev: &Event<'_>, recvq: &Q) {
+    /// copied out of `recvq` during the call, once, straight into their
+    /// destination. Events that lie (bad slot, impossible fragment, unknown
+    /// cookie) are dropped and counted.
+    pub fn handle_event(&mut self, now: Time, ev: &Event<'_>, recvq: &dyn RecvQueue) {
         self.dispatch_event(now, ev, recvq);
         self.finish();
     }
@@ -750,18 +767,49 @@ impl<B: MsgBuf> Core<B> {
     // Outputs
     // ----------------------------------------------------------------
 
-    /// Write the next command into `out`; medium fragments are also written
-    /// into a free slot of `sendq`. Returns `false` when there is nothing to
-    /// send now.
-    pub fn poll_command<Q: SendQueue + ?Sized>(
-        &mut self,
-        now: Time,
-        out: &mut CmdSlot,
-        sendq: &mut Q,
-    ) -> bool {
-        let r = self.next_command(now, out, sendq);
+    /// Write the next command into `out` and say what it is; `None` when
+    /// there is nothing to send now. A medium fragment's bytes are not in
+    /// the command: [`Emitted::frag`] names its send-queue slot, and
+    /// [`Core::copy_frag`] copies them from the user's buffer.
+    pub fn poll_command(&mut self, now: Time, out: &mut CmdSlot) -> Option<Emitted> {
+        let r = self.next_command(now, out);
         self.finish();
         r
+    }
+
+    /// Copy the bytes of fragment `frag`, just returned by
+    /// [`Core::poll_command`], straight from the user's buffer:
+    /// `sink(offset in the fragment, bytes)` once per piece of the buffer's
+    /// memory, in order (one call with the whole fragment where the buffer
+    /// cannot be read in place, through a bounce buffer, counted in
+    /// [`Stats::bounce_bytes`]). Call it before any other call on the core.
+    /// True if every `sink` call returned true (at once for a fragment
+    /// whose slot already holds its bytes); false also if the request is
+    /// gone.
+    pub fn copy_frag(
+        &mut self,
+        frag: &FragRef,
+        sink: &mut dyn FnMut(usize, &[u8]) -> bool,
+    ) -> bool {
+        let Some((rid, off)) = frag.src else {
+            return true;
+        };
+        let Some(b) = self.req(rid).and_then(|r| r.buf.as_ref()) else {
+            return false;
+        };
+        let (mut called, mut ok) = (false, true);
+        let whole = b.read_in_place(off, frag.len, &mut |o, bytes| {
+            called = true;
+            ok = sink(o as usize, bytes);
+            ok
+        });
+        if called {
+            return whole && ok;
+        }
+        let mut bounce = vec![0u8; frag.len as usize];
+        b.read_at(off, &mut bounce);
+        self.stats.bounce_bytes += u64::from(frag.len);
+        sink(0, &bounce)
     }
 
     /// When [`Core::handle_timeout`] should be called next.

@@ -527,8 +527,21 @@ fn heavy_loss_grid() {
 struct JunkQueue(Vec<Vec<u8>>);
 
 impl super::RecvQueue for JunkQueue {
-    fn slot(&self, idx: u16) -> &[u8] {
-        self.0.get(usize::from(idx)).map_or(&[], Vec::as_slice)
+    fn slot_len(&self, idx: u16) -> usize {
+        self.0.get(usize::from(idx)).map_or(0, Vec::len)
+    }
+    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
+        match self
+            .0
+            .get(usize::from(idx))
+            .and_then(|s| s.get(off..off + out.len()))
+        {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -610,7 +623,9 @@ proptest! {
             if let Ok(ev) = Event::parse(&slot) {
                 core.handle_event(now, &ev, &recvq);
             }
-            while core.poll_command(now, &mut out, &mut sendq) {}
+            while let Some(em) = core.poll_command(now, &mut out) {
+                sendq.fill(&mut core, em);
+            }
             now += 50_000;
             core.handle_timeout(now);
             while core.poll_completion().is_some() {}
@@ -619,7 +634,9 @@ proptest! {
         core.irecv(vec![0; 4], 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?;
         let _ = core.iprobe(0, 0);
         core.flush_acks();
-        while core.poll_command(now, &mut out, &mut sendq) {}
+        while let Some(em) = core.poll_command(now, &mut out) {
+            sendq.fill(&mut core, em);
+        }
     }
 }
 

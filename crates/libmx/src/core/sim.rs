@@ -10,8 +10,7 @@
 //! the registered segments, so no unsafe code is needed.
 
 use super::{
-    BulkPool, Completion, Config, Core, EndpointAddr, MsgBuf, PoolRange, RecvQueue, ReqId,
-    SendQueue, Time,
+    BulkPool, Completion, Config, Core, EndpointAddr, MsgBuf, PoolRange, RecvQueue, ReqId, Time,
 };
 use mx_proto::msg::command::RawSeg;
 use mx_proto::msg::event::{PullStatus, RecvHdr};
@@ -148,15 +147,37 @@ impl SimQueue {
     }
 }
 
-impl SendQueue for SimQueue {
-    fn slot_mut(&mut self, idx: u16) -> &mut [u8] {
-        &mut self.0[usize::from(idx)]
+impl SimQueue {
+    /// What a shell does with what `poll_command` said: copy a medium
+    /// fragment's bytes into the slot its command names.
+    pub(crate) fn fill<B: MsgBuf>(&mut self, core: &mut Core<B>, em: super::Emitted) {
+        if let Some(f) = em.frag {
+            let dst = &mut self.0[usize::from(f.sendq_slot)];
+            let ok = core.copy_frag(&f, &mut |off, bytes| {
+                dst[off..off + bytes.len()].copy_from_slice(bytes);
+                true
+            });
+            assert!(ok, "a fragment just emitted can be copied");
+        }
     }
 }
 
 impl RecvQueue for SimQueue {
-    fn slot(&self, idx: u16) -> &[u8] {
-        &self.0[usize::from(idx)]
+    fn slot_len(&self, idx: u16) -> usize {
+        self.0.get(usize::from(idx)).map_or(0, Vec::len)
+    }
+    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
+        match self
+            .0
+            .get(usize::from(idx))
+            .and_then(|s| s.get(off..off + out.len()))
+        {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -1215,9 +1236,10 @@ impl Sim {
                 if !n.alive || n.vanished {
                     break;
                 }
-                if !n.core.poll_command(now, &mut slot, &mut n.sendq) {
+                let Some(em) = n.core.poll_command(now, &mut slot) else {
                     break;
-                }
+                };
+                n.sendq.fill(&mut n.core, em);
                 n.commands += 1;
                 progress = true;
                 self.backend(i, &slot);

@@ -474,6 +474,19 @@ fn raw_recv(kind: EventKind, h: &RecvHdr, length: u32) -> RawRecvHdr {
 }
 
 impl<'a> Event<'a> {
+    /// The receive-queue slot whose payload this event carries (small
+    /// messages and medium fragments): the consumer reads it during the
+    /// event and releases it after. The one place that says which events
+    /// carry a slot.
+    pub fn recvq_slot(&self) -> Option<u16> {
+        match self {
+            Event::RecvSmall { recvq_slot, .. } | Event::RecvMediumFrag { recvq_slot, .. } => {
+                Some(*recvq_slot)
+            }
+            _ => None,
+        }
+    }
+
     /// Parse and validate a slot the caller owns (already copied out of
     /// shared memory).
     ///
