@@ -18,8 +18,8 @@
 //! once).
 
 use crate::core::{
-    Completion, Config, Core, FragRef, MsgBuf, NoRecvQueue, PartnerReset, RecvQueue, Rejected,
-    ReqId, ResetReason, Return, Time,
+    Completion, Config, Core, FragRef, MsgBuf, NoRecvQueue, PartnerReset, RecvError, RecvQueue,
+    Rejected, ReqId, ResetReason, Return, SendError, Time,
 };
 use crate::env::MxEnv;
 use crate::staging::StagingPool;
@@ -617,7 +617,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         match_info: u64,
         context: u64,
         synchronous: bool,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, SendError>> {
         self.with_core(|c| {
             if synchronous {
                 c.issend(dest, buf, match_info, context)
@@ -637,7 +637,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         match_info: u64,
         mask: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, RecvError>> {
         self.with_core(|c| c.irecv(buf, match_info, mask, context))
     }
 
@@ -754,7 +754,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             }
         });
         match err {
-            Some(e) => Err(e),
+            Some(e) => Err(e.into()),
             None => Ok(r.flatten()),
         }
     }
@@ -797,7 +797,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             .frontend
             .peer_by_nic_id(nic_id)
             .map_err(|e| frontend_error(&e))?;
-        let req = self.with_core(|c| c.connect(peer.index, endpoint, nic_id, key, 0, 0))?;
+        let req = self.with_core(|c| c.connect(peer.index, endpoint, nic_id, key, 0, 0));
         match self.wait(req, timeout)? {
             Some(done) => connect_status(&done).map(|()| done.source),
             None => {

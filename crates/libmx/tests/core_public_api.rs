@@ -296,8 +296,7 @@ impl World {
     fn connect(&mut self, a: usize, b: usize) -> EndpointAddr {
         let req = self.nodes[a]
             .core
-            .connect(b as u16, 0, 0x100 + b as u64, 7, 0, 0)
-            .unwrap();
+            .connect(b as u16, 0, 0x100 + b as u64, 7, 0, 0);
         self.run();
         let c = self.take(a, req);
         assert_eq!(c.status, Status::Success);

@@ -65,7 +65,7 @@
 //!   still pull. Waiting sends keep their order per partner.
 //! - Sending to a partner that was reset (resend limit, new instance) fails
 //!   at once with ENDPOINT_UNREACHABLE until it is connected again. An
-//!   address naming no partner is refused with [`Return::BadAddrList`].
+//!   address naming no partner is refused ([`SendError::UnknownAddr`]).
 //! - A request timeout of 0 (MX_INFINITE) means no resend limit.
 //! - At most 4096 early packets are kept per partner; more are dropped
 //!   (the sender retransmits them).
@@ -78,6 +78,7 @@ mod seq;
 mod state;
 mod types;
 
+mod error;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
@@ -85,6 +86,10 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use error::{
+    AddrError, BufferedError, CancelError, ConfigError, MaskError, RecvError, RequestError,
+    SendError,
+};
 pub use types::{
     BulkPool, CancelResult, Completion, Config, Emitted, EndpointAddr, FragRef, MsgBuf,
     NoRecvQueue, PartnerInfo, PartnerReset, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType,
@@ -146,7 +151,7 @@ impl<B: MsgBuf> HandlerCtx<'_, B> {
         match_info: u64,
         mask: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, RecvError>> {
         self.core.irecv(buf, match_info, mask, context)
     }
 
@@ -232,8 +237,8 @@ impl<B: MsgBuf> Core<B> {
     /// A core for one open endpoint.
     ///
     /// # Errors
-    /// [`Return::BadParamVal`] when [`Config::validate`] refuses `cfg`.
-    pub fn new(cfg: Config) -> Result<Self, Return> {
+    /// [`ConfigError`] when [`Config::validate`] refuses `cfg`.
+    pub fn new(cfg: Config) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let nctx = cfg.context_id.map_or(1, |(bits, _)| 1usize << bits);
         let rndv_threshold = cfg.rndv_threshold.clamp(128, cfg.medium_max);
@@ -334,9 +339,9 @@ impl<B: MsgBuf> Core<B> {
     /// control path when a partner connected to us first).
     ///
     /// # Errors
-    /// [`Return::BadAddrList`] for an unknown address.
-    pub fn set_partner_nic_id(&mut self, addr: EndpointAddr, nic_id: u64) -> Result<(), Return> {
-        let p = self.resolve(addr).ok_or(Return::BadAddrList)?;
+    /// [`AddrError`] for an unknown address.
+    pub fn set_partner_nic_id(&mut self, addr: EndpointAddr, nic_id: u64) -> Result<(), AddrError> {
+        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
         self.partners[p].nic_id = Some(nic_id);
         Ok(())
     }
@@ -344,9 +349,9 @@ impl<B: MsgBuf> Core<B> {
     /// Set the address context (`mx_set_endpoint_addr_context`).
     ///
     /// # Errors
-    /// [`Return::BadAddrList`] for an unknown address.
-    pub fn set_addr_context(&mut self, addr: EndpointAddr, context: u64) -> Result<(), Return> {
-        let p = self.resolve(addr).ok_or(Return::BadAddrList)?;
+    /// [`AddrError`] for an unknown address.
+    pub fn set_addr_context(&mut self, addr: EndpointAddr, context: u64) -> Result<(), AddrError> {
+        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
         self.partners[p].context = context;
         Ok(())
     }
@@ -389,8 +394,8 @@ impl<B: MsgBuf> Core<B> {
     /// (`mx_iconnect`). The request completes with the new address as its
     /// status source. Connecting to ourselves completes at once.
     ///
-    /// # Errors
-    /// None today; kept for the C ABI's `mx_return_t`.
+    /// It cannot fail: an unknown peer or endpoint fails the request
+    /// (its status), not the call.
     pub fn connect(
         &mut self,
         peer: u16,
@@ -399,7 +404,7 @@ impl<B: MsgBuf> Core<B> {
         key: u32,
         match_info: u64,
         context: u64,
-    ) -> Result<ReqId, Return> {
+    ) -> ReqId {
         let p = self.partner_for(peer, endpoint, Some(nic_id));
         let connect_seqnum = self.partners[p].connect_seqnum;
         let rid = self.new_req(
@@ -428,16 +433,16 @@ impl<B: MsgBuf> Core<B> {
             self.ctrl_q.push_back(Ctrl::Connect(rid));
         }
         self.finish();
-        Ok(rid)
+        rid
     }
 
     /// Drop all state of a partner (`mx_disconnect`): its pending requests
     /// fail with ENDPOINT_UNREACHABLE and the address becomes invalid.
     ///
     /// # Errors
-    /// [`Return::BadAddrList`] for an unknown address.
-    pub fn disconnect(&mut self, addr: EndpointAddr) -> Result<(), Return> {
-        let p = self.resolve(addr).ok_or(Return::BadAddrList)?;
+    /// [`AddrError`] for an unknown address.
+    pub fn disconnect(&mut self, addr: EndpointAddr) -> Result<(), AddrError> {
+        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
         if self.partners[p].is_self {
             return Ok(());
         }
@@ -452,15 +457,15 @@ impl<B: MsgBuf> Core<B> {
     /// Post an eager-or-rendezvous send (`mx_isend`).
     ///
     /// # Errors
-    /// [`Return::BadAddrList`] for an unknown address,
-    /// [`Return::BadSegCnt`] for more than 256 segments.
+    /// [`SendError::UnknownAddr`] for an unknown address,
+    /// [`SendError::TooManySegments`] for more than 256 segments.
     pub fn isend(
         &mut self,
         dest: EndpointAddr,
         buf: B,
         match_info: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, SendError>> {
         let r = self.post_send(dest, buf, match_info, context, false);
         self.finish();
         r
@@ -477,7 +482,7 @@ impl<B: MsgBuf> Core<B> {
         buf: B,
         match_info: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, SendError>> {
         let r = self.post_send(dest, buf, match_info, context, true);
         self.finish();
         r
@@ -487,22 +492,26 @@ impl<B: MsgBuf> Core<B> {
     /// in arrival order.
     ///
     /// # Errors
-    /// [`Return::BadMatchMask`] when `match_info & !mask != 0`,
-    /// [`Return::BadMatchingForContextIdMask`] when the mask does not cover
-    /// the context id bits, [`Return::BadSegCnt`] for more than 256 segments.
+    /// [`RecvError::MatchOutsideMask`] when `match_info & !mask != 0`,
+    /// [`RecvError::ContextIdMasked`] when the mask does not cover the
+    /// context id bits, [`RecvError::TooManySegments`] for more than 256
+    /// segments.
     pub fn irecv(
         &mut self,
         buf: B,
         match_info: u64,
         mask: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
-        if let Err(code) = self.check_mask(match_info, mask) {
-            return Err(Rejected { code, buf });
+    ) -> Result<ReqId, Rejected<B, RecvError>> {
+        if let Err(e) = self.check_mask(match_info, mask) {
+            return Err(Rejected {
+                error: e.into(),
+                buf,
+            });
         }
         if buf.segment_count() > REGION_MAX_SEGS {
             return Err(Rejected {
-                code: Return::BadSegCnt,
+                error: RecvError::TooManySegments,
                 buf,
             });
         }
@@ -537,13 +546,13 @@ impl<B: MsgBuf> Core<B> {
     /// not cancelled.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for a send (MX and Open-MX cannot cancel
-    /// sends and say so with this code) or an unknown request.
-    pub fn cancel(&mut self, req: ReqId) -> Result<CancelResult<B>, Return> {
-        let r = self.user_req(req).ok_or(Return::BadRequest)?;
+    /// [`CancelError::Send`] for a send (MX and Open-MX cannot cancel
+    /// sends), [`CancelError::UnknownRequest`] for an unknown request.
+    pub fn cancel(&mut self, req: ReqId) -> Result<CancelResult<B>, CancelError> {
+        let r = self.user_req(req).ok_or(CancelError::UnknownRequest)?;
         let done = r.user == User::Done;
         let res = match &r.kind {
-            Kind::Send(_) => return Err(Return::BadRequest),
+            Kind::Send(_) => return Err(CancelError::Send),
             Kind::Recv(rs) if !done && matches!(rs.phase, RecvPhase::Posted) => {
                 let ctx = rs.ctx;
                 self.posted[ctx].retain(|&x| x != req);
@@ -568,9 +577,9 @@ impl<B: MsgBuf> Core<B> {
     /// (`mx_forget`).
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown request.
-    pub fn forget(&mut self, req: ReqId) -> Result<(), Return> {
-        let r = self.user_req(req).ok_or(Return::BadRequest)?;
+    /// [`RequestError`] for an unknown request.
+    pub fn forget(&mut self, req: ReqId) -> Result<(), RequestError> {
+        let r = self.user_req(req).ok_or(RequestError::Unknown)?;
         if r.user == User::Done {
             self.done.retain(|&x| x != req);
         }
@@ -589,13 +598,13 @@ impl<B: MsgBuf> Core<B> {
     /// timeout becomes a resend limit, `(ms*2+1023)/1024`; 0 means no limit.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown request.
-    pub fn set_request_timeout(&mut self, req: Option<ReqId>, ms: u32) -> Result<(), Return> {
+    /// [`RequestError`] for an unknown request.
+    pub fn set_request_timeout(&mut self, req: Option<ReqId>, ms: u32) -> Result<(), RequestError> {
         let n = Config::resends_for_timeout(ms);
         match req {
             None => self.resend_limit = n,
             Some(id) => {
-                self.user_req(id).ok_or(Return::BadRequest)?;
+                self.user_req(id).ok_or(RequestError::Unknown)?;
                 if let Some(tx) = self.req_mut(id).and_then(Request::tx_mut) {
                     tx.sends_max = n;
                 }
@@ -614,15 +623,19 @@ impl<B: MsgBuf> Core<B> {
     /// queue; false for rendezvous sends.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for anything but a send.
-    pub fn ibuffered(&self, req: ReqId) -> Result<bool, Return> {
-        match &self.user_req(req).ok_or(Return::BadRequest)?.kind {
+    /// [`BufferedError`] for anything but a send.
+    pub fn ibuffered(&self, req: ReqId) -> Result<bool, BufferedError> {
+        match &self
+            .user_req(req)
+            .ok_or(BufferedError::UnknownRequest)?
+            .kind
+        {
             Kind::Send(s) => Ok(match s.class {
                 state::Class::Tiny | state::Class::Small => true,
                 state::Class::Medium => s.written_once || s.completed,
                 state::Class::Large => false,
             }),
-            _ => Err(Return::BadRequest),
+            _ => Err(BufferedError::NotASend),
         }
     }
 
@@ -631,7 +644,7 @@ impl<B: MsgBuf> Core<B> {
     ///
     /// # Errors
     /// As the mask checks of [`Core::irecv`].
-    pub fn iprobe(&self, match_info: u64, mask: u64) -> Result<Option<Probe>, Return> {
+    pub fn iprobe(&self, match_info: u64, mask: u64) -> Result<Option<Probe>, MaskError> {
         self.check_mask(match_info, mask)?;
         let ctx = self.ctx_of(match_info);
         Ok(self.unexp[ctx]
@@ -683,9 +696,9 @@ impl<B: MsgBuf> Core<B> {
     /// Take `req` if it finished (`mx_test`); `Ok(None)` while pending.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown or already taken request.
-    pub fn test(&mut self, req: ReqId) -> Result<Option<Completion<B>>, Return> {
-        let r = self.user_req(req).ok_or(Return::BadRequest)?;
+    /// [`RequestError`] for an unknown or already taken request.
+    pub fn test(&mut self, req: ReqId) -> Result<Option<Completion<B>>, RequestError> {
+        let r = self.user_req(req).ok_or(RequestError::Unknown)?;
         Ok((r.user == User::Done).then(|| self.take_completion(req)))
     }
 
@@ -693,31 +706,31 @@ impl<B: MsgBuf> Core<B> {
     /// (`mx_context`).
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown or already taken request.
-    pub fn context(&self, req: ReqId) -> Result<u64, Return> {
-        Ok(self.user_req(req).ok_or(Return::BadRequest)?.context)
+    /// [`RequestError`] for an unknown or already taken request.
+    pub fn context(&self, req: ReqId) -> Result<u64, RequestError> {
+        Ok(self.user_req(req).ok_or(RequestError::Unknown)?.context)
     }
 
     /// Whether `req` finished, without taking it.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown or already taken request.
-    pub fn is_done(&self, req: ReqId) -> Result<bool, Return> {
-        Ok(self.user_req(req).ok_or(Return::BadRequest)?.user == User::Done)
+    /// [`RequestError`] for an unknown or already taken request.
+    pub fn is_done(&self, req: ReqId) -> Result<bool, RequestError> {
+        Ok(self.user_req(req).ok_or(RequestError::Unknown)?.user == User::Done)
     }
 
     /// Take the first finished receive or connect (completion order) whose
     /// match info satisfies `(match_info & mask) == match` (`mx_test_any`).
     ///
     /// # Errors
-    /// [`Return::BadMatchMask`] when `match_info & !mask != 0`.
+    /// [`MaskError::MatchOutsideMask`] when `match_info & !mask != 0`.
     pub fn test_any(
         &mut self,
         match_info: u64,
         mask: u64,
-    ) -> Result<Option<Completion<B>>, Return> {
+    ) -> Result<Option<Completion<B>>, MaskError> {
         if match_info & !mask != 0 {
-            return Err(Return::BadMatchMask);
+            return Err(MaskError::MatchOutsideMask);
         }
         let found = self.done.iter().copied().find(|&id| {
             self.req(id)
@@ -977,15 +990,15 @@ impl<B: MsgBuf> Core<B> {
         }
     }
 
-    fn check_mask(&self, match_info: u64, mask: u64) -> Result<(), Return> {
+    fn check_mask(&self, match_info: u64, mask: u64) -> Result<(), MaskError> {
         if match_info & !mask != 0 {
-            return Err(Return::BadMatchMask);
+            return Err(MaskError::MatchOutsideMask);
         }
         if let Some((bits, shift)) = self.cfg.context_id {
             if bits > 0 {
                 let m = (1u64 << bits) - 1;
                 if mask.checked_shr(u32::from(shift)).unwrap_or(0) & m != m {
-                    return Err(Return::BadMatchingForContextIdMask);
+                    return Err(MaskError::ContextIdMasked);
                 }
             }
         }

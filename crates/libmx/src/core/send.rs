@@ -9,7 +9,7 @@ use super::state::{
 use super::types::{raw_segs, Emitted, FragRef, PoolRange};
 use super::{
     slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, ResetReason,
-    Return, Status, Time, PULL_BLOCKS_IN_FLIGHT, REGION_IDS, SEND_WINDOWS_MAX,
+    SendError, Status, Time, PULL_BLOCKS_IN_FLIGHT, REGION_IDS, SEND_WINDOWS_MAX,
 };
 use mx_proto::msg::command::{
     ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, RegionStage,
@@ -66,10 +66,10 @@ impl<B: MsgBuf> Core<B> {
         match_info: u64,
         context: u64,
         sync: bool,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, SendError>> {
         let Some(p) = self.resolve(dest) else {
             return Err(Rejected {
-                code: Return::BadAddrList,
+                error: SendError::UnknownAddr,
                 buf,
             });
         };
@@ -85,7 +85,7 @@ impl<B: MsgBuf> Core<B> {
         };
         if class == Class::Large && buf.segment_count() > REGION_MAX_SEGS {
             return Err(Rejected {
-                code: Return::BadSegCnt,
+                error: SendError::TooManySegments,
                 buf,
             });
         }

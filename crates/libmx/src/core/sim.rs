@@ -498,10 +498,7 @@ impl Sim {
         let (peer, ep) = (self.nodes[b].peer, self.nodes[b].ep);
         let key = self.nodes[b].core.config().app_key;
         let nic = self.nodes[b].core.config().nic_id;
-        let req = self.nodes[a]
-            .core
-            .connect(peer, ep, nic, key, 0, 0)
-            .expect("connect");
+        let req = self.nodes[a].core.connect(peer, ep, nic, key, 0, 0);
         self.drive_until(1_000_000, |s| s.completion(a, req).is_some())
             .expect("connect completes");
         let c = self.completion(a, req).expect("completed");

@@ -318,29 +318,30 @@ impl<B> CancelResult<B> {
     }
 }
 
-/// A refused post: the error and the buffer, handed back.
-pub struct Rejected<B> {
+/// A refused post: the error (a [`super::SendError`] or
+/// [`super::RecvError`]) and the buffer, handed back.
+pub struct Rejected<B, E> {
     /// Why.
-    pub code: Return,
+    pub error: E,
     /// The buffer that was passed in.
     pub buf: B,
 }
 
-impl<B> core::fmt::Debug for Rejected<B> {
+impl<B, E: core::fmt::Debug> core::fmt::Debug for Rejected<B, E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Rejected")
-            .field("code", &self.code)
+            .field("error", &self.error)
             .finish_non_exhaustive()
     }
 }
 
-impl<B> core::fmt::Display for Rejected<B> {
+impl<B, E: core::fmt::Display> core::fmt::Display for Rejected<B, E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "post refused: {}", self.code)
+        write!(f, "post refused: {}", self.error)
     }
 }
 
-impl<B> std::error::Error for Rejected<B> {}
+impl<B, E: core::fmt::Debug + core::fmt::Display> std::error::Error for Rejected<B, E> {}
 
 /// A message about to be queued as unexpected (`mx_unexp_handler_t`'s
 /// arguments).
@@ -719,8 +720,9 @@ impl Config {
     /// Check the configuration; the core clamps the rendezvous threshold.
     ///
     /// # Errors
-    /// [`Return::BadParamVal`] for sizes the core cannot work with.
-    pub fn validate(&self) -> Result<(), Return> {
+    /// [`ConfigError::BadSize`](super::ConfigError::BadSize) for sizes the
+    /// core cannot work with.
+    pub fn validate(&self) -> Result<(), super::ConfigError> {
         let frag_ok = self.frag_max > 0 && self.frag_max as usize <= mx_proto::msg::QUEUE_SLOT_SIZE;
         let frags = self.medium_max.div_ceil(self.frag_max.max(1));
         let ctx_ok = match self.context_id {
@@ -736,7 +738,7 @@ impl Config {
             || self.throttle > 0x3FFF / 2
             || !ctx_ok
         {
-            return Err(Return::BadParamVal);
+            return Err(super::ConfigError::BadSize);
         }
         Ok(())
     }
