@@ -17,19 +17,23 @@ use crate::endpoint::{event_room, recvq_room, Endpoint};
 use crate::peers::PeerTable;
 use crate::wire::Wire;
 use mx_proto::msg::command::{CommandKind, MediumFrag, Pull};
-use mx_proto::msg::event::{CommandErrorCode, DirectSegs, PullStatus, RecvHdr, DIRECT_SEGS_MAX};
+use mx_proto::msg::event::{
+    CommandErrorCode, DirectSegs, NackKind, PullStatus, RecvHdr, DIRECT_SEGS_MAX,
+};
 use mx_proto::msg::{Command, Dest, Event, Source};
 use mx_proto::platform::{CopyFault, GuestMemory, HostPlatform};
 use std::time::{Duration, Instant};
 
-/// NACK types of the wire protocol (spec section 3).
+/// NACK types of the wire protocol (spec section 3), as bytes: the values
+/// of [`NackKind`], which the channel carries.
 pub mod nack {
+    use mx_proto::msg::event::NackKind;
     /// The endpoint id is out of range.
-    pub const BAD_ENDPT: u8 = 1;
+    pub const BAD_ENDPT: u8 = NackKind::BadEndpoint as u8;
     /// The endpoint is not open.
-    pub const ENDPT_CLOSED: u8 = 2;
+    pub const ENDPT_CLOSED: u8 = NackKind::EndpointClosed as u8;
     /// The session id does not match.
-    pub const BAD_SESSION: u8 = 3;
+    pub const BAD_SESSION: u8 = NackKind::BadSession as u8;
 }
 
 /// Result of handling one command.
@@ -94,7 +98,7 @@ fn reject<H: HostPlatform>(
         src,
         &Event::CommandError {
             cmd_kind: kind as u8,
-            code: code as u8,
+            code,
         },
     );
     Outcome::Done
@@ -208,11 +212,11 @@ pub fn handle<H: HostPlatform>(
 
     // Destination checks: out of range, closed, wrong session -> NACK.
     let nack_type = if dst_id >= eps.len() {
-        Some(nack::BAD_ENDPT)
+        Some(NackKind::BadEndpoint)
     } else {
         match eps[dst_id].as_ref() {
-            None => Some(nack::ENDPT_CLOSED),
-            Some(d) if session.is_some_and(|s| s != d.session) => Some(nack::BAD_SESSION),
+            None => Some(NackKind::EndpointClosed),
+            Some(d) if session.is_some_and(|s| s != d.session) => Some(NackKind::BadSession),
             Some(_) => None,
         }
     };
@@ -221,15 +225,15 @@ pub fn handle<H: HostPlatform>(
         // A NACK that waits for room in the source's event ring is
         // retried: count the drop once, when the command is done with.
         let count_drop = |src: &mut Endpoint<H>| match nt {
-            nack::ENDPT_CLOSED => src.counters.bump(Counter::DropEndpointClosed),
-            nack::BAD_SESSION => src.counters.bump(Counter::DropBadSession),
-            _ => src.counters.bump(Counter::CmdsBadRef),
+            NackKind::EndpointClosed => src.counters.bump(Counter::DropEndpointClosed),
+            NackKind::BadSession => src.counters.bump(Counter::DropBadSession),
+            NackKind::BadEndpoint => src.counters.bump(Counter::CmdsBadRef),
         };
         if let Command::Pull(p) = cmd {
             let status = match nt {
-                nack::BAD_ENDPT => PullStatus::BadEndpoint,
-                nack::ENDPT_CLOSED => PullStatus::EndpointClosed,
-                _ => PullStatus::BadSession,
+                NackKind::BadEndpoint => PullStatus::BadEndpoint,
+                NackKind::EndpointClosed => PullStatus::EndpointClosed,
+                NackKind::BadSession => PullStatus::BadSession,
             };
             if !event_room::<H>(&mut src.chan, 1) {
                 return Outcome::Blocked;

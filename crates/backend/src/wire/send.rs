@@ -54,7 +54,7 @@ fn reject<H: HostPlatform>(
         e,
         &Event::CommandError {
             cmd_kind: kind as u8,
-            code: code as u8,
+            code,
         },
     );
     Outcome::Done

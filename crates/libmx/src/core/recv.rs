@@ -12,7 +12,7 @@ use super::{
     UnexpAction, UnexpInfo, EARLY_MAX,
 };
 use mx_proto::msg::command::ConnectReply;
-use mx_proto::msg::event::PullStatus;
+use mx_proto::msg::event::{NackKind, PullStatus};
 use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
 
 /// A payload: private bytes (an inline tiny payload, an early or
@@ -1281,17 +1281,16 @@ impl<B: MsgBuf> Core<B> {
         self.apply_ack(p, lib_seqnum);
     }
 
-    fn recv_nack(&mut self, src: Source, nack_type: u8, lib_seqnum: u16) {
+    fn recv_nack(&mut self, src: Source, nack_type: NackKind, lib_seqnum: u16) {
         let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
             self.stats.drop_unknown_partner += 1;
             return;
         };
         self.stats.nacks += 1;
         let status = match nack_type {
-            1 => Status::BadEndpoint,
-            2 => Status::EndpointClosed,
-            3 => Status::BadSession,
-            _ => return,
+            NackKind::BadEndpoint => Status::BadEndpoint,
+            NackKind::EndpointClosed => Status::EndpointClosed,
+            NackKind::BadSession => Status::BadSession,
         };
         if lib_seqnum == 0 {
             if let Some(c) = self.partners[p].connects.pop_front() {

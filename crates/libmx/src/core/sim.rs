@@ -1149,9 +1149,9 @@ impl Sim {
             return;
         }
         let refuse = if !self.nodes[to].alive {
-            Some(2u8)
+            Some(mx_proto::msg::event::NackKind::EndpointClosed)
         } else if pkt.session.is_some_and(|s| s != self.nodes[to].session) {
-            Some(3u8)
+            Some(mx_proto::msg::event::NackKind::BadSession)
         } else {
             None
         };
