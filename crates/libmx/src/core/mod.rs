@@ -81,6 +81,7 @@ mod types;
 mod error;
 #[cfg(test)]
 mod prop_tests;
+mod sendq;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -189,12 +190,7 @@ pub struct Core<B: MsgBuf> {
     stage_q: VecDeque<Ctrl>,
     resend_q: VecDeque<(ReqId, Time)>,
     ack_q: VecDeque<(PartnerId, Time)>,
-    sendq_free: VecDeque<u16>,
-    /// Per send-queue slot: posts the backend has not reported done
-    /// (`SendMediumDone`) yet.
-    sendq_posts: Vec<u16>,
-    /// Per send-queue slot: kept by a medium message until its ack.
-    sendq_held: Vec<bool>,
+    sendq: sendq::SendSlots,
     regions: Vec<Option<Region>>,
     region_free: VecDeque<u8>,
     send_windows: usize,
@@ -269,9 +265,7 @@ impl<B: MsgBuf> Core<B> {
             stage_q: VecDeque::new(),
             resend_q: VecDeque::new(),
             ack_q: VecDeque::new(),
-            sendq_free: (0..cfg.sendq_slots).collect(),
-            sendq_posts: vec![0; usize::from(cfg.sendq_slots)],
-            sendq_held: vec![false; usize::from(cfg.sendq_slots)],
+            sendq: sendq::SendSlots::new(cfg.sendq_slots),
             regions: (0..REGION_IDS).map(|_| None).collect(),
             region_free: (0..=255u8).collect(),
             send_windows: 0,

@@ -326,7 +326,7 @@ impl<B: MsgBuf> Core<B> {
                 lib_seqnum,
             } => self.recv_nack(src, nack_type, lib_seqnum),
             Event::SendMediumDone { sendq_slot } => {
-                if !self.sendq_done(sendq_slot) {
+                if !self.sendq.done(sendq_slot) {
                     self.stats.drop_bad_event += 1;
                 }
             }

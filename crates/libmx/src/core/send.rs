@@ -808,7 +808,7 @@ impl<B: MsgBuf> Core<B> {
                 } else {
                     r.internal = false;
                     let len = s.len;
-                    self.release_sendq(slots);
+                    self.sendq.release(slots);
                     self.complete_send(rid, Status::Success, len);
                 }
             }
@@ -838,40 +838,12 @@ impl<B: MsgBuf> Core<B> {
             region = s.region.take().map(|(id, _)| id);
             slots = std::mem::take(&mut s.slots);
         }
-        self.release_sendq(slots);
+        self.sendq.release(slots);
         if let Some(id) = region {
             self.release_region(id);
         }
         self.complete_send(rid, status, 0);
         self.try_free(rid);
-    }
-
-    /// Give the send-queue slots a message kept back; each is free once the
-    /// backend is done with its last post too.
-    fn release_sendq(&mut self, slots: Vec<u16>) {
-        for x in slots {
-            let i = usize::from(x);
-            self.sendq_held[i] = false;
-            if self.sendq_posts[i] == 0 {
-                self.sendq_free.push_back(x);
-            }
-        }
-    }
-
-    /// The backend is done with one post of send-queue slot `slot`
-    /// (`SendMediumDone`); false if it had none (the event lied).
-    pub(super) fn sendq_done(&mut self, slot: u16) -> bool {
-        let i = usize::from(slot);
-        match self.sendq_posts.get_mut(i) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                if *n == 0 && !self.sendq_held[i] {
-                    self.sendq_free.push_back(slot);
-                }
-                true
-            }
-            _ => false,
-        }
     }
 
     /// Whether a medium message of `nfrags` fragments starting now keeps
@@ -1430,24 +1402,19 @@ impl<B: MsgBuf> Core<B> {
                             // finish, whatever the others hold. One slot is
                             // never kept, so a message that keeps none (a
                             // retransmission among them) always gets one.
-                            let n = usize::from(s.nfrags);
-                            if self.sendq_free.len() <= n {
+                            let Some(v) = self.sendq.keep(usize::from(s.nfrags)) else {
                                 return Emit::Blocked;
-                            }
-                            let v: Vec<u16> = self.sendq_free.drain(..n).collect();
-                            for &x in &v {
-                                self.sendq_held[usize::from(x)] = true;
-                            }
+                            };
                             let first = v[0];
                             taken = Some(v);
                             first
                         } else {
-                            let Some(x) = self.sendq_free.pop_front() else {
+                            let Some(x) = self.sendq.take() else {
                                 return Emit::Blocked;
                             };
                             x
                         };
-                        self.sendq_posts[usize::from(slot)] += 1;
+                        self.sendq.post(slot);
                         emitted = Some(FragRef {
                             sendq_slot: slot,
                             len: flen,

@@ -1402,8 +1402,8 @@ impl<B: MsgBuf> Core<B> {
         let _ = writeln!(s, "stats {:?}", self.stats);
         let _ = writeln!(
             s,
-            "ctrl {:?}\ndata {:?}\nresend {:?}\nack {:?}\nsendq_free {:?}\nregion waiters {:?} pulls {:?} windows {} pull waiters {:?} staged sends {}",
-            self.ctrl_q, self.data_q, self.resend_q, self.ack_q, self.sendq_free, self.region_wait_partners, self.pulls, self.send_windows, self.pull_waiters, self.staged_sends
+            "ctrl {:?}\ndata {:?}\nresend {:?}\nack {:?}\nsendq {:?}\nregion waiters {:?} pulls {:?} windows {} pull waiters {:?} staged sends {}",
+            self.ctrl_q, self.data_q, self.resend_q, self.ack_q, self.sendq, self.region_wait_partners, self.pulls, self.send_windows, self.pull_waiters, self.staged_sends
         );
         s
     }
