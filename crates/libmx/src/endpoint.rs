@@ -250,6 +250,9 @@ struct State<B: MsgBuf> {
     chan: EndpointChannel<Guest>,
     /// Payload bytes copied in and out of the channel's queues.
     copies: CopyStats,
+    /// Kept fragments that left through a peer channel, to copy into their
+    /// send-queue slots once the channels are published (reused buffer).
+    deferred: Vec<FragRef>,
     /// A thread is blocked on the doorbell.
     sleeper: bool,
     /// The channel broke (the backend corrupted shared state or went away).
@@ -425,6 +428,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                     core,
                     chan,
                     copies: CopyStats::default(),
+                    deferred: Vec::new(),
                     sleeper: false,
                     broken: false,
                     direct_src: None,
@@ -885,6 +889,7 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
         core,
         chan,
         copies,
+        deferred,
         broken,
         direct_src,
         peers,
@@ -973,28 +978,25 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
                 break;
             };
             let frag = emitted.frag;
-            // A fragment the core keeps for retransmission goes into its
-            // send-queue slot whichever way it leaves.
-            let mut filled = frag.is_none_or(|f| !f.needs_fill());
-            if let Some(f) = frag.filter(|f| f.retained && f.needs_fill()) {
-                if !fill_sendq(core, chan, copies, &f) {
-                    // Only a broken send queue refuses a slot the core
-                    // named (and a kept slot must hold its bytes).
-                    *broken = true;
-                    return;
-                }
-                filled = true;
-            }
             if peers.try_send(core, &slot, frag.as_ref()) {
                 moved = true;
                 if let Some(f) = frag {
                     // The backend never sees this post of the slot.
                     give_back(core, now, &f);
+                    // A fragment the core keeps for retransmission goes
+                    // into its send-queue slot too: after the channel is
+                    // published, off the receiver's critical path (the
+                    // buffer stays with the core until an event acks it).
+                    if f.retained && f.needs_fill() {
+                        deferred.push(f);
+                    }
                 }
                 continue;
             }
-            if let Some(f) = frag.filter(|_| !filled) {
+            if let Some(f) = frag.filter(FragRef::needs_fill) {
                 if !fill_sendq(core, chan, copies, &f) {
+                    // Only a broken send queue refuses a slot the core
+                    // named.
                     *broken = true;
                     return;
                 }
@@ -1006,6 +1008,14 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
             pushed = true;
         }
         peers.flush();
+        for f in deferred.drain(..) {
+            if !fill_sendq(core, chan, copies, &f) {
+                // A kept slot must hold its bytes before anything can
+                // resend it.
+                *broken = true;
+                return;
+            }
+        }
         if pushed {
             moved = true;
             if chan.flush().is_err() {

@@ -789,7 +789,11 @@ impl<B: MsgBuf> Core<B> {
     /// `sink(offset in the fragment, bytes)` once per piece of the buffer's
     /// memory, in order (one call with the whole fragment where the buffer
     /// cannot be read in place, through a bounce buffer, counted in
-    /// [`Stats::bounce_bytes`]). Call it before any other call on the core.
+    /// [`Stats::bounce_bytes`]). Call it while the request still holds the
+    /// user's buffer: before its completion is taken (`poll_completion`,
+    /// `test`, ...) and before any event or timeout that could ack or fail
+    /// the message (a `SendMediumDone` cannot); the shell does it before it
+    /// handles the next event.
     /// True if every `sink` call returned true (at once for a fragment
     /// whose slot already holds its bytes); false also if the request is
     /// gone.
