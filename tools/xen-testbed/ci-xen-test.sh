@@ -38,7 +38,7 @@ step fetch 240 "$SRC/fetch.sh" > "$D/fetch.log" 2>&1 || { tail -5 "$D/fetch.log"
 PROFILE=${PROFILE:-debug}
 TD=${CARGO_TARGET_DIR:-$ROOT/target}
 flag=""; [ "$PROFILE" = release ] && flag=--release
-( cd "$ROOT" && step "cargo build selftest" 600 cargo build -q $flag -p mx-proto --bin mx-xen-selftest ) || die "cannot build mx-xen-selftest"
+( cd "$ROOT" && step "cargo build selftest" 600 cargo build -q $flag -p mx-proto --features selftest --bin mx-xen-selftest ) || die "cannot build mx-xen-selftest"
 ( cd "$ROOT" && step "cargo build backend+pingpong+libmx" 600 cargo build -q $flag -p backend --bin mx-backend -p mx_pingpong --bin mx_pingpong -p libmx --lib ) \
     || echo "xen-testbed: mx-backend/mx_pingpong/libmx did not build: phase 2 will be skipped"
 export BIN_DIR=$D/bin LIB_DIR=$D/lib

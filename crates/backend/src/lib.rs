@@ -13,24 +13,27 @@
 // its system calls, `nic::af_packet`, `nic::sys`), which allow it themselves.
 #![deny(unsafe_code)]
 
+pub mod command;
 pub mod config;
+pub mod control;
 pub mod counters;
-pub mod deliver;
-pub mod discovery;
+pub mod daemon;
 pub mod endpoint;
+pub mod endpoints;
 pub mod nic;
 pub mod peer_channels;
 pub mod peers;
 pub mod pull;
-pub mod raw;
-pub mod region;
+pub mod raw_endpoint;
+pub use mx_proto::region;
 pub mod service;
+pub mod shortcut;
 pub mod window;
 pub mod wire;
 
 pub use config::{BackendConfig, GuestLimits, IdlePolicy, RawAccess, WireTiming};
 pub use counters::{NicCounters, RawCounters};
-pub use service::{Backend, StopHandle};
+pub use daemon::{Backend, StopHandle};
 
 use mx_proto::platform::local::{GuestRange, LocalHost, LocalHostConfig};
 use std::io;

@@ -30,11 +30,11 @@
 //! forwards the numbers; it never maps the pages (they are not granted to
 //! Dom0).
 
-use crate::endpoint::Endpoint;
+use crate::endpoints::Endpoints;
 use mx_proto::msg::control::ControlError;
 use mx_proto::msg::{Event, Source};
 use mx_proto::peer::PeerSizes;
-use mx_proto::platform::{EventChannel, HostPlatform, PeerGrant, ReceivedResources};
+use mx_proto::platform::{EventChannel, GuestMemory, HostPlatform, PeerGrant, ReceivedResources};
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
@@ -84,19 +84,17 @@ pub struct Owner {
 }
 
 fn info<H: HostPlatform>(
-    eps: &[Option<Endpoint<H>>],
+    eps: &Endpoints<H>,
     ep: u8,
     owner: &impl Fn(usize) -> Owner,
 ) -> Option<EpInfo> {
-    eps.get(usize::from(ep))
-        .and_then(Option::as_ref)
-        .map(|e| EpInfo {
-            id: e.id,
-            guest: e.guest,
-            session: e.session,
-            no_shmem: e.no_shmem,
-            domain: owner(e.guest).domain,
-        })
+    eps.get(usize::from(ep)).map(|e| EpInfo {
+        id: e.id,
+        guest: e.guest,
+        session: e.session,
+        no_shmem: e.no_shmem,
+        domain: owner(e.guest).domain,
+    })
 }
 
 /// The pages of a channel of `sizes`, within the broker's bound.
@@ -303,7 +301,7 @@ impl PeerBroker {
     /// platform names no domains.
     pub fn domain<H: HostPlatform>(
         &mut self,
-        eps: &[Option<Endpoint<H>>],
+        eps: &Endpoints<H>,
         guest: usize,
         from: u8,
         to: u8,
@@ -324,7 +322,7 @@ impl PeerBroker {
     /// limit), `BadResources` (the hand-over, or its domains).
     pub fn open<H: HostPlatform>(
         &mut self,
-        eps: &mut [Option<Endpoint<H>>],
+        eps: &mut Endpoints<H>,
         req: PeerRequest,
         owner: impl Fn(usize) -> Owner,
         res: &mut H::Resources,
@@ -338,7 +336,7 @@ impl PeerBroker {
 
     fn check_and_offer<H: HostPlatform>(
         &mut self,
-        eps: &mut [Option<Endpoint<H>>],
+        eps: &mut Endpoints<H>,
         req: PeerRequest,
         owner: impl Fn(usize) -> Owner,
         res: &mut H::Resources,
@@ -377,7 +375,13 @@ impl PeerBroker {
         }
         let channel = self.next;
         self.next = self.next.wrapping_add(1).max(1);
-        let dest = eps[usize::from(to)].as_mut().expect("checked open");
+        let pid = eps
+            .get(usize::from(from))
+            .and_then(|e| e.memory.direct_pid())
+            .unwrap_or(0);
+        let Some(dest) = eps.get_mut(usize::from(to)) else {
+            return Err(ControlError::BadEndpoint);
+        };
         let offer = Event::PeerOffer {
             channel,
             src: Source {
@@ -386,6 +390,7 @@ impl PeerBroker {
             },
             session: a.1,
             sizes,
+            pid,
         };
         // Never wait for the destination: a full event ring refuses the
         // offer, and the requester keeps talking through the backend.
@@ -419,13 +424,13 @@ impl PeerBroker {
     /// offer was made to it (or it lapsed, or either side reopened).
     pub fn accept<H: HostPlatform>(
         &mut self,
-        eps: &[Option<Endpoint<H>>],
+        eps: &Endpoints<H>,
         guest: usize,
         ep: u8,
         channel: u32,
     ) -> Result<PeerGrant, ControlError> {
         self.expire(Instant::now());
-        let me = match eps.get(usize::from(ep)).and_then(Option::as_ref) {
+        let me = match eps.get(usize::from(ep)) {
             Some(e) if e.guest == guest => (e.id, e.session),
             _ => return Err(ControlError::NotOwner),
         };
@@ -437,10 +442,7 @@ impl PeerBroker {
             return Err(ControlError::BadEndpoint);
         };
         let (_, o) = self.offers.swap_remove(i);
-        let from_alive = eps
-            .get(usize::from(o.from))
-            .and_then(Option::as_ref)
-            .is_some_and(|e| e.session == o.from_session);
+        let from_alive = eps.session_of(usize::from(o.from)) == Some(o.from_session);
         if !from_alive {
             self.counters.dropped += 1;
             return Err(ControlError::BadEndpoint);
@@ -466,12 +468,12 @@ impl PeerBroker {
     /// part of `channel`.
     pub fn close<H: HostPlatform>(
         &mut self,
-        eps: &mut [Option<Endpoint<H>>],
+        eps: &mut Endpoints<H>,
         guest: usize,
         ep: u8,
         channel: u32,
     ) -> Result<(), ControlError> {
-        let me = match eps.get(usize::from(ep)).and_then(Option::as_ref) {
+        let me = match eps.get(usize::from(ep)) {
             Some(e) if e.guest == guest => (e.id, e.session),
             _ => return Err(ControlError::NotOwner),
         };
@@ -490,7 +492,7 @@ impl PeerBroker {
     /// (`PeerClosed`: on Xen nothing else would).
     pub fn endpoint_closed<H: HostPlatform>(
         &mut self,
-        eps: &mut [Option<Endpoint<H>>],
+        eps: &mut Endpoints<H>,
         ep: u8,
         session: u32,
     ) {
@@ -526,12 +528,7 @@ impl PeerBroker {
     /// Posts `PeerClosed { channel }` to endpoint `to` if it is still the
     /// same session; a full event ring keeps the notice for
     /// [`flush_notices`](Self::flush_notices).
-    fn notice<H: HostPlatform>(
-        &mut self,
-        eps: &mut [Option<Endpoint<H>>],
-        to: (u8, u32),
-        channel: u32,
-    ) {
+    fn notice<H: HostPlatform>(&mut self, eps: &mut Endpoints<H>, to: (u8, u32), channel: u32) {
         match post_closed(eps, to, channel) {
             Posted::Yes => {
                 self.counters.notices += 1;
@@ -550,7 +547,7 @@ impl PeerBroker {
     }
 
     /// Retries the notices that found a full event ring.
-    pub fn flush_notices<H: HostPlatform>(&mut self, eps: &mut [Option<Endpoint<H>>]) {
+    pub fn flush_notices<H: HostPlatform>(&mut self, eps: &mut Endpoints<H>) {
         if self.notices.is_empty() {
             return;
         }
@@ -586,13 +583,12 @@ enum Posted {
 }
 
 fn post_closed<H: HostPlatform>(
-    eps: &mut [Option<Endpoint<H>>],
+    eps: &mut Endpoints<H>,
     (ep, session): (u8, u32),
     channel: u32,
 ) -> Posted {
     let Some(dest) = eps
         .get_mut(usize::from(ep))
-        .and_then(Option::as_mut)
         .filter(|e| e.session == session)
     else {
         return Posted::Gone;

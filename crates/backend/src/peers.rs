@@ -8,7 +8,7 @@
 //! mapper, and whether a HOST_QUERY is due. Peers are never removed, so an
 //! index stays valid for the life of the backend: a host learned from the
 //! wire only gets an index once it has answered a HOST_QUERY (until then
-//! it is a candidate of [`crate::discovery`], which has no index), and the
+//! it is a candidate of [`crate::wire::discovery`], which has no index), and the
 //! number of such peers is bounded ([`PeerTable::add_discovered`]).
 
 use mx_proto::msg::control::PeerInfo;

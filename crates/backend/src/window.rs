@@ -12,20 +12,36 @@
 //! Nothing the sender says is trusted: its answer is checked against the
 //! request outstanding for that slot ([`RegionTable::staged`]); a sender
 //! that never answers costs only the pulls of its own windows, failed with
-//! `Unreachable` after [`Ctx::staging_wait`] without progress.
+//! `Unreachable` after [`PullEnv::staging_wait`] without progress.
 //!
 //! [`RegionTable::set_window`]: crate::region::RegionTable::set_window
 //! [`RegionTable::staged`]: crate::region::RegionTable::staged
 
 use crate::counters::Counter;
-use crate::deliver::Ctx;
 use crate::endpoint::Endpoint;
+use crate::endpoints::Endpoints;
 use crate::region::{Ask, Parked};
 use mx_proto::msg::command::Pull;
 use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::Event;
 use mx_proto::platform::{CopyFault, GuestMemory, HostPlatform};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// What a same-host pull copy needs besides the two endpoints (lent by the
+/// pass).
+pub struct PullEnv<'a, H: HostPlatform> {
+    /// Time of this pass.
+    pub now: Instant,
+    /// How long a same-host pull waits for its block to be registered
+    /// ([`WireTiming::staging_wait`](crate::WireTiming::staging_wait)).
+    pub staging_wait: Duration,
+    /// Builds a platform region reference from a guest address range.
+    pub region_of: fn(u64, usize) -> <H::Memory as GuestMemory>::Region,
+    /// Bounce buffer for bulk copies between two guests.
+    pub bounce: &'a mut Vec<u8>,
+    /// Scratch for region resolution.
+    pub segs: &'a mut Vec<(u64, usize)>,
+}
 
 /// What one attempt at a parked pull came to.
 enum Step {
@@ -39,13 +55,13 @@ enum Step {
 /// copy what is held now, and park the rest (asking the sender to stage the
 /// next block). The caller checked the puller's event ring has room.
 pub fn start<H: HostPlatform>(
-    ctx: &mut Ctx<'_, H>,
-    eps: &mut [Option<Endpoint<H>>],
+    ctx: &mut PullEnv<'_, H>,
+    eps: &mut Endpoints<H>,
     puller: usize,
     sender: usize,
     p: &Pull,
 ) {
-    let Some(puller_session) = eps[puller].as_ref().map(|e| e.session) else {
+    let Some(puller_session) = eps.session_of(puller) else {
         return;
     };
     let mut parked = Parked {
@@ -58,8 +74,8 @@ pub fn start<H: HostPlatform>(
     match attempt(ctx, eps, sender, &mut parked) {
         Step::Finish(status) => finish(eps, &parked, status),
         Step::Wait => {
-            let s = eps[sender].as_mut().expect("sender is open");
-            if !s.regions.park(parked) {
+            let parked_ok = eps.get_mut(sender).is_some_and(|s| s.regions.park(parked));
+            if !parked_ok {
                 finish(eps, &parked, PullStatus::Unreachable);
             }
         }
@@ -69,12 +85,8 @@ pub fn start<H: HostPlatform>(
 /// Go on with the pulls parked on `sender`'s windows: after its stage
 /// answers, and once a pass for the timeouts and for requests that found
 /// no room or no slot before.
-pub fn resume<H: HostPlatform>(
-    ctx: &mut Ctx<'_, H>,
-    eps: &mut [Option<Endpoint<H>>],
-    sender: usize,
-) {
-    let Some(s) = eps.get_mut(sender).and_then(Option::as_mut) else {
+pub fn resume<H: HostPlatform>(ctx: &mut PullEnv<'_, H>, eps: &mut Endpoints<H>, sender: usize) {
+    let Some(s) = eps.get_mut(sender) else {
         return;
     };
     if !s.regions.has_parked() {
@@ -84,18 +96,11 @@ pub fn resume<H: HostPlatform>(
     let mut keep = Vec::new();
     for mut pp in parked {
         let puller = usize::from(pp.puller);
-        let alive = eps
-            .get(puller)
-            .and_then(Option::as_ref)
-            .is_some_and(|e| e.session == pp.puller_session);
-        if !alive {
+        if eps.session_of(puller) != Some(pp.puller_session) {
             // The puller closed: nobody waits for this pull.
             continue;
         }
-        if eps[puller]
-            .as_mut()
-            .is_none_or(|e| !e.chan.event_room(1).unwrap_or(false))
-        {
+        if eps.get_mut(puller).is_none_or(|e| !e.event_room(1)) {
             // No room for its PullDone now; the rest waits too.
             keep.push(pp);
             continue;
@@ -105,7 +110,7 @@ pub fn resume<H: HostPlatform>(
             Step::Wait => keep.push(pp),
         }
     }
-    if let Some(s) = eps[sender].as_mut() {
+    if let Some(s) = eps.get_mut(sender) {
         for pp in keep {
             // Cannot overflow: these came out of the same table.
             let _ = s.regions.park(pp);
@@ -116,8 +121,8 @@ pub fn resume<H: HostPlatform>(
 /// Copy the held blocks of a parked pull from where it stands; ask for the
 /// first block not held.
 fn attempt<H: HostPlatform>(
-    ctx: &mut Ctx<'_, H>,
-    eps: &mut [Option<Endpoint<H>>],
+    ctx: &mut PullEnv<'_, H>,
+    eps: &mut Endpoints<H>,
     sender: usize,
     pp: &mut Parked,
 ) -> Step {
@@ -127,7 +132,7 @@ fn attempt<H: HostPlatform>(
         if pp.done >= p.length {
             return Step::Finish(PullStatus::Success);
         }
-        let Some(s) = eps[sender].as_ref() else {
+        let Some(s) = eps.get(sender) else {
             return Step::Finish(PullStatus::EndpointClosed);
         };
         if s.regions.window_gen(id) != Some(p.remote.seqnum) {
@@ -158,13 +163,13 @@ fn attempt<H: HostPlatform>(
 ///
 /// [`RegionTable::prefetch`]: crate::region::RegionTable::prefetch
 fn read_ahead<H: HostPlatform>(
-    ctx: &mut Ctx<'_, H>,
-    eps: &mut [Option<Endpoint<H>>],
+    ctx: &mut PullEnv<'_, H>,
+    eps: &mut Endpoints<H>,
     sender: usize,
     id: u8,
     last: u64,
 ) {
-    if let Some(s) = eps[sender].as_mut() {
+    if let Some(s) = eps.get_mut(sender) {
         ask_read_ahead(s, id, last, ctx.now);
     }
 }
@@ -173,7 +178,7 @@ fn read_ahead<H: HostPlatform>(
 /// for the block after message offset `last` if a slot behind it can take
 /// it and the event ring has room; otherwise nothing (a miss asks later).
 pub fn ask_read_ahead<H: HostPlatform>(s: &mut Endpoint<H>, id: u8, last: u64, now: Instant) {
-    if !s.chan.event_room(1).unwrap_or(false) {
+    if !s.event_room(1) {
         return;
     }
     if let Some((slot, gen, block)) = s.regions.prefetch(id, last, now) {
@@ -197,16 +202,14 @@ pub fn post_stage_needed<H: HostPlatform>(
         slot,
         block,
     };
-    if s.chan.push_event(&ev).is_ok() {
-        s.counters.bump(Counter::EventsPosted);
+    if s.post(&ev) {
         s.counters.bump(Counter::WindowStages);
-        s.dirty = true;
     }
 }
 
 fn ask<H: HostPlatform>(
-    ctx: &mut Ctx<'_, H>,
-    eps: &mut [Option<Endpoint<H>>],
+    ctx: &mut PullEnv<'_, H>,
+    eps: &mut Endpoints<H>,
     sender: usize,
     pp: &Parked,
     block: u32,
@@ -214,8 +217,10 @@ fn ask<H: HostPlatform>(
     if ctx.now.saturating_duration_since(pp.since) >= ctx.staging_wait {
         return Step::Finish(PullStatus::Unreachable);
     }
-    let s = eps[sender].as_mut().expect("checked by the caller");
-    if !s.chan.event_room(1).unwrap_or(false) {
+    let Some(s) = eps.get_mut(sender) else {
+        return Step::Finish(PullStatus::EndpointClosed);
+    };
+    if !s.event_room(1) {
         // Asked again on the next pass.
         return Step::Wait;
     }
@@ -229,8 +234,8 @@ fn ask<H: HostPlatform>(
 /// Copy `len` bytes from message offset `off` of the sender's window (all
 /// held) to the puller's region at the pull's matching offset.
 fn copy<H: HostPlatform>(
-    ctx: &mut Ctx<'_, H>,
-    eps: &mut [Option<Endpoint<H>>],
+    ctx: &mut PullEnv<'_, H>,
+    eps: &mut Endpoints<H>,
     sender: usize,
     pp: &Parked,
     off: u64,
@@ -241,7 +246,7 @@ fn copy<H: HostPlatform>(
     let puller = usize::from(pp.puller);
     let mut src = Vec::new();
     {
-        let s = eps[sender].as_mut().ok_or(PullStatus::EndpointClosed)?;
+        let s = eps.get_mut(sender).ok_or(PullStatus::EndpointClosed)?;
         if s.regions.resolve(p.remote.id, off, len, ctx.segs).is_err() {
             return Err(PullStatus::BadRdmaWindow);
         }
@@ -250,7 +255,7 @@ fn copy<H: HostPlatform>(
     }
     let mut dst = Vec::new();
     {
-        let d = eps[puller].as_ref().ok_or(PullStatus::EndpointClosed)?;
+        let d = eps.get(puller).ok_or(PullStatus::EndpointClosed)?;
         let at = u64::from(p.local_offset) + u64::from(pp.done);
         if d.regions
             .resolve(p.local_region, at, len, ctx.segs)
@@ -260,7 +265,7 @@ fn copy<H: HostPlatform>(
         }
         dst.extend(ctx.segs.iter().map(|&(a, l)| region_of(a, l)));
     }
-    let (Some(s), Some(d)) = (eps[sender].as_ref(), eps[puller].as_ref()) else {
+    let (Some(s), Some(d)) = (eps.get(sender), eps.get(puller)) else {
         return Err(PullStatus::EndpointClosed);
     };
     match s.memory.copy_to(&src, &d.memory, &dst, len, ctx.bounce) {
@@ -270,10 +275,9 @@ fn copy<H: HostPlatform>(
     }
 }
 
-fn finish<H: HostPlatform>(eps: &mut [Option<Endpoint<H>>], pp: &Parked, status: PullStatus) {
+fn finish<H: HostPlatform>(eps: &mut Endpoints<H>, pp: &Parked, status: PullStatus) {
     let Some(e) = eps
         .get_mut(usize::from(pp.puller))
-        .and_then(Option::as_mut)
         .filter(|e| e.session == pp.puller_session)
     else {
         return;
@@ -292,10 +296,5 @@ fn finish<H: HostPlatform>(eps: &mut [Option<Endpoint<H>>], pp: &Parked, status:
         status,
         transferred,
     };
-    if e.chan.push_event(&ev).is_ok() {
-        e.counters.bump(Counter::EventsPosted);
-        e.dirty = true;
-    } else {
-        e.counters.bump(Counter::DropEventRingFull);
-    }
+    e.post(&ev);
 }

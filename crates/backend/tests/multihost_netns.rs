@@ -7,9 +7,13 @@
 //! workspace's binaries in `target/<profile>/` (`cargo build --workspace
 //! --all-targets`, as CI does) and gcc for the C program.
 
+#[path = "../../libmx/tests/common/cbuild.rs"]
+mod cbuild;
 #[path = "netns/hosts.rs"]
 mod hosts;
 mod netns;
+
+use cbuild::{CScratch, LINK_NAMES, PROGRAM_FLAGS};
 
 use hosts::{board_field, info, pingpong, pingpong_env, Backend, BackendOpts, Profile, Scratch};
 use netns::Net;
@@ -275,39 +279,18 @@ fn build_c(name: &str, dir: &Path) -> Option<std::path::PathBuf> {
         eprintln!("SKIP: gcc is missing");
         return None;
     }
-    let libmx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../libmx");
-    let lib = dir.join("lib");
-    std::fs::create_dir_all(&lib).expect("lib dir");
-    let so = hosts::artifact("liblibmx.so");
-    for n in ["libmyriexpress.so", "libmyriexpress.so.0"] {
-        std::os::unix::fs::symlink(&so, lib.join(n)).expect("symlink");
-    }
-    let exe = dir.join(name);
-    let out = Command::new("gcc")
-        .args([
-            "-std=gnu99",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-O1",
-            "-pthread",
-            "-I",
-        ])
-        .arg(libmx.join("include"))
-        .arg("-include")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/c/remote_board.h"))
-        .arg(libmx.join("tests/c").join(format!("{name}.c")))
-        .arg("-L")
-        .arg(&lib)
-        .args(["-lmyriexpress", "-o"])
-        .arg(&exe)
-        .output()
-        .expect("run gcc");
-    assert!(
-        out.status.success(),
-        "gcc {name}.c: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let c = CScratch::with_lib(
+        dir.to_path_buf(),
+        &hosts::artifact("liblibmx.so"),
+        LINK_NAMES,
     );
+    let board_h = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/c/remote_board.h");
+    let flags = [
+        PROGRAM_FLAGS,
+        &["-include", board_h.to_str().expect("UTF-8 path")],
+    ]
+    .concat();
+    let exe = c.build(name, &flags);
     Some(exe)
 }
 

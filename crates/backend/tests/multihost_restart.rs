@@ -9,9 +9,13 @@
 //! command per line. Needs root and `ip` (else `SKIP: ...`), gcc, and the
 //! workspace's binaries in `target/<profile>/`.
 
+#[path = "../../libmx/tests/common/cbuild.rs"]
+mod cbuild;
 #[path = "netns/hosts.rs"]
 mod hosts;
 mod netns;
+
+use cbuild::{CScratch, LINK_NAMES, PROGRAM_FLAGS};
 
 use hosts::{Backend, BackendOpts, Profile, Scratch};
 use netns::Net;
@@ -28,40 +32,16 @@ fn build_guest(dir: &Path) -> Option<PathBuf> {
         eprintln!("SKIP: gcc is missing");
         return None;
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let libmx = manifest.join("../libmx");
-    let lib = dir.join("lib");
-    std::fs::create_dir_all(&lib).expect("lib dir");
-    let so = hosts::artifact("liblibmx.so");
-    for n in ["libmyriexpress.so", "libmyriexpress.so.0"] {
-        std::os::unix::fs::symlink(&so, lib.join(n)).expect("symlink");
-    }
-    let exe = dir.join("guest");
-    let out = Command::new("gcc")
-        .args([
-            "-std=gnu99",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-O1",
-            "-pthread",
-        ])
-        .arg("-I")
-        .arg(libmx.join("include"))
-        .arg("-I")
-        .arg(libmx.join("tests/c"))
-        .arg(manifest.join("tests/netns/c/guest.c"))
-        .arg("-L")
-        .arg(&lib)
-        .args(["-lmyriexpress", "-o"])
-        .arg(&exe)
-        .output()
-        .expect("run gcc");
-    assert!(
-        out.status.success(),
-        "gcc guest.c: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let c = CScratch::with_lib(
+        dir.to_path_buf(),
+        &hosts::artifact("liblibmx.so"),
+        LINK_NAMES,
     );
+    let mxt = cbuild::libmx_dir().join("tests/c");
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/c/guest.c");
+    let exe = dir.join("guest");
+    let flags = [PROGRAM_FLAGS, &["-I", mxt.to_str().expect("UTF-8 path")]].concat();
+    c.gcc(&flags, &guest, &exe);
     Some(exe)
 }
 

@@ -390,6 +390,9 @@ pub struct PeerLink {
     pub chan: PeerChannel<Arc<dyn SharedMem>>,
     /// Our end of the doorbell.
     pub bell: Box<dyn PeerBell>,
+    /// The other library's process id, as the backend vouches for it,
+    /// where one library may read another's memory (local); 0 elsewhere.
+    pub peer_pid: u32,
 }
 
 impl std::fmt::Debug for PeerLink {
@@ -454,10 +457,11 @@ impl<G: GuestPlatform> Frontend<G> {
             .link
             .peer_offer(&offer, &req.encode(), &mut buf, CONTROL_TIMEOUT)?;
         match ControlReply::decode(&buf[..n]) {
-            Ok(ControlReply::PeerPending { channel }) => Ok(PeerLink {
+            Ok(ControlReply::PeerPending { channel, pid }) => Ok(PeerLink {
                 channel,
                 chan,
                 bell: offer.end.bell,
+                peer_pid: pid,
             }),
             Ok(ControlReply::Error(e)) => Err(FrontendError::Refused(e)),
             _ => Err(FrontendError::Protocol("unexpected reply to a peer offer")),
@@ -465,8 +469,8 @@ impl<G: GuestPlatform> Frontend<G> {
     }
 
     /// Accept channel `channel` offered to our endpoint `endpoint` with
-    /// `sizes` (what the offer said), check its memory and ring the other
-    /// end to say it is up.
+    /// `sizes` and `peer_pid` (what the offer said), check its memory and
+    /// ring the other end to say it is up.
     ///
     /// # Errors
     /// `Refused(BadEndpoint)` if the offer lapsed or its sender is gone;
@@ -476,6 +480,7 @@ impl<G: GuestPlatform> Frontend<G> {
         endpoint: u8,
         channel: u32,
         sizes: PeerSizes,
+        peer_pid: u32,
     ) -> Result<PeerLink, FrontendError> {
         let pages = sizes.pages()?;
         let req = ControlRequest::PeerAccept { endpoint, channel };
@@ -504,6 +509,7 @@ impl<G: GuestPlatform> Frontend<G> {
                     channel,
                     chan,
                     bell: end.bell,
+                    peer_pid,
                 })
             }
             (Ok(ControlReply::Error(e)), None) => Err(FrontendError::Refused(e)),

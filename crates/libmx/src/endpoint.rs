@@ -22,13 +22,14 @@ use crate::core::{
     Rejected, ReqId, ResetReason, Return, SendError, Time,
 };
 use crate::env::MxEnv;
+use crate::peers::Taken;
 use crate::staging::StagingPool;
 use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
 use mx_proto::msg::control::{BoardInfo, ChannelSizes, ControlError, OpenFlags};
-use mx_proto::msg::event::DIRECT_SEGS_MAX;
+use mx_proto::msg::event::{PullStatus, DIRECT_SEGS_MAX};
 use mx_proto::msg::{CmdSlot, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::local::{GuestRange, ProcessMemory};
-use mx_proto::platform::{auto::AutoGuest, local::LocalTarget, GuestMemory};
+use mx_proto::platform::{auto::AutoGuest, coarse_micros, local::LocalTarget, GuestMemory};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -274,7 +275,8 @@ struct Inner<B: MsgBuf> {
     cond: Condvar,
     doorbell: Doorbell<Guest>,
     wake_gen: AtomicU64,
-    epoch: Instant,
+    /// [`coarse_micros`] at open: the core's clock counts from here.
+    epoch: u64,
     spin: Duration,
     frontend: Frontend<Guest>,
     /// Microseconds since `epoch` of the last progress by any thread.
@@ -287,6 +289,16 @@ struct Inner<B: MsgBuf> {
     /// After the last poll: no peer channel up, or commands of ours the
     /// backend has not consumed (a spinning poller should let it run).
     needs_backend: std::sync::atomic::AtomicBool,
+}
+
+impl<B: MsgBuf> Inner<B> {
+    /// The core's time: microseconds since open on the kernel's coarse
+    /// clock. The core's timers are milliseconds (delayed acks, resends),
+    /// and a poll that reads the precise clock spends most of an empty
+    /// pass doing so.
+    fn now(&self) -> Time {
+        coarse_micros().saturating_sub(self.epoch)
+    }
 }
 
 impl<B: MsgBuf> Drop for Inner<B> {
@@ -399,12 +411,15 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         // staged pull, and a backend that cannot (Xen) copies itself.
         cfg.direct_pull = opts.direct_pull;
         cfg.seed = u64::from(chan.session()) ^ (u64::from(std::process::id()) << 32);
-        let peers = crate::peers::Peers::new(
+        let mut peers = crate::peers::Peers::new(
             opts.peer_channels && !opts.disable_shmem,
             chan.id(),
             chan.session(),
             frontend.board().self_peer,
         );
+        // Large messages through a channel need our regions in our own
+        // memory (no staging pool) and our pulls direct.
+        peers.set_direct(cfg.direct_pull && pool.is_none());
         let mut core = Core::new(cfg)?;
         if let Some(pool) = pool {
             core.set_bulk_pool(Box::new(pool));
@@ -439,7 +454,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 cond: Condvar::new(),
                 doorbell,
                 wake_gen: AtomicU64::new(0),
-                epoch: Instant::now(),
+                epoch: coarse_micros(),
                 spin: opts.spin,
                 frontend,
                 last_progress: AtomicU64::new(0),
@@ -467,7 +482,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 if inner.progression_disabled.load(Ordering::Acquire) {
                     continue;
                 }
-                let now = inner.epoch.elapsed().as_micros() as Time;
+                let now = inner.now();
                 let tick = PROGRESSION_TICK.as_micros() as Time;
                 if now.saturating_sub(inner.last_progress.load(Ordering::Relaxed)) < tick {
                     continue;
@@ -509,7 +524,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
     }
 
     fn now(&self) -> Time {
-        self.inner.epoch.elapsed().as_micros() as Time
+        self.inner.now()
     }
 
     /// Run `f` on the core, then let the endpoint make progress (events in,
@@ -531,7 +546,11 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         let now = self.now();
         progress(&self.inner.frontend, &mut st, now, false);
         let r = f(&mut st.core);
-        progress(&self.inner.frontend, &mut st, now, false);
+        // What `f` queued goes out now (a test or probe queues nothing:
+        // then a second pass would only look at empty rings again).
+        if st.core.has_output() {
+            progress(&self.inner.frontend, &mut st, now, false);
+        }
         self.inner.last_progress.store(now, Ordering::Relaxed);
         let total = st.cmd_slots;
         let needs = st.peers.up() == 0 || st.chan.command_space().map_or(true, |n| n < total);
@@ -927,9 +946,10 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
                 src,
                 session,
                 sizes,
+                pid,
             } = ev
             {
-                peers.offered(channel, src, session, sizes);
+                peers.offered(channel, src, session, sizes, pid);
                 continue;
             }
             if let Event::PeerClosed { channel } = ev {
@@ -962,6 +982,28 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
         if take_events {
             moved |= peers.receive(core, now);
         }
+        // Pulls the peer channels answered: copied as the backend's direct
+        // pulls are; those that cannot be served fail.
+        if peers.has_pulls() {
+            moved = true;
+            let (grants, failed) = peers.take_pulls();
+            for (cookie, pid, segs) in grants {
+                core.handle_pull_direct(cookie, |buf, len| {
+                    copy_direct(direct_src, pid, segs.segs(), buf, len)
+                });
+            }
+            for cookie in failed {
+                core.handle_event(
+                    now,
+                    &Event::PullDone {
+                        cookie,
+                        status: PullStatus::BadRdmaWindow,
+                        transferred: 0,
+                    },
+                    &NoRecvQueue,
+                );
+            }
+        }
         // Timers.
         if core.poll_timeout().is_some_and(|at| at <= now) {
             core.handle_timeout(now);
@@ -972,17 +1014,22 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
         }
         // Commands out, as many as the ring takes.
         let mut pushed = false;
-        while chan.command_space().unwrap_or(0) > 0 {
+        while core.has_output() && chan.command_space().unwrap_or(0) > 0 {
             let mut slot = CmdSlot::default();
             let Some(emitted) = core.poll_command(now, &mut slot) else {
                 break;
             };
             let frag = emitted.frag;
-            if peers.try_send(core, &slot, frag.as_ref()) {
+            let taken = peers.try_send(core, &slot, frag.as_ref());
+            if taken != Taken::No {
                 moved = true;
                 if let Some(f) = frag {
-                    // The backend never sees this post of the slot.
-                    give_back(core, now, &f);
+                    // A fragment pushed into the channel: the backend
+                    // never sees this post of the slot. A held one keeps
+                    // its slot until it leaves (`take_freed` below).
+                    if taken == Taken::Now {
+                        give_back(core, now, &f);
+                    }
                     // A fragment the core keeps for retransmission goes
                     // into its send-queue slot too: after the channel is
                     // published, off the receiver's critical path (the
@@ -1015,6 +1062,11 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
                 *broken = true;
                 return;
             }
+        }
+        // Held fragments that left the channel free their slots now.
+        for sendq_slot in peers.take_freed() {
+            moved = true;
+            core.handle_event(now, &Event::SendMediumDone { sendq_slot }, &NoRecvQueue);
         }
         if pushed {
             moved = true;

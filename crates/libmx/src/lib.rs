@@ -11,7 +11,8 @@
 //! - [`raw`]: a board's raw endpoint (the MX raw API of fabric mappers).
 //! - [`ffi`]: the C ABI of `libmyriexpress.so` (MX API 0x301).
 
-// Unsafe code only at the edges: the C ABI and the staging pool's raw memory.
+// Unsafe code only at the edge: the C ABI (the staging pool is copied
+// through mx-proto's checked volatile copies, without unsafe of its own).
 #![deny(unsafe_code)]
 pub mod core;
 pub mod endpoint;
@@ -20,5 +21,4 @@ pub mod env;
 pub mod ffi;
 pub mod peers;
 pub mod raw;
-#[allow(unsafe_code)]
 pub mod staging;

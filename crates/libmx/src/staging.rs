@@ -12,6 +12,11 @@
 //! for it (the same code path as Xen, through private pages whose addresses
 //! the backend reads like any buffer's: it keeps the path tested in CI).
 //!
+//! The backend may write the pool at any moment, so no Rust slice over it
+//! ever exists here: the core copies in and out through
+//! [`SharedMem::read_at`] / [`SharedMem::write_at`] (volatile), one copy per
+//! byte staged, straight from or into the application's buffer.
+//!
 //! [`BackendLink::bulk_pool`]: mx_proto::platform::BackendLink::bulk_pool
 
 use crate::core::{BulkPool, PoolRange, STAGE_PIECES_MAX};
@@ -210,23 +215,28 @@ impl BulkPool for StagingPool {
         }
     }
 
-    fn with_bytes(&mut self, range: PoolRange, f: &mut dyn FnMut(&mut [u8])) {
-        let Some(off) = range.offset.checked_sub(self.seg_base) else {
-            return;
-        };
-        let (off, len) = (off as usize, range.len as usize);
-        if self.mem.check_range(off, len).is_err() {
-            return;
+    fn write_at(&mut self, range: PoolRange, at: u32, src: &[u8]) -> bool {
+        self.pool_offset(range, at, src.len())
+            .is_some_and(|off| self.mem.write_at(off, src).is_ok())
+    }
+
+    fn read_at(&self, range: PoolRange, at: u32, dst: &mut [u8]) -> bool {
+        self.pool_offset(range, at, dst.len())
+            .is_some_and(|off| self.mem.read_at(off, dst).is_ok())
+    }
+}
+
+impl StagingPool {
+    /// Where `n` bytes at `at` of `range` start in the mapping, when they
+    /// lie inside the range (the mapping's own bounds are checked by the
+    /// copy).
+    fn pool_offset(&self, range: PoolRange, at: u32, n: usize) -> Option<usize> {
+        let start = range.offset.checked_sub(self.seg_base)?;
+        let end = u64::from(at).checked_add(n as u64)?;
+        if end > u64::from(range.len) {
+            return None;
         }
-        // SAFETY: the range lies inside the mapping (checked above), which
-        // stays mapped while `self.mem` lives. The allocator handed it out
-        // to exactly one request, so no other slice over it exists, and the
-        // core calls this only while the backend does not touch the range
-        // (before registering it, after the pull into it completed). The
-        // backend is the guest's trusted driver domain: if it wrote anyway
-        // the bytes would be wrong, never out of bounds.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(self.mem.as_ptr().add(off), len) };
-        f(bytes);
+        usize::try_from(start + u64::from(at)).ok()
     }
 }
 
@@ -290,6 +300,57 @@ mod tests {
             a.alloc_scatter(100, 1),
             Some(vec![(0, 100)]),
             "contiguous first"
+        );
+    }
+
+    /// Copies land where the range says, only inside it, and the offsets
+    /// handed out are what region segments name (`seg_base` + pool offset).
+    #[test]
+    fn pool_copies_stay_inside_their_range() {
+        let mem: Arc<dyn SharedMem> =
+            Arc::new(mx_proto::platform::local::MemfdPages::new(4).unwrap());
+        let base = 1 << 40;
+        let mut pool = StagingPool::new(mem.clone(), base);
+        assert_eq!(pool.capacity(), 4 * GRANULE as u32);
+        let first = pool.reserve(100).unwrap();
+        let second = pool.reserve(5000).unwrap();
+        assert_eq!(
+            first,
+            [PoolRange {
+                offset: base,
+                len: 100
+            }]
+        );
+        let (a, b) = (first[0], second[0]);
+        assert_eq!(b.offset, base + GRANULE);
+
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        assert!(pool.write_at(b, 0, &data[..3000]));
+        assert!(pool.write_at(b, 3000, &data[3000..]));
+        let mut back = vec![0u8; 5000];
+        assert!(pool.read_at(b, 0, &mut back));
+        assert_eq!(back, data);
+        let mut raw = vec![0u8; 5000];
+        mem.read_at(GRANULE as usize, &mut raw).unwrap();
+        assert_eq!(raw, data, "the bytes sit at the range's pool offset");
+
+        assert!(!pool.write_at(a, 1, &[1; 100]), "one byte past the range");
+        assert!(!pool.read_at(a, u32::MAX, &mut [0; 2]), "offset overflow");
+        let foreign = PoolRange {
+            offset: base - 1,
+            len: 1,
+        };
+        assert!(!pool.write_at(foreign, 0, &[1]), "below the pool");
+        let past = PoolRange {
+            offset: base + 4 * GRANULE,
+            len: 1,
+        };
+        assert!(!pool.write_at(past, 0, &[1]), "beyond the mapping");
+        let mut first_page = vec![0u8; GRANULE as usize];
+        mem.read_at(0, &mut first_page).unwrap();
+        assert!(
+            first_page.iter().all(|&x| x == 0),
+            "refused copies wrote nothing"
         );
     }
 

@@ -4,6 +4,10 @@
 //! (`target/<profile>/deps/liblibmx.so`), plus checks of the exported
 //! dynamic symbols. Needs gcc, g++ and readelf (binutils).
 
+#[path = "common/cbuild.rs"]
+mod cbuild;
+
+use cbuild::{assert_ok, c_source, cdylib, include_dir, text, CScratch, LINK_NAMES};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -104,98 +108,41 @@ const PURE_FUNCTIONS: &[&str] = &[
     "mx__regcache_clean",
 ];
 
-/// The cdylib built by cargo for this test run.
-fn cdylib() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("exe dir");
-    for cand in [
-        deps.join("liblibmx.so"),
-        deps.parent().expect("profile dir").join("liblibmx.so"),
-    ] {
-        if cand.exists() {
-            return cand;
-        }
-    }
-    panic!(
-        "liblibmx.so not found next to {} (run `cargo build -p libmx` first)",
-        exe.display()
-    );
-}
-
-fn include_dir() -> PathBuf {
-    Path::new(MANIFEST).join("include")
-}
-
-fn c_source(name: &str) -> PathBuf {
-    Path::new(MANIFEST).join("tests/c").join(name)
-}
-
 /// A per-test scratch directory with `lib/` holding every name our library
 /// is installed under (symlinks to the cdylib).
-struct Scratch {
-    dir: PathBuf,
-    lib: PathBuf,
+struct Scratch(CScratch);
+
+impl std::ops::Deref for Scratch {
+    type Target = CScratch;
+    fn deref(&self) -> &CScratch {
+        &self.0
+    }
 }
 
 impl Scratch {
     fn new(test: &str) -> Scratch {
-        let dir = Path::new(TMP).join("c_abi").join(test);
-        let _ = std::fs::remove_dir_all(&dir);
-        let lib = dir.join("lib");
-        std::fs::create_dir_all(&lib).expect("mkdir scratch");
-        let so = cdylib();
-        for name in [
-            "libmyriexpress.so",
-            "libmyriexpress.so.0",
-            "libopen-mx.so.0",
-        ] {
-            std::os::unix::fs::symlink(&so, lib.join(name)).expect("symlink");
-        }
-        Scratch { dir, lib }
+        let names = [LINK_NAMES, &["libopen-mx.so.0"]].concat();
+        Scratch(CScratch::fresh(
+            Path::new(TMP).join("c_abi").join(test),
+            &names,
+        ))
     }
 
     /// Compile and link `tests/c/<src>` against our library.
     fn build(&self, src: &str, std: &str) -> PathBuf {
-        let exe = self.dir.join(src.trim_end_matches(".c"));
-        let out = Command::new("gcc")
-            .arg(format!("-std={std}"))
-            .args(["-Wall", "-Wextra", "-pedantic", "-Werror", "-I"])
-            .arg(include_dir())
-            .arg(c_source(src))
-            .arg("-L")
-            .arg(&self.lib)
-            .args(["-lmyriexpress", "-o"])
-            .arg(&exe)
-            .output()
-            .expect("run gcc");
-        assert_ok(&out, &format!("gcc {src}"));
-        exe
+        let std = format!("-std={std}");
+        let flags = [std.as_str(), "-Wall", "-Wextra", "-pedantic", "-Werror"];
+        self.0.build(src.trim_end_matches(".c"), &flags)
     }
 
     fn run(&self, exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(exe);
-        cmd.args(args)
-            .env("LD_LIBRARY_PATH", &self.lib)
-            .env_remove("MX_ERRORS_ARE_FATAL");
+        let mut cmd = self.command(exe);
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
         cmd.output().expect("run test program")
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 #[test]
@@ -586,17 +533,7 @@ fn every_reference_declaration_exists() {
         let src = s.dir.join(format!("decls_{stem}.c"));
         std::fs::write(&src, c).unwrap();
         let exe = s.dir.join(format!("decls_{stem}"));
-        let out = Command::new("gcc")
-            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
-            .arg(include_dir())
-            .arg(&src)
-            .arg("-L")
-            .arg(&s.lib)
-            .args(["-lmyriexpress", "-o"])
-            .arg(&exe)
-            .output()
-            .expect("run gcc");
-        assert_ok(&out, &format!("gcc {} (every name of {h})", src.display()));
+        s.gcc(&["-std=c99", "-Wall", "-Wextra", "-Werror"], &src, &exe);
         let out = s.run(&exe, &[], &[]);
         assert_ok(&out, &format!("values of {h}"));
         assert!(text(&out.stdout).contains("decls: ok"));

@@ -8,9 +8,13 @@
 //! API test runs two such backends with NICs on the in-memory wire
 //! (`backend::nic::sim`), one program on each.
 
+#[path = "common/cbuild.rs"]
+mod cbuild;
+
 use backend::counters::RawCounter;
 use backend::nic::sim::{Faults, Hub};
 use backend::{spawn_local, spawn_local_with_nic, BackendConfig, EmbeddedBackend};
+use cbuild::{CScratch, LINK_NAMES, PROGRAM_FLAGS};
 use mx_proto::msg::control::NIC_COUNTER_LABELS;
 use mx_proto::platform::local::{LocalGuest, LocalTarget};
 use std::io::{BufRead, BufReader, Read};
@@ -19,28 +23,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
-
-/// The cdylib built by cargo for this test run.
-fn cdylib() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("exe dir");
-    for cand in [
-        deps.join("liblibmx.so"),
-        deps.parent().expect("profile dir").join("liblibmx.so"),
-    ] {
-        if cand.exists() {
-            return cand;
-        }
-    }
-    panic!("liblibmx.so not found next to {}", exe.display());
-}
 
 /// A test's scratch directory, its library names and its backend.
 struct Env {
-    dir: PathBuf,
-    lib: PathBuf,
+    c: CScratch,
     sock: PathBuf,
     hostname: String,
     backend: EmbeddedBackend,
@@ -80,22 +67,14 @@ impl Env {
         cfg: BackendConfig,
         spawn: impl FnOnce(BackendConfig, &Path) -> std::io::Result<EmbeddedBackend>,
     ) -> Env {
-        let dir = Path::new(TMP).join("c_programs").join(test);
-        let _ = std::fs::remove_dir_all(&dir);
-        let lib = dir.join("lib");
-        std::fs::create_dir_all(&lib).expect("mkdir scratch");
-        let so = cdylib();
-        for name in ["libmyriexpress.so", "libmyriexpress.so.0"] {
-            std::os::unix::fs::symlink(&so, lib.join(name)).expect("symlink");
-        }
+        let c = CScratch::fresh(Path::new(TMP).join("c_programs").join(test), LINK_NAMES);
         // Unix socket paths are short: keep the socket in /tmp.
         let sock = std::env::temp_dir().join(format!("mxc-{}-{test}.sock", std::process::id()));
         let _ = std::fs::remove_file(&sock);
         let hostname = cfg.hostname.clone();
         let backend = spawn(cfg, &sock).expect("embedded backend");
         Env {
-            dir,
-            lib,
+            c,
             sock,
             hostname,
             backend,
@@ -104,43 +83,12 @@ impl Env {
 
     /// Compile `tests/c/<name>.c`.
     fn build(&self, name: &str) -> PathBuf {
-        let exe = self.dir.join(name);
-        let out = Command::new("gcc")
-            .args([
-                "-std=gnu99",
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-O1",
-                "-pthread",
-                "-I",
-            ])
-            .arg(Path::new(MANIFEST).join("include"))
-            .arg(
-                Path::new(MANIFEST)
-                    .join("tests/c")
-                    .join(format!("{name}.c")),
-            )
-            .arg("-L")
-            .arg(&self.lib)
-            .args(["-lmyriexpress", "-o"])
-            .arg(&exe)
-            .output()
-            .expect("run gcc");
-        assert!(
-            out.status.success(),
-            "gcc {name}.c failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        exe
+        self.c.build(name, PROGRAM_FLAGS)
     }
 
     fn command(&self, exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(exe);
-        cmd.args(args)
-            .env("LD_LIBRARY_PATH", &self.lib)
-            .env("MX_BACKEND_SOCKET", &self.sock)
-            .env_remove("MX_ERRORS_ARE_FATAL");
+        let mut cmd = self.c.command(exe);
+        cmd.args(args).env("MX_BACKEND_SOCKET", &self.sock);
         for var in libmx::env::VARIABLES {
             cmd.env_remove(var);
         }

@@ -234,6 +234,9 @@ impl World {
             c @ (Command::RegionWindow(_) | Command::RegionStage(_)) => {
                 panic!("a staging window without a pool: {c:?}")
             }
+            c @ (Command::PeerHello(_) | Command::PullGrant(_)) => {
+                panic!("the core wrote a peer channel's own message: {c:?}")
+            }
         }
     }
 

@@ -5,11 +5,11 @@
 //! peer is still there under its index, the HOST_QUERY rate stayed within
 //! its bound, and a host that joins later is found.
 
+mod common;
+
 use backend::nic::sim::{Faults, Hub};
-use backend::{spawn_local_with_nic, BackendConfig, EmbeddedBackend, WireTiming};
-use libmx::core::{EndpointAddr, Status};
-use libmx::endpoint::{Endpoint, OpenOptions};
-use mx_proto::platform::local::LocalTarget;
+use backend::{BackendConfig, EmbeddedBackend, WireTiming};
+use common::{exchange, nic, Ep, T};
 use mxoe_wire::mapper::MapperAnnounce;
 use mxoe_wire::{NicId, WireProfile};
 use std::path::{Path, PathBuf};
@@ -17,16 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Ep = Endpoint<Vec<u8>>;
-
 const KEY: u32 = 0x5eed_0014;
-const T: Option<Duration> = Some(Duration::from_secs(20));
 const FORGED: u32 = 70_000;
 const STATIC_MAC: [u8; 6] = [2, 0, 0, 0x4d, 0x58, 0x55];
-
-fn mac(n: u8) -> [u8; 6] {
-    [2, 0, 0, 0x4d, 0x58, n]
-}
 
 fn fast() -> WireTiming {
     WireTiming {
@@ -37,65 +30,19 @@ fn fast() -> WireTiming {
 }
 
 fn start(hub: &Hub, dir: &Path, name: &str, n: u8, peers: Option<PathBuf>) -> EmbeddedBackend {
-    let p = WireProfile::OPEN_MX_9000;
     let mut cfg = BackendConfig::new();
-    cfg.hostname = format!("{name}:0");
-    cfg.set_profile(p);
     cfg.wire = fast();
     cfg.peers_file = peers;
-    let nic = hub.attach(mac(n), p.frame_budget());
-    spawn_local_with_nic(cfg, dir.join(format!("{name}.sock")), Box::new(nic)).unwrap()
+    common::start_on(hub, dir, name, n, WireProfile::OPEN_MX_9000, cfg)
 }
 
 fn open(be: &EmbeddedBackend, id: u8) -> Ep {
-    Endpoint::open(
-        Some(&LocalTarget::new(be.socket())),
-        &OpenOptions {
-            endpoint: Some(id),
-            key: KEY,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap()
+    common::open_at(be.socket(), &common::opts(id, KEY))
 }
 
+/// The peer index of `hostname` once `ep`'s backend knows it.
 fn wait_peer(ep: &Ep, hostname: &str) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(p) = ep.frontend().peer_by_hostname(hostname) {
-            return p.index;
-        }
-        assert!(Instant::now() < deadline, "{hostname} never discovered");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn nic(be: &EmbeddedBackend, label: &str) -> u64 {
-    be.nic_counters()
-        .unwrap()
-        .by_label(label)
-        .unwrap_or_else(|| panic!("no counter {label:?}"))
-}
-
-fn pattern(len: usize, salt: u64) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u64).wrapping_mul(2654435761) ^ salt.wrapping_mul(0x9e37)) as u8)
-        .collect()
-}
-
-fn exchange(from: &Ep, to: &Ep, dest: EndpointAddr, len: usize, tag: u64) {
-    let data = pattern(len, tag);
-    let r = to.irecv(vec![0; len], tag, u64::MAX, 0).unwrap();
-    let s = from.isend(dest, data.clone(), tag, 0, false).unwrap();
-    let got = to.wait(r, T).unwrap().expect("receive completes");
-    assert_eq!(got.status, Status::Success);
-    assert_eq!(got.xfer_length as usize, len);
-    assert!(
-        got.buf.as_deref() == Some(&data[..]),
-        "bytes differ, len {len}"
-    );
-    let sent = from.wait(s, T).unwrap().expect("send completes");
-    assert_eq!(sent.status, Status::Success);
+    common::wait_peer(ep, hostname, Duration::from_secs(20)).index
 }
 
 /// A mapper announcement of `announced` sent from `src`.
@@ -113,9 +60,7 @@ fn announcement(src: [u8; 6], announced: [u8; 6], serial: u32) -> Vec<u8> {
 
 #[test]
 fn forged_announcement_flood_does_not_poison_the_peer_table() {
-    let dir = std::env::temp_dir().join(format!("mx-flood-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::test_dir("flood");
     let peers = dir.join("peers");
     std::fs::write(&peers, "02:00:00:4d:58:55 static:0\n").unwrap();
     let hub = Hub::new(Faults::default());

@@ -1,22 +1,13 @@
 //! Two libmx endpoints through an embedded backend on the local platform:
 //! connect, then messages of every size class, byte-checked, both ways.
 
-use backend::{spawn_local, BackendConfig};
+mod common;
+
+use backend::BackendConfig;
+use common::{connect_pair, exchange_data, exchange_within, pattern, size_classes, Host};
 use libmx::core::Status;
-use libmx::endpoint::{Endpoint, OpenOptions};
-use mx_proto::platform::local::LocalTarget;
+use libmx::endpoint::OpenOptions;
 use std::time::Duration;
-
-fn pattern(len: usize, salt: u64) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u64).wrapping_mul(2654435761) ^ salt) as u8)
-        .collect()
-}
-
-/// An endpoint of the backend at `target`, opened with `opts`.
-fn open_ep(target: &LocalTarget, opts: OpenOptions) -> Endpoint<Vec<u8>> {
-    Endpoint::<Vec<u8>>::open(Some(target), &opts).unwrap()
-}
 
 #[test]
 fn every_size_class_both_ways() {
@@ -31,68 +22,29 @@ fn every_size_class_staged_through_a_pool() {
 }
 
 fn every_size_class(stage_pages: usize) {
-    let dir =
-        std::env::temp_dir().join(format!("mx-libmx-ep-{stage_pages}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("backend.sock");
-    let _be = spawn_local(BackendConfig::new(), &sock).unwrap();
-    let target = LocalTarget::new(&sock);
+    let h = Host::new(&format!("libmx-ep-{stage_pages}"), BackendConfig::new());
     let key = 0x12345;
     let open = |id| {
-        open_ep(
-            &target,
-            OpenOptions {
-                endpoint: Some(id),
-                key,
-                stage_pages,
-                ..OpenOptions::default()
-            },
-        )
+        h.open(&OpenOptions {
+            stage_pages,
+            ..common::opts(id, key)
+        })
     };
     let a = open(1);
     let b = open(2);
     let nic = a.frontend().board().nic_id;
     let t = Some(Duration::from_secs(10));
-    let a_to_b = a.connect(nic, 2, key, t).unwrap();
-    let b_to_a = b.connect(nic, 1, key, t).unwrap();
+    let (a_to_b, b_to_a) = connect_pair(&a, &b, key, t);
     assert_eq!(
         a.connect(nic, 2, key + 1, t),
         Err(libmx::core::Return::BadConnectionKey)
     );
 
-    let sizes = [
-        0usize,
-        1,
-        32,
-        33,
-        128,
-        129,
-        8191,
-        8192,
-        8193,
-        32768,
-        32769,
-        300_000,
-        4 << 20,
-    ];
+    let sizes = size_classes(8192, &[4 << 20]);
     for (i, &len) in sizes.iter().enumerate() {
         for (from, to, dest) in [(&a, &b, a_to_b), (&b, &a, b_to_a)] {
             let data = pattern(len, i as u64 * 7 + len as u64);
-            let r = to
-                .irecv(vec![0; len], 0x1000 + i as u64, u64::MAX, 0)
-                .unwrap();
-            let s = from
-                .isend(dest, data.clone(), 0x1000 + i as u64, 0, false)
-                .unwrap();
-            let got = to.wait(r, t).unwrap().expect("receive completes");
-            assert_eq!(got.status, Status::Success, "len {len}");
-            assert_eq!(got.xfer_length as usize, len);
-            assert!(
-                got.buf.as_deref() == Some(&data[..]),
-                "bytes differ at len {len}"
-            );
-            let sent = from.wait(s, t).unwrap().expect("send completes");
-            assert_eq!(sent.status, Status::Success);
+            exchange_data(from, to, dest, &data, 0x1000 + i as u64, t);
         }
     }
     let large: u64 = sizes
@@ -120,11 +72,10 @@ fn every_size_class(stage_pages: usize) {
     // wakeup ends a blocked wait with no result.
     let r = b.irecv(vec![0; 4], 99, u64::MAX, 0).unwrap();
     let b2 = b.clone();
-    let h = std::thread::spawn(move || b2.wait(r, None));
+    let waiter = std::thread::spawn(move || b2.wait(r, None));
     std::thread::sleep(Duration::from_millis(100));
     b.wakeup();
-    assert!(h.join().unwrap().unwrap().is_none());
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(waiter.join().unwrap().unwrap().is_none());
 }
 
 /// `MX_DISABLE_SHMEM` asked by one endpoint only: its traffic with another
@@ -134,22 +85,13 @@ fn every_size_class(stage_pages: usize) {
 #[test]
 fn disable_shmem_on_one_side_covers_both_directions_only_for_that_pair() {
     use mx_proto::msg::control::{COUNTER_LABELS, NIC_COUNTER_LABELS};
-    let dir = std::env::temp_dir().join(format!("mx-libmx-noshm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("backend.sock");
-    let _be = spawn_local(BackendConfig::new(), &sock).unwrap();
-    let target = LocalTarget::new(&sock);
+    let h = Host::new("libmx-noshm", BackendConfig::new());
     let key = 0x777;
     let open = |id, disable_shmem| {
-        open_ep(
-            &target,
-            OpenOptions {
-                endpoint: Some(id),
-                key,
-                disable_shmem,
-                ..OpenOptions::default()
-            },
-        )
+        h.open(&OpenOptions {
+            disable_shmem,
+            ..common::opts(id, key)
+        })
     };
     let b = open(2, false);
     let c = open(3, false);
@@ -159,12 +101,9 @@ fn disable_shmem_on_one_side_covers_both_directions_only_for_that_pair() {
         "no wire side before anyone asks for it"
     );
     let a = open(1, true);
-    let nic = a.frontend().board().nic_id;
     let t = Some(Duration::from_secs(10));
-    let a_b = a.connect(nic, 2, key, t).unwrap();
-    let b_a = b.connect(nic, 1, key, t).unwrap();
-    let b_c = b.connect(nic, 3, key, t).unwrap();
-    let c_b = c.connect(nic, 2, key, t).unwrap();
+    let (a_b, b_a) = connect_pair(&a, &b, key, t);
+    let (b_c, c_b) = connect_pair(&b, &c, key, t);
     let ep_counter = |id: u8, label: &str| {
         let i = COUNTER_LABELS.iter().position(|l| *l == label).unwrap();
         fe.counters(id).unwrap()[i]
@@ -173,19 +112,7 @@ fn disable_shmem_on_one_side_covers_both_directions_only_for_that_pair() {
         let i = NIC_COUNTER_LABELS.iter().position(|l| *l == label).unwrap();
         fe.nic_counters(0).unwrap()[i]
     };
-    let exchange = |from: &Endpoint<Vec<u8>>, to: &Endpoint<Vec<u8>>, dest, len: usize, m: u64| {
-        let data = pattern(len, m);
-        let r = to.irecv(vec![0; len], m, u64::MAX, 0).unwrap();
-        let s = from.isend(dest, data.clone(), m, 0, false).unwrap();
-        let got = to.wait(r, t).unwrap().expect("receive completes");
-        assert_eq!(got.status, Status::Success, "len {len}");
-        assert!(
-            got.buf.as_deref() == Some(&data[..]),
-            "bytes differ at {len}"
-        );
-        let sent = from.wait(s, t).unwrap().expect("send completes");
-        assert_eq!(sent.status, Status::Success);
-    };
+    let exchange = |from, to, dest, len: usize, m: u64| exchange_within(from, to, dest, len, m, t);
     let sizes = [0usize, 32, 33, 128, 129, 8192, 8193, 32768, 32769, 1 << 20];
     for (i, &len) in sizes.iter().enumerate() {
         exchange(&a, &b, a_b, len, 0x100 + i as u64);
@@ -207,7 +134,6 @@ fn disable_shmem_on_one_side_covers_both_directions_only_for_that_pair() {
     assert_eq!(ep_counter(3, "frames sent to the wire"), 0);
     assert_eq!(ep_counter(3, "frames received from the wire"), 0);
     assert!(ep_counter(3, "medium frags sent") > 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Sends many times larger than a stock Xen pool (256 pages, 1 MiB: a
@@ -219,33 +145,22 @@ fn disable_shmem_on_one_side_covers_both_directions_only_for_that_pair() {
 fn sends_larger_than_the_pool_go_through_a_window() {
     use mx_proto::msg::control::COUNTER_LABELS;
     for disable_shmem in [false, true] {
-        let dir = std::env::temp_dir().join(format!(
-            "mx-libmx-window-{disable_shmem}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("backend.sock");
-        let _be = spawn_local(BackendConfig::new(), &sock).unwrap();
-        let target = LocalTarget::new(&sock);
+        let h = Host::new(
+            &format!("libmx-window-{disable_shmem}"),
+            BackendConfig::new(),
+        );
         let key = 0x5151;
         let open = |id| {
-            open_ep(
-                &target,
-                OpenOptions {
-                    endpoint: Some(id),
-                    key,
-                    stage_pages: 256,
-                    disable_shmem,
-                    ..OpenOptions::default()
-                },
-            )
+            h.open(&OpenOptions {
+                stage_pages: 256,
+                disable_shmem,
+                ..common::opts(id, key)
+            })
         };
         let a = open(1);
         let b = open(2);
-        let nic = a.frontend().board().nic_id;
         let t = Some(Duration::from_secs(30));
-        let a_b = a.connect(nic, 2, key, t).unwrap();
-        let b_a = b.connect(nic, 1, key, t).unwrap();
+        let (a_b, b_a) = connect_pair(&a, &b, key, t);
         for (i, len) in [4usize << 20, 16 << 20, (512 << 10) + 1]
             .into_iter()
             .enumerate()
@@ -253,16 +168,7 @@ fn sends_larger_than_the_pool_go_through_a_window() {
             for (from, to, dest) in [(&a, &b, a_b), (&b, &a, b_a)] {
                 let m = 0x10 + i as u64;
                 let data = pattern(len, m * 3 + len as u64);
-                let r = to.irecv(vec![0; len], m, u64::MAX, 0).unwrap();
-                let s = from.isend(dest, data.clone(), m, 0, false).unwrap();
-                let got = to.wait(r, t).unwrap().expect("receive completes");
-                assert_eq!(got.status, Status::Success, "len {len}");
-                assert!(
-                    got.buf.as_deref() == Some(&data[..]),
-                    "bytes differ at len {len}"
-                );
-                let sent = from.wait(s, t).unwrap().expect("send completes");
-                assert_eq!(sent.status, Status::Success, "len {len}");
+                exchange_data(from, to, dest, &data, m, t);
             }
         }
         // Crossing: both send 4 MiB to each other before either waits.
@@ -293,6 +199,5 @@ fn sends_larger_than_the_pool_go_through_a_window() {
             assert_eq!(staged, c[asked], "endpoint {id}: every request answered");
             assert_eq!(c[refused], 0, "endpoint {id}");
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,32 +3,21 @@
 //! discovery, connect, every size class in every wire profile, a lossy
 //! wire, hostile frames, and a peer host restarting.
 
+mod common;
+
 use backend::nic::sim::{Faults, Hub};
 use backend::nic::{Nic, Payload};
-use backend::{spawn_local_with_nic, BackendConfig, EmbeddedBackend, WireTiming};
+use backend::{BackendConfig, EmbeddedBackend, WireTiming};
+use common::{exchange, mac, nic, pattern, size_classes, Ep, T};
 use libmx::core::{EndpointAddr, Return, Status};
-use libmx::endpoint::{Endpoint, OpenOptions};
-use mx_proto::platform::local::LocalTarget;
 use mxoe_wire::WireProfile;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-type Ep = Endpoint<Vec<u8>>;
-
 const KEY: u32 = 0x5eed_0001;
-const T: Option<Duration> = Some(Duration::from_secs(20));
-
-fn pattern(len: usize, salt: u64) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u64).wrapping_mul(2654435761) ^ salt.wrapping_mul(0x9e37)) as u8)
-        .collect()
-}
 
 fn test_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mx-mh-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::test_dir(&format!("mh-{tag}"))
 }
 
 /// Timers shortened for tests: pulls re-requested every 100 ms, discovery
@@ -43,10 +32,6 @@ fn fast(pull_timeout: Duration) -> WireTiming {
     }
 }
 
-fn mac(n: u8) -> [u8; 6] {
-    [2, 0, 0, 0x4d, 0x58, n]
-}
-
 fn start(
     hub: &Hub,
     dir: &Path,
@@ -56,92 +41,52 @@ fn start(
     t: WireTiming,
 ) -> EmbeddedBackend {
     let mut cfg = BackendConfig::new();
-    cfg.hostname = format!("{name}:0");
-    cfg.set_profile(profile);
     cfg.wire = t;
-    let nic = hub.attach(mac(n), profile.frame_budget());
-    spawn_local_with_nic(cfg, dir.join(format!("{name}.sock")), Box::new(nic)).unwrap()
+    common::start_on(hub, dir, name, n, profile, cfg)
 }
 
 fn open(be: &EmbeddedBackend, id: u8) -> Ep {
-    Endpoint::open(
-        Some(&LocalTarget::new(be.socket())),
-        &OpenOptions {
-            endpoint: Some(id),
-            key: KEY,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap()
+    common::open_at(be.socket(), &common::opts(id, KEY))
 }
 
-/// Wait until `ep`'s backend knows the peer `hostname` (discovery: mapper
-/// announcement, then HOST_QUERY/HOST_REPLY).
+/// Wait until `ep`'s backend knows the peer `hostname`, a remote one with
+/// `nic_id`.
 fn wait_peer(ep: &Ep, hostname: &str, nic_id: u64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(p) = ep.frontend().peer_by_hostname(hostname) {
-            assert_eq!(p.nic_id, nic_id);
-            assert!(!p.local);
-            return;
-        }
-        assert!(Instant::now() < deadline, "{hostname} never discovered");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let p = common::wait_peer(ep, hostname, Duration::from_secs(15));
+    assert_eq!(p.nic_id, nic_id);
+    assert!(!p.local);
 }
 
-fn nic(be: &EmbeddedBackend, label: &str) -> u64 {
-    be.nic_counters().unwrap().by_label(label).unwrap()
+/// Hosts `alpha` (NIC 1) and `beta` (NIC 2) on `hub` with `profile` and
+/// timers `t`, endpoint 1 open on alpha and 2 on beta.
+fn alpha_beta(
+    hub: &Hub,
+    dir: &Path,
+    profile: WireProfile,
+    t: WireTiming,
+) -> (EmbeddedBackend, EmbeddedBackend, Ep, Ep) {
+    let ha = start(hub, dir, "alpha", 1, profile, t);
+    let hb = start(hub, dir, "beta", 2, profile, t);
+    let (a, b) = (open(&ha, 1), open(&hb, 2));
+    (ha, hb, a, b)
 }
 
-/// One message `from` -> `to`, byte-checked.
-fn exchange(from: &Ep, to: &Ep, dest: EndpointAddr, len: usize, tag: u64) {
-    let data = pattern(len, tag);
-    let r = to.irecv(vec![0; len], tag, u64::MAX, 0).unwrap();
-    let s = from.isend(dest, data.clone(), tag, 0, false).unwrap();
-    let got = to.wait(r, T).unwrap().expect("receive completes");
-    assert_eq!(got.status, Status::Success, "len {len}");
-    assert_eq!(got.xfer_length as usize, len);
-    assert!(
-        got.buf.as_deref() == Some(&data[..]),
-        "bytes differ at len {len}"
-    );
-    let Some(sent) = from.wait(s, T).unwrap() else {
-        eprintln!("from stats {:?}", from.with_core(|c| *c.stats()));
-        eprintln!("to stats {:?}", to.with_core(|c| *c.stats()));
-        panic!("send of len {len} never completes");
-    };
-    assert_eq!(sent.status, Status::Success, "send of len {len}");
+/// Until alpha's and beta's backends know each other.
+fn meet(a: &Ep, ha: &EmbeddedBackend, b: &Ep, hb: &EmbeddedBackend) {
+    wait_peer(a, "beta:0", hb.nic_id());
+    wait_peer(b, "alpha:0", ha.nic_id());
 }
 
 fn sizes_over_the_wire(profile: WireProfile, tag: &str) {
     let dir = test_dir(tag);
     let hub = Hub::new(Faults::default());
-    let ha = start(
-        &hub,
-        &dir,
-        "alpha",
-        1,
-        profile,
-        fast(Duration::from_secs(30)),
-    );
-    let hb = start(
-        &hub,
-        &dir,
-        "beta",
-        2,
-        profile,
-        fast(Duration::from_secs(30)),
-    );
+    let (ha, hb, a, b) = alpha_beta(&hub, &dir, profile, fast(Duration::from_secs(30)));
     assert_eq!(ha.nic_id(), 0x0200_004d_5801);
-    let a = open(&ha, 1);
-    let b = open(&hb, 2);
     let board = a.frontend().board();
     assert_eq!(board.frag_max, profile.frag_max());
     assert_eq!(board.medium_max, profile.max_medium());
     assert_eq!(board.nic_id, ha.nic_id());
-    wait_peer(&a, "beta:0", hb.nic_id());
-    wait_peer(&b, "alpha:0", ha.nic_id());
+    meet(&a, &ha, &b, &hb);
     let a_to_b = a.connect(hb.nic_id(), 2, KEY, T).unwrap();
     let b_to_a = b.connect(ha.nic_id(), 1, KEY, T).unwrap();
     assert_eq!(
@@ -156,23 +101,7 @@ fn sizes_over_the_wire(profile: WireProfile, tag: &str) {
     // ... and to a closed one ENDPT_CLOSED.
     assert!(a.connect(hb.nic_id(), 7, KEY, T).is_err());
 
-    let fm = profile.frag_max() as usize;
-    let sizes = [
-        0usize,
-        1,
-        32,
-        33,
-        128,
-        129,
-        fm - 1,
-        fm,
-        fm + 1,
-        32768,
-        32769,
-        300_000,
-        1 << 20,
-        8 << 20,
-    ];
+    let sizes = size_classes(profile.frag_max() as usize, &[1 << 20, 8 << 20]);
     for (i, &len) in sizes.iter().enumerate() {
         exchange(&a, &b, a_to_b, len, 0x100 + i as u64);
         exchange(&b, &a, b_to_a, len, 0x200 + i as u64);
@@ -303,10 +232,7 @@ fn lossy_wire_delivers_exactly_once_in_order() {
     let dir = test_dir("lossy");
     let hub = Hub::new(Faults::default());
     let p = WireProfile::OPEN_MX_9000;
-    let ha = start(&hub, &dir, "alpha", 1, p, fast(Duration::from_secs(30)));
-    let hb = start(&hub, &dir, "beta", 2, p, fast(Duration::from_secs(30)));
-    let a = open(&ha, 1);
-    let b = open(&hb, 2);
+    let (ha, hb, a, b) = alpha_beta(&hub, &dir, p, fast(Duration::from_secs(30)));
     hub.set_faults(Faults {
         loss_ppm: 50_000,
         dup_ppm: 20_000,
@@ -317,8 +243,7 @@ fn lossy_wire_delivers_exactly_once_in_order() {
             .unwrap_or(0xfa17),
     });
     // Discovery and connect themselves run on the lossy wire.
-    wait_peer(&a, "beta:0", hb.nic_id());
-    wait_peer(&b, "alpha:0", ha.nic_id());
+    meet(&a, &ha, &b, &hb);
     let a_to_b = a.connect(hb.nic_id(), 2, KEY, T).unwrap();
     let b_to_a = b.connect(ha.nic_id(), 1, KEY, T).unwrap();
     let start = Instant::now();
@@ -403,12 +328,8 @@ fn hostile_frames_are_dropped_and_counted() {
     let dir = test_dir("hostile");
     let hub = Hub::new(Faults::default());
     let p = WireProfile::OPEN_MX_9000;
-    let ha = start(&hub, &dir, "alpha", 1, p, fast(Duration::from_secs(30)));
-    let hb = start(&hub, &dir, "beta", 2, p, fast(Duration::from_secs(30)));
-    let a = open(&ha, 1);
-    let b = open(&hb, 2);
-    wait_peer(&a, "beta:0", hb.nic_id());
-    wait_peer(&b, "alpha:0", ha.nic_id());
+    let (ha, hb, a, b) = alpha_beta(&hub, &dir, p, fast(Duration::from_secs(30)));
+    meet(&a, &ha, &b, &hb);
     let a_to_b = a.connect(hb.nic_id(), 2, KEY, T).unwrap();
     // Real traffic runs while the garbage flies.
     let traffic = stream(a.clone(), b.clone(), a_to_b, 30, 9);
@@ -549,12 +470,8 @@ fn peer_restart_errors_then_reconnect() {
     let hub = Hub::new(Faults::default());
     let p = WireProfile::OPEN_MX_9000;
     let t = fast(Duration::from_secs(2));
-    let ha = start(&hub, &dir, "alpha", 1, p, t);
-    let hb = start(&hub, &dir, "beta", 2, p, t);
-    let a = open(&ha, 1);
-    let b = open(&hb, 2);
-    wait_peer(&a, "beta:0", hb.nic_id());
-    wait_peer(&b, "alpha:0", ha.nic_id());
+    let (ha, hb, a, b) = alpha_beta(&hub, &dir, p, t);
+    meet(&a, &ha, &b, &hb);
     let a_to_b = a.connect(hb.nic_id(), 2, KEY, T).unwrap();
     let b_to_a = b.connect(ha.nic_id(), 1, KEY, T).unwrap();
     exchange(&a, &b, a_to_b, 1000, 1);

@@ -3,90 +3,31 @@
 //! carry every size class byte-exact in MX order, keep the backend out of
 //! the data path, and fall back to the backend when refused or gone.
 
-use backend::{spawn_local, BackendConfig, EmbeddedBackend};
+mod common;
+
+use backend::BackendConfig;
+use common::{exchange, pattern, size_classes, Host, T};
 use libmx::core::{EndpointAddr, Status};
 use libmx::endpoint::{Endpoint, OpenOptions};
 use mx_proto::msg::control::COUNTER_LABELS;
 use mx_proto::platform::local::LocalTarget;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const T: Option<Duration> = Some(Duration::from_secs(10));
 const KEY: u32 = 0x5150;
 
-fn pattern(len: usize, salt: u64) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u64).wrapping_mul(2654435761) ^ salt) as u8)
-        .collect()
-}
-
-struct Host {
-    _be: EmbeddedBackend,
-    dir: PathBuf,
-    target: LocalTarget,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn host(name: &str, cfg: BackendConfig) -> Host {
-    let dir = std::env::temp_dir().join(format!("mx-peerch-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("backend.sock");
-    let be = spawn_local(cfg, &sock).unwrap();
-    Host {
-        _be: be,
-        target: LocalTarget::new(&sock),
-        dir,
-    }
+    Host::new(&format!("peerch-{name}"), cfg)
 }
 
 fn open(h: &Host, id: u8, peer_channels: bool) -> Endpoint<Vec<u8>> {
-    Endpoint::<Vec<u8>>::open(
-        Some(&h.target),
-        &OpenOptions {
-            endpoint: Some(id),
-            key: KEY,
-            peer_channels,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap()
+    h.open(&OpenOptions {
+        peer_channels,
+        ..common::opts(id, KEY)
+    })
 }
 
 fn connect_pair(a: &Endpoint<Vec<u8>>, b: &Endpoint<Vec<u8>>) -> (EndpointAddr, EndpointAddr) {
-    let nic = a.frontend().board().nic_id;
-    let ida = a.with_core(|c| c.config().endpoint);
-    let idb = b.with_core(|c| c.config().endpoint);
-    (
-        a.connect(nic, idb, KEY, T).unwrap(),
-        b.connect(nic, ida, KEY, T).unwrap(),
-    )
-}
-
-/// One message `from` -> `to`, checked byte for byte.
-fn exchange(
-    from: &Endpoint<Vec<u8>>,
-    to: &Endpoint<Vec<u8>>,
-    dest: EndpointAddr,
-    len: usize,
-    tag: u64,
-) {
-    let data = pattern(len, tag);
-    let r = to.irecv(vec![0; len], tag, u64::MAX, 0).unwrap();
-    let s = from.isend(dest, data.clone(), tag, 0, false).unwrap();
-    let got = to.wait(r, T).unwrap().expect("receive completes");
-    assert_eq!(got.status, Status::Success, "len {len}");
-    assert_eq!(got.xfer_length as usize, len);
-    assert!(
-        got.buf.as_deref() == Some(&data[..]),
-        "bytes differ at len {len}"
-    );
-    let sent = from.wait(s, T).unwrap().expect("send completes");
-    assert_eq!(sent.status, Status::Success);
+    common::connect_pair(a, b, KEY, T)
 }
 
 /// Ping-pong until the channel carries traffic both ways (it comes up
@@ -109,7 +50,7 @@ fn backend_counter(ep: &Endpoint<Vec<u8>>, label: &str) -> u64 {
 }
 
 #[test]
-fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
+fn every_size_class_both_ways_with_the_backend_out_of_the_data_path() {
     let h = host("sizes", BackendConfig::new());
     let a = open(&h, 1, true);
     let b = open(&h, 2, true);
@@ -118,22 +59,14 @@ fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
     let tiny_before = backend_counter(&a, "tiny sent") + backend_counter(&b, "tiny sent");
     let medium_before =
         backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent");
-    let sent_before = a.peer_stats().sent + b.peer_stats().sent;
-    let sizes = [
-        0usize,
-        1,
-        32,
-        33,
-        128,
-        129,
-        8191,
-        8192,
-        8193,
-        32768,
-        32769,
-        300_000,
-        4 << 20,
+    let both = |label: &str| backend_counter(&a, label) + backend_counter(&b, label);
+    let large_before = [
+        both("rndv sent"),
+        both("pulls done"),
+        both("pulls copied by the puller"),
     ];
+    let sent_before = a.peer_stats().sent + b.peer_stats().sent;
+    let sizes = size_classes(8192, &[4 << 20]);
     for (i, &len) in sizes.iter().enumerate() {
         exchange(&a, &b, ab, len, 0x1000 + i as u64);
         exchange(&b, &a, ba, len, 0x2000 + i as u64);
@@ -149,11 +82,96 @@ fn every_size_class_both_ways_with_the_backend_out_of_the_small_path() {
         medium_before,
         "medium fragments crossed the backend"
     );
+    // Large ones neither: the rendezvous and the pull take the channel,
+    // the receiver copies from the sender's process with its grant.
+    assert_eq!(
+        [
+            both("rndv sent"),
+            both("pulls done"),
+            both("pulls copied by the puller")
+        ],
+        large_before,
+        "a rendezvous or a pull crossed the backend"
+    );
     let (sa, sb) = (a.peer_stats(), b.peer_stats());
     assert!(sa.sent + sb.sent > sent_before + 2 * sizes.len() as u64);
     assert!(sa.received > 0 && sb.received > 0);
     assert_eq!((sa.lies, sb.lies), (0, 0));
     assert_eq!((sa.up, sb.up), (1, 1), "one channel per pair, both ends");
+}
+
+/// A stream far deeper than the channel (64 medium messages of 32 KiB in
+/// flight: 512 fragments against 32 data slots), the receiver in another
+/// thread blocking in `wait`: the sender holds fragments back until the
+/// receiver releases room (its release rings the sender's doorbell when
+/// the sender sleeps), so no fragment crosses the backend and every byte
+/// arrives in order.
+#[test]
+fn a_stream_deeper_than_the_channel_waits_for_room_not_the_backend() {
+    let h = host("deep", BackendConfig::new());
+    let a = open(&h, 1, true);
+    let b = open(&h, 2, true);
+    let (ab, ba) = connect_pair(&a, &b);
+    warm_up(&a, &b, ab, ba);
+    let medium_before =
+        backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent");
+    let (n, len, depth) = (400usize, 32 * 1024, 64usize);
+    // The receiver takes nothing while the first window goes out: the
+    // channel fills for certain, and what does not fit is held.
+    b.disable_progression(false);
+    let mut inflight: std::collections::VecDeque<_> = (0..depth)
+        .map(|i| {
+            a.isend(ab, pattern(len, i as u64), i as u64, 0, false)
+                .unwrap()
+        })
+        .collect();
+    let held = a.peer_stats().held;
+    b.reenable_progression();
+    let rx = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let post = |i: usize| (i, b.irecv(vec![0; len], i as u64, u64::MAX, 0).unwrap());
+            let mut posted: std::collections::VecDeque<_> = (0..depth).map(post).collect();
+            let mut next = posted.len();
+            while let Some((i, r)) = posted.pop_front() {
+                let got = b.wait(r, T).unwrap().expect("receive completes");
+                assert_eq!(got.status, Status::Success);
+                assert!(
+                    got.buf.as_deref() == Some(&pattern(len, i as u64)[..]),
+                    "message {i}"
+                );
+                if next < n {
+                    posted.push_back(post(next));
+                    next += 1;
+                }
+            }
+        })
+    };
+    for i in depth..n {
+        let s = inflight.pop_front().unwrap();
+        let done = a.wait(s, T).unwrap().expect("send completes");
+        assert_eq!(done.status, Status::Success);
+        inflight.push_back(
+            a.isend(ab, pattern(len, i as u64), i as u64, 0, false)
+                .unwrap(),
+        );
+    }
+    for s in inflight {
+        let done = a.wait(s, T).unwrap().expect("send completes");
+        assert_eq!(done.status, Status::Success);
+    }
+    rx.join().unwrap();
+    let st = a.peer_stats();
+    assert_eq!(
+        backend_counter(&a, "medium frags sent") + backend_counter(&b, "medium frags sent"),
+        medium_before,
+        "medium fragments crossed the backend ({st:?})"
+    );
+    assert_eq!(st.overflow, 0);
+    assert!(
+        held > 0,
+        "the first window did not fill the channel: {st:?}"
+    );
 }
 
 /// Both sides stream at once from the first message on, while the channel
@@ -246,16 +264,10 @@ fn refused_channels_leave_traffic_on_the_backend() {
 fn many_peers_blocking() {
     let h = host("many", BackendConfig::new());
     let open_blocking = |id| {
-        Endpoint::<Vec<u8>>::open(
-            Some(&h.target),
-            &OpenOptions {
-                endpoint: Some(id),
-                key: KEY,
-                spin: Duration::ZERO,
-                ..OpenOptions::default()
-            },
-        )
-        .unwrap()
+        h.open(&OpenOptions {
+            spin: Duration::ZERO,
+            ..common::opts(id, KEY)
+        })
     };
     let hub = open_blocking(1);
     let others: Vec<_> = (2..7).map(open_blocking).collect();
@@ -380,7 +392,7 @@ fn a_peer_killed_mid_stream_is_cleaned_up() {
     warm_up(&a, &c, ac, ca);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_streams_until_killed", "--nocapture"])
-        .env("MX_PEERCH_CHILD_SOCK", h.dir.join("backend.sock"))
+        .env("MX_PEERCH_CHILD_SOCK", h.be.socket())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -9,8 +9,16 @@
 //!   (commands, events, send queue, receive queue) and its two typed ends.
 //! - [`platform`]: the seam to the hypervisor (shared pages, event channels,
 //!   rendezvous, bulk copies) and its `local` implementation.
+
+// Unsafe code only at the edges: the ring's atomics over shared memory and
+// the platform's system calls and volatile copies (platform.rs keeps its
+// own deny and allows only its `sys` modules and `unsafe impl` promises).
+#![deny(unsafe_code)]
+
 pub mod channel;
 pub mod msg;
 pub mod peer;
 pub mod platform;
+pub mod region;
+#[allow(unsafe_code)]
 pub mod ring;

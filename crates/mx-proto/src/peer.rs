@@ -226,7 +226,9 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
     /// # Errors
     /// [`ChannelError::Full`] when the peer is behind.
     pub fn push(&mut self, slot: &CmdSlot) -> Result<(), ChannelError> {
-        self.tx.push(slot).map_err(push_error)
+        // Only the bytes the message uses: a tiny one is one cache line.
+        let len = crate::msg::Command::used_len(&slot.0);
+        self.tx.push_prefix(slot, len).map_err(push_error)
     }
 
     /// Claim the next data slot and copy `data` into it; the caller names
@@ -289,7 +291,7 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
     /// # Errors
     /// If the peer corrupted the ring's indices.
     pub fn pop(&mut self) -> Result<Option<CmdSlot>, ChannelError> {
-        Ok(self.rx.pop()?)
+        Ok(self.rx.pop_prefix(crate::msg::Command::used_len)?)
     }
 
     /// Copy fragment `slot` (which must be the next one in order) out into
@@ -364,6 +366,20 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
     /// If the peer corrupted the ring's indices.
     pub fn prepare_to_sleep(&mut self) -> Result<bool, ChannelError> {
         Ok(self.rx.prepare_to_sleep()?)
+    }
+
+    /// Arm the send side before sleeping with messages held back for room
+    /// (`data`: a fragment slot is needed too): true if we may sleep (still
+    /// full; the peer's next release rings us), false if room appeared.
+    /// Call after [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// If the peer corrupted an index.
+    pub fn prepare_to_wait_for_space(&mut self, data: bool) -> Result<bool, ChannelError> {
+        if self.tx.prepare_to_wait_for_space()? {
+            return Ok(true);
+        }
+        Ok(data && self.txd.prepare_to_wait_for_space()?)
     }
 
     /// Messages waiting to be popped.

@@ -62,6 +62,14 @@ mod poll;
 mod sys;
 
 pub use sys::Mapping as SharedMapping;
+
+/// A monotonic clock in microseconds with a resolution of a few
+/// milliseconds (the kernel's tick), cheap enough to read on every poll:
+/// for timers measured in milliseconds (acks, retransmissions), never for
+/// measuring latency.
+pub fn coarse_micros() -> u64 {
+    sys::coarse_micros()
+}
 pub mod xen;
 
 pub use poll::{Events, Interest, PollEvent, Poller, Wakeup};

@@ -370,11 +370,35 @@ impl SlotArea {
         out
     }
 
-    /// Stores a local `T` whole into slot `index & mask`.
-    fn write<T: Slot>(&self, index: u32, value: &T) {
+    /// Copies words `from..to` of slot `index & mask` into the same words
+    /// of `out` (`to` at most the slot's words).
+    fn read_words<T: Slot>(&self, index: u32, out: &mut T, from: usize, to: usize) {
         let words = SlotShape::<T>::WORDS;
         let first = (index & self.mask) as usize * words;
-        for (i, chunk) in value.as_bytes().chunks_exact(8).enumerate() {
+        let to = to.min(words);
+        for (i, chunk) in out
+            .as_mut_bytes()
+            .chunks_exact_mut(8)
+            .enumerate()
+            .take(to)
+            .skip(from)
+        {
+            // SAFETY: `first + i < (mask + 1) * words`, as in `read`.
+            let word = unsafe { self.base.add(first + i).as_ref() }.load(Ordering::Relaxed);
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+    }
+
+    /// Stores a local `T` whole into slot `index & mask`.
+    fn write<T: Slot>(&self, index: u32, value: &T) {
+        self.write_words(index, value, SlotShape::<T>::WORDS);
+    }
+
+    /// Stores the first `n` words of a local `T` into slot `index & mask`.
+    fn write_words<T: Slot>(&self, index: u32, value: &T, n: usize) {
+        let words = SlotShape::<T>::WORDS;
+        let first = (index & self.mask) as usize * words;
+        for (i, chunk) in value.as_bytes().chunks_exact(8).take(n).enumerate() {
             let word = u64::from_ne_bytes(chunk.try_into().expect("8-byte chunk"));
             // SAFETY: as in `read`.
             unsafe { self.base.add(first + i).as_ref() }.store(word, Ordering::Relaxed);
@@ -589,6 +613,26 @@ impl<T: Slot, K> Producer<T, K> {
         Ok(())
     }
 
+    /// [`push`](Self::push) of only the first `len` bytes of `value` (rounded
+    /// up to 8): for slots whose tail is unused, so that a short message
+    /// touches one cache line of shared memory rather than the whole slot.
+    /// The consumer reads it with [`Consumer::pop_prefix`].
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push).
+    pub fn push_prefix(&mut self, value: &T, len: usize) -> Result<(), PushError> {
+        if self.free_cached() == 0 || self.broken.is_some() {
+            self.refresh()?;
+            if self.free_cached() == 0 {
+                return Err(PushError::Full);
+            }
+        }
+        self.slots.write_words(self.prod, value, len.div_ceil(8));
+        self.prod = self.prod.wrapping_add(1);
+        Ok(())
+    }
+
     /// Writes as many of `values` as fit, in order, and returns how many.
     /// They become visible at the next [`publish`](Self::publish).
     ///
@@ -792,6 +836,38 @@ impl<T: Slot, K> Consumer<T, K> {
             }
         }
         let value = self.slots.read(self.cons);
+        self.cons = self.cons.wrapping_add(1);
+        Ok(Some(value))
+    }
+
+    /// [`pop`](Self::pop) of a slot written with
+    /// [`Producer::push_prefix`]: copies the slot's first 64 bytes, asks
+    /// `used` how many bytes of the slot its content says it uses, and
+    /// copies only those; the rest of the returned value is zero. `used`
+    /// sees a private copy, so a producer that lies can only make us copy
+    /// more or less of its own slot.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] if the producer's index is corrupt.
+    pub fn pop_prefix(
+        &mut self,
+        used: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<Option<T>, RingError> {
+        if self.available_cached() == 0 || self.broken.is_some() {
+            self.refresh()?;
+            if self.available_cached() == 0 {
+                return Ok(None);
+            }
+        }
+        const HEAD_WORDS: usize = 8;
+        let mut value = T::new_zeroed();
+        self.slots.read_words(self.cons, &mut value, 0, HEAD_WORDS);
+        let words = used(value.as_bytes()).div_ceil(8);
+        if words > HEAD_WORDS {
+            self.slots
+                .read_words(self.cons, &mut value, HEAD_WORDS, words);
+        }
         self.cons = self.cons.wrapping_add(1);
         Ok(Some(value))
     }

@@ -1,8 +1,8 @@
 //! Channel messages: emit then parse is identity; parsing junk never panics.
 
 use mx_proto::msg::command::{
-    ConnectReply, ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister,
-    RegionStage, RegionWindow, Rndv, SendHdr, REGION_SEGS_PER_CMD,
+    ConnectReply, ConnectRequest, Liback, MediumFrag, Notify, PeerHello, Pull, PullGrant, RawSeg,
+    RegionRegister, RegionStage, RegionWindow, Rndv, SendHdr, REGION_SEGS_PER_CMD,
 };
 use mx_proto::msg::control::{
     BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, OpenFlags, PeerInfo,
@@ -43,6 +43,16 @@ fn check_cmd(c: &Command<'_>) {
     c.emit(&mut slot).unwrap();
     let back = Command::parse(&slot).unwrap();
     assert_eq!(&back, c);
+    // A ring may copy only the bytes the command says it uses: the rest
+    // is zero, so a prefix copy parses to the same command.
+    let used = Command::used_len(&slot.0);
+    assert!(
+        slot.0[used..].iter().all(|&b| b == 0),
+        "{c:?} uses more than {used} bytes"
+    );
+    let mut prefix = CmdSlot([0; 192]);
+    prefix.0[..used].copy_from_slice(&slot.0[..used]);
+    assert_eq!(&Command::parse(&prefix).unwrap(), c);
 }
 
 proptest! {
@@ -88,6 +98,13 @@ proptest! {
         check_cmd(&Command::RegionDeregister { region_id: f });
         check_cmd(&Command::RegionWindow(RegionWindow { region_id: e, gen: f, block: a, msg_len: b }));
         check_cmd(&Command::RegionStage(RegionStage { region_id: f, gen: e, slot: (a >> 16) as u16, block: b }));
+        check_cmd(&Command::PeerHello(PeerHello { dest: d, session: a, direct: e & 1 == 1 }));
+        let pieces = [(u64::from(a) << 12, b), (u64::from(b), a), (7, c.into())];
+        for n in 0..=pieces.len() {
+            check_cmd(&Command::PullGrant(PullGrant {
+                dest: d, session: a, cookie: b, segs: DirectSegs::new(&pieces[..n]).unwrap(),
+            }));
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! sends `N + W + 2` pings and the receiver `N + W + 1` pongs, with two
 //! receives posted ahead on each side.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use mx_proto::platform::local::{DEFAULT_SOCKET_PATH, SOCKET_ENV};
 use std::path::PathBuf;

@@ -6,61 +6,29 @@
 //! linked against the libmx cdylib built for this test run, and run
 //! against our Rust receiver and sender on an embedded backend. Needs gcc.
 
+#[path = "../../../crates/libmx/tests/common/cbuild.rs"]
+mod cbuild;
 mod common;
 
+use cbuild::{CScratch, LINK_NAMES, PROGRAM_FLAGS};
 use common::{lengths, parse_table, serial, Fixture, Output, Proc};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// The libmx cdylib cargo built with this test (a dependency of the tool).
-fn cdylib() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("exe dir");
-    [deps.join("liblibmx.so"), deps.join("../liblibmx.so")]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("liblibmx.so not found next to {}", exe.display()))
-}
-
-/// The C program, built into the fixture's directory, and its library
-/// directory.
-fn build(fx: &Fixture) -> (PathBuf, PathBuf) {
-    let libmx = Path::new(MANIFEST).join("../../crates/libmx");
-    let lib = fx.dir.join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    for name in ["libmyriexpress.so", "libmyriexpress.so.0"] {
-        std::os::unix::fs::symlink(cdylib(), lib.join(name)).unwrap();
-    }
-    let exe = fx.dir.join("classic_pingpong");
-    let out = Command::new("gcc")
-        .args(["-std=gnu99", "-Wall", "-Wextra", "-Werror", "-O1", "-I"])
-        .arg(libmx.join("include"))
-        .arg(libmx.join("tests/c/classic_pingpong.c"))
-        .arg("-L")
-        .arg(&lib)
-        .args(["-lmyriexpress", "-o"])
-        .arg(&exe)
-        .output()
-        .expect("run gcc");
-    assert!(
-        out.status.success(),
-        "gcc classic_pingpong.c:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (exe, lib)
+/// The C program, built into the fixture's directory, and the library
+/// directory it runs on.
+fn build(fx: &Fixture) -> (PathBuf, CScratch) {
+    let c = CScratch::within(fx.dir.clone(), LINK_NAMES);
+    let exe = c.build("classic_pingpong", PROGRAM_FLAGS);
+    (exe, c)
 }
 
 /// The C program in role `args`, through the fixture's backend.
-fn spawn_c(exe: &Path, lib: &Path, fx: &Fixture, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .env("LD_LIBRARY_PATH", lib)
-        .env("MX_BACKEND_SOCKET", &fx.sock)
-        .env_remove("MX_ERRORS_ARE_FATAL");
+fn spawn_c(exe: &Path, lib: &CScratch, fx: &Fixture, args: &[&str]) -> Proc {
+    let mut cmd = lib.command(exe);
+    cmd.args(args).env("MX_BACKEND_SOCKET", &fx.sock);
     Proc::spawn_cmd(cmd, DEADLINE)
 }
 

@@ -714,7 +714,7 @@ mod ring {
         }
 
         /// Hands the frame at `off .. off + len` to `f`.
-        fn deliver(&self, off: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
+        fn hand_frame_to(&self, off: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
             assert!(off + len <= self.map.len());
             // SAFETY: in range (checked above); the block or frame holding it
             // is ours (status TP_STATUS_USER, read with Acquire) until we
@@ -793,7 +793,7 @@ mod ring {
                     seen.truncated += 1;
                 } else if pkttype != libc::PACKET_OUTGOING {
                     seen.frames += 1;
-                    self.deliver(h + mac as usize, snap as usize, f);
+                    self.hand_frame_to(h + mac as usize, snap as usize, f);
                 }
             }
             // Give a fully read block back at once.
@@ -829,7 +829,7 @@ mod ring {
                 if mac as usize + snap as usize <= self.frame_size && snap == len {
                     if pkttype != libc::PACKET_OUTGOING {
                         seen.frames += 1;
-                        self.deliver(h + mac as usize, snap as usize, f);
+                        self.hand_frame_to(h + mac as usize, snap as usize, f);
                     }
                 } else {
                     seen.truncated += 1;

@@ -1,7 +1,8 @@
 //! The backend's network interface seam: raw MXoE frames in and out.
 //!
 //! Implementations: [`af_packet`] (our AF_PACKET layer: a socket bound to
-//! EtherType 0x86DF on one interface or bridge, a TPACKET_V2 receive ring by default,
+//! EtherType 0x86DF on one interface or bridge, a `TPACKET_V2` receive
+//! ring by default, `TPACKET_V3` as an option ([`af_packet::RingVersion`]),
 //! batched sends) and [`sim`] (an in-memory wire between backends in one
 //! process, with seeded loss, duplication and reordering, for tests). AF_XDP
 //! can follow behind the same trait.

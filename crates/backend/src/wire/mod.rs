@@ -9,7 +9,7 @@
 //!   section 9) and become the same events the intra-node path posts;
 //!   PULL requests are answered from the sender guest's memory, PULL_REPLY
 //!   frames go straight into the puller's region.
-//! - [`crate::pull`]: the puller's state machine; [`crate::discovery`]:
+//! - [`crate::pull`]: the puller's state machine; [`discovery`]:
 //!   mapper announcements and host queries.
 //! - [`loopback`]: frames to our own MAC (the network path between two
 //!   endpoints of this host, for `MX_DISABLE_SHMEM`) never reach the NIC;
@@ -21,18 +21,20 @@
 //! Events are published after that flush, so a guest never sees
 //! `SendMediumDone` for a slot the NIC may still read.
 
+pub mod discovery;
 pub mod loopback;
 pub mod recv;
 pub mod send;
 
 use crate::config::WireTiming;
 use crate::counters::{Counter, NicCounter, NicCounters, RawCounters};
-use crate::discovery::Discovery;
 use crate::endpoint::Endpoint;
+use crate::endpoints::Endpoints;
 use crate::nic::{Nic, Payload};
 use crate::peers::PeerTable;
 use crate::pull::{self, PullTable, PullTiming};
-use crate::raw::RawEndpoint;
+use crate::raw_endpoint::RawEndpoint;
+use discovery::Discovery;
 use loopback::{Loopback, Port};
 use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::Event;
@@ -338,7 +340,7 @@ pub fn flush_tx<H: HostPlatform>(
     nic: &mut dyn Nic,
     st: &mut WireState<H>,
     peers: &PeerTable,
-    eps: &[Option<Endpoint<H>>],
+    eps: &Endpoints<H>,
 ) {
     let mut tx = std::mem::take(&mut st.tx);
     for t in tx.drain(..) {
@@ -435,11 +437,11 @@ fn pull_replies<H: HostPlatform>(
     nic: &mut dyn Nic,
     st: &mut WireState<H>,
     head: Head,
-    eps: &[Option<Endpoint<H>>],
+    eps: &Endpoints<H>,
     ep: u8,
     p: &Pull,
 ) {
-    let Some(Some(e)) = eps.get(usize::from(ep)) else {
+    let Some(e) = eps.get(usize::from(ep)) else {
         return;
     };
     let geo = PullBlock {
@@ -509,13 +511,13 @@ fn pull_replies<H: HostPlatform>(
 
 /// Post the finished pulls of every endpoint as `PullDone` events, as far
 /// as the event rings have room (the rest wait for the next pass).
-pub fn post_completions<H: HostPlatform>(st: &mut WireState<H>, eps: &mut [Option<Endpoint<H>>]) {
+pub fn post_completions<H: HostPlatform>(st: &mut WireState<H>, eps: &mut Endpoints<H>) {
     for (i, table) in st.pulls.iter_mut().enumerate() {
-        let Some(Some(e)) = eps.get_mut(i) else {
+        let Some(e) = eps.get_mut(i) else {
             continue;
         };
         while let Some(c) = table.peek_done() {
-            if !e.chan.event_room(1).unwrap_or(false) {
+            if !e.event_room(1) {
                 break;
             }
             let ev = Event::PullDone {
@@ -523,10 +525,7 @@ pub fn post_completions<H: HostPlatform>(st: &mut WireState<H>, eps: &mut [Optio
                 status: c.status,
                 transferred: c.transferred,
             };
-            if e.chan.push_event(&ev).is_ok() {
-                e.counters.bump(Counter::EventsPosted);
-                e.dirty = true;
-            }
+            e.post(&ev);
             table.pop_done();
             if c.status == PullStatus::Success {
                 e.counters.bump(Counter::PullsDone);
@@ -588,7 +587,7 @@ pub struct RawRx<'a, H: HostPlatform> {
 pub fn service<H: HostPlatform>(
     w: &mut Wire<H>,
     peers: &mut PeerTable,
-    eps: &mut [Option<Endpoint<H>>],
+    eps: &mut Endpoints<H>,
     mut raw: RawRx<'_, H>,
     now: Instant,
 ) -> bool {
@@ -641,7 +640,7 @@ fn serve_loopback<H: HostPlatform>(
     port: &mut Port<'_>,
     st: &mut WireState<H>,
     peers: &mut PeerTable,
-    eps: &mut [Option<Endpoint<H>>],
+    eps: &mut Endpoints<H>,
     raw: &mut RawRx<'_, H>,
     now: Instant,
 ) -> bool {

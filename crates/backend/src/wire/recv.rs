@@ -1,4 +1,4 @@
-//! Received frames: decode, check, deliver, NACK.
+//! Received frames: decode, check, post the arrival event, or NACK.
 //!
 //! Order of the checks for one frame (each failure is counted per NIC
 //! under its reason, never a panic):
@@ -18,19 +18,23 @@
 //! 5. Per type, the destination endpoint is checked ([`verdict`]): out of
 //!    range → NACK BAD_ENDPT, not open → ENDPT_CLOSED, session mismatch →
 //!    BAD_SESSION, as NACK_LIB (NACK_MCP for a PULL). TRUC never NACKs.
-//! 6. A valid packet becomes the event the intra-node path would post, if
+//! 6. A valid packet becomes the command its sender wrote
+//!    ([`command_of`]), and that the event the intra-node path would post
+//!    ([`mx_proto::msg::arrival::arrival`]), if
 //!    the endpoint's event ring (and receive queue for SMALL and MEDIUM)
 //!    has room; otherwise it is dropped and counted (the library
 //!    retransmits): the NIC is never blocked for one guest.
 
 use super::{RawRx, Tx, WireState};
 use crate::counters::{Counter, NicCounter, NicCounters};
-use crate::endpoint::Endpoint;
+use crate::endpoints::Endpoints;
 use crate::peers::PeerTable;
 use crate::pull::Reject;
 use crate::region::Ask;
-use mx_proto::msg::event::{NackKind, PullStatus, RecvHdr};
-use mx_proto::msg::{Event, RdmaRef, Seq, Source};
+use mx_proto::msg::arrival::{arrival, destination};
+use mx_proto::msg::command::{self, Command, SendHdr};
+use mx_proto::msg::event::{NackKind, PullStatus};
+use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
 use mx_proto::platform::{GuestMemory, HostPlatform};
 use mxoe_wire::packet::{NackLib, NackMcp, Pull};
 use mxoe_wire::pull::{reply_frame, PullBlock};
@@ -188,6 +192,122 @@ pub fn pull_in_bounds(profile: &mxoe_wire::WireProfile, p: &Pull, window_len: u6
     }
 }
 
+/// The peer index a rebuilt command names as its destination: the
+/// sender's index for this host, which frames do not carry. Nothing on the
+/// receive side reads it ([`arrival`] looks at the source the carrier
+/// vouches for, never at the destination).
+const DEST_PEER_UNCARRIED: u16 = 0;
+
+/// The sender's send-queue slot of a medium fragment, which frames do not
+/// carry (the receiver's copy lands in a receive-queue slot of its own).
+const SENDQ_SLOT_UNCARRIED: u16 = 0;
+
+/// The command a received message packet stands for: what its sender's
+/// library wrote (the inverse of [`super::send::command`], but for the
+/// destination's peer and the sender's send-queue slot, which frames do
+/// not carry). `None` for the packets that are not messages to an
+/// endpoint (pulls, NACKs, discovery). A CONNECT_REPLY of an unknown
+/// status is the caller's to refuse.
+pub fn command_of<'a>(packet: &Packet<'a>) -> Option<Command<'a>> {
+    let dest = |ep: EndpointId| Dest {
+        peer: DEST_PEER_UNCARRIED,
+        endpoint: ep.0,
+    };
+    let hdr = |m: &mxoe_wire::packet::Msg<'_>| SendHdr {
+        dest: dest(m.dst_endpoint),
+        session: m.session.0,
+        seq: Seq {
+            seqnum: m.lib_seqnum.raw(),
+            piggyack: m.lib_piggyack.raw(),
+        },
+        match_info: m.match_info.0,
+    };
+    Some(match *packet {
+        Packet::Tiny(m) => Command::Tiny {
+            hdr: hdr(&m),
+            data: m.payload,
+        },
+        Packet::Small(m) => Command::Small {
+            hdr: hdr(&m),
+            data: m.payload,
+        },
+        Packet::Medium(m) => Command::MediumFrag(command::MediumFrag {
+            hdr: SendHdr {
+                dest: dest(m.dst_endpoint),
+                session: m.session.0,
+                seq: Seq {
+                    seqnum: m.lib_seqnum.raw(),
+                    piggyack: m.lib_piggyack.raw(),
+                },
+                match_info: m.match_info.0,
+            },
+            msg_length: m.msg_length,
+            frag_seqnum: m.frag_seqnum,
+            // The decoder bounds the payload by the profile's fragment size.
+            frag_length: m.payload.len() as u16,
+            sendq_slot: SENDQ_SLOT_UNCARRIED,
+        }),
+        Packet::Rndv(r) => Command::Rndv(command::Rndv {
+            hdr: SendHdr {
+                dest: dest(r.dst_endpoint),
+                session: r.session.0,
+                seq: Seq {
+                    seqnum: r.lib_seqnum.raw(),
+                    piggyack: r.lib_piggyack.raw(),
+                },
+                match_info: r.match_info.0,
+            },
+            msg_length: r.msg_length,
+            rdma: RdmaRef {
+                id: r.pulled_rdma_id,
+                seqnum: r.pulled_rdma_seqnum,
+                offset: u32::from(r.pulled_rdma_offset),
+            },
+        }),
+        Packet::Notify(n) => Command::Notify(command::Notify {
+            dest: dest(n.dst_endpoint),
+            session: n.session.0,
+            seq: Seq {
+                seqnum: n.lib_seqnum.raw(),
+                piggyack: n.lib_piggyack.raw(),
+            },
+            total_length: n.total_length,
+            rdma_id: n.pulled_rdma_id,
+            rdma_seqnum: n.pulled_rdma_seqnum,
+        }),
+        Packet::ConnectRequest(c) => Command::ConnectRequest(command::ConnectRequest {
+            dest: dest(c.dst_endpoint),
+            src_session: c.src_session_id.0,
+            app_key: c.app_key,
+            target_recv_seqnum_start: c.target_recv_seqnum_start.raw(),
+            connect_seqnum: c.connect_seqnum,
+        }),
+        Packet::ConnectReply(c) => Command::ConnectReply(command::ConnectReply {
+            dest: dest(c.dst_endpoint),
+            src_session: c.src_session_id.0,
+            target_session: c.target_session_id.0,
+            target_recv_seqnum_start: c.target_recv_seqnum_start.raw(),
+            connect_seqnum: c.connect_seqnum,
+            status: u8::from(c.status),
+        }),
+        Packet::Truc(t) => Command::Liback(command::Liback {
+            dest: dest(t.dst_endpoint),
+            session: t.session.0,
+            lib_seqnum: t.lib_seqnum.raw(),
+            send_seq: t.send_seq.raw(),
+            acknum: t.acknum,
+            resent: t.resent,
+        }),
+        Packet::Raw(_)
+        | Packet::HostQuery(_)
+        | Packet::HostReply(_)
+        | Packet::Pull(_)
+        | Packet::PullReply(_)
+        | Packet::NackLib(_)
+        | Packet::NackMcp(_) => return None,
+    })
+}
+
 /// What a pass lends the receive path.
 pub struct Rx<'a, H: HostPlatform> {
     /// Wire state.
@@ -195,7 +315,7 @@ pub struct Rx<'a, H: HostPlatform> {
     /// Peers (discovery and reverse indexes update it).
     pub peers: &'a mut PeerTable,
     /// Endpoints by id.
-    pub eps: &'a mut [Option<Endpoint<H>>],
+    pub eps: &'a mut Endpoints<H>,
     /// The board's raw endpoint.
     pub raw: RawRx<'a, H>,
     /// Time of this pass.
@@ -203,16 +323,6 @@ pub struct Rx<'a, H: HostPlatform> {
     /// The frames come from our own loopback (the network path between
     /// two endpoints of this host), not from the NIC.
     pub looped: bool,
-}
-
-fn post<H: HostPlatform>(e: &mut Endpoint<H>, ev: &Event<'_>) {
-    if e.chan.push_event(ev).is_ok() {
-        e.counters.bump(Counter::EventsPosted);
-        e.counters.bump(Counter::WireReceived);
-        e.dirty = true;
-    } else {
-        e.counters.bump(Counter::DropEventRingFull);
-    }
 }
 
 impl<H: HostPlatform> Rx<'_, H> {
@@ -270,189 +380,14 @@ impl<H: HostPlatform> Rx<'_, H> {
             return;
         };
         match f.packet {
-            Packet::Tiny(m) | Packet::Small(m) => {
-                let small = matches!(f.packet, Packet::Small(_));
-                let Some(i) = self.admit(
-                    &head,
-                    peer,
-                    m.dst_endpoint,
-                    m.src_endpoint,
-                    Some(m.session.0),
-                    Some(m.lib_seqnum),
-                    small,
-                ) else {
-                    return;
-                };
-                let hdr = RecvHdr {
-                    src: Source {
-                        peer,
-                        endpoint: m.src_endpoint.0,
-                    },
-                    seq: Seq {
-                        seqnum: m.lib_seqnum.raw(),
-                        piggyack: m.lib_piggyack.raw(),
-                    },
-                    match_info: m.match_info.0,
-                };
-                let e = self.eps[i].as_mut().expect("admitted");
-                if small {
-                    let Ok(slot) = e.chan.recvq_claim() else {
-                        return;
-                    };
-                    let _ = e.chan.recvq_write(slot, m.payload);
-                    post(
-                        e,
-                        &Event::RecvSmall {
-                            hdr,
-                            length: m.payload.len() as u8,
-                            recvq_slot: slot,
-                        },
-                    );
-                } else {
-                    post(
-                        e,
-                        &Event::RecvTiny {
-                            hdr,
-                            data: m.payload,
-                        },
-                    );
-                }
-                e.counters
-                    .add(Counter::BytesReceived, m.payload.len() as u64);
-            }
-            Packet::Medium(m) => {
-                let Some(i) = self.admit(
-                    &head,
-                    peer,
-                    m.dst_endpoint,
-                    m.src_endpoint,
-                    Some(m.session.0),
-                    Some(m.lib_seqnum),
-                    true,
-                ) else {
-                    return;
-                };
-                let e = self.eps[i].as_mut().expect("admitted");
-                let Ok(slot) = e.chan.recvq_claim() else {
-                    return;
-                };
-                let _ = e.chan.recvq_write(slot, m.payload);
-                post(
-                    e,
-                    &Event::RecvMediumFrag {
-                        hdr: RecvHdr {
-                            src: Source {
-                                peer,
-                                endpoint: m.src_endpoint.0,
-                            },
-                            seq: Seq {
-                                seqnum: m.lib_seqnum.raw(),
-                                piggyack: m.lib_piggyack.raw(),
-                            },
-                            match_info: m.match_info.0,
-                        },
-                        msg_length: m.msg_length,
-                        frag_seqnum: m.frag_seqnum,
-                        frag_length: m.payload.len() as u16,
-                        recvq_slot: slot,
-                    },
-                );
-                e.counters
-                    .add(Counter::BytesReceived, m.payload.len() as u64);
-            }
-            Packet::Rndv(r) => self.admit_post(
-                &head,
-                peer,
-                (r.dst_endpoint, r.src_endpoint),
-                Some(r.session.0),
-                Some(r.lib_seqnum),
-                |src| Event::RecvRndv {
-                    hdr: RecvHdr {
-                        src,
-                        seq: Seq {
-                            seqnum: r.lib_seqnum.raw(),
-                            piggyack: r.lib_piggyack.raw(),
-                        },
-                        match_info: r.match_info.0,
-                    },
-                    msg_length: r.msg_length,
-                    rdma: RdmaRef {
-                        id: r.pulled_rdma_id,
-                        seqnum: r.pulled_rdma_seqnum,
-                        offset: u32::from(r.pulled_rdma_offset),
-                    },
-                },
-            ),
-            Packet::Notify(n) => self.admit_post(
-                &head,
-                peer,
-                (n.dst_endpoint, n.src_endpoint),
-                Some(n.session.0),
-                Some(n.lib_seqnum),
-                |src| Event::RecvNotify {
-                    src,
-                    seq: Seq {
-                        seqnum: n.lib_seqnum.raw(),
-                        piggyack: n.lib_piggyack.raw(),
-                    },
-                    total_length: n.total_length,
-                    rdma_id: n.pulled_rdma_id,
-                    rdma_seqnum: n.pulled_rdma_seqnum,
-                },
-            ),
-            Packet::ConnectRequest(c) => {
-                self.peers.set_reverse(peer, c.src_dst_peer_index);
-                self.admit_post(
-                    &head,
-                    peer,
-                    (c.dst_endpoint, c.src_endpoint),
-                    None,
-                    Some(LibSeqnum(0)),
-                    |src| Event::RecvConnectRequest {
-                        src,
-                        src_session: c.src_session_id.0,
-                        app_key: c.app_key,
-                        target_recv_seqnum_start: c.target_recv_seqnum_start.raw(),
-                        connect_seqnum: c.connect_seqnum,
-                    },
-                );
-            }
-            Packet::ConnectReply(c) => {
-                self.peers.set_reverse(peer, c.src_dst_peer_index);
-                if matches!(c.status, ConnectStatus::Unknown(_)) {
-                    // Spec section 3: replies with other statuses are ignored.
-                    self.c().bump(NicCounter::DropConnectStatus);
-                    return;
-                }
-                self.admit_post(
-                    &head,
-                    peer,
-                    (c.dst_endpoint, c.src_endpoint),
-                    None,
-                    Some(LibSeqnum(0)),
-                    |src| Event::RecvConnectReply {
-                        src,
-                        src_session: c.src_session_id.0,
-                        target_session: c.target_session_id.0,
-                        target_recv_seqnum_start: c.target_recv_seqnum_start.raw(),
-                        connect_seqnum: c.connect_seqnum,
-                        status: u8::from(c.status),
-                    },
-                );
-            }
-            Packet::Truc(t) => self.admit_post(
-                &head,
-                peer,
-                (t.dst_endpoint, t.src_endpoint),
-                Some(t.session.0),
-                None,
-                |src| Event::RecvLiback {
-                    src,
-                    lib_seqnum: t.lib_seqnum.raw(),
-                    send_seq: t.send_seq.raw(),
-                    acknum: t.acknum,
-                },
-            ),
+            Packet::Tiny(_)
+            | Packet::Small(_)
+            | Packet::Medium(_)
+            | Packet::Rndv(_)
+            | Packet::Notify(_)
+            | Packet::ConnectRequest(_)
+            | Packet::ConnectReply(_)
+            | Packet::Truc(_) => self.message(&head, peer, &f.packet),
             Packet::NackLib(n) => {
                 // Only the kinds a library acts on cross the channel (the
                 // wire's others name no library message).
@@ -461,32 +396,29 @@ impl<H: HostPlatform> Rx<'_, H> {
                     return;
                 };
                 let i = usize::from(n.dst_endpoint.0);
-                let Some(Some(e)) = self.eps.get_mut(i) else {
+                let Some(e) = self.eps.get_mut(i) else {
                     self.st.counters.bump(NicCounter::DropNackForNothing);
                     return;
                 };
-                if !e.chan.event_room(1).unwrap_or(false) {
+                if !e.event_room(1) {
                     e.counters.bump(Counter::DropEventRingFull);
                     self.st.counters.bump(NicCounter::DropEventRingFull);
                     return;
                 }
                 e.counters.bump(Counter::NacksReceived);
-                post(
-                    e,
-                    &Event::RecvNackLib {
-                        src: Source {
-                            peer,
-                            endpoint: n.src_endpoint.0,
-                        },
-                        nack_type: kind,
-                        lib_seqnum: n.lib_seqnum.raw(),
+                e.post_received(&Event::RecvNackLib {
+                    src: Source {
+                        peer,
+                        endpoint: n.src_endpoint.0,
                     },
-                );
+                    nack_type: kind,
+                    lib_seqnum: n.lib_seqnum.raw(),
+                });
             }
             Packet::NackMcp(n) => {
                 let ok = n.src_magic.endpoint().is_some_and(|ep| {
                     let i = usize::from(ep.0);
-                    self.eps.get(i).is_some_and(Option::is_some)
+                    self.eps.is_open(i)
                         && self.st.pulls.get_mut(i).is_some_and(|t| {
                             t.nack(n.src_pull_handle, peer, nack_status(n.nack_type))
                         })
@@ -501,7 +433,7 @@ impl<H: HostPlatform> Rx<'_, H> {
                     .dst_magic
                     .endpoint()
                     .map(|ep| usize::from(ep.0))
-                    .filter(|&i| self.eps.get(i).is_some_and(Option::is_some))
+                    .filter(|&i| self.eps.is_open(i))
                 else {
                     self.c().bump(NicCounter::DropPullReplyStray);
                     return;
@@ -518,7 +450,9 @@ impl<H: HostPlatform> Rx<'_, H> {
                     Err(Reject::Stray) => st.counters.bump(NicCounter::DropPullReplyStray),
                     Err(Reject::Duplicate) => st.counters.bump(NicCounter::DropPullReplyDuplicate),
                     Ok(acc) => {
-                        let e = self.eps[i].as_ref().expect("checked open");
+                        let Some(e) = self.eps.get(i) else {
+                            return;
+                        };
                         if e.memory
                             .write(table.segs(acc.slot()), u64::from(r.msg_offset), r.payload)
                             .is_err()
@@ -535,25 +469,82 @@ impl<H: HostPlatform> Rx<'_, H> {
         }
     }
 
-    /// [`Self::admit`] a packet that needs no receive-queue slot, then post
-    /// the event `ev` builds from its source.
-    fn admit_post(
-        &mut self,
-        head: &Head,
-        peer: u16,
-        (dst, src): (EndpointId, EndpointId),
-        session: Option<u32>,
-        nack_seq: Option<LibSeqnum>,
-        ev: impl FnOnce(Source) -> Event<'static>,
-    ) {
-        let Some(i) = self.admit(head, peer, dst, src, session, nack_seq, false) else {
+    /// A message packet from `peer` (see [`command_of`]): admitted, then
+    /// the event it becomes posted at its endpoint, with its payload in a
+    /// receive-queue slot for SMALL and MEDIUM.
+    fn message(&mut self, head: &Head, peer: u16, packet: &Packet<'_>) {
+        let Some(cmd) = command_of(packet) else {
             return;
         };
-        let source = Source {
-            peer,
-            endpoint: src.0,
+        let (src_ep, nack_seq) = match *packet {
+            Packet::Tiny(m) | Packet::Small(m) => (m.src_endpoint, Some(m.lib_seqnum)),
+            Packet::Medium(m) => (m.src_endpoint, Some(m.lib_seqnum)),
+            Packet::Rndv(r) => (r.src_endpoint, Some(r.lib_seqnum)),
+            Packet::Notify(n) => (n.src_endpoint, Some(n.lib_seqnum)),
+            Packet::ConnectRequest(c) => {
+                self.peers.set_reverse(peer, c.src_dst_peer_index);
+                (c.src_endpoint, Some(LibSeqnum(0)))
+            }
+            Packet::ConnectReply(c) => {
+                self.peers.set_reverse(peer, c.src_dst_peer_index);
+                if matches!(c.status, ConnectStatus::Unknown(_)) {
+                    // Spec section 3: replies with other statuses are ignored.
+                    self.c().bump(NicCounter::DropConnectStatus);
+                    return;
+                }
+                (c.src_endpoint, Some(LibSeqnum(0)))
+            }
+            // TRUC never causes a NACK.
+            Packet::Truc(t) => (t.src_endpoint, None),
+            _ => return,
         };
-        post(self.eps[i].as_mut().expect("admitted"), &ev(source));
+        let Some((dst_ep, session)) = destination(&cmd) else {
+            return;
+        };
+        let payload = match cmd {
+            Command::Small { data, .. } => Some(data),
+            Command::MediumFrag(_) => match *packet {
+                Packet::Medium(m) => Some(m.payload),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(i) = self.admit(
+            head,
+            peer,
+            EndpointId(dst_ep.endpoint),
+            src_ep,
+            session,
+            nack_seq,
+            payload.is_some(),
+        ) else {
+            return;
+        };
+        let Some(e) = self.eps.get_mut(i) else {
+            return;
+        };
+        let mut slot = 0;
+        if let Some(data) = payload {
+            let Ok(s) = e.chan.recvq_claim() else {
+                return;
+            };
+            let _ = e.chan.recvq_write(s, data);
+            slot = s;
+        }
+        let src = Source {
+            peer,
+            endpoint: src_ep.0,
+        };
+        if let Some(ev) = arrival(src, &cmd, slot) {
+            e.post_received(&ev);
+        }
+        let bytes = match cmd {
+            Command::Tiny { data, .. } | Command::Small { data, .. } => data.len(),
+            _ => payload.map_or(0, <[u8]>::len),
+        };
+        if bytes > 0 {
+            e.counters.add(Counter::BytesReceived, bytes as u64);
+        }
     }
 
     /// Destination checks and room for one packet; on failure the NACK is
@@ -571,14 +562,12 @@ impl<H: HostPlatform> Rx<'_, H> {
         needs_slot: bool,
     ) -> Option<usize> {
         let eps = &*self.eps;
-        let v = verdict(eps.len(), dst, session, |i| {
-            eps[i].as_ref().map(|e| e.session)
-        });
+        let v = verdict(eps.len(), dst, session, |i| eps.session_of(i));
         let i = match v {
             Ok(i) => i,
             Err(t) => {
                 if t == NackType::BadSession {
-                    if let Some(Some(e)) = self.eps.get_mut(usize::from(dst.0)) {
+                    if let Some(e) = self.eps.get_mut(usize::from(dst.0)) {
                         e.counters.bump(Counter::DropBadSession);
                     }
                 }
@@ -595,13 +584,13 @@ impl<H: HostPlatform> Rx<'_, H> {
                 return None;
             }
         };
-        let e = self.eps[i].as_mut().expect("verdict checked it is open");
-        if !e.chan.event_room(1).unwrap_or(false) {
+        let e = self.eps.get_mut(i)?;
+        if !e.event_room(1) {
             e.counters.bump(Counter::DropEventRingFull);
             self.st.counters.bump(NicCounter::DropEventRingFull);
             return None;
         }
-        if needs_slot && !e.chan.recvq_room(1).unwrap_or(false) {
+        if needs_slot && !e.recvq_room() {
             e.counters.bump(Counter::DropRecvqFull);
             self.st.counters.bump(NicCounter::DropRecvqFull);
             return None;
@@ -633,7 +622,7 @@ impl<H: HostPlatform> Rx<'_, H> {
     fn pull_since(&mut self, peer: u16, p: &Pull, since: Instant) {
         let eps = &*self.eps;
         let v = verdict(eps.len(), p.dst_endpoint, Some(p.session.0), |i| {
-            eps[i].as_ref().map(|e| e.session)
+            eps.session_of(i)
         });
         let i = match v {
             Ok(i) => i,
@@ -646,7 +635,9 @@ impl<H: HostPlatform> Rx<'_, H> {
                 return;
             }
         };
-        let e = self.eps[i].as_ref().expect("open");
+        let Some(e) = self.eps.get(i) else {
+            return;
+        };
         let id = u8::try_from(p.pulled_rdma_id).ok();
         // A library stages a large send to a peer on its own host block by
         // block, registering each block as it copies it; over the network
@@ -721,7 +712,7 @@ impl<H: HostPlatform> Rx<'_, H> {
         let id = p.pulled_rdma_id as u8;
         let now = self.now;
         let wait = self.st.timing.staging_wait;
-        let Some(e) = self.eps[i].as_mut() else {
+        let Some(e) = self.eps.get_mut(i) else {
             return false;
         };
         let Some(block) = e.regions.missing(id, start, len) else {
@@ -734,7 +725,7 @@ impl<H: HostPlatform> Rx<'_, H> {
             self.st.counters.bump(NicCounter::DropPullBadWindow);
             return false;
         }
-        if e.chan.event_room(1).unwrap_or(false) {
+        if e.event_room(1) {
             if let Ask::Post { slot, gen } = e.regions.ask(id, block, now, wait) {
                 crate::window::post_stage_needed(e, id, gen, slot, block);
             }
@@ -755,7 +746,7 @@ impl<H: HostPlatform> Rx<'_, H> {
     /// Open-MX's raw interface hands it over.
     fn raw_endpoint(&mut self, bytes: &[u8]) {
         match self.raw.ep.as_deref_mut() {
-            Some(ep) => ep.deliver(bytes, self.raw.counters),
+            Some(ep) => ep.receive_frame(bytes, self.raw.counters),
             None => self
                 .raw
                 .counters
@@ -840,7 +831,158 @@ impl<H: HostPlatform> Rx<'_, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mxoe_wire::{PullHandle, PullMagic, SessionId, WireProfile};
+    use mx_proto::msg::event::RecvHdr;
+    use mxoe_wire::packet::{ConnectReply, MediumFrag, Msg, Rndv, Truc};
+    use mxoe_wire::{MatchInfo, PullHandle, PullMagic, SessionId, WireProfile};
+
+    /// The event a message packet becomes, through the sender's command
+    /// rebuilt from it and the one arrival function.
+    fn arrives<'a>(p: &Packet<'a>, slot: u16) -> Option<Event<'a>> {
+        let src = Source {
+            peer: 4,
+            endpoint: 3,
+        };
+        arrival(src, &command_of(p)?, slot)
+    }
+
+    #[test]
+    fn a_packet_arrives_as_the_event_its_fields_say() {
+        let src = Source {
+            peer: 4,
+            endpoint: 3,
+        };
+        let seq = Seq {
+            seqnum: 0x1005,
+            piggyack: 0x0ffe,
+        };
+        let m = Msg {
+            dst_endpoint: EndpointId(7),
+            src_endpoint: EndpointId(3),
+            lib_seqnum: LibSeqnum(seq.seqnum),
+            lib_piggyack: LibSeqnum(seq.piggyack),
+            match_info: MatchInfo(0x1122_3344_5566_7788),
+            session: SessionId(0xabcd),
+            payload: &[1, 2, 3, 4, 5, 6, 7, 8],
+        };
+        let hdr = RecvHdr {
+            src,
+            seq,
+            match_info: 0x1122_3344_5566_7788,
+        };
+        assert_eq!(
+            arrives(&Packet::Tiny(m), 0),
+            Some(Event::RecvTiny {
+                hdr,
+                data: &[1, 2, 3, 4, 5, 6, 7, 8]
+            })
+        );
+        assert_eq!(
+            arrives(&Packet::Small(m), 9),
+            Some(Event::RecvSmall {
+                hdr,
+                length: 8,
+                recvq_slot: 9
+            })
+        );
+        let frag = MediumFrag {
+            dst_endpoint: m.dst_endpoint,
+            src_endpoint: m.src_endpoint,
+            lib_seqnum: m.lib_seqnum,
+            lib_piggyack: m.lib_piggyack,
+            match_info: m.match_info,
+            session: m.session,
+            msg_length: 20_000,
+            frag_seqnum: 2,
+            payload: &[0; 100],
+        };
+        assert_eq!(
+            arrives(&Packet::Medium(frag), 5),
+            Some(Event::RecvMediumFrag {
+                hdr,
+                msg_length: 20_000,
+                frag_seqnum: 2,
+                frag_length: 100,
+                recvq_slot: 5
+            })
+        );
+        let rndv = Rndv {
+            dst_endpoint: m.dst_endpoint,
+            src_endpoint: m.src_endpoint,
+            lib_seqnum: m.lib_seqnum,
+            lib_piggyack: m.lib_piggyack,
+            match_info: m.match_info,
+            session: m.session,
+            msg_length: 1 << 20,
+            pulled_rdma_id: 6,
+            pulled_rdma_seqnum: 9,
+            pulled_rdma_offset: 0x4321,
+        };
+        assert_eq!(
+            arrives(&Packet::Rndv(rndv), 0),
+            Some(Event::RecvRndv {
+                hdr,
+                msg_length: 1 << 20,
+                rdma: RdmaRef {
+                    id: 6,
+                    seqnum: 9,
+                    offset: 0x4321
+                }
+            })
+        );
+        let truc = Truc {
+            dst_endpoint: m.dst_endpoint,
+            src_endpoint: m.src_endpoint,
+            session: m.session,
+            lib_seqnum: LibSeqnum(77),
+            session_id: m.session,
+            acknum: 12,
+            send_seq: LibSeqnum(78),
+            resent: 1,
+        };
+        assert_eq!(
+            arrives(&Packet::Truc(truc), 0),
+            Some(Event::RecvLiback {
+                src,
+                lib_seqnum: 77,
+                send_seq: 78,
+                acknum: 12
+            })
+        );
+        let reply = ConnectReply {
+            dst_endpoint: m.dst_endpoint,
+            src_endpoint: m.src_endpoint,
+            src_dst_peer_index: PeerIndex::new(2),
+            src_session_id: SessionId(5),
+            target_session_id: SessionId(6),
+            target_recv_seqnum_start: LibSeqnum(7),
+            connect_seqnum: 8,
+            status: ConnectStatus::from(0),
+        };
+        assert_eq!(
+            arrives(&Packet::ConnectReply(reply), 0),
+            Some(Event::RecvConnectReply {
+                src,
+                src_session: 5,
+                target_session: 6,
+                target_recv_seqnum_start: 7,
+                connect_seqnum: 8,
+                status: 0
+            })
+        );
+        // Where it arrives: the endpoint and session the packet names.
+        let cmd = command_of(&Packet::Small(m)).expect("a message");
+        let (dest, session) = destination(&cmd).expect("addressed");
+        assert_eq!((dest.endpoint, session), (7, Some(0xabcd)));
+        // Not messages: no command, no event.
+        let nack = NackLib {
+            src_endpoint: EndpointId(1),
+            dst_endpoint: EndpointId(2),
+            nack_type: NackType::BadSession,
+            dst_src_peer_index: PeerIndex::new(0),
+            lib_seqnum: LibSeqnum(3),
+        };
+        assert!(command_of(&Packet::NackLib(nack)).is_none());
+    }
 
     #[test]
     fn verdict_follows_the_nack_table() {

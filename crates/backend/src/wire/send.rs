@@ -17,13 +17,14 @@
 //! disagrees with the profile, a window offset too large for the `mx`
 //! header) is answered with `CommandError`.
 
-use super::{count_sent, send_encoded, RegionOf};
+use super::{count_sent, send_encoded, RegionOf, Wire};
 use crate::counters::{Counter, NicCounter};
-use crate::deliver::{Ctx, Outcome};
-use crate::endpoint::{event_room, Endpoint};
+use crate::endpoint::{Endpoint, Outcome};
+use crate::endpoints::Endpoints;
 use crate::nic::Payload;
+use crate::peers::PeerTable;
 use crate::pull::PullSpec;
-use mx_proto::msg::command::{CommandKind, Pull, SendHdr};
+use mx_proto::msg::command::{Pull, SendHdr};
 use mx_proto::msg::event::{CommandErrorCode, PullStatus};
 use mx_proto::msg::{Command, Dest, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::HostPlatform;
@@ -31,33 +32,18 @@ use mxoe_wire::packet::{ConnectReply, ConnectRequest, MediumFrag, Msg, Notify, R
 use mxoe_wire::{
     ConnectStatus, EndpointId, Frame, LibSeqnum, MatchInfo, Packet, PeerIndex, SessionId,
 };
+use std::time::Instant;
 
-fn post<H: HostPlatform>(e: &mut Endpoint<H>, ev: &Event<'_>) {
-    if e.chan.push_event(ev).is_ok() {
-        e.counters.bump(Counter::EventsPosted);
-        e.dirty = true;
-    } else {
-        e.counters.bump(Counter::DropEventRingFull);
-    }
-}
-
-fn reject<H: HostPlatform>(
-    e: &mut Endpoint<H>,
-    kind: CommandKind,
-    code: CommandErrorCode,
-) -> Outcome {
-    e.counters.bump(Counter::CmdsBadRef);
-    if !event_room::<H>(&mut e.chan, 1) {
-        return Outcome::Blocked;
-    }
-    post(
-        e,
-        &Event::CommandError {
-            cmd_kind: kind as u8,
-            code,
-        },
-    );
-    Outcome::Done
+/// What sending a command needs besides the endpoints (lent by the pass).
+pub struct SendEnv<'a, H: HostPlatform> {
+    /// The wire side.
+    pub wire: &'a mut Wire<H>,
+    /// The peer table (MACs, reverse indexes, whether a peer is us).
+    pub peers: &'a PeerTable,
+    /// Time of this pass.
+    pub now: Instant,
+    /// Scratch for region resolution.
+    pub segs: &'a mut Vec<(u64, usize)>,
 }
 
 fn msg<'p>(src: u8, h: &SendHdr, payload: &'p [u8]) -> Msg<'p> {
@@ -72,29 +58,31 @@ fn msg<'p>(src: u8, h: &SendHdr, payload: &'p [u8]) -> Msg<'p> {
     }
 }
 
-/// Handle a command of endpoint `src_id` whose destination `dest` is a
-/// remote peer, or a local one reached through the network path. The
-/// caller checked that the backend has its wire side.
+/// Send a command of endpoint `src_id` whose destination `dest` is a
+/// remote peer, or a local one reached through the network path.
 pub fn command<H: HostPlatform>(
-    ctx: &mut Ctx<'_, H>,
-    eps: &mut [Option<Endpoint<H>>],
+    env: &mut SendEnv<'_, H>,
+    eps: &mut Endpoints<H>,
     src_id: usize,
     cmd: &Command<'_>,
     dest: Dest,
 ) -> Outcome {
     let kind = cmd.kind();
-    let Some(e) = eps.get_mut(src_id).and_then(Option::as_mut) else {
+    let Some(e) = eps.get_mut(src_id) else {
         return Outcome::Done;
-    };
-    let Some(w) = ctx.net.as_deref_mut() else {
-        return reject(e, kind, CommandErrorCode::BadPeer);
     };
     // A local destination (the network path between two of our
     // endpoints) gets a head from us to us, which the port loops back.
-    let Some(head) = super::head_for(ctx.peers, w.st.mac, dest.peer) else {
-        return reject(e, kind, CommandErrorCode::BadPeer);
+    let Some(head) = super::head_for(env.peers, env.wire.st.mac, dest.peer) else {
+        return e.reject(kind, CommandErrorCode::BadPeer);
     };
-    let (mut port, st) = w.port();
+    if let Command::Pull(p) = cmd {
+        return start_pull(env, eps, src_id, p, dest);
+    }
+    let Some(e) = eps.get_mut(src_id) else {
+        return Outcome::Done;
+    };
+    let (mut port, st) = env.wire.port();
     let nic = &mut port;
     let src = src_id as u8;
     let (packet, payload, counter): (Packet<'_>, Payload<'_>, Counter) = match cmd {
@@ -111,10 +99,10 @@ pub fn command<H: HostPlatform>(
         Command::MediumFrag(m) => {
             let len = usize::from(m.frag_length);
             if u32::from(m.sendq_slot) >= e.chan.sendq_slots() || len > QUEUE_SLOT_SIZE {
-                return reject(e, kind, CommandErrorCode::BadSendqSlot);
+                return e.reject(kind, CommandErrorCode::BadSendqSlot);
             }
             // Room for SendMediumDone first: the command happens whole or not at all.
-            if !event_room::<H>(&mut e.chan, 1) {
+            if !e.event_room(1) {
                 e.counters.bump(Counter::BackPressured);
                 return Outcome::Blocked;
             }
@@ -135,7 +123,7 @@ pub fn command<H: HostPlatform>(
             let mut hdr = [0u8; 64];
             let Ok(n) = mxoe_wire::emit_header(&st.profile, &frame, len, &mut hdr) else {
                 // A fragment the profile forbids (length, seqnum, total).
-                return reject(e, kind, CommandErrorCode::BadLength);
+                return e.reject(kind, CommandErrorCode::BadLength);
             };
             let payload = Payload::Shared {
                 mem: &*e.pages,
@@ -147,17 +135,14 @@ pub fn command<H: HostPlatform>(
             }
             // The NIC copied the slot (or does so by its flush, which comes
             // before this event is published): the slot is free again.
-            post(
-                e,
-                &Event::SendMediumDone {
-                    sendq_slot: m.sendq_slot,
-                },
-            );
+            e.post(&Event::SendMediumDone {
+                sendq_slot: m.sendq_slot,
+            });
             return Outcome::Done;
         }
         Command::Rndv(r) => {
             let Ok(offset) = u16::try_from(r.rdma.offset) else {
-                return reject(e, kind, CommandErrorCode::BadLength);
+                return e.reject(kind, CommandErrorCode::BadLength);
             };
             let h = &r.hdr;
             (
@@ -232,17 +217,19 @@ pub fn command<H: HostPlatform>(
             Payload::None,
             Counter::LibackSent,
         ),
-        Command::Pull(p) => return start_pull(ctx, eps, src_id, p, dest),
-        Command::RegionRegister(_)
+        Command::Pull(_)
+        | Command::RegionRegister(_)
         | Command::RegionDeregister { .. }
         | Command::RegionWindow(_)
-        | Command::RegionStage(_) => return Outcome::Done,
+        | Command::RegionStage(_)
+        | Command::PeerHello(_)
+        | Command::PullGrant(_) => return Outcome::Done,
     };
     let frame = Frame { head, packet };
     let bytes = payload.len();
     let mut hdr = [0u8; 64];
     let Ok(n) = mxoe_wire::emit_header(&st.profile, &frame, bytes, &mut hdr) else {
-        return reject(e, kind, CommandErrorCode::BadLength);
+        return e.reject(kind, CommandErrorCode::BadLength);
     };
     if send_encoded(nic, &st.counters, &hdr[..n], &frame.packet, payload) {
         count_sent(e, counter, bytes);
@@ -253,20 +240,17 @@ pub fn command<H: HostPlatform>(
 /// `Pull` from a remote sender: check our region, then hand the pull to
 /// the endpoint's pull engine (its first requests leave this pass).
 fn start_pull<H: HostPlatform>(
-    ctx: &mut Ctx<'_, H>,
-    eps: &mut [Option<Endpoint<H>>],
+    env: &mut SendEnv<'_, H>,
+    eps: &mut Endpoints<H>,
     src_id: usize,
     p: &Pull,
     dest: Dest,
 ) -> Outcome {
-    let Some(e) = eps.get_mut(src_id).and_then(Option::as_mut) else {
+    let Some(e) = eps.get_mut(src_id) else {
         return Outcome::Done;
     };
-    let Some(w) = ctx.net.as_deref_mut() else {
-        return Outcome::Done;
-    };
-    let st = &mut w.st;
-    if !event_room::<H>(&mut e.chan, 1) {
+    let st = &mut env.wire.st;
+    if !e.event_room(1) {
         // Every outcome below may need the ring for PullDone.
         e.counters.bump(Counter::BackPressured);
         return Outcome::Blocked;
@@ -277,14 +261,11 @@ fn start_pull<H: HostPlatform>(
         } else {
             e.counters.bump(Counter::PullsFailed);
         }
-        post(
-            e,
-            &Event::PullDone {
-                cookie: p.cookie,
-                status,
-                transferred: 0,
-            },
-        );
+        e.post(&Event::PullDone {
+            cookie: p.cookie,
+            status,
+            transferred: 0,
+        });
         Outcome::Done
     };
     if p.length == 0 {
@@ -295,7 +276,7 @@ fn start_pull<H: HostPlatform>(
             p.local_region,
             u64::from(p.local_offset),
             u64::from(p.length),
-            ctx.segs,
+            env.segs,
         )
         .is_err()
     {
@@ -305,7 +286,7 @@ fn start_pull<H: HostPlatform>(
         return done(e, PullStatus::BadRdmaWindow);
     }
     let region_of = st.region_of;
-    let segs: Vec<RegionOf<H>> = ctx.segs.iter().map(|&(a, l)| region_of(a, l)).collect();
+    let segs: Vec<RegionOf<H>> = env.segs.iter().map(|&(a, l)| region_of(a, l)).collect();
     let spec = PullSpec {
         cookie: p.cookie,
         peer: dest.peer,
@@ -320,7 +301,7 @@ fn start_pull<H: HostPlatform>(
         return Outcome::Done;
     };
     if table
-        .start(ctx.now, &st.pull_timing, spec, segs, &mut st.reqs)
+        .start(env.now, &st.pull_timing, spec, segs, &mut st.reqs)
         .is_none()
     {
         // All 1024 handles busy: retry the command later.
@@ -329,7 +310,7 @@ fn start_pull<H: HostPlatform>(
     }
     st.counters.bump(NicCounter::PullsStarted);
     st.take_requests();
-    let at = ctx.now + st.pull_timing.resend;
+    let at = env.now + st.pull_timing.resend;
     st.timer_by(at);
     Outcome::Done
 }

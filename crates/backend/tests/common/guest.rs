@@ -541,7 +541,7 @@ pub fn run_node(socket: &Path) {
             if node
                 .nacks
                 .iter()
-                .any(|&(ep, t)| ep == p.ep && t == backend::deliver::nack::ENDPT_CLOSED)
+                .any(|&(ep, t)| ep == p.ep && t == backend::shortcut::nack::ENDPT_CLOSED)
             {
                 p.done = true;
                 println!("MXNACKED {}", p.ep);

@@ -823,6 +823,12 @@ impl<B: MsgBuf> Core<B> {
         sink(0, &bounce)
     }
 
+    /// Whether [`Core::poll_command`] may have something to write: false
+    /// means it certainly has not (a polling shell skips the call).
+    pub fn has_output(&self) -> bool {
+        !self.ctrl_q.is_empty() || !self.data_q.is_empty() || !self.stage_q.is_empty()
+    }
+
     /// When [`Core::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
         self.timers.iter().flatten().copied().min()

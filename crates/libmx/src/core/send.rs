@@ -237,7 +237,10 @@ impl<B: MsgBuf> Core<B> {
         if !progressive {
             let mut off = 0u32;
             for &r in &ranges {
-                pool.with_bytes(r, &mut |bytes| buf.read_at(off, bytes));
+                buf.chunks(off, r.len, &mut |o, bytes| {
+                    let copied = pool.write_at(r, o - off, bytes);
+                    debug_assert!(copied, "a reserved range is as long as its share");
+                });
                 off += r.len;
             }
             self.stats.bytes_staged += u64::from(len);
@@ -594,11 +597,17 @@ impl<B: MsgBuf> Core<B> {
         for &range in &reg.staged {
             let (lo, hi) = (at.max(base), end.min(base + range.len));
             if lo < hi {
-                let (a, b, msg) = ((lo - base) as usize, (hi - base) as usize, off + (lo - at));
-                pool.with_bytes(range, &mut |bytes| match dir {
-                    Staging::In => buf.read_at(msg, &mut bytes[a..b]),
-                    Staging::Out => buf.write_at(msg, &bytes[a..b]),
-                });
+                let (a, msg) = (lo - base, off + (lo - at));
+                match dir {
+                    Staging::In => buf.chunks(msg, hi - lo, &mut |o, bytes| {
+                        let ok = pool.write_at(range, a + (o - msg), bytes);
+                        debug_assert!(ok, "inside the staged range");
+                    }),
+                    Staging::Out => buf.chunks_mut(msg, hi - lo, &mut |o, bytes| {
+                        let ok = pool.read_at(range, a + (o - msg), bytes);
+                        debug_assert!(ok, "inside the staged range");
+                    }),
+                }
                 self.stats.bytes_staged += u64::from(hi - lo);
             }
             base += range.len;

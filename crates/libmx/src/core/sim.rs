@@ -12,8 +12,9 @@
 use super::{
     BulkPool, Completion, Config, Core, EndpointAddr, MsgBuf, PoolRange, RecvQueue, ReqId, Time,
 };
+use mx_proto::msg::arrival::arrival;
 use mx_proto::msg::command::RawSeg;
-use mx_proto::msg::event::{PullStatus, RecvHdr};
+use mx_proto::msg::event::PullStatus;
 use mx_proto::msg::{CmdSlot, Command, Event, EvtSlot, Source, QUEUE_SLOT_SIZE};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -84,6 +85,36 @@ impl MsgBuf for SimBuf {
             off += l;
         }
     }
+    // Chunks cut at the reported segment boundaries, as a scattered
+    // application buffer's would be, so the core's offset arithmetic across
+    // chunks is exercised.
+    fn chunks(&self, off: u32, n: u32, f: &mut dyn FnMut(u32, &[u8])) {
+        let d = self.data.borrow();
+        for (o, k) in self.seg_pieces(off, n) {
+            f(o, &d[o as usize..][..k as usize]);
+        }
+    }
+    fn chunks_mut(&mut self, off: u32, n: u32, f: &mut dyn FnMut(u32, &mut [u8])) {
+        let mut d = self.data.borrow_mut();
+        for (o, k) in self.seg_pieces(off, n) {
+            f(o, &mut d[o as usize..][..k as usize]);
+        }
+    }
+}
+
+impl SimBuf {
+    /// `(offset, length)` pieces of `[off, off + n)` cut at segment ends.
+    fn seg_pieces(&self, off: u32, n: u32) -> Vec<(u32, u32)> {
+        let seg = self.seg.max(1);
+        let (mut o, end) = (off, off + n);
+        let mut v = Vec::new();
+        while o < end {
+            let k = (seg - o % seg).min(end - o);
+            v.push((o, k));
+            o += k;
+        }
+        v
+    }
 }
 
 /// Why a pull has no bytes to copy (yet).
@@ -131,10 +162,27 @@ impl BulkPool for SimPool {
             "released a range twice or never reserved"
         );
     }
-    fn with_bytes(&mut self, range: PoolRange, f: &mut dyn FnMut(&mut [u8])) {
-        let mut mem = self.mem.lock().unwrap();
-        f(&mut mem[range.offset as usize..][..range.len as usize]);
+    fn write_at(&mut self, range: PoolRange, at: u32, src: &[u8]) -> bool {
+        let Some(o) = sim_pool_offset(range, at, src.len()) else {
+            return false;
+        };
+        self.mem.lock().unwrap()[o..o + src.len()].copy_from_slice(src);
+        true
     }
+    fn read_at(&self, range: PoolRange, at: u32, dst: &mut [u8]) -> bool {
+        let Some(o) = sim_pool_offset(range, at, dst.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(&self.mem.lock().unwrap()[o..o + dst.len()]);
+        true
+    }
+}
+
+/// Where `n` bytes at `at` of `range` start in a [`SimPool`], when they fit
+/// the range.
+fn sim_pool_offset(range: PoolRange, at: u32, n: usize) -> Option<usize> {
+    let end = usize::try_from(at).ok()?.checked_add(n)?;
+    (end <= range.len as usize).then(|| range.offset as usize + at as usize)
 }
 
 /// Send or receive queue of a simulated channel.
@@ -224,13 +272,12 @@ impl WireCfg {
 pub(crate) enum Payload {
     /// An event carried whole in its slot bytes.
     Evt(EvtSlot),
-    /// A small message: the receiver's backend puts it in a recvq slot.
-    Small { hdr: RecvHdr, data: Vec<u8> },
-    /// A medium fragment.
-    Frag {
-        hdr: RecvHdr,
-        msg_length: u32,
-        frag_seqnum: u8,
+    /// A small message or a medium fragment: the sender's command and its
+    /// payload, which the receiver's backend puts in a recvq slot; the
+    /// event is its [`arrival`] there.
+    Slotted {
+        src: Source,
+        cmd: CmdSlot,
         data: Vec<u8>,
     },
 }
@@ -252,8 +299,10 @@ impl Packet {
     pub fn kind(&self) -> u8 {
         match &self.payload {
             Payload::Evt(s) => s.0[0],
-            Payload::Small { .. } => mx_proto::msg::event::EventKind::RecvSmall as u8,
-            Payload::Frag { .. } => mx_proto::msg::event::EventKind::RecvMediumFrag as u8,
+            Payload::Slotted { cmd, .. } => match Command::parse(cmd) {
+                Ok(Command::Small { .. }) => mx_proto::msg::event::EventKind::RecvSmall as u8,
+                _ => mx_proto::msg::event::EventKind::RecvMediumFrag as u8,
+            },
         }
     }
 }
@@ -577,21 +626,17 @@ impl Sim {
         };
         let src = self.src_of(i);
         let dest_of = |s: &Sim, peer, ep| s.node_by_dest(peer, ep);
-        let recv_hdr = |h: &mx_proto::msg::command::SendHdr| RecvHdr {
-            src,
-            seq: h.seq,
-            match_info: h.match_info,
-        };
+        // What a message becomes at its destination (slots are filled in
+        // on arrival for the slotted ones).
+        let arrives =
+            |cmd: &Command<'_>| Sim::evt(&arrival(src, cmd, 0).expect("a message command arrives"));
         match cmd {
-            Command::Tiny { hdr, data } => {
+            Command::Tiny { hdr, .. } => {
                 let Some(j) = dest_of(self, hdr.dest.peer, hdr.dest.endpoint) else {
                     self.nodes[i].bad_commands += 1;
                     return;
                 };
-                let payload = Sim::evt(&Event::RecvTiny {
-                    hdr: recv_hdr(&hdr),
-                    data,
-                });
+                let payload = arrives(&cmd);
                 self.put_wire(Packet {
                     from: i,
                     to: j,
@@ -605,8 +650,9 @@ impl Sim {
                     self.nodes[i].bad_commands += 1;
                     return;
                 };
-                let payload = Payload::Small {
-                    hdr: recv_hdr(&hdr),
+                let payload = Payload::Slotted {
+                    src,
+                    cmd: *slot,
                     data: data.to_vec(),
                 };
                 self.put_wire(Packet {
@@ -635,10 +681,9 @@ impl Sim {
                     self.nodes[i].bad_commands += 1;
                     return;
                 };
-                let payload = Payload::Frag {
-                    hdr: recv_hdr(&m.hdr),
-                    msg_length: m.msg_length,
-                    frag_seqnum: m.frag_seqnum,
+                let payload = Payload::Slotted {
+                    src,
+                    cmd: *slot,
                     data,
                 };
                 self.put_wire(Packet {
@@ -654,11 +699,7 @@ impl Sim {
                     self.nodes[i].bad_commands += 1;
                     return;
                 };
-                let payload = Sim::evt(&Event::RecvRndv {
-                    hdr: recv_hdr(&r.hdr),
-                    msg_length: r.msg_length,
-                    rdma: r.rdma,
-                });
+                let payload = arrives(&cmd);
                 self.put_wire(Packet {
                     from: i,
                     to: j,
@@ -672,13 +713,7 @@ impl Sim {
                     self.nodes[i].bad_commands += 1;
                     return;
                 };
-                let payload = Sim::evt(&Event::RecvNotify {
-                    src,
-                    seq: n.seq,
-                    total_length: n.total_length,
-                    rdma_id: n.rdma_id,
-                    rdma_seqnum: n.rdma_seqnum,
-                });
+                let payload = arrives(&cmd);
                 self.put_wire(Packet {
                     from: i,
                     to: j,
@@ -692,13 +727,7 @@ impl Sim {
                     self.nodes[i].bad_commands += 1;
                     return;
                 };
-                let payload = Sim::evt(&Event::RecvConnectRequest {
-                    src,
-                    src_session: c.src_session,
-                    app_key: c.app_key,
-                    target_recv_seqnum_start: c.target_recv_seqnum_start,
-                    connect_seqnum: c.connect_seqnum,
-                });
+                let payload = arrives(&cmd);
                 self.put_wire(Packet {
                     from: i,
                     to: j,
@@ -712,14 +741,7 @@ impl Sim {
                     self.nodes[i].bad_commands += 1;
                     return;
                 };
-                let payload = Sim::evt(&Event::RecvConnectReply {
-                    src,
-                    src_session: c.src_session,
-                    target_session: c.target_session,
-                    target_recv_seqnum_start: c.target_recv_seqnum_start,
-                    connect_seqnum: c.connect_seqnum,
-                    status: c.status,
-                });
+                let payload = arrives(&cmd);
                 self.put_wire(Packet {
                     from: i,
                     to: j,
@@ -733,12 +755,7 @@ impl Sim {
                     self.nodes[i].bad_commands += 1;
                     return;
                 };
-                let payload = Sim::evt(&Event::RecvLiback {
-                    src,
-                    lib_seqnum: l.lib_seqnum,
-                    send_seq: l.send_seq,
-                    acknum: l.acknum,
-                });
+                let payload = arrives(&cmd);
                 self.put_wire(Packet {
                     from: i,
                     to: j,
@@ -871,6 +888,8 @@ impl Sim {
                     _ => self.bad_stages += 1,
                 }
             }
+            // A peer channel's own messages: the core never writes them.
+            Command::PeerHello(_) | Command::PullGrant(_) => {}
         }
     }
 
@@ -1142,8 +1161,9 @@ impl Sim {
         true
     }
 
-    /// Deliver one packet to its destination's backend and core.
-    fn deliver(&mut self, pkt: Packet) {
+    /// One packet arrives at its destination: refused (a NACK back) or
+    /// turned into its event there (its [`arrival`]) and handed to the core.
+    fn arrive(&mut self, pkt: Packet) {
         let to = pkt.to;
         if self.nodes[to].vanished {
             return;
@@ -1180,30 +1200,10 @@ impl Sim {
                 let n = &mut self.nodes[to];
                 n.core.handle_event(now, &ev, &n.recvq);
             }
-            Payload::Small { hdr, data } => {
+            Payload::Slotted { src, cmd, data } => {
                 let slot = self.fill_recvq(to, &data);
-                let ev = Event::RecvSmall {
-                    hdr,
-                    length: data.len() as u8,
-                    recvq_slot: slot,
-                };
-                let n = &mut self.nodes[to];
-                n.core.handle_event(now, &ev, &n.recvq);
-            }
-            Payload::Frag {
-                hdr,
-                msg_length,
-                frag_seqnum,
-                data,
-            } => {
-                let slot = self.fill_recvq(to, &data);
-                let ev = Event::RecvMediumFrag {
-                    hdr,
-                    msg_length,
-                    frag_seqnum,
-                    frag_length: data.len() as u16,
-                    recvq_slot: slot,
-                };
+                let cmd = Command::parse(&cmd).expect("the sender's command parsed once");
+                let ev = arrival(src, &cmd, slot).expect("a slotted message arrives");
                 let n = &mut self.nodes[to];
                 n.core.handle_event(now, &ev, &n.recvq);
             }
@@ -1258,7 +1258,7 @@ impl Sim {
             .sort_by_key(|&(at, seq, _)| std::cmp::Reverse((at, seq)));
         while self.flight.last().is_some_and(|&(at, _, _)| at <= now) {
             let (_, _, pkt) = self.flight.pop().expect("checked");
-            self.deliver(pkt);
+            self.arrive(pkt);
             progress = true;
         }
         let mut rest = VecDeque::new();

@@ -1540,6 +1540,44 @@ fn sends_larger_than_the_pool_go_through_a_window() {
     }
 }
 
+/// Staged copies follow the application's segments: buffers of 5000-byte
+/// segments (neither the pool's 4 KiB ranges nor its blocks line up with
+/// them) staged whole, through a window, and pulled into a pool or
+/// straight into scattered receives, byte-exact.
+#[test]
+fn staged_copies_cross_segment_boundaries() {
+    for pool_b in [false, true] {
+        let mut sim = Sim::new(13, WireCfg::default());
+        let a = sim.add_node(|_| {});
+        let b = sim.add_node(|_| {});
+        let (ab, _) = sim.connect_pair(a, b);
+        sim.set_segment_size(5000);
+        sim.add_pool(a, POOL);
+        if pool_b {
+            sim.add_pool(b, POOL);
+        }
+        for (i, len) in [40_000usize, POOL / 2, 3 * POOL + 777]
+            .into_iter()
+            .enumerate()
+        {
+            let data = aperiodic(len, i as u8);
+            let r = post_recv(&mut sim, b, len, 1, !0, 0).unwrap();
+            let s = post_send(&mut sim, a, ab, data.clone(), 1).unwrap();
+            sim.drive_bounded(STEPS).expect("quiesce");
+            assert_eq!(done(&sim, a, s).status, Status::Success, "{len}");
+            let c = done(&sim, b, r);
+            assert_eq!((c.status, c.xfer_length), (Status::Success, len as u32));
+            assert!(c.buf.as_ref().unwrap().bytes() == data, "{len} byte-exact");
+        }
+        assert!(
+            sim.core(a).stats().window_stages > 0,
+            "the largest went through a window"
+        );
+        assert_eq!(sim.core(b).stats().bytes_staged > 0, pool_b);
+        assert_eq!(sim.pool_free(a), Some((POOL as u64, POOL as u64)));
+    }
+}
+
 #[test]
 fn crossing_sends_larger_than_the_pools() {
     // Both sides send 8x their pool to each other at once, several times:

@@ -421,6 +421,26 @@ pub trait MsgBuf {
         let _ = (off, len, f);
         false
     }
+    /// Run `f(message offset, bytes)` over `[off, off + n)` of the
+    /// buffer's own memory, in order, in as few pieces as it has segments:
+    /// lets the core copy a message into shared memory without a bounce
+    /// buffer. The default goes through one (an extra copy): implementors
+    /// that own their bytes override it.
+    fn chunks(&self, off: u32, n: u32, f: &mut dyn FnMut(u32, &[u8])) {
+        let mut tmp = vec![0u8; n as usize];
+        self.read_at(off, &mut tmp);
+        f(off, &tmp);
+    }
+    /// Run `f(message offset, bytes)` over `[off, off + n)` of the
+    /// buffer's own memory, in order, for `f` to fill: lets the core copy
+    /// out of shared memory without a bounce buffer. The default goes
+    /// through one (an extra copy): implementors that own their bytes
+    /// override it.
+    fn chunks_mut(&mut self, off: u32, n: u32, f: &mut dyn FnMut(u32, &mut [u8])) {
+        let mut tmp = vec![0u8; n as usize];
+        f(off, &mut tmp);
+        self.write_at(off, &tmp);
+    }
     /// Number of segments (at most 256 are accepted).
     fn segment_count(&self) -> usize {
         let mut v = Vec::new();
@@ -469,6 +489,14 @@ impl MsgBuf for Vec<u8> {
             None => false,
         }
     }
+    fn chunks(&self, off: u32, n: u32, f: &mut dyn FnMut(u32, &[u8])) {
+        let o = off as usize;
+        f(off, &self[o..o + n as usize]);
+    }
+    fn chunks_mut(&mut self, off: u32, n: u32, f: &mut dyn FnMut(u32, &mut [u8])) {
+        let o = off as usize;
+        f(off, &mut self[o..o + n as usize]);
+    }
 }
 
 /// Default [`Config::pull_block`]: 256 KiB, enough to amortise a command
@@ -515,10 +543,17 @@ pub trait BulkPool: Send {
     fn reserve(&mut self, len: u32) -> Option<Vec<PoolRange>>;
     /// Give a reserved range back.
     fn release(&mut self, range: PoolRange);
-    /// Run `f` over the bytes of a range reserved by this pool. The caller
-    /// only does so while the backend is not using the range (before it is
-    /// registered, after the pull that filled it completed).
-    fn with_bytes(&mut self, range: PoolRange, f: &mut dyn FnMut(&mut [u8]));
+    /// Copy `src` into a range reserved by this pool, at byte `at` of the
+    /// range. Returns false, copying nothing, when `at + src.len()` passes
+    /// the range's end. The pool is memory the backend maps, so it is only
+    /// ever copied into and out of, never lent as a slice; the caller does
+    /// so while the backend is not using the range (before it is
+    /// registered, or a window slot the backend asked to be refilled).
+    fn write_at(&mut self, range: PoolRange, at: u32, src: &[u8]) -> bool;
+    /// Copy `dst.len()` bytes out of a range reserved by this pool, from
+    /// byte `at` of the range (after the pull that filled it completed).
+    /// Returns false, copying nothing, when that passes the range's end.
+    fn read_at(&self, range: PoolRange, at: u32, dst: &mut [u8]) -> bool;
 }
 
 /// A medium fragment [`crate::core::Core::poll_command`] just wrote a

@@ -184,6 +184,12 @@ fn resolve(
     }
 }
 
+/// The body of `mx_decompose_endpoint_addr` and its `2` variant (which
+/// also asks for the session).
+///
+/// # Safety
+/// `nic_id`, `endpoint_id` and `session` must each be NULL or writable
+/// (NULL `nic_id` or `endpoint_id` is refused; NULL `session` is skipped).
 unsafe fn decompose(
     func: &str,
     addr: MxEndpointAddr,

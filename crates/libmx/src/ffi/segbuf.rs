@@ -212,6 +212,28 @@ impl MsgBuf for SegBuf {
         ok
     }
 
+    fn chunks(&self, off: u32, n: u32, f: &mut dyn FnMut(u32, &[u8])) {
+        self.for_range(off, n as usize, |s, at, k, done| {
+            // SAFETY: `at + k <= s.len` (for_range); the segment is readable
+            // per the MX contract (from_raw), and the application does not
+            // write it while the request is ours, so a shared slice over it
+            // is sound for the call.
+            let bytes = unsafe { core::slice::from_raw_parts(s.ptr.add(at), k) };
+            f(off + done as u32, bytes);
+        });
+    }
+
+    fn chunks_mut(&mut self, off: u32, n: u32, f: &mut dyn FnMut(u32, &mut [u8])) {
+        self.for_range(off, n as usize, |s, at, k, done| {
+            // SAFETY: `at + k <= s.len` (for_range); the segment of a
+            // receive is writable and reserved to us until completion per
+            // the MX contract, and only this one slice over it lives during
+            // the call.
+            let bytes = unsafe { core::slice::from_raw_parts_mut(s.ptr.add(at), k) };
+            f(off + done as u32, bytes);
+        });
+    }
+
     fn segments(&self, out: &mut Vec<(u64, u32)>) {
         out.extend(
             self.list()
@@ -276,6 +298,20 @@ mod tests {
         assert!(!buf.fill_in_place(8, &mut |_, _| false));
         drop(buf);
         assert_eq!((a, c), ([9, 9, 9], [9, 9, 9, 7, 8]));
+        // lent per segment (the empty one skipped), in message order
+        // SAFETY: the arrays outlive the buffer.
+        let mut buf = unsafe { SegBuf::from_raw(list.as_ptr(), 3) }.unwrap();
+        let mut seen = Vec::new();
+        buf.chunks(1, 5, &mut |off, bytes| seen.push((off, bytes.to_vec())));
+        assert_eq!(seen, [(1, vec![9, 9]), (3, vec![9, 9, 9])]);
+        let mut seen = Vec::new();
+        buf.chunks_mut(2, 4, &mut |off, bytes| {
+            seen.push((off, bytes.len()));
+            bytes.fill(off as u8 + 10);
+        });
+        assert_eq!(seen, [(2, 1), (3, 3)]);
+        drop(buf);
+        assert_eq!((a, c), ([9, 9, 12], [13, 13, 13, 7, 8]));
     }
 
     #[test]

@@ -67,6 +67,12 @@ pub(crate) unsafe fn req_of(
     })
 }
 
+/// The body of `mx_isend` and `mx_issend` (`synchronous`).
+///
+/// # Safety
+/// `segments` must be NULL or point to `count` readable `mx_segment_t`
+/// whose memory stays readable until the send completes, and `request`
+/// must be NULL or writable, as `mx_isend` requires of its caller.
 #[allow(clippy::too_many_arguments)]
 unsafe fn send(
     func: &str,

@@ -19,6 +19,8 @@
 //! Log lines start with `HOST:` or `GUEST:`; the last line is `HOST DONE
 //! ok=<n> failed=<n>` or `GUEST RESULT OK|FAIL ...`.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;

@@ -8,14 +8,39 @@
 
 use super::command::Command;
 use super::event::{Event, RecvHdr};
-use super::Source;
+use super::{Dest, Source};
+
+/// Where `cmd` arrives and the session it names there (`None` for the
+/// connect request and reply, which carry none); `None` for the commands
+/// that address the backend itself (region registrations and stage
+/// answers) and for the peer channel's own messages (hello, pull grants).
+/// A pull is addressed to the endpoint whose window it reads.
+pub fn destination(cmd: &Command<'_>) -> Option<(Dest, Option<u32>)> {
+    Some(match cmd {
+        Command::Tiny { hdr, .. } | Command::Small { hdr, .. } => (hdr.dest, Some(hdr.session)),
+        Command::MediumFrag(m) => (m.hdr.dest, Some(m.hdr.session)),
+        Command::Rndv(r) => (r.hdr.dest, Some(r.hdr.session)),
+        Command::Notify(n) => (n.dest, Some(n.session)),
+        Command::Liback(l) => (l.dest, Some(l.session)),
+        Command::Pull(p) => (p.dest, Some(p.session)),
+        Command::ConnectRequest(c) => (c.dest, None),
+        Command::ConnectReply(c) => (c.dest, None),
+        Command::RegionRegister(_)
+        | Command::RegionDeregister { .. }
+        | Command::RegionWindow(_)
+        | Command::RegionStage(_)
+        | Command::PeerHello(_)
+        | Command::PullGrant(_) => return None,
+    })
+}
 
 /// The event `cmd` becomes at its destination, coming from `src`.
 /// `payload_slot` is the destination's slot that holds the payload of a
 /// small message or medium fragment (receive-queue slot or peer data slot).
 ///
 /// `None` for the commands that address the backend itself (pulls and
-/// region registrations): they never arrive anywhere.
+/// region registrations) and for the peer channel's own messages (hello,
+/// pull grants): they never arrive as an event.
 pub fn arrival<'a>(src: Source, cmd: &Command<'a>, payload_slot: u16) -> Option<Event<'a>> {
     let recv = |h: &super::command::SendHdr| RecvHdr {
         src,
@@ -77,7 +102,9 @@ pub fn arrival<'a>(src: Source, cmd: &Command<'a>, payload_slot: u16) -> Option<
         | Command::RegionRegister(_)
         | Command::RegionDeregister { .. }
         | Command::RegionWindow(_)
-        | Command::RegionStage(_) => return None,
+        | Command::RegionStage(_)
+        | Command::PeerHello(_)
+        | Command::PullGrant(_) => return None,
     })
 }
 
@@ -136,6 +163,36 @@ mod tests {
         ));
         assert_eq!(
             arrival(src, &Command::RegionDeregister { region_id: 1 }, 0),
+            None
+        );
+    }
+
+    #[test]
+    fn destination_names_the_endpoint_and_its_session() {
+        let hdr = SendHdr {
+            dest: Dest {
+                peer: 3,
+                endpoint: 2,
+            },
+            session: 9,
+            seq: Seq {
+                seqnum: 5,
+                piggyack: 4,
+            },
+            match_info: 0xabc,
+        };
+        let tiny = Command::Tiny { hdr, data: &[] };
+        assert_eq!(destination(&tiny), Some((hdr.dest, Some(9))));
+        let connect = Command::ConnectRequest(crate::msg::command::ConnectRequest {
+            dest: hdr.dest,
+            src_session: 1,
+            app_key: 2,
+            target_recv_seqnum_start: 3,
+            connect_seqnum: 4,
+        });
+        assert_eq!(destination(&connect), Some((hdr.dest, None)));
+        assert_eq!(
+            destination(&Command::RegionDeregister { region_id: 1 }),
             None
         );
     }

@@ -17,6 +17,7 @@
 //!
 //! Tiny and small payloads follow at offset 24.
 
+use super::event::{DirectSegs, DIRECT_SEGS_MAX};
 use super::{Dest, MsgError, RdmaRef, Seq, SMALL_INLINE_MAX, TINY_INLINE_MAX};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -64,6 +65,10 @@ u8_enum! {
         RegionWindow = 40,
         /// [`Command::RegionStage`].
         RegionStage = 41,
+        /// [`Command::PeerHello`] (peer channels only).
+        PeerHello = 42,
+        /// [`Command::PullGrant`] (peer channels only).
+        PullGrant = 43,
     }
 }
 
@@ -143,6 +148,30 @@ struct RawLiback {
     acknum: U32,
     resent: u8,
     _pad: [u8; 3],
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawHello {
+    kind: u8,
+    dst_ep: u8,
+    peer: U16,
+    session: U32,
+    flags: u8,
+    _pad: [u8; 3],
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+struct RawGrant {
+    kind: u8,
+    dst_ep: u8,
+    peer: U16,
+    session: U32,
+    cookie: U32,
+    nsegs: u8,
+    _pad: [u8; 3],
+    segs: [RawSeg; DIRECT_SEGS_MAX],
 }
 
 #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
@@ -229,6 +258,8 @@ const _: () = {
     assert!(core::mem::size_of::<RawConnect>() == 16);
     assert!(core::mem::size_of::<RawLiback>() == 20);
     assert!(core::mem::size_of::<RawPull>() == 28);
+    assert!(core::mem::size_of::<RawHello>() == 12);
+    assert!(core::mem::size_of::<RawGrant>() <= CMD_SLOT_SIZE);
     assert!(core::mem::size_of::<RawRegion>() <= CMD_SLOT_SIZE);
     assert!(24 + SMALL_INLINE_MAX <= CMD_SLOT_SIZE);
 };
@@ -363,6 +394,38 @@ pub struct Pull {
 /// [`Pull::direct`] in the command's flags byte.
 const PULL_DIRECT: u8 = 1;
 
+/// The first message each end of a peer channel sends: what it can do
+/// with the other end's memory. Never sent to the backend (which refuses
+/// it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerHello {
+    /// The other end.
+    pub dest: Dest,
+    /// The other end's session id.
+    pub session: u32,
+    /// We can read the other process's memory (`process_vm_readv`: the
+    /// kernel let us open it): it may send us rendezvous through the
+    /// channel, and we pull them ourselves with its [`PullGrant`]s.
+    pub direct: bool,
+}
+
+/// A large message's sender answering a direct pull that came through a
+/// peer channel, from its own region table: where the bytes are in its
+/// process. No pieces: it cannot serve that pull directly (the puller
+/// then pulls through the backend, or fails the pull if the rendezvous
+/// came through the channel). Never sent to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullGrant {
+    /// The puller.
+    pub dest: Dest,
+    /// The puller's session id.
+    pub session: u32,
+    /// The pull's cookie.
+    pub cookie: u32,
+    /// The bytes, in message order.
+    pub segs: DirectSegs,
+}
+
 /// Register (part of) the segment list of a region.
 #[derive(Debug, Clone, Copy)]
 pub struct RegionRegister {
@@ -476,6 +539,10 @@ pub enum Command<'a> {
     /// The answer to `StageNeeded`: the guest copied message block `block`
     /// into window slot `slot`.
     RegionStage(RegionStage),
+    /// Peer channels only: what one end can do with the other's memory.
+    PeerHello(PeerHello),
+    /// Peer channels only: where a direct pull's bytes are.
+    PullGrant(PullGrant),
 }
 
 /// See [`Command::RegionWindow`].
@@ -720,7 +787,72 @@ impl<'a> Command<'a> {
                     block: r.b.get(),
                 })
             }
+            CommandKind::PeerHello => {
+                let r: RawHello = read(b);
+                Command::PeerHello(PeerHello {
+                    dest: Dest {
+                        peer: r.peer.get(),
+                        endpoint: r.dst_ep,
+                    },
+                    session: r.session.get(),
+                    direct: r.flags & PULL_DIRECT != 0,
+                })
+            }
+            CommandKind::PullGrant => {
+                let r: RawGrant = read(b);
+                let n = usize::from(r.nsegs);
+                if n > DIRECT_SEGS_MAX {
+                    return Err(MsgError::BadField("pull grant segment count"));
+                }
+                let mut pieces = [(0u64, 0u32); DIRECT_SEGS_MAX];
+                for (p, s) in pieces.iter_mut().zip(&r.segs[..n]) {
+                    *p = (s.addr(), s.len());
+                }
+                Command::PullGrant(PullGrant {
+                    dest: Dest {
+                        peer: r.peer.get(),
+                        endpoint: r.dst_ep,
+                    },
+                    session: r.session.get(),
+                    cookie: r.cookie.get(),
+                    segs: DirectSegs::new(&pieces[..n]).expect("checked count"),
+                })
+            }
         })
+    }
+
+    /// How many leading bytes of a command slot its content uses (the rest
+    /// is zero when [`emit`](Self::emit)ted), from the slot's first bytes
+    /// (`head`: at least 24): what a ring needs to copy. An unknown kind
+    /// says the whole slot, and parses to an error afterwards.
+    pub fn used_len(head: &[u8]) -> usize {
+        let Some(&k) = head.first() else {
+            return CMD_SLOT_SIZE;
+        };
+        let Some(kind) = CommandKind::from_u8(k) else {
+            return CMD_SLOT_SIZE;
+        };
+        let n = match kind {
+            CommandKind::Tiny | CommandKind::Small => match head.get(..24) {
+                Some(h) => {
+                    let r: RawSendHdr = read(h);
+                    24 + (r.length.get() as usize).min(SMALL_INLINE_MAX)
+                }
+                None => CMD_SLOT_SIZE,
+            },
+            CommandKind::MediumFrag => size_of::<RawMedium>(),
+            CommandKind::Rndv => size_of::<RawRndv>(),
+            CommandKind::Notify => size_of::<RawNotify>(),
+            CommandKind::ConnectRequest | CommandKind::ConnectReply => size_of::<RawConnect>(),
+            CommandKind::Liback => size_of::<RawLiback>(),
+            CommandKind::Pull => size_of::<RawPull>(),
+            CommandKind::RegionRegister => size_of::<RawRegion>(),
+            CommandKind::RegionDeregister => 2,
+            CommandKind::RegionWindow | CommandKind::RegionStage => size_of::<RawWindow>(),
+            CommandKind::PeerHello => size_of::<RawHello>(),
+            CommandKind::PullGrant => size_of::<RawGrant>(),
+        };
+        n.min(CMD_SLOT_SIZE)
     }
 
     /// The kind of this command.
@@ -739,6 +871,8 @@ impl<'a> Command<'a> {
             Command::RegionDeregister { .. } => CommandKind::RegionDeregister,
             Command::RegionWindow(_) => CommandKind::RegionWindow,
             Command::RegionStage(_) => CommandKind::RegionStage,
+            Command::PeerHello(_) => CommandKind::PeerHello,
+            Command::PullGrant(_) => CommandKind::PullGrant,
         }
     }
 
@@ -901,6 +1035,36 @@ impl<'a> Command<'a> {
                     b: st.block.into(),
                 },
             ),
+            Command::PeerHello(h) => put(
+                b,
+                &RawHello {
+                    kind: CommandKind::PeerHello as u8,
+                    dst_ep: h.dest.endpoint,
+                    peer: h.dest.peer.into(),
+                    session: h.session.into(),
+                    flags: if h.direct { PULL_DIRECT } else { 0 },
+                    _pad: [0; 3],
+                },
+            ),
+            Command::PullGrant(g) => {
+                let mut segs = [RawSeg::default(); DIRECT_SEGS_MAX];
+                for (d, &(addr, len)) in segs.iter_mut().zip(g.segs.segs()) {
+                    *d = RawSeg::new(addr, len);
+                }
+                put(
+                    b,
+                    &RawGrant {
+                        kind: CommandKind::PullGrant as u8,
+                        dst_ep: g.dest.endpoint,
+                        peer: g.dest.peer.into(),
+                        session: g.session.into(),
+                        cookie: g.cookie.into(),
+                        nsegs: g.segs.segs().len() as u8,
+                        _pad: [0; 3],
+                        segs,
+                    },
+                )
+            }
         }
         Ok(())
     }

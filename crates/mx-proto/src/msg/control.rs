@@ -465,6 +465,10 @@ pub enum ControlReply {
     PeerPending {
         /// The channel.
         channel: u32,
+        /// The other endpoint's process id where the platform lets one
+        /// library read another's memory (local), else 0: whom a direct
+        /// pull over the channel reads from, vouched for by the backend.
+        pid: u32,
     },
     /// Reply to `PeerDomain`: the other endpoint's domain.
     PeerDomain {
@@ -767,8 +771,8 @@ impl ControlReply {
             ControlReply::Done => {
                 w.u32(41);
             }
-            ControlReply::PeerPending { channel } => {
-                w.u32(60).u32(*channel);
+            ControlReply::PeerPending { channel, pid } => {
+                w.u32(60).u32(*channel).u32(*pid);
             }
             ControlReply::PeerDomain { domain } => {
                 w.u32(61).u32(*domain);
@@ -819,7 +823,10 @@ impl ControlReply {
                 max_frame: r.u32()?,
             },
             41 => ControlReply::Done,
-            60 => ControlReply::PeerPending { channel: r.u32()? },
+            60 => ControlReply::PeerPending {
+                channel: r.u32()?,
+                pid: r.u32()?,
+            },
             61 => ControlReply::PeerDomain { domain: r.u32()? },
             k => return Err(MsgError::UnknownKind(k.min(255) as u8)),
         };

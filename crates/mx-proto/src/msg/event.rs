@@ -164,6 +164,7 @@ struct RawPeer {
     session: U32,
     msg_slots: U16,
     data_slots: U16,
+    pid: U32,
 }
 
 #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
@@ -223,7 +224,7 @@ const _: () = {
     assert!(core::mem::size_of::<RawLiback>() == 16);
     assert!(core::mem::size_of::<RawNack>() == 8);
     assert!(core::mem::size_of::<RawDone>() == 12);
-    assert!(core::mem::size_of::<RawPeer>() == 16);
+    assert!(core::mem::size_of::<RawPeer>() == 20);
 };
 
 /// Fields common to received data messages.
@@ -398,6 +399,9 @@ pub enum Event<'a> {
         session: u32,
         /// The channel's sizes.
         sizes: crate::peer::PeerSizes,
+        /// The offering endpoint's process id where one library may read
+        /// another's memory (local), else 0 (as in `PeerPending`).
+        pid: u32,
     },
     /// A pull needs message block `block` of our staging window `region_id`
     /// ([`Command::RegionWindow`](super::command::Command::RegionWindow)):
@@ -666,6 +670,7 @@ impl<'a> Event<'a> {
                         msg_slots: r.msg_slots.get().into(),
                         data_slots: r.data_slots.get().into(),
                     },
+                    pid: r.pid.get(),
                 }
             }
 
@@ -914,6 +919,7 @@ impl<'a> Event<'a> {
                 src,
                 session,
                 sizes,
+                pid,
             } => put(
                 b,
                 &RawPeer {
@@ -928,6 +934,7 @@ impl<'a> Event<'a> {
                     data_slots: u16::try_from(sizes.data_slots)
                         .map_err(|_| MsgError::BadField("peer channel sizes"))?
                         .into(),
+                    pid: (*pid).into(),
                 },
             ),
             Event::StageNeeded {

@@ -916,3 +916,55 @@ fn errors_display() {
         .contains("magic"));
     assert!(Notify::Yes.is_needed() && !bool::from(Notify::No));
 }
+
+/// A 192-byte slot, the size of commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Big {
+    words: [u64; 24],
+}
+
+#[test]
+fn prefix_pushes_and_pops_copy_only_the_bytes_in_use() {
+    let mut layout = Layout::new();
+    let ring = layout.add_ring(Direction::FrontToBack, 192, 1).unwrap();
+    let region = Arc::new(HeapRegion::new(layout.region_len()));
+    let front = ControlPage::init(region.clone(), &layout, Side::Frontend).unwrap();
+    let back = ControlPage::attach(region.clone(), &layout, Side::Backend).unwrap();
+    let mut tx = front.producer::<Big>(ring).unwrap();
+    let mut rx = back.consumer::<Big>(ring).unwrap();
+    let area = layout.rings[ring].unwrap().area_offset as usize;
+    let full = Big {
+        words: [0xaaaa_aaaa_aaaa_aaaa; 24],
+    };
+    tx.push(&full).unwrap();
+    let _ = tx.publish();
+    assert_eq!(rx.pop(), Ok(Some(full)));
+    let _ = rx.release();
+    // One slot: the next push reuses it. 13 bytes -> 2 words written.
+    let mut short = Big { words: [0; 24] };
+    short.words[0] = 1;
+    short.words[1] = 2;
+    tx.push_prefix(&short, 13).unwrap();
+    let _ = tx.publish();
+    assert_eq!(bytes(&region, area, 16), short.as_bytes()[..16]);
+    assert!(
+        bytes(&region, area + 16, 176).iter().all(|&b| b == 0xaa),
+        "the unused tail was not written"
+    );
+    // The consumer reads what `used` says, the rest is zero.
+    let mut seen = 0;
+    let got = rx
+        .pop_prefix(|head| {
+            seen = head.len();
+            100
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, 192, "used sees the whole value, zero past the head");
+    assert_eq!(&got.words[..2], &[1, 2]);
+    assert!(got.words[2..13].iter().all(|&w| w == 0xaaaa_aaaa_aaaa_aaaa));
+    assert!(got.words[13..].iter().all(|&w| w == 0), "past `used`: zero");
+    let _ = rx.release();
+    assert_eq!(rx.pop_prefix(|_| 192), Ok(None));
+}

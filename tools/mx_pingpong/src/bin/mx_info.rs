@@ -1,6 +1,8 @@
 //! `mx_info`: what the MX backend reports: its board, its peers, and with
 //! `-e N` the counters of endpoint N; also the open endpoints and the NIC counters.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use frontend::{Frontend, FrontendError};
 use mx_proto::msg::control::{ControlError, COUNTER_LABELS, NIC_COUNTER_LABELS};

@@ -235,7 +235,7 @@ impl<H: HostPlatform> RawEndpoint<H> {
 
     /// A received RAW frame (whole, from its destination MAC): copy it into
     /// the next receive-queue slot and announce it, or drop and count.
-    pub fn deliver(&mut self, frame: &[u8], c: &RawCounters) {
+    pub fn receive_frame(&mut self, frame: &[u8], c: &RawCounters) {
         if frame.len() > self.max_frame {
             c.bump(RawCounter::DropTooLarge);
             return;

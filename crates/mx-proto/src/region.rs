@@ -1,4 +1,6 @@
-//! Registered regions of an endpoint: RDMA windows for large messages.
+//! Registered regions of an endpoint: RDMA windows for large messages, as
+//! the backend keeps them and as a library keeps its own for the peers it
+//! answers pulls for over a peer channel.
 //!
 //! A guest registers a region as a list of segments in its own memory
 //! (virtual addresses on the local platform), possibly over several
@@ -6,7 +8,7 @@
 //! and resolves a byte range of a region into guest segments for the bulk
 //! copy.
 
-use mx_proto::msg::command::{Pull, RegionRegister, RegionStage, RegionWindow, REGION_MAX_SEGS};
+use crate::msg::command::{Pull, RegionRegister, RegionStage, RegionWindow, REGION_MAX_SEGS};
 use std::time::{Duration, Instant};
 
 /// Number of region ids per endpoint (a u8 on the wire).
@@ -540,7 +542,7 @@ fn walk(segs: &[(u64, u32)], offset: u64, len: u64, out: &mut Vec<(u64, usize)>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mx_proto::msg::command::RawSeg;
+    use crate::msg::command::RawSeg;
 
     #[test]
     fn register_in_chunks_and_resolve() {

@@ -34,10 +34,10 @@
 //!   [`WireTiming::max_discovered`] from the wire in all; static peers (peers file, a mapper's names) are not counted
 //!   and never displaced.
 
+use super::Tx;
 use crate::config::WireTiming;
 use crate::counters::{NicCounter, NicCounters};
 use crate::peers::PeerTable;
-use crate::wire::Tx;
 use mxoe_wire::mapper::MapperAnnounce;
 use mxoe_wire::{NicId, PeerIndex, HOST_QUERY_MAGIC};
 use std::collections::HashMap;
