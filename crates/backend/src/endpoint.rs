@@ -112,7 +112,7 @@ impl<H: HostPlatform> Endpoint<H> {
         self.counters.bump(Counter::CmdsBadRef);
         self.post(&Event::CommandError {
             cmd_kind: kind as u8,
-            code: code as u8,
+            code,
         });
         Outcome::Done
     }

@@ -15,19 +15,21 @@ use crate::endpoints::Endpoints;
 use crate::window::{self, PullEnv};
 use mx_proto::msg::arrival::arrival;
 use mx_proto::msg::command::{CommandKind, MediumFrag, Pull};
-use mx_proto::msg::event::{CommandErrorCode, DirectSegs, PullStatus, DIRECT_SEGS_MAX};
+use mx_proto::msg::event::{CommandErrorCode, DirectSegs, NackKind, PullStatus, DIRECT_SEGS_MAX};
 use mx_proto::msg::{Command, Dest, Event, Source};
 use mx_proto::platform::{CopyFault, GuestMemory, HostPlatform};
 use std::time::{Duration, Instant};
 
-/// NACK types of the wire protocol (spec section 3).
+/// NACK types of the wire protocol (spec section 3), as bytes: the values
+/// of [`NackKind`], which the channel carries.
 pub mod nack {
+    use mx_proto::msg::event::NackKind;
     /// The endpoint id is out of range.
-    pub const BAD_ENDPT: u8 = 1;
+    pub const BAD_ENDPT: u8 = NackKind::BadEndpoint as u8;
     /// The endpoint is not open.
-    pub const ENDPT_CLOSED: u8 = 2;
+    pub const ENDPT_CLOSED: u8 = NackKind::EndpointClosed as u8;
     /// The session id does not match.
-    pub const BAD_SESSION: u8 = 3;
+    pub const BAD_SESSION: u8 = NackKind::BadSession as u8;
 }
 
 /// The lib seqnum a NACK of this command reports, if the command can be
@@ -50,13 +52,13 @@ pub fn refused<H: HostPlatform>(
     eps: &Endpoints<H>,
     dst_id: usize,
     session: Option<u32>,
-) -> Option<u8> {
+) -> Option<NackKind> {
     if dst_id >= eps.len() {
-        return Some(nack::BAD_ENDPT);
+        return Some(NackKind::BadEndpoint);
     }
     match eps.session_of(dst_id) {
-        None => Some(nack::ENDPT_CLOSED),
-        Some(s) if session.is_some_and(|want| want != s) => Some(nack::BAD_SESSION),
+        None => Some(NackKind::EndpointClosed),
+        Some(s) if session.is_some_and(|want| want != s) => Some(NackKind::BadSession),
         Some(_) => None,
     }
 }
@@ -71,22 +73,22 @@ pub fn nack<H: HostPlatform>(
     src_id: usize,
     dest: Dest,
     self_peer: u16,
-    nt: u8,
+    nt: NackKind,
     cmd: &Command<'_>,
 ) -> Outcome {
     let Some(src) = eps.get_mut(src_id) else {
         return Outcome::Done;
     };
     let count_drop = |src: &mut Endpoint<H>| match nt {
-        nack::ENDPT_CLOSED => src.counters.bump(Counter::DropEndpointClosed),
-        nack::BAD_SESSION => src.counters.bump(Counter::DropBadSession),
-        _ => src.counters.bump(Counter::CmdsBadRef),
+        NackKind::EndpointClosed => src.counters.bump(Counter::DropEndpointClosed),
+        NackKind::BadSession => src.counters.bump(Counter::DropBadSession),
+        NackKind::BadEndpoint => src.counters.bump(Counter::CmdsBadRef),
     };
     if let Command::Pull(p) = cmd {
         let status = match nt {
-            nack::BAD_ENDPT => PullStatus::BadEndpoint,
-            nack::ENDPT_CLOSED => PullStatus::EndpointClosed,
-            _ => PullStatus::BadSession,
+            NackKind::BadEndpoint => PullStatus::BadEndpoint,
+            NackKind::EndpointClosed => PullStatus::EndpointClosed,
+            NackKind::BadSession => PullStatus::BadSession,
         };
         if !src.event_room(1) {
             return Outcome::Blocked;

@@ -46,7 +46,9 @@ fn next(ep: &mut Ep, bell: &Doorbell<LocalGuest>) -> (String, Vec<u8>, u32) {
                     ("medium".into(), b, msg_length)
                 }
                 Event::SendMediumDone { sendq_slot } => ("done".into(), vec![], sendq_slot.into()),
-                Event::RecvNackLib { nack_type, .. } => ("nack".into(), vec![], nack_type.into()),
+                Event::RecvNackLib { nack_type, .. } => {
+                    ("nack".into(), vec![], u32::from(nack_type as u8))
+                }
                 other => (format!("{other:?}"), vec![], 0),
             };
             ep.release_events().unwrap();

@@ -407,10 +407,26 @@ fn nack_rules(w: &mut World) {
     w.event(|ev, _| {
         assert!(matches!(
             ev,
-            Event::RecvNackLib { src, nack_type: 2, lib_seqnum: 0x4444 }
+            Event::RecvNackLib { src, nack_type: mx_proto::msg::event::NackKind::EndpointClosed, lib_seqnum: 0x4444 }
                 if src.peer == evil_idx && src.endpoint == EVIL_EP
         ));
     });
+    // One of a kind no library message can have (a PULL's) is dropped and
+    // counted, not posted.
+    let bad_values = w.nic("drop: bad field value");
+    w.send(Packet::NackLib(mxoe_wire::packet::NackLib {
+        src_endpoint: EndpointId(EVIL_EP),
+        dst_endpoint: EndpointId(EP),
+        nack_type: NackType::BadRdmaWin,
+        dst_src_peer_index: PeerIndex::UNKNOWN,
+        lib_seqnum: LibSeqnum(0x4445),
+    }));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while w.nic("drop: bad field value") == bad_values {
+        assert!(Instant::now() < deadline, "the NACK was not counted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    w.no_event(Duration::ZERO);
 }
 
 fn send_path(w: &mut World) {

@@ -708,6 +708,16 @@ impl<G: GuestPlatform> EndpointChannel<G> {
         self.chan.sendq_write(slot, data)
     }
 
+    /// Write `data` at offset `at` of send-queue slot `slot` (a fragment
+    /// filled piece by piece from the user's buffer).
+    ///
+    /// # Errors
+    /// If the slot or range is out of bounds.
+    #[inline]
+    pub fn sendq_write_at(&self, slot: u16, at: usize, data: &[u8]) -> Result<(), ChannelError> {
+        self.chan.sendq_write_at(slot, at, data)
+    }
+
     /// Close the endpoint (the backend unmaps its pages and NACKs later
     /// traffic to it).
     ///

@@ -18,8 +18,8 @@
 //! once).
 
 use crate::core::{
-    Completion, Config, Core, MsgBuf, PartnerReset, RecvQueue, Rejected, ReqId, ResetReason,
-    Return, SendQueue, Time,
+    Completion, Config, Core, FragRef, MsgBuf, NoRecvQueue, PartnerReset, RecvError, RecvQueue,
+    Rejected, ReqId, ResetReason, Return, SendError, Time,
 };
 use crate::env::MxEnv;
 use crate::peers::Taken;
@@ -27,7 +27,7 @@ use crate::staging::StagingPool;
 use frontend::{Doorbell, EndpointChannel, Frontend, FrontendError};
 use mx_proto::msg::control::{BoardInfo, ChannelSizes, ControlError, OpenFlags};
 use mx_proto::msg::event::{PullStatus, DIRECT_SEGS_MAX};
-use mx_proto::msg::{CmdSlot, Command, Event, QUEUE_SLOT_SIZE};
+use mx_proto::msg::{CmdSlot, Event, QUEUE_SLOT_SIZE};
 use mx_proto::platform::local::{GuestRange, ProcessMemory};
 use mx_proto::platform::{auto::AutoGuest, coarse_micros, local::LocalTarget, GuestMemory};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -249,12 +249,11 @@ fn staging_pool(
 struct State<B: MsgBuf> {
     core: Core<B>,
     chan: EndpointChannel<Guest>,
-    /// A medium fragment is built here by the core, then copied into the
-    /// send-queue slot with volatile stores (shared memory is never handed
-    /// out as a Rust slice).
-    send_scratch: Vec<u8>,
-    /// Receive-queue payloads are copied here before the core reads them.
-    recv_scratch: Vec<u8>,
+    /// Payload bytes copied in and out of the channel's queues.
+    copies: CopyStats,
+    /// Kept fragments that left through a peer channel, to copy into their
+    /// send-queue slots once the channels are published (reused buffer).
+    deferred: Vec<FragRef>,
     /// A thread is blocked on the doorbell.
     sleeper: bool,
     /// The channel broke (the backend corrupted shared state or went away).
@@ -328,26 +327,49 @@ impl<B: MsgBuf> Clone for Endpoint<B> {
     }
 }
 
-struct Scratch<'a>(&'a mut [u8]);
-
-impl SendQueue for Scratch<'_> {
-    fn slot_mut(&mut self, _idx: u16) -> &mut [u8] {
-        self.0
-    }
+/// Payload bytes an endpoint copied, per place (the count is behaviour,
+/// not timing: a medium message's bytes are copied once per side, see
+/// docs/DESIGN.md).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Copied into send-queue slots (from the user's buffers).
+    pub sendq_bytes: u64,
+    /// Copied out of receive-queue slots (into their destinations).
+    pub recvq_bytes: u64,
+    /// Copied into peer channels' data slots.
+    pub peer_out_bytes: u64,
+    /// Copied out of peer channels' data slots.
+    pub peer_in_bytes: u64,
+    /// Copied a second time through a bounce buffer (a [`MsgBuf`] that
+    /// cannot be read or filled in place; the core's
+    /// [`Stats::bounce_bytes`](crate::core::Stats::bounce_bytes)).
+    pub bounce_bytes: u64,
 }
 
-struct OneSlot<'a> {
-    idx: u16,
-    bytes: &'a [u8],
+/// The receive queue of the backend channel, as the core reads it: each
+/// read is one copy from the shared slot into its destination.
+struct RecvqOf<'a> {
+    chan: &'a EndpointChannel<Guest>,
+    copied: std::cell::Cell<u64>,
+    failed: std::cell::Cell<bool>,
 }
 
-impl RecvQueue for OneSlot<'_> {
-    fn slot(&self, idx: u16) -> &[u8] {
-        if idx == self.idx {
-            self.bytes
+impl RecvQueue for RecvqOf<'_> {
+    fn slot_len(&self, idx: u16) -> usize {
+        if u32::from(idx) < self.chan.recvq_slots() {
+            QUEUE_SLOT_SIZE
         } else {
-            &[]
+            0
         }
+    }
+    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
+        let ok = self.chan.recvq_read(idx, off, out).is_ok();
+        if ok {
+            self.copied.set(self.copied.get() + out.len() as u64);
+        } else {
+            self.failed.set(true);
+        }
+        ok
     }
 }
 
@@ -420,8 +442,8 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 state: Mutex::new(State {
                     core,
                     chan,
-                    send_scratch: vec![0; QUEUE_SLOT_SIZE],
-                    recv_scratch: vec![0; QUEUE_SLOT_SIZE],
+                    copies: CopyStats::default(),
+                    deferred: Vec::new(),
                     sleeper: false,
                     broken: false,
                     direct_src: None,
@@ -536,6 +558,18 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         r
     }
 
+    /// The payload bytes this endpoint copied, per place.
+    pub fn copy_stats(&self) -> CopyStats {
+        let st = lock(&self.inner.state);
+        let p = st.peers.stats();
+        CopyStats {
+            peer_out_bytes: p.data_out_bytes,
+            peer_in_bytes: p.data_in_bytes,
+            bounce_bytes: st.core.stats().bounce_bytes,
+            ..st.copies
+        }
+    }
+
     /// What this endpoint's peer channels counted.
     pub fn peer_stats(&self) -> crate::peers::PeerStats {
         lock(&self.inner.state).peers.stats()
@@ -606,7 +640,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         match_info: u64,
         context: u64,
         synchronous: bool,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, SendError>> {
         self.with_core(|c| {
             if synchronous {
                 c.issend(dest, buf, match_info, context)
@@ -626,7 +660,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         match_info: u64,
         mask: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, RecvError>> {
         self.with_core(|c| c.irecv(buf, match_info, mask, context))
     }
 
@@ -743,7 +777,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             }
         });
         match err {
-            Some(e) => Err(e),
+            Some(e) => Err(e.into()),
             None => Ok(r.flatten()),
         }
     }
@@ -786,7 +820,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             .frontend
             .peer_by_nic_id(nic_id)
             .map_err(|e| frontend_error(&e))?;
-        let req = self.with_core(|c| c.connect(peer.index, endpoint, nic_id, key, 0, 0))?;
+        let req = self.with_core(|c| c.connect(peer.index, endpoint, nic_id, key, 0, 0));
         match self.wait(req, timeout)? {
             Some(done) => connect_status(&done).map(|()| done.source),
             None => {
@@ -873,8 +907,8 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
     let State {
         core,
         chan,
-        send_scratch,
-        recv_scratch,
+        copies,
+        deferred,
         broken,
         direct_src,
         peers,
@@ -922,27 +956,23 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
                 peers.closed(channel);
                 continue;
             }
-            let payload = match ev {
-                Event::RecvSmall {
-                    recvq_slot, length, ..
-                } => Some((recvq_slot, usize::from(length))),
-                Event::RecvMediumFrag {
-                    recvq_slot,
-                    frag_length,
-                    ..
-                } => Some((recvq_slot, usize::from(frag_length))),
-                _ => None,
-            };
-            match payload {
-                Some((idx, len)) => {
-                    let bytes = &mut recv_scratch[..len.min(QUEUE_SLOT_SIZE)];
-                    if chan.recvq_read(idx, 0, bytes).is_err() || chan.recvq_release(idx).is_err() {
+            match ev.recvq_slot() {
+                Some(idx) => {
+                    // The core copies the payload out of the slot during
+                    // the call, straight into its destination.
+                    let q = RecvqOf {
+                        chan,
+                        copied: std::cell::Cell::new(0),
+                        failed: std::cell::Cell::new(false),
+                    };
+                    core.handle_event(now, &ev, &q);
+                    copies.recvq_bytes += q.copied.get();
+                    if q.failed.get() || chan.recvq_release(idx).is_err() {
                         *broken = true;
                         return;
                     }
-                    core.handle_event(now, &ev, &OneSlot { idx, bytes });
                 }
-                None => core.handle_event(now, &ev, &crate::core::NoRecvQueue),
+                None => core.handle_event(now, &ev, &NoRecvQueue),
             }
         }
         if moved && chan.release_events().is_err() {
@@ -970,7 +1000,7 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
                         status: PullStatus::BadRdmaWindow,
                         transferred: 0,
                     },
-                    &crate::core::NoRecvQueue,
+                    &NoRecvQueue,
                 );
             }
         }
@@ -986,34 +1016,34 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
         let mut pushed = false;
         while core.has_output() && chan.command_space().unwrap_or(0) > 0 {
             let mut slot = CmdSlot::default();
-            if !core.poll_command(now, &mut slot, &mut Scratch(send_scratch)) {
+            let Some(emitted) = core.poll_command(now, &mut slot) else {
                 break;
-            }
-            let cmd = Command::parse(&slot);
-            if let Ok(cmd) = &cmd {
-                let taken = peers.try_send(cmd, &slot, send_scratch);
-                if taken != Taken::No {
-                    moved = true;
-                    if let (Command::MediumFrag(m), Taken::Now) = (cmd, taken) {
-                        // The fragment was copied into the channel: its
-                        // send-queue slot is free again at once.
-                        core.handle_event(
-                            now,
-                            &Event::SendMediumDone {
-                                sendq_slot: m.sendq_slot,
-                            },
-                            &crate::core::NoRecvQueue,
-                        );
+            };
+            let frag = emitted.frag;
+            let taken = peers.try_send(core, &slot, frag.as_ref());
+            if taken != Taken::No {
+                moved = true;
+                if let Some(f) = frag {
+                    // A fragment pushed into the channel: the backend
+                    // never sees this post of the slot. A held one keeps
+                    // its slot until it leaves (`take_freed` below).
+                    if taken == Taken::Now {
+                        give_back(core, now, &f);
                     }
-                    continue;
+                    // A fragment the core keeps for retransmission goes
+                    // into its send-queue slot too: after the channel is
+                    // published, off the receiver's critical path (the
+                    // buffer stays with the core until an event acks it).
+                    if f.retained && f.needs_fill() {
+                        deferred.push(f);
+                    }
                 }
+                continue;
             }
-            if let Ok(Command::MediumFrag(m)) = cmd {
-                let len = usize::from(m.frag_length).min(QUEUE_SLOT_SIZE);
-                if chan
-                    .sendq_write(m.sendq_slot, &send_scratch[..len])
-                    .is_err()
-                {
+            if let Some(f) = frag.filter(FragRef::needs_fill) {
+                if !fill_sendq(core, chan, copies, &f) {
+                    // Only a broken send queue refuses a slot the core
+                    // named.
                     *broken = true;
                     return;
                 }
@@ -1025,14 +1055,18 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
             pushed = true;
         }
         peers.flush();
+        for f in deferred.drain(..) {
+            if !fill_sendq(core, chan, copies, &f) {
+                // A kept slot must hold its bytes before anything can
+                // resend it.
+                *broken = true;
+                return;
+            }
+        }
         // Held fragments that left the channel free their slots now.
         for sendq_slot in peers.take_freed() {
             moved = true;
-            core.handle_event(
-                now,
-                &Event::SendMediumDone { sendq_slot },
-                &crate::core::NoRecvQueue,
-            );
+            core.handle_event(now, &Event::SendMediumDone { sendq_slot }, &NoRecvQueue);
         }
         if pushed {
             moved = true;
@@ -1048,4 +1082,33 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
     if bells || peers.needs_maintenance() {
         peers.maintain(frontend, core, now, bells);
     }
+}
+
+/// Copy fragment `f`'s bytes from the user's buffer straight into its
+/// send-queue slot (one copy). False if that failed.
+fn fill_sendq<B: MsgBuf>(
+    core: &mut Core<B>,
+    chan: &EndpointChannel<Guest>,
+    copies: &mut CopyStats,
+    f: &FragRef,
+) -> bool {
+    let mut n = 0u64;
+    let ok = core.copy_frag(f, &mut |off, bytes| {
+        n += bytes.len() as u64;
+        chan.sendq_write_at(f.sendq_slot, off, bytes).is_ok()
+    });
+    copies.sendq_bytes += n;
+    ok
+}
+
+/// The backend will not see this post of `f`'s slot (the fragment left
+/// through a peer channel): the slot's post is over.
+fn give_back<B: MsgBuf>(core: &mut Core<B>, now: Time, f: &FragRef) {
+    core.handle_event(
+        now,
+        &Event::SendMediumDone {
+            sendq_slot: f.sendq_slot,
+        },
+        &NoRecvQueue,
+    );
 }

@@ -34,7 +34,7 @@
 //! `PeerClosed`: whatever it had sent is still read, then the channel is
 //! dropped.
 
-use crate::core::{Core, MsgBuf, RecvQueue, Time};
+use crate::core::{Core, FragRef, MsgBuf, NoRecvQueue, RecvQueue, SlotBytes, Time};
 use crate::endpoint::Guest;
 use frontend::{Frontend, FrontendError, PeerLink};
 use mx_proto::msg::arrival::arrival;
@@ -43,7 +43,7 @@ use mx_proto::msg::control::ControlError;
 use mx_proto::msg::event::{DirectSegs, DIRECT_SEGS_MAX};
 use mx_proto::msg::Dest;
 use mx_proto::msg::{CmdSlot, Command, Source, QUEUE_SLOT_SIZE};
-use mx_proto::peer::{PeerChannel, PeerSizes};
+use mx_proto::peer::{DataSlot, PeerChannel, PeerSizes};
 use mx_proto::platform::{BellState, PeerBell, SharedMem};
 use mx_proto::region::RegionTable;
 use std::sync::Arc;
@@ -84,6 +84,11 @@ pub struct PeerStats {
     /// Messages dropped because the peer lied (malformed, wrong
     /// destination, out-of-order slot); each drops its channel too.
     pub lies: u64,
+    /// Fragment bytes copied out of the user's buffers for a channel (into
+    /// a data slot, or into the buffer of a message held for room).
+    pub data_out_bytes: u64,
+    /// Fragment bytes copied out of data slots (into their destinations).
+    pub data_in_bytes: u64,
 }
 
 struct Slot {
@@ -161,7 +166,6 @@ pub(crate) struct Peers {
     /// Offers to accept (or decline) at the next maintenance, with the
     /// offerer's pid.
     offers: Vec<(u32, Source, u32, PeerSizes, u32)>,
-    scratch: Vec<u8>,
     /// Fragment buffers of held messages that left, kept for the next.
     spare: Vec<Box<[u8]>>,
     /// The core's send-queue slots of held fragments that left since the
@@ -202,11 +206,27 @@ fn channel_dest(cmd: &Command<'_>) -> Option<(u16, u8, u32, bool)> {
     Some((dest.peer, dest.endpoint, session, data))
 }
 
-struct OneSlot<'a>(&'a [u8]);
+/// A fragment taken from a channel's data slot, as the core reads it: each
+/// read is one copy from the shared slot into its destination.
+struct DataOf<'a> {
+    chan: &'a PeerChannel<Arc<dyn SharedMem>>,
+    data: DataSlot,
+    copied: std::cell::Cell<u64>,
+    failed: std::cell::Cell<bool>,
+}
 
-impl RecvQueue for OneSlot<'_> {
-    fn slot(&self, _idx: u16) -> &[u8] {
-        self.0
+impl RecvQueue for DataOf<'_> {
+    fn slot_len(&self, _idx: u16) -> usize {
+        self.data.len()
+    }
+    fn read(&self, _idx: u16, off: usize, out: &mut [u8]) -> bool {
+        let ok = self.chan.read_data(&self.data, off, out).is_ok();
+        if ok {
+            self.copied.set(self.copied.get() + out.len() as u64);
+        } else {
+            self.failed.set(true);
+        }
+        ok
     }
 }
 
@@ -225,7 +245,6 @@ impl Peers {
             tried: Vec::new(),
             wanted: Vec::new(),
             offers: Vec::new(),
-            scratch: vec![0; QUEUE_SLOT_SIZE],
             spare: Vec::new(),
             freed: Vec::new(),
             own: RegionTable::default(),
@@ -253,10 +272,41 @@ impl Peers {
         self.slots.iter().filter(|s| s.up && !s.dead).count()
     }
 
-    /// Offer command `cmd` (encoded in `slot`; `frag` holds a medium
-    /// fragment's bytes) to the channel of its partner. True if it left
-    /// that way; false if it must go to the backend.
-    pub(crate) fn try_send(&mut self, cmd: &Command<'_>, slot: &CmdSlot, frag: &[u8]) -> Taken {
+    /// Offer the command the core just wrote into `slot` to the channel
+    /// of its partner; a medium fragment's bytes (`frag`) are copied with
+    /// the core straight from the user's buffer into a data slot (or, when
+    /// the channel is full, into the buffer of the held message, while the
+    /// request still has the user's buffer). [`Taken::No`]: it must go to
+    /// the backend.
+    pub(crate) fn try_send<B: MsgBuf>(
+        &mut self,
+        core: &mut Core<B>,
+        slot: &CmdSlot,
+        frag: Option<&FragRef>,
+    ) -> Taken {
+        // A retransmission from a slot the core kept goes to the backend,
+        // which reads that slot: the user's buffer may be back with the
+        // application.
+        if frag.is_some_and(|f| !f.needs_fill()) {
+            return Taken::No;
+        }
+        let Ok(cmd) = Command::parse(slot) else {
+            return Taken::No;
+        };
+        match frag {
+            Some(frag) => self.offer(&cmd, slot, Some(&mut FromCore { core, frag })),
+            None => self.offer(&cmd, slot, None),
+        }
+    }
+
+    /// [`Peers::try_send`] of command `cmd` (encoded in `slot`) whose
+    /// fragment bytes, if it is a medium fragment, come from `frag`.
+    fn offer(
+        &mut self,
+        cmd: &Command<'_>,
+        slot: &CmdSlot,
+        mut frag: Option<&mut dyn FragSource>,
+    ) -> Taken {
         if !self.enabled {
             return Taken::No;
         }
@@ -345,10 +395,19 @@ impl Peers {
             _ => {}
         }
         let medium = matches!(cmd, Command::MediumFrag(_));
-        let frag = match cmd {
-            Command::MediumFrag(m) => Some(&frag[..usize::from(m.frag_length).min(frag.len())]),
-            _ => None,
-        };
+        if !medium {
+            // Only a fragment has bytes besides its command.
+            frag = None;
+        }
+        if let Command::MediumFrag(m) = cmd {
+            // No bytes (or not as many as it says): the backend's path.
+            if frag
+                .as_deref()
+                .is_none_or(|src| src.len() != usize::from(m.frag_length))
+            {
+                return Taken::No;
+            }
+        }
         // Older held messages go first; this one goes now only if they all
         // left and there is room.
         if drain_held(s, &mut self.spare, &mut self.freed).is_err() {
@@ -357,8 +416,13 @@ impl Peers {
         if s.held.is_empty() {
             match s.chan.has_room(medium) {
                 Ok(true) => {
-                    if push_now(&mut s.chan, slot, frag).is_err() {
-                        // Room was checked: the peer broke an index.
+                    let pushed = match frag.as_deref_mut() {
+                        Some(src) => push_frag(&mut s.chan, slot, src, &mut self.stats),
+                        None => push_now(&mut s.chan, slot, None),
+                    };
+                    if pushed.is_err() {
+                        // Room was checked: the peer broke an index (or the
+                        // user's buffer is gone).
                         s.dead = true;
                         return Taken::No;
                     }
@@ -379,15 +443,26 @@ impl Peers {
             self.stats.overflow += 1;
             return Taken::No;
         }
-        let frag = frag.map(|bytes| {
-            let mut buf = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| vec![0; QUEUE_SLOT_SIZE].into_boxed_slice());
-            buf[..bytes.len()].copy_from_slice(bytes);
-            s.held_frags += 1;
-            (buf, bytes.len())
-        });
+        // A held fragment's bytes are copied now, while its request still
+        // has the user's buffer; it keeps its send-queue slot until it
+        // leaves.
+        let frag = match frag {
+            Some(src) => {
+                let mut buf = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| vec![0; QUEUE_SLOT_SIZE].into_boxed_slice());
+                let len = src.len();
+                if len > buf.len() || !copy_into(src, &mut buf[..len]) {
+                    self.spare.push(buf);
+                    return Taken::No;
+                }
+                self.stats.data_out_bytes += len as u64;
+                s.held_frags += 1;
+                Some((buf, len))
+            }
+            None => None,
+        };
         s.held.push_back(Held { slot: *slot, frag });
         self.stats.held += 1;
         self.stats.sent += 1;
@@ -456,7 +531,6 @@ impl Peers {
         let direct = self.direct;
         let Peers {
             slots,
-            scratch,
             stats,
             own,
             segs,
@@ -505,7 +579,7 @@ impl Peers {
                     serve_pull(s, own, segs, &p, src, spare, freed)
                 }
                 Ok(cmd) => {
-                    let ok = deliver(core, now, src, (me, session), &cmd, &mut s.chan, scratch);
+                    let ok = deliver(core, now, src, (me, session), &cmd, &mut s.chan, stats);
                     if let (true, Command::Rndv(r)) = (ok, cmd) {
                         s.rndv_in[usize::from(r.rdma.id)] = Some(r.rdma.seqnum);
                     }
@@ -769,6 +843,90 @@ fn push_now(
 /// A channel whose indices the peer broke (room was checked first).
 struct Broken;
 
+/// Where the bytes of a medium fragment offered to a channel come from.
+trait FragSource {
+    /// The fragment's length in bytes.
+    fn len(&self) -> usize;
+    /// `sink(offset in the fragment, bytes)` once per piece, in order;
+    /// false if a `sink` call or the source failed.
+    fn copy(&mut self, sink: &mut dyn FnMut(usize, &[u8]) -> bool) -> bool;
+}
+
+/// A fragment the core just emitted: its bytes are still in the user's
+/// buffer ([`Core::copy_frag`]).
+struct FromCore<'a, B: MsgBuf> {
+    core: &'a mut Core<B>,
+    frag: &'a FragRef,
+}
+
+impl<B: MsgBuf> FragSource for FromCore<'_, B> {
+    fn len(&self) -> usize {
+        self.frag.len as usize
+    }
+    fn copy(&mut self, sink: &mut dyn FnMut(usize, &[u8]) -> bool) -> bool {
+        self.core.copy_frag(self.frag, sink)
+    }
+}
+
+impl FragSource for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn copy(&mut self, sink: &mut dyn FnMut(usize, &[u8]) -> bool) -> bool {
+        sink(0, self)
+    }
+}
+
+/// Copy all of `src` into `out` (exactly its length).
+fn copy_into(src: &mut dyn FragSource, out: &mut [u8]) -> bool {
+    let mut filled = 0usize;
+    let ok = src.copy(
+        &mut |off, bytes| match out.get_mut(off..off + bytes.len()) {
+            Some(d) => {
+                d.copy_from_slice(bytes);
+                filled += bytes.len();
+                true
+            }
+            None => false,
+        },
+    );
+    ok && filled == out.len()
+}
+
+/// Push one medium fragment into a channel with room, its bytes copied
+/// once from `src` straight into the data slot it is then made to name.
+fn push_frag(
+    chan: &mut PeerChannel<Arc<dyn SharedMem>>,
+    slot: &CmdSlot,
+    src: &mut dyn FragSource,
+    stats: &mut PeerStats,
+) -> Result<(), Broken> {
+    let Ok(Command::MediumFrag(m)) = Command::parse(slot) else {
+        return Err(Broken);
+    };
+    let d = chan.claim_data(src.len()).map_err(|_| Broken)?;
+    let mut n = 0u64;
+    let copied = {
+        let chan = &*chan;
+        src.copy(&mut |off, bytes| {
+            n += bytes.len() as u64;
+            chan.write_data(&d, off, bytes).is_ok()
+        })
+    };
+    stats.data_out_bytes += n;
+    if !copied {
+        return Err(Broken);
+    }
+    let mut out = CmdSlot::default();
+    Command::MediumFrag(MediumFrag {
+        sendq_slot: d.slot(),
+        ..m
+    })
+    .emit(&mut out)
+    .map_err(|_| Broken)?;
+    chan.push(&out).map_err(|_| Broken)
+}
+
 /// Whether a message popped from a channel is addressed to us (endpoint
 /// and session).
 fn addressed(cmd: &Command<'_>, me: u8, session: u32) -> bool {
@@ -911,7 +1069,7 @@ fn deliver<B: MsgBuf>(
     (me, session): (u8, u32),
     cmd: &Command<'_>,
     chan: &mut PeerChannel<Arc<dyn SharedMem>>,
-    scratch: &mut [u8],
+    stats: &mut PeerStats,
 ) -> bool {
     let Some((_, ep, to_session, _)) = channel_dest(cmd) else {
         return false;
@@ -922,23 +1080,33 @@ fn deliver<B: MsgBuf>(
     let Some(ev) = arrival(src, cmd, 0) else {
         return false;
     };
-    // The payload of a small message is inline, a fragment's in its data
-    // slot: copied out (order and bounds checked) before the core sees it.
-    let payload: &[u8] = match cmd {
+    // The payload of a small message is inline (already a private copy),
+    // a fragment's in its data slot: order and bounds checked first, then
+    // the core copies it once, straight into its destination.
+    match cmd {
         Command::MediumFrag(m) => {
-            let Some(bytes) = scratch.get_mut(..usize::from(m.frag_length)) else {
+            let Ok(data) = chan.open_data(m.sendq_slot, usize::from(m.frag_length)) else {
                 return false;
             };
-            if chan.take_data(m.sendq_slot, bytes).is_err() {
-                return false;
-            }
-            bytes
+            let q = DataOf {
+                chan,
+                data,
+                copied: std::cell::Cell::new(0),
+                failed: std::cell::Cell::new(false),
+            };
+            core.handle_event(now, &ev, &q);
+            stats.data_in_bytes += q.copied.get();
+            !q.failed.get()
         }
-        Command::Small { data, .. } => data,
-        _ => &[],
-    };
-    core.handle_event(now, &ev, &OneSlot(payload));
-    true
+        Command::Small { data, .. } => {
+            core.handle_event(now, &ev, &SlotBytes(data));
+            true
+        }
+        _ => {
+            core.handle_event(now, &ev, &NoRecvQueue);
+            true
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1197,7 +1365,7 @@ mod tests {
             let mut slot = CmdSlot::default();
             cmd.emit(&mut slot).unwrap();
             assert_ne!(
-                r.peers.try_send(&cmd, &slot, &frag),
+                r.peers.offer(&cmd, &slot, Some(&mut &frag[..])),
                 Taken::No,
                 "message {seq}"
             );
@@ -1236,7 +1404,7 @@ mod tests {
             };
             let mut slot = CmdSlot::default();
             cmd.emit(&mut slot).unwrap();
-            if r.peers.try_send(&cmd, &slot, &[]) != Taken::No {
+            if r.peers.offer(&cmd, &slot, None) != Taken::No {
                 n_true += 1;
             }
         }
@@ -1248,7 +1416,7 @@ mod tests {
     fn offer(r: &mut Rig, cmd: &Command<'_>) -> Taken {
         let mut slot = CmdSlot::default();
         cmd.emit(&mut slot).unwrap();
-        r.peers.try_send(cmd, &slot, &[])
+        r.peers.offer(cmd, &slot, None)
     }
 
     /// What the liar pops next (hellos skipped).

@@ -2,9 +2,7 @@
 //! lossless in-memory backend: the order of calls a shell uses, and proof
 //! that everything it needs is exported.
 
-use libmx::core::{
-    Completion, Config, Core, EndpointAddr, MsgBuf, RecvQueue, ReqId, SendQueue, Status, Time,
-};
+use libmx::core::{Completion, Config, Core, EndpointAddr, MsgBuf, RecvQueue, ReqId, Status, Time};
 use mx_proto::msg::command::{Command, RawSeg};
 use mx_proto::msg::event::{Event, PullStatus, RecvHdr};
 use mx_proto::msg::{CmdSlot, EvtSlot, Source, QUEUE_SLOT_SIZE};
@@ -40,15 +38,22 @@ impl MsgBuf for Buf {
 
 struct Slots(Vec<Vec<u8>>);
 
-impl SendQueue for Slots {
-    fn slot_mut(&mut self, idx: u16) -> &mut [u8] {
-        &mut self.0[usize::from(idx)]
-    }
-}
-
 impl RecvQueue for Slots {
-    fn slot(&self, idx: u16) -> &[u8] {
-        &self.0[usize::from(idx)]
+    fn slot_len(&self, idx: u16) -> usize {
+        self.0.get(usize::from(idx)).map_or(0, Vec::len)
+    }
+    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
+        match self
+            .0
+            .get(usize::from(idx))
+            .and_then(|s| s.get(off..off + out.len()))
+        {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -243,8 +248,15 @@ impl World {
                 let mut slot = CmdSlot::default();
                 loop {
                     let n = &mut self.nodes[i];
-                    if !n.core.poll_command(self.now, &mut slot, &mut n.sendq) {
+                    let Some(em) = n.core.poll_command(self.now, &mut slot) else {
                         break;
+                    };
+                    if let Some(f) = em.frag {
+                        let dst = &mut n.sendq.0[usize::from(f.sendq_slot)];
+                        assert!(n.core.copy_frag(&f, &mut |off, bytes| {
+                            dst[off..off + bytes.len()].copy_from_slice(bytes);
+                            true
+                        }));
                     }
                     busy = true;
                     self.backend(i, &slot);
@@ -287,8 +299,7 @@ impl World {
     fn connect(&mut self, a: usize, b: usize) -> EndpointAddr {
         let req = self.nodes[a]
             .core
-            .connect(b as u16, 0, 0x100 + b as u64, 7, 0, 0)
-            .unwrap();
+            .connect(b as u16, 0, 0x100 + b as u64, 7, 0, 0);
         self.run();
         let c = self.take(a, req);
         assert_eq!(c.status, Status::Success);

@@ -481,6 +481,17 @@ impl<R: SharedMem + Clone> GuestChannel<R> {
         Ok(self.region.write_at(off, data)?)
     }
 
+    /// Write `data` at offset `at` of send-queue slot `slot`: a fragment
+    /// filled piece by piece, straight from the segments of the user's
+    /// buffer.
+    ///
+    /// # Errors
+    /// If the slot or range is out of range.
+    pub fn sendq_write_at(&self, slot: u16, at: usize, data: &[u8]) -> Result<(), ChannelError> {
+        let off = slot_offset(self.sendq_area, slot.into(), at, data.len())?;
+        Ok(self.region.write_at(off, data)?)
+    }
+
     /// Copy `out.len()` bytes from offset `off` of receive-queue slot `slot`.
     ///
     /// # Errors

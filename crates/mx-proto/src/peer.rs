@@ -128,6 +128,31 @@ impl<R> core::fmt::Debug for PeerChannel<R> {
     }
 }
 
+/// A data slot of a channel, claimed for writing ([`PeerChannel::claim_data`])
+/// or taken for reading ([`PeerChannel::open_data`]): which slot, where its
+/// bytes are, how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataSlot {
+    slot: u16,
+    off: usize,
+    len: usize,
+}
+
+impl DataSlot {
+    /// The slot index a message names.
+    pub fn slot(&self) -> u16 {
+        self.slot
+    }
+    /// The fragment's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the fragment is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 fn data_offset(area: (usize, u32), slot: u32, len: usize) -> Result<usize, ChannelError> {
     if slot >= area.1 {
         return Err(ChannelError::BadSlot(slot));
@@ -212,13 +237,44 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
     /// # Errors
     /// [`ChannelError::Full`] when the peer has not released enough slots.
     pub fn put_data(&mut self, data: &[u8]) -> Result<u16, ChannelError> {
-        if data.len() > QUEUE_SLOT_SIZE {
+        let d = self.claim_data(data.len())?;
+        self.write_data(&d, 0, data)?;
+        Ok(d.slot)
+    }
+
+    /// Claim the next data slot for a fragment of `len` bytes, to be filled
+    /// with [`write_data`](Self::write_data) piece by piece (straight from
+    /// the segments of a user's buffer); the caller names
+    /// [`DataSlot::slot`] in the message it pushes next.
+    ///
+    /// # Errors
+    /// [`ChannelError::Full`] when the peer has not released enough slots,
+    /// [`ChannelError::OutOfBounds`] for more than a slot holds.
+    pub fn claim_data(&mut self, len: usize) -> Result<DataSlot, ChannelError> {
+        if len > QUEUE_SLOT_SIZE {
             return Err(ChannelError::OutOfBounds);
         }
         let pos = self.txd.claim().map_err(push_error)?;
-        let off = data_offset(self.txd_area, pos, data.len())?;
-        self.region.write_at(off, data)?;
-        Ok(pos as u16)
+        let off = data_offset(self.txd_area, pos, len)?;
+        Ok(DataSlot {
+            slot: pos as u16,
+            off,
+            len,
+        })
+    }
+
+    /// Copy `data` to offset `at` of a data slot claimed with
+    /// [`claim_data`](Self::claim_data).
+    ///
+    /// # Errors
+    /// [`ChannelError::OutOfBounds`] beyond the claimed length.
+    pub fn write_data(&self, d: &DataSlot, at: usize, data: &[u8]) -> Result<(), ChannelError> {
+        if at.checked_add(data.len()).is_none_or(|end| end > d.len) {
+            return Err(ChannelError::OutOfBounds);
+        }
+        self.region
+            .write_at(d.off + at, data)
+            .map_err(|_: OutOfBounds| ChannelError::OutOfBounds)
     }
 
     /// Make pushed messages and fragments visible; whether the peer asked to
@@ -245,6 +301,20 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
     /// [`ChannelError::RecvqOrder`] if the peer named slots out of order, a
     /// ring error if it named a slot it never published.
     pub fn take_data(&mut self, slot: u16, out: &mut [u8]) -> Result<(), ChannelError> {
+        let d = self.open_data(slot, out.len())?;
+        self.read_data(&d, 0, out)
+    }
+
+    /// Take fragment `slot` (which must be the next one in order) of `len`
+    /// bytes, to be read with [`read_data`](Self::read_data) straight into
+    /// its destination; it stays ours (the peer cannot reuse it) until the
+    /// next [`release`](Self::release).
+    ///
+    /// # Errors
+    /// [`ChannelError::RecvqOrder`] if the peer named slots out of order, a
+    /// ring error if it named a slot it never published,
+    /// [`ChannelError::OutOfBounds`] for more than a slot holds.
+    pub fn open_data(&mut self, slot: u16, len: usize) -> Result<DataSlot, ChannelError> {
         let expected = (self.rxd.position() & (self.rxd_area.1 - 1)) as u16;
         if slot != expected {
             return Err(ChannelError::RecvqOrder {
@@ -252,17 +322,28 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
                 got: slot.into(),
             });
         }
-        if out.len() > QUEUE_SLOT_SIZE {
+        if len > QUEUE_SLOT_SIZE {
             return Err(ChannelError::OutOfBounds);
         }
-        // Skipping first checks that the slot was published; it stays ours
-        // (the peer cannot reuse it) until the next release.
+        // Skipping first checks that the slot was published.
         let Some(pos) = self.rxd.skip()? else {
             return Err(ChannelError::BadSlot(slot.into()));
         };
-        let off = data_offset(self.rxd_area, pos, out.len())?;
+        let off = data_offset(self.rxd_area, pos, len)?;
+        Ok(DataSlot { slot, off, len })
+    }
+
+    /// Copy `out.len()` bytes from offset `at` of a fragment taken with
+    /// [`open_data`](Self::open_data).
+    ///
+    /// # Errors
+    /// [`ChannelError::OutOfBounds`] beyond the fragment's length.
+    pub fn read_data(&self, d: &DataSlot, at: usize, out: &mut [u8]) -> Result<(), ChannelError> {
+        if at.checked_add(out.len()).is_none_or(|end| end > d.len) {
+            return Err(ChannelError::OutOfBounds);
+        }
         self.region
-            .read_at(off, out)
+            .read_at(d.off + at, out)
             .map_err(|_: OutOfBounds| ChannelError::OutOfBounds)
     }
 

@@ -7,7 +7,7 @@ use mx_proto::msg::command::{
 use mx_proto::msg::control::{
     BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, OpenFlags, PeerInfo,
 };
-use mx_proto::msg::event::{DirectSegs, PullStatus};
+use mx_proto::msg::event::{CommandErrorCode, DirectSegs, NackKind, PullStatus};
 use mx_proto::msg::{CmdSlot, Command, Dest, Event, EvtSlot, RdmaRef, Seq, Source};
 use proptest::prelude::*;
 
@@ -139,10 +139,10 @@ proptest! {
             Event::RecvConnectRequest { src, src_session: a, app_key: b, target_recv_seqnum_start: c, connect_seqnum: e },
             Event::RecvConnectReply { src, src_session: a, target_session: b, target_recv_seqnum_start: c, connect_seqnum: e, status: f },
             Event::RecvLiback { src, lib_seqnum: c, send_seq: c, acknum: a },
-            Event::RecvNackLib { src, nack_type: 1 + e % 3, lib_seqnum: c },
+            Event::RecvNackLib { src, nack_type: NackKind::from_u8(1 + e % 3).unwrap(), lib_seqnum: c },
             Event::SendMediumDone { sendq_slot: c },
             Event::PullDone { cookie: a, status: PullStatus::BadRdmaWindow, transferred: b },
-            Event::CommandError { cmd_kind: e, code: f },
+            Event::CommandError { cmd_kind: e, code: CommandErrorCode::from_u8(1 + f % 5).unwrap() },
             Event::StageNeeded { region_id: e, gen: f, slot: c, block: a },
             Event::PeerClosed { channel: a },
             Event::PullDirect { cookie: a, pid: b, segs: DirectSegs::new(&[]).unwrap() },
@@ -398,5 +398,69 @@ proptest! {
             e.emit(&mut again).unwrap();
             prop_assert_eq!(RawEvent::parse(&again), Ok(e));
         }
+    }
+}
+
+/// The byte where two emissions of an event differ (the field that
+/// differs between them).
+fn field_offset(a: &Event<'_>, b: &Event<'_>) -> usize {
+    let (mut sa, mut sb) = (EvtSlot::default(), EvtSlot::default());
+    a.emit(&mut sa).unwrap();
+    b.emit(&mut sb).unwrap();
+    let diff: Vec<usize> = (0..sa.0.len()).filter(|&i| sa.0[i] != sb.0[i]).collect();
+    assert_eq!(diff.len(), 1, "one byte differs");
+    diff[0]
+}
+
+/// Every byte value of a NACK kind or a command error code either parses
+/// to the typed value it names or is refused; none panics.
+#[test]
+fn unknown_nack_kinds_and_command_error_codes_are_refused() {
+    let src = Source {
+        peer: 3,
+        endpoint: 4,
+    };
+    let nack = |k| Event::RecvNackLib {
+        src,
+        nack_type: k,
+        lib_seqnum: 9,
+    };
+    let cerr = |c| Event::CommandError {
+        cmd_kind: 7,
+        code: c,
+    };
+    let cases: [(Event<'_>, usize); 2] = [
+        (
+            nack(NackKind::BadEndpoint),
+            field_offset(&nack(NackKind::BadEndpoint), &nack(NackKind::BadSession)),
+        ),
+        (
+            cerr(CommandErrorCode::Malformed),
+            field_offset(
+                &cerr(CommandErrorCode::Malformed),
+                &cerr(CommandErrorCode::BadLength),
+            ),
+        ),
+    ];
+    for (ev, at) in cases {
+        let mut slot = EvtSlot::default();
+        ev.emit(&mut slot).unwrap();
+        let mut known = 0;
+        for v in 0..=255u8 {
+            slot.0[at] = v;
+            match Event::parse(&slot) {
+                Ok(Event::RecvNackLib { nack_type, .. }) => {
+                    assert_eq!(nack_type as u8, v);
+                    known += 1;
+                }
+                Ok(Event::CommandError { code, .. }) => {
+                    assert_eq!(code as u8, v);
+                    known += 1;
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(_) => {}
+            }
+        }
+        assert!(known == 3 || known == 5, "{known} values named");
     }
 }

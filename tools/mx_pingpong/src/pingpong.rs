@@ -3,7 +3,7 @@
 
 use crate::params::{self, Params, LIST_MATCH, PARAMS_LEN, PARAM_MATCH, PING_BASE, PONG_BASE};
 use crate::{mac, Cli};
-use libmx::core::{Completion, EndpointAddr, ReqId, Return, Status};
+use libmx::core::{Completion, EndpointAddr, ReqId, RequestError, Return, Status};
 use libmx::endpoint::{Endpoint, OpenOptions};
 use mx_proto::platform::local::LocalTarget;
 use std::collections::VecDeque;
@@ -192,7 +192,7 @@ impl<'a> Io<'a> {
     /// `mx_test`: make progress, then take `req` if it is done.
     /// (`with_core` alone would look before it makes progress, and see a
     /// completion one poll late.)
-    fn test(&self, req: ReqId) -> Result<Option<Completion<Vec<u8>>>, Return> {
+    fn test(&self, req: ReqId) -> Result<Option<Completion<Vec<u8>>>, RequestError> {
         self.ep
             .wait_for(Some(Duration::ZERO), |c| c.test(req).transpose())
             .transpose()

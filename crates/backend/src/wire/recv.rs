@@ -33,7 +33,7 @@ use crate::pull::Reject;
 use crate::region::Ask;
 use mx_proto::msg::arrival::{arrival, destination};
 use mx_proto::msg::command::{self, Command, SendHdr};
-use mx_proto::msg::event::PullStatus;
+use mx_proto::msg::event::{NackKind, PullStatus};
 use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
 use mx_proto::platform::{GuestMemory, HostPlatform};
 use mxoe_wire::packet::{NackLib, NackMcp, Pull};
@@ -389,6 +389,12 @@ impl<H: HostPlatform> Rx<'_, H> {
             | Packet::ConnectReply(_)
             | Packet::Truc(_) => self.message(&head, peer, &f.packet),
             Packet::NackLib(n) => {
+                // Only the kinds a library acts on cross the channel (the
+                // wire's others name no library message).
+                let Some(kind) = NackKind::from_u8(u8::from(n.nack_type)) else {
+                    self.st.counters.bump(NicCounter::DropBadValue);
+                    return;
+                };
                 let i = usize::from(n.dst_endpoint.0);
                 let Some(e) = self.eps.get_mut(i) else {
                     self.st.counters.bump(NicCounter::DropNackForNothing);
@@ -405,7 +411,7 @@ impl<H: HostPlatform> Rx<'_, H> {
                         peer,
                         endpoint: n.src_endpoint.0,
                     },
-                    nack_type: u8::from(n.nack_type),
+                    nack_type: kind,
                     lib_seqnum: n.lib_seqnum.raw(),
                 });
             }

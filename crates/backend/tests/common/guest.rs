@@ -228,9 +228,9 @@ impl Node {
                     self.free.push(sendq_slot);
                 }
                 Event::RecvNackLib { src, nack_type, .. } => {
-                    self.nacks.push((src.endpoint, nack_type))
+                    self.nacks.push((src.endpoint, nack_type as u8))
                 }
-                Event::CommandError { cmd_kind, code } => self.errors.push((cmd_kind, code)),
+                Event::CommandError { cmd_kind, code } => self.errors.push((cmd_kind, code as u8)),
                 _ => self.other += 1,
             }
         }

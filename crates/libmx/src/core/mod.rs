@@ -22,27 +22,37 @@
 //!    released as soon as the call returns); when the time given by
 //!    [`Core::poll_timeout`] has passed, call [`Core::handle_timeout`].
 //! 4. Outputs, after any of the above: call [`Core::poll_command`] until it
-//!    returns `false`, pushing each filled slot to the command ring (it
-//!    also writes medium fragments into the send queue); then collect
+//!    returns `None`, pushing each filled slot to the command ring; when
+//!    it says the command is a medium fragment ([`Emitted::frag`]), copy
+//!    the fragment's bytes with [`Core::copy_frag`] straight from the
+//!    user's buffer into the send-queue slot it names (or a peer channel's
+//!    data slot) first; then collect
 //!    finished requests with [`Core::poll_completion`], [`Core::test`],
 //!    [`Core::test_any`] or [`Core::peek`]; then re-arm the timer from
 //!    [`Core::poll_timeout`].
 //!
-//! `poll_command` returning `false` while a medium send waits for a free
+//! `poll_command` returning `None` while a medium send waits for a free
 //! send-queue slot is normal: the slot frees on
 //! [`Event::SendMediumDone`].
 //!
 //! The traits the shell implements: [`MsgBuf`] (the application's message
-//! buffers), [`SendQueue`], [`RecvQueue`], and optionally [`UnexpHandler`].
+//! buffers), [`RecvQueue`] (copy-shaped: the core copies a payload once,
+//! straight into its destination), and optionally [`UnexpHandler`].
 //!
 //! # Decisions where the specs are silent
 //!
 //! - Eager sends complete before their ack ("zombies", at most
 //!   [`Config::zombie_max`]): tiny and small ones once emitted (their bytes
 //!   are copied into the request at post time), medium ones once every
-//!   fragment was written to the send queue, after taking a private copy of
-//!   the message for retransmissions (send-queue slots are freed on
-//!   `SendMediumDone`). Past the limit they complete on their ack.
+//!   fragment was written to the send queue: the bytes are out of the
+//!   user's buffer then, in send-queue slots the message keeps until its
+//!   ack, and retransmissions post the same slots again without copying. A
+//!   medium message takes all its slots at once when it starts (so no two
+//!   half-sent messages can hold the queue between them); one with more
+//!   fragments than the queue has slots, or sent while the zombie limit is
+//!   reached, keeps none and completes on its ack (retransmissions copy
+//!   from the user's buffer again). Past the limit they complete on their
+//!   ack.
 //! - A successful connect reply also sets the partner's back session when
 //!   it has none, so acks and notifies reach a partner that never connects
 //!   back; a connect request with a wrong key changes no partner state.
@@ -55,7 +65,7 @@
 //!   still pull. Waiting sends keep their order per partner.
 //! - Sending to a partner that was reset (resend limit, new instance) fails
 //!   at once with ENDPOINT_UNREACHABLE until it is connected again. An
-//!   address naming no partner is refused with [`Return::BadAddrList`].
+//!   address naming no partner is refused ([`SendError::UnknownAddr`]).
 //! - A request timeout of 0 (MX_INFINITE) means no resend limit.
 //! - At most 4096 early packets are kept per partner; more are dropped
 //!   (the sender retransmits them).
@@ -68,18 +78,25 @@ mod seq;
 mod state;
 mod types;
 
+mod error;
 #[cfg(test)]
 mod prop_tests;
+mod sendq;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use error::{
+    AddrError, BufferedError, CancelError, ConfigError, MaskError, RecvError, RequestError,
+    SendError,
+};
 pub use types::{
-    BulkPool, CancelResult, Completion, Config, EndpointAddr, MsgBuf, NoRecvQueue, NoSendQueue,
-    PartnerInfo, PartnerReset, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType, ResetReason,
-    Return, SendQueue, Stats, Status, Time, UnexpAction, UnexpInfo, DEFAULT_PULL_BLOCK,
-    DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD, MAX_MEDIUM_FRAGS, STAGE_PIECES_MAX,
+    BulkPool, CancelResult, Completion, Config, Emitted, EndpointAddr, FragRef, MsgBuf,
+    NoRecvQueue, PartnerInfo, PartnerReset, PoolRange, Probe, RecvQueue, Rejected, ReqId, ReqType,
+    ResetReason, Return, SlotBytes, Stats, Status, Time, UnexpAction, UnexpInfo,
+    DEFAULT_PULL_BLOCK, DEFAULT_RESEND_LIMIT, DEFAULT_RNDV_THRESHOLD, MAX_MEDIUM_FRAGS,
+    STAGE_PIECES_MAX,
 };
 
 use mx_proto::msg::command::REGION_MAX_SEGS;
@@ -135,7 +152,7 @@ impl<B: MsgBuf> HandlerCtx<'_, B> {
         match_info: u64,
         mask: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, RecvError>> {
         self.core.irecv(buf, match_info, mask, context)
     }
 
@@ -173,8 +190,7 @@ pub struct Core<B: MsgBuf> {
     stage_q: VecDeque<Ctrl>,
     resend_q: VecDeque<(ReqId, Time)>,
     ack_q: VecDeque<(PartnerId, Time)>,
-    sendq_free: VecDeque<u16>,
-    sendq_busy: Vec<bool>,
+    sendq: sendq::SendSlots,
     regions: Vec<Option<Region>>,
     region_free: VecDeque<u8>,
     send_windows: usize,
@@ -217,8 +233,8 @@ impl<B: MsgBuf> Core<B> {
     /// A core for one open endpoint.
     ///
     /// # Errors
-    /// [`Return::BadParamVal`] when [`Config::validate`] refuses `cfg`.
-    pub fn new(cfg: Config) -> Result<Self, Return> {
+    /// [`ConfigError`] when [`Config::validate`] refuses `cfg`.
+    pub fn new(cfg: Config) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let nctx = cfg.context_id.map_or(1, |(bits, _)| 1usize << bits);
         let rndv_threshold = cfg.rndv_threshold.clamp(128, cfg.medium_max);
@@ -249,8 +265,7 @@ impl<B: MsgBuf> Core<B> {
             stage_q: VecDeque::new(),
             resend_q: VecDeque::new(),
             ack_q: VecDeque::new(),
-            sendq_free: (0..cfg.sendq_slots).collect(),
-            sendq_busy: vec![false; usize::from(cfg.sendq_slots)],
+            sendq: sendq::SendSlots::new(cfg.sendq_slots),
             regions: (0..REGION_IDS).map(|_| None).collect(),
             region_free: (0..=255u8).collect(),
             send_windows: 0,
@@ -318,9 +333,9 @@ impl<B: MsgBuf> Core<B> {
     /// control path when a partner connected to us first).
     ///
     /// # Errors
-    /// [`Return::BadAddrList`] for an unknown address.
-    pub fn set_partner_nic_id(&mut self, addr: EndpointAddr, nic_id: u64) -> Result<(), Return> {
-        let p = self.resolve(addr).ok_or(Return::BadAddrList)?;
+    /// [`AddrError`] for an unknown address.
+    pub fn set_partner_nic_id(&mut self, addr: EndpointAddr, nic_id: u64) -> Result<(), AddrError> {
+        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
         self.partners[p].nic_id = Some(nic_id);
         Ok(())
     }
@@ -328,9 +343,9 @@ impl<B: MsgBuf> Core<B> {
     /// Set the address context (`mx_set_endpoint_addr_context`).
     ///
     /// # Errors
-    /// [`Return::BadAddrList`] for an unknown address.
-    pub fn set_addr_context(&mut self, addr: EndpointAddr, context: u64) -> Result<(), Return> {
-        let p = self.resolve(addr).ok_or(Return::BadAddrList)?;
+    /// [`AddrError`] for an unknown address.
+    pub fn set_addr_context(&mut self, addr: EndpointAddr, context: u64) -> Result<(), AddrError> {
+        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
         self.partners[p].context = context;
         Ok(())
     }
@@ -373,8 +388,8 @@ impl<B: MsgBuf> Core<B> {
     /// (`mx_iconnect`). The request completes with the new address as its
     /// status source. Connecting to ourselves completes at once.
     ///
-    /// # Errors
-    /// None today; kept for the C ABI's `mx_return_t`.
+    /// It cannot fail: an unknown peer or endpoint fails the request
+    /// (its status), not the call.
     pub fn connect(
         &mut self,
         peer: u16,
@@ -383,7 +398,7 @@ impl<B: MsgBuf> Core<B> {
         key: u32,
         match_info: u64,
         context: u64,
-    ) -> Result<ReqId, Return> {
+    ) -> ReqId {
         let p = self.partner_for(peer, endpoint, Some(nic_id));
         let connect_seqnum = self.partners[p].connect_seqnum;
         let rid = self.new_req(
@@ -412,16 +427,16 @@ impl<B: MsgBuf> Core<B> {
             self.ctrl_q.push_back(Ctrl::Connect(rid));
         }
         self.finish();
-        Ok(rid)
+        rid
     }
 
     /// Drop all state of a partner (`mx_disconnect`): its pending requests
     /// fail with ENDPOINT_UNREACHABLE and the address becomes invalid.
     ///
     /// # Errors
-    /// [`Return::BadAddrList`] for an unknown address.
-    pub fn disconnect(&mut self, addr: EndpointAddr) -> Result<(), Return> {
-        let p = self.resolve(addr).ok_or(Return::BadAddrList)?;
+    /// [`AddrError`] for an unknown address.
+    pub fn disconnect(&mut self, addr: EndpointAddr) -> Result<(), AddrError> {
+        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
         if self.partners[p].is_self {
             return Ok(());
         }
@@ -436,15 +451,15 @@ impl<B: MsgBuf> Core<B> {
     /// Post an eager-or-rendezvous send (`mx_isend`).
     ///
     /// # Errors
-    /// [`Return::BadAddrList`] for an unknown address,
-    /// [`Return::BadSegCnt`] for more than 256 segments.
+    /// [`SendError::UnknownAddr`] for an unknown address,
+    /// [`SendError::TooManySegments`] for more than 256 segments.
     pub fn isend(
         &mut self,
         dest: EndpointAddr,
         buf: B,
         match_info: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, SendError>> {
         let r = self.post_send(dest, buf, match_info, context, false);
         self.finish();
         r
@@ -461,7 +476,7 @@ impl<B: MsgBuf> Core<B> {
         buf: B,
         match_info: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, SendError>> {
         let r = self.post_send(dest, buf, match_info, context, true);
         self.finish();
         r
@@ -471,22 +486,26 @@ impl<B: MsgBuf> Core<B> {
     /// in arrival order.
     ///
     /// # Errors
-    /// [`Return::BadMatchMask`] when `match_info & !mask != 0`,
-    /// [`Return::BadMatchingForContextIdMask`] when the mask does not cover
-    /// the context id bits, [`Return::BadSegCnt`] for more than 256 segments.
+    /// [`RecvError::MatchOutsideMask`] when `match_info & !mask != 0`,
+    /// [`RecvError::ContextIdMasked`] when the mask does not cover the
+    /// context id bits, [`RecvError::TooManySegments`] for more than 256
+    /// segments.
     pub fn irecv(
         &mut self,
         buf: B,
         match_info: u64,
         mask: u64,
         context: u64,
-    ) -> Result<ReqId, Rejected<B>> {
-        if let Err(code) = self.check_mask(match_info, mask) {
-            return Err(Rejected { code, buf });
+    ) -> Result<ReqId, Rejected<B, RecvError>> {
+        if let Err(e) = self.check_mask(match_info, mask) {
+            return Err(Rejected {
+                error: e.into(),
+                buf,
+            });
         }
         if buf.segment_count() > REGION_MAX_SEGS {
             return Err(Rejected {
-                code: Return::BadSegCnt,
+                error: RecvError::TooManySegments,
                 buf,
             });
         }
@@ -521,13 +540,13 @@ impl<B: MsgBuf> Core<B> {
     /// not cancelled.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for a send (MX and Open-MX cannot cancel
-    /// sends and say so with this code) or an unknown request.
-    pub fn cancel(&mut self, req: ReqId) -> Result<CancelResult<B>, Return> {
-        let r = self.user_req(req).ok_or(Return::BadRequest)?;
+    /// [`CancelError::Send`] for a send (MX and Open-MX cannot cancel
+    /// sends), [`CancelError::UnknownRequest`] for an unknown request.
+    pub fn cancel(&mut self, req: ReqId) -> Result<CancelResult<B>, CancelError> {
+        let r = self.user_req(req).ok_or(CancelError::UnknownRequest)?;
         let done = r.user == User::Done;
         let res = match &r.kind {
-            Kind::Send(_) => return Err(Return::BadRequest),
+            Kind::Send(_) => return Err(CancelError::Send),
             Kind::Recv(rs) if !done && matches!(rs.phase, RecvPhase::Posted) => {
                 let ctx = rs.ctx;
                 self.posted[ctx].retain(|&x| x != req);
@@ -552,9 +571,9 @@ impl<B: MsgBuf> Core<B> {
     /// (`mx_forget`).
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown request.
-    pub fn forget(&mut self, req: ReqId) -> Result<(), Return> {
-        let r = self.user_req(req).ok_or(Return::BadRequest)?;
+    /// [`RequestError`] for an unknown request.
+    pub fn forget(&mut self, req: ReqId) -> Result<(), RequestError> {
+        let r = self.user_req(req).ok_or(RequestError::Unknown)?;
         if r.user == User::Done {
             self.done.retain(|&x| x != req);
         }
@@ -573,13 +592,13 @@ impl<B: MsgBuf> Core<B> {
     /// timeout becomes a resend limit, `(ms*2+1023)/1024`; 0 means no limit.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown request.
-    pub fn set_request_timeout(&mut self, req: Option<ReqId>, ms: u32) -> Result<(), Return> {
+    /// [`RequestError`] for an unknown request.
+    pub fn set_request_timeout(&mut self, req: Option<ReqId>, ms: u32) -> Result<(), RequestError> {
         let n = Config::resends_for_timeout(ms);
         match req {
             None => self.resend_limit = n,
             Some(id) => {
-                self.user_req(id).ok_or(Return::BadRequest)?;
+                self.user_req(id).ok_or(RequestError::Unknown)?;
                 if let Some(tx) = self.req_mut(id).and_then(Request::tx_mut) {
                     tx.sends_max = n;
                 }
@@ -598,15 +617,19 @@ impl<B: MsgBuf> Core<B> {
     /// queue; false for rendezvous sends.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for anything but a send.
-    pub fn ibuffered(&self, req: ReqId) -> Result<bool, Return> {
-        match &self.user_req(req).ok_or(Return::BadRequest)?.kind {
+    /// [`BufferedError`] for anything but a send.
+    pub fn ibuffered(&self, req: ReqId) -> Result<bool, BufferedError> {
+        match &self
+            .user_req(req)
+            .ok_or(BufferedError::UnknownRequest)?
+            .kind
+        {
             Kind::Send(s) => Ok(match s.class {
                 state::Class::Tiny | state::Class::Small => true,
                 state::Class::Medium => s.written_once || s.completed,
                 state::Class::Large => false,
             }),
-            _ => Err(Return::BadRequest),
+            _ => Err(BufferedError::NotASend),
         }
     }
 
@@ -615,7 +638,7 @@ impl<B: MsgBuf> Core<B> {
     ///
     /// # Errors
     /// As the mask checks of [`Core::irecv`].
-    pub fn iprobe(&self, match_info: u64, mask: u64) -> Result<Option<Probe>, Return> {
+    pub fn iprobe(&self, match_info: u64, mask: u64) -> Result<Option<Probe>, MaskError> {
         self.check_mask(match_info, mask)?;
         let ctx = self.ctx_of(match_info);
         Ok(self.unexp[ctx]
@@ -667,9 +690,9 @@ impl<B: MsgBuf> Core<B> {
     /// Take `req` if it finished (`mx_test`); `Ok(None)` while pending.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown or already taken request.
-    pub fn test(&mut self, req: ReqId) -> Result<Option<Completion<B>>, Return> {
-        let r = self.user_req(req).ok_or(Return::BadRequest)?;
+    /// [`RequestError`] for an unknown or already taken request.
+    pub fn test(&mut self, req: ReqId) -> Result<Option<Completion<B>>, RequestError> {
+        let r = self.user_req(req).ok_or(RequestError::Unknown)?;
         Ok((r.user == User::Done).then(|| self.take_completion(req)))
     }
 
@@ -677,31 +700,31 @@ impl<B: MsgBuf> Core<B> {
     /// (`mx_context`).
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown or already taken request.
-    pub fn context(&self, req: ReqId) -> Result<u64, Return> {
-        Ok(self.user_req(req).ok_or(Return::BadRequest)?.context)
+    /// [`RequestError`] for an unknown or already taken request.
+    pub fn context(&self, req: ReqId) -> Result<u64, RequestError> {
+        Ok(self.user_req(req).ok_or(RequestError::Unknown)?.context)
     }
 
     /// Whether `req` finished, without taking it.
     ///
     /// # Errors
-    /// [`Return::BadRequest`] for an unknown or already taken request.
-    pub fn is_done(&self, req: ReqId) -> Result<bool, Return> {
-        Ok(self.user_req(req).ok_or(Return::BadRequest)?.user == User::Done)
+    /// [`RequestError`] for an unknown or already taken request.
+    pub fn is_done(&self, req: ReqId) -> Result<bool, RequestError> {
+        Ok(self.user_req(req).ok_or(RequestError::Unknown)?.user == User::Done)
     }
 
     /// Take the first finished receive or connect (completion order) whose
     /// match info satisfies `(match_info & mask) == match` (`mx_test_any`).
     ///
     /// # Errors
-    /// [`Return::BadMatchMask`] when `match_info & !mask != 0`.
+    /// [`MaskError::MatchOutsideMask`] when `match_info & !mask != 0`.
     pub fn test_any(
         &mut self,
         match_info: u64,
         mask: u64,
-    ) -> Result<Option<Completion<B>>, Return> {
+    ) -> Result<Option<Completion<B>>, MaskError> {
         if match_info & !mask != 0 {
-            return Err(Return::BadMatchMask);
+            return Err(MaskError::MatchOutsideMask);
         }
         let found = self.done.iter().copied().find(|&id| {
             self.req(id)
@@ -721,9 +744,10 @@ impl<B: MsgBuf> Core<B> {
     // ----------------------------------------------------------------
 
     /// Process one event from the backend. Small and medium payloads are
-    /// copied out of `recvq` during the call. Events that lie (bad slot,
-    /// impossible fragment, unknown cookie) are dropped and counted.
-    pub fn handle_event<Q: RecvQueue + ?Sized>(&mut self, now: Time, ev: &Event<'_>, recvq: &Q) {
+    /// copied out of `recvq` during the call, once, straight into their
+    /// destination. Events that lie (bad slot, impossible fragment, unknown
+    /// cookie) are dropped and counted.
+    pub fn handle_event(&mut self, now: Time, ev: &Event<'_>, recvq: &dyn RecvQueue) {
         self.dispatch_event(now, ev, recvq);
         self.finish();
     }
@@ -750,18 +774,53 @@ impl<B: MsgBuf> Core<B> {
     // Outputs
     // ----------------------------------------------------------------
 
-    /// Write the next command into `out`; medium fragments are also written
-    /// into a free slot of `sendq`. Returns `false` when there is nothing to
-    /// send now.
-    pub fn poll_command<Q: SendQueue + ?Sized>(
-        &mut self,
-        now: Time,
-        out: &mut CmdSlot,
-        sendq: &mut Q,
-    ) -> bool {
-        let r = self.next_command(now, out, sendq);
+    /// Write the next command into `out` and say what it is; `None` when
+    /// there is nothing to send now. A medium fragment's bytes are not in
+    /// the command: [`Emitted::frag`] names its send-queue slot, and
+    /// [`Core::copy_frag`] copies them from the user's buffer.
+    pub fn poll_command(&mut self, now: Time, out: &mut CmdSlot) -> Option<Emitted> {
+        let r = self.next_command(now, out);
         self.finish();
         r
+    }
+
+    /// Copy the bytes of fragment `frag`, just returned by
+    /// [`Core::poll_command`], straight from the user's buffer:
+    /// `sink(offset in the fragment, bytes)` once per piece of the buffer's
+    /// memory, in order (one call with the whole fragment where the buffer
+    /// cannot be read in place, through a bounce buffer, counted in
+    /// [`Stats::bounce_bytes`]). Call it while the request still holds the
+    /// user's buffer: before its completion is taken (`poll_completion`,
+    /// `test`, ...) and before any event or timeout that could ack or fail
+    /// the message (a `SendMediumDone` cannot); the shell does it before it
+    /// handles the next event.
+    /// True if every `sink` call returned true (at once for a fragment
+    /// whose slot already holds its bytes); false also if the request is
+    /// gone.
+    pub fn copy_frag(
+        &mut self,
+        frag: &FragRef,
+        sink: &mut dyn FnMut(usize, &[u8]) -> bool,
+    ) -> bool {
+        let Some((rid, off)) = frag.src else {
+            return true;
+        };
+        let Some(b) = self.req(rid).and_then(|r| r.buf.as_ref()) else {
+            return false;
+        };
+        let (mut called, mut ok) = (false, true);
+        let whole = b.read_in_place(off, frag.len, &mut |o, bytes| {
+            called = true;
+            ok = sink(o as usize, bytes);
+            ok
+        });
+        if called {
+            return whole && ok;
+        }
+        let mut bounce = vec![0u8; frag.len as usize];
+        b.read_at(off, &mut bounce);
+        self.stats.bounce_bytes += u64::from(frag.len);
+        sink(0, &bounce)
     }
 
     /// Whether [`Core::poll_command`] may have something to write: false
@@ -935,15 +994,15 @@ impl<B: MsgBuf> Core<B> {
         }
     }
 
-    fn check_mask(&self, match_info: u64, mask: u64) -> Result<(), Return> {
+    fn check_mask(&self, match_info: u64, mask: u64) -> Result<(), MaskError> {
         if match_info & !mask != 0 {
-            return Err(Return::BadMatchMask);
+            return Err(MaskError::MatchOutsideMask);
         }
         if let Some((bits, shift)) = self.cfg.context_id {
             if bits > 0 {
                 let m = (1u64 << bits) - 1;
                 if mask.checked_shr(u32::from(shift)).unwrap_or(0) & m != m {
-                    return Err(Return::BadMatchingForContextIdMask);
+                    return Err(MaskError::ContextIdMasked);
                 }
             }
         }

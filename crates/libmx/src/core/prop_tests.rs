@@ -181,7 +181,8 @@ fn run_exchange(
                     } else {
                         core.isend(f.addr, buf, tag, i as u64)
                     };
-                    f.sends[i] = Some(r.map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?);
+                    f.sends[i] =
+                        Some(r.map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?);
                 }
             }
             if f.recv_at == round {
@@ -191,7 +192,7 @@ fn run_exchange(
                     let r = sim
                         .core(f.to)
                         .irecv(buf, (dir as u64) << 32, 0xFFFF_FFFF_0000_0000, i as u64)
-                        .map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?;
+                        .map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
                     f.recvs.push(r);
                 }
             }
@@ -360,9 +361,9 @@ proptest! {
         let mut sends = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
             let buf = sim.zbuf(m.recv_len);
-            sim.core(b).irecv(buf, 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?;
+            sim.core(b).irecv(buf, 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
             let buf = sim.buf(payload(0, i, m.len));
-            sends.push((m.len, sim.core(a).isend(ab, buf, i as u64, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?));
+            sends.push((m.len, sim.core(a).isend(ab, buf, i as u64, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?));
         }
         for _ in 0..vanish_at {
             if !sim.step() {
@@ -527,8 +528,21 @@ fn heavy_loss_grid() {
 struct JunkQueue(Vec<Vec<u8>>);
 
 impl super::RecvQueue for JunkQueue {
-    fn slot(&self, idx: u16) -> &[u8] {
-        self.0.get(usize::from(idx)).map_or(&[], Vec::as_slice)
+    fn slot_len(&self, idx: u16) -> usize {
+        self.0.get(usize::from(idx)).map_or(0, Vec::len)
+    }
+    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
+        match self
+            .0
+            .get(usize::from(idx))
+            .and_then(|s| s.get(off..off + out.len()))
+        {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -587,7 +601,7 @@ proptest! {
             target_recv_seqnum_start: 1,
             connect_seqnum: 0,
         }, &super::NoRecvQueue);
-        let c = core.connect(1, 1, 7, 0x1234, 0, 0).expect("connect");
+        let c = core.connect(1, 1, 7, 0x1234, 0, 0);
         core.handle_event(2, &Event::RecvConnectReply {
             src: peer,
             src_session: 0x1111,
@@ -598,8 +612,8 @@ proptest! {
         }, &super::NoRecvQueue);
         let addr = core.test(c).expect("valid").expect("connected").source;
         for len in [0usize, 10, 100, 3000, 9000] {
-            core.irecv(vec![0; len / 2], 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?;
-            core.isend(addr, vec![1; len], 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?;
+            core.irecv(vec![0; len / 2], 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
+            core.isend(addr, vec![1; len], 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
         }
         let recvq = JunkQueue(slots);
         let mut sendq = super::sim::SimQueue::new(16);
@@ -610,16 +624,20 @@ proptest! {
             if let Ok(ev) = Event::parse(&slot) {
                 core.handle_event(now, &ev, &recvq);
             }
-            while core.poll_command(now, &mut out, &mut sendq) {}
+            while let Some(em) = core.poll_command(now, &mut out) {
+                sendq.fill(&mut core, em);
+            }
             now += 50_000;
             core.handle_timeout(now);
             while core.poll_completion().is_some() {}
         }
         // still usable
-        core.irecv(vec![0; 4], 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?;
+        core.irecv(vec![0; 4], 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
         let _ = core.iprobe(0, 0);
         core.flush_acks();
-        while core.poll_command(now, &mut out, &mut sendq) {}
+        while let Some(em) = core.poll_command(now, &mut out) {
+            sendq.fill(&mut core, em);
+        }
     }
 }
 
@@ -645,12 +663,12 @@ proptest! {
         let mut recvs = Vec::new();
         for _ in &lens {
             let buf = sim.zbuf(12_000);
-            recvs.push(sim.core(b).irecv(buf, 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?);
+            recvs.push(sim.core(b).irecv(buf, 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?);
         }
         for (i, &len) in lens.iter().enumerate() {
             let who = i % 2;
             let buf = sim.buf(payload(who, i, len));
-            sim.core(senders[who]).isend(addrs[who], buf, i as u64, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.code)))?;
+            sim.core(senders[who]).isend(addrs[who], buf, i as u64, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
         }
         sim.drive_bounded(STEPS).map_err(TestCaseError::fail)?;
         let mut last = [None::<u64>; 2];

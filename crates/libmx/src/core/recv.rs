@@ -12,8 +12,61 @@ use super::{
     UnexpAction, UnexpInfo, EARLY_MAX,
 };
 use mx_proto::msg::command::ConnectReply;
-use mx_proto::msg::event::PullStatus;
+use mx_proto::msg::event::{NackKind, PullStatus};
 use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
+
+/// A payload: private bytes (an inline tiny payload, an early or
+/// unexpected message's storage) or a receive-queue slot, read once,
+/// straight into wherever it goes.
+#[derive(Clone, Copy)]
+enum Data<'a> {
+    Bytes(&'a [u8]),
+    Slot {
+        q: &'a dyn RecvQueue,
+        idx: u16,
+        len: u32,
+    },
+}
+
+impl Data<'_> {
+    fn len(&self) -> u32 {
+        match self {
+            Data::Bytes(b) => b.len() as u32,
+            Data::Slot { len, .. } => *len,
+        }
+    }
+
+    /// Copy bytes `off..off + out.len()` into `out`.
+    fn read(&self, off: u32, out: &mut [u8]) -> bool {
+        match self {
+            Data::Bytes(b) => {
+                let o = off as usize;
+                match o.checked_add(out.len()).and_then(|end| b.get(o..end)) {
+                    Some(src) => {
+                        out.copy_from_slice(src);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Data::Slot { q, idx, len } => {
+                u64::from(off) + out.len() as u64 <= u64::from(*len)
+                    && q.read(*idx, off as usize, out)
+            }
+        }
+    }
+
+    fn to_vec(self) -> Vec<u8> {
+        match self {
+            Data::Bytes(b) => b.to_vec(),
+            Data::Slot { len, .. } => {
+                let mut v = vec![0u8; len as usize];
+                let _ = self.read(0, &mut v);
+                v
+            }
+        }
+    }
+}
 
 /// A seqnum'd message, borrowed from the event, the receive queue, or an
 /// early packet.
@@ -21,13 +74,13 @@ use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
 enum Msg<'a> {
     Whole {
         match_info: u64,
-        data: &'a [u8],
+        data: Data<'a>,
     },
     Frag {
         match_info: u64,
         msg_length: u32,
         frag_seqnum: u8,
-        data: &'a [u8],
+        data: Data<'a>,
     },
     Rndv {
         match_info: u64,
@@ -91,7 +144,7 @@ fn as_msg(m: &OwnedMsg) -> Msg<'_> {
     match m {
         OwnedMsg::Whole { match_info, data } => Msg::Whole {
             match_info: *match_info,
-            data,
+            data: Data::Bytes(data),
         },
         OwnedMsg::Frag {
             match_info,
@@ -102,7 +155,7 @@ fn as_msg(m: &OwnedMsg) -> Msg<'_> {
             match_info: *match_info,
             msg_length: *msg_length,
             frag_seqnum: *frag_seqnum,
-            data,
+            data: Data::Bytes(data),
         },
         OwnedMsg::Rndv {
             match_info,
@@ -125,22 +178,32 @@ fn as_msg(m: &OwnedMsg) -> Msg<'_> {
     }
 }
 
+/// Copy `n` bytes of `data` into `b` at message offset `off`: straight into
+/// the buffer's memory where it allows it, else through a bounce buffer.
+/// Returns the bytes bounced.
+fn fill_buf<B: MsgBuf>(b: &mut B, off: u32, n: u32, data: Data<'_>) -> u64 {
+    if b.fill_range_in_place(off, n, &mut |o, dst| data.read(o, dst)) {
+        return 0;
+    }
+    let mut bounce = vec![0u8; n as usize];
+    if !data.read(0, &mut bounce) {
+        return 0;
+    }
+    b.write_at(off, &bounce);
+    u64::from(n)
+}
+
 /// How a new message reaches the matching code.
 #[derive(Clone, Copy)]
 enum Incoming<'a> {
-    Whole(&'a [u8]),
-    Frag { frag_seqnum: u8, data: &'a [u8] },
+    Whole(Data<'a>),
+    Frag { frag_seqnum: u8, data: Data<'a> },
     Rndv(RdmaRef),
     SelfLarge(ReqId),
 }
 
 impl<B: MsgBuf> Core<B> {
-    pub(super) fn dispatch_event<Q: RecvQueue + ?Sized>(
-        &mut self,
-        now: Time,
-        ev: &Event<'_>,
-        recvq: &Q,
-    ) {
+    pub(super) fn dispatch_event(&mut self, now: Time, ev: &Event<'_>, recvq: &dyn RecvQueue) {
         match *ev {
             Event::RecvTiny { hdr, data } => self.recv_data(
                 now,
@@ -148,7 +211,7 @@ impl<B: MsgBuf> Core<B> {
                 hdr.seq,
                 Msg::Whole {
                     match_info: hdr.match_info,
-                    data,
+                    data: Data::Bytes(data),
                 },
             ),
             Event::RecvSmall {
@@ -263,11 +326,7 @@ impl<B: MsgBuf> Core<B> {
                 lib_seqnum,
             } => self.recv_nack(src, nack_type, lib_seqnum),
             Event::SendMediumDone { sendq_slot } => {
-                let i = usize::from(sendq_slot);
-                if i < self.sendq_busy.len() && self.sendq_busy[i] {
-                    self.sendq_busy[i] = false;
-                    self.sendq_free.push_back(sendq_slot);
-                } else {
+                if !self.sendq.done(sendq_slot) {
                     self.stats.drop_bad_event += 1;
                 }
             }
@@ -290,16 +349,16 @@ impl<B: MsgBuf> Core<B> {
         }
     }
 
-    fn slot_bytes<'q, Q: RecvQueue + ?Sized>(
-        &self,
-        recvq: &'q Q,
-        slot: u16,
-        len: usize,
-    ) -> Option<&'q [u8]> {
-        if slot >= self.cfg.recvq_slots {
+    /// Slot `slot`'s first `len` bytes, if the slot exists and holds them.
+    fn slot_bytes<'q>(&self, recvq: &'q dyn RecvQueue, slot: u16, len: usize) -> Option<Data<'q>> {
+        if slot >= self.cfg.recvq_slots || recvq.slot_len(slot) < len {
             return None;
         }
-        recvq.slot(slot).get(..len)
+        Some(Data::Slot {
+            q: recvq,
+            idx: slot,
+            len: len as u32,
+        })
     }
 
     fn frag_geometry_ok(&self, msg_length: u32, frag_seqnum: u8, frag_length: u16) -> bool {
@@ -406,7 +465,7 @@ impl<B: MsgBuf> Core<B> {
         self.partners[p].next_match_recv_seq = seq::add(s, 1);
         match msg {
             Msg::Whole { match_info, data } => {
-                self.new_message(p, s, match_info, data.len() as u32, Incoming::Whole(data));
+                self.new_message(p, s, match_info, data.len(), Incoming::Whole(data));
             }
             Msg::Frag {
                 match_info,
@@ -489,7 +548,7 @@ impl<B: MsgBuf> Core<B> {
         match_info: u64,
         msg_length: u32,
         frag_seqnum: u8,
-        data: &[u8],
+        data: Data<'_>,
     ) {
         let Some(i) = self.partners[p].partials.iter().position(|x| x.seq == s) else {
             return;
@@ -505,7 +564,7 @@ impl<B: MsgBuf> Core<B> {
             return;
         }
         part.frags |= bit;
-        part.got += data.len() as u32;
+        part.got += data.len();
         let target = part.target;
         let complete = part.got == part.msg_length;
         let off = u32::from(frag_seqnum) * self.cfg.frag_max;
@@ -542,28 +601,30 @@ impl<B: MsgBuf> Core<B> {
 
     /// Copy fragment bytes into a receive (clipped to its buffer) or an
     /// unexpected message's storage.
-    fn write_into(&mut self, t: ReqId, off: u32, data: &[u8]) {
+    fn write_into(&mut self, t: ReqId, off: u32, data: Data<'_>) {
+        let mut bounced = 0;
         let Some(r) = self.req_mut(t) else { return };
         match &mut r.kind {
             Kind::Recv(_) => {
                 if let Some(b) = &mut r.buf {
                     let blen = b.len();
                     if off < blen {
-                        let n = (data.len() as u32).min(blen - off) as usize;
-                        b.write_at(off, &data[..n]);
+                        let n = data.len().min(blen - off);
+                        bounced = fill_buf(b, off, n, data);
                     }
                 }
             }
             Kind::Unexp(u) => {
                 if let UnexpBody::Eager { data: v, .. } = &mut u.body {
                     let o = off as usize;
-                    if let Some(dst) = v.get_mut(o..o + data.len()) {
-                        dst.copy_from_slice(data);
+                    if let Some(dst) = v.get_mut(o..o + data.len() as usize) {
+                        let _ = data.read(0, dst);
                     }
                 }
             }
             _ => {}
         }
+        self.stats.bounce_bytes += bounced;
     }
 
     // ----------------------------------------------------------------
@@ -601,16 +662,18 @@ impl<B: MsgBuf> Core<B> {
         let ctx = self.ctx_of(match_info);
         let mut target = self.find_posted(ctx, match_info);
         if target.is_none() && self.handler.is_some() {
+            // The handler is given a slice: a payload still in a queue slot
+            // is copied out for it (and read again wherever it goes next).
             let data = match inc {
-                Incoming::Whole(d) if msg_length <= self.cfg.frag_max => Some(d),
-                Incoming::Frag { data, .. } if data.len() as u32 == msg_length => Some(data),
+                Incoming::Whole(d) if msg_length <= self.cfg.frag_max => Some(d.to_vec()),
+                Incoming::Frag { data, .. } if data.len() == msg_length => Some(data.to_vec()),
                 _ => None,
             };
             let info = UnexpInfo {
                 source,
                 match_info,
                 msg_length,
-                data,
+                data: data.as_deref(),
             };
             match self.call_handler(&info) {
                 UnexpAction::Continue => target = self.find_posted(ctx, match_info),
@@ -713,7 +776,8 @@ impl<B: MsgBuf> Core<B> {
             Incoming::Whole(d) => {
                 let n = msg_length.min(self.buf_len(r));
                 if let Some(b) = self.req_mut(r).and_then(|x| x.buf.as_mut()) {
-                    b.write_at(0, &d[..n as usize]);
+                    let bounced = fill_buf(b, 0, n, d);
+                    self.stats.bounce_bytes += bounced;
                 }
                 self.complete_recv(r, source, match_info, msg_length, n);
             }
@@ -863,7 +927,7 @@ impl<B: MsgBuf> Core<B> {
                 r.internal = false;
             }
             self.complete_send(rid, Status::Success, len);
-            self.new_message(p, 0, match_info, len, Incoming::Whole(&data));
+            self.new_message(p, 0, match_info, len, Incoming::Whole(Data::Bytes(&data)));
         }
     }
 
@@ -1217,17 +1281,16 @@ impl<B: MsgBuf> Core<B> {
         self.apply_ack(p, lib_seqnum);
     }
 
-    fn recv_nack(&mut self, src: Source, nack_type: u8, lib_seqnum: u16) {
+    fn recv_nack(&mut self, src: Source, nack_type: NackKind, lib_seqnum: u16) {
         let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
             self.stats.drop_unknown_partner += 1;
             return;
         };
         self.stats.nacks += 1;
         let status = match nack_type {
-            1 => Status::BadEndpoint,
-            2 => Status::EndpointClosed,
-            3 => Status::BadSession,
-            _ => return,
+            NackKind::BadEndpoint => Status::BadEndpoint,
+            NackKind::EndpointClosed => Status::EndpointClosed,
+            NackKind::BadSession => Status::BadSession,
         };
         if lib_seqnum == 0 {
             if let Some(c) = self.partners[p].connects.pop_front() {

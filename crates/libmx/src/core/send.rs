@@ -6,10 +6,10 @@ use super::state::{
     AckState, Class, Ctrl, DoneInfo, Kind, LargeRecv, PartnerId, PullBlock, RecvPhase, Region,
     RegionUse, Request, SendState, Tx, User,
 };
-use super::types::{raw_segs, PoolRange};
+use super::types::{raw_segs, Emitted, FragRef, PoolRange};
 use super::{
     slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, ResetReason,
-    Return, SendQueue, Status, Time, PULL_BLOCKS_IN_FLIGHT, REGION_IDS, SEND_WINDOWS_MAX,
+    SendError, Status, Time, PULL_BLOCKS_IN_FLIGHT, REGION_IDS, SEND_WINDOWS_MAX,
 };
 use mx_proto::msg::command::{
     ConnectRequest, Liback, MediumFrag, Notify, Pull, RawSeg, RegionRegister, RegionStage,
@@ -46,8 +46,12 @@ pub(super) enum Staging {
 
 /// What emitting the head of the data queue did.
 enum Emit {
-    /// A command was written; `finished` when the message is fully out.
-    Wrote { finished: bool },
+    /// A command was written; `finished` when the message is fully out;
+    /// `frag` for a medium fragment.
+    Wrote {
+        finished: bool,
+        frag: Option<FragRef>,
+    },
     /// Waiting for a send-queue slot.
     Blocked,
     /// The entry is no longer needed.
@@ -62,10 +66,10 @@ impl<B: MsgBuf> Core<B> {
         match_info: u64,
         context: u64,
         sync: bool,
-    ) -> Result<ReqId, Rejected<B>> {
+    ) -> Result<ReqId, Rejected<B, SendError>> {
         let Some(p) = self.resolve(dest) else {
             return Err(Rejected {
-                code: Return::BadAddrList,
+                error: SendError::UnknownAddr,
                 buf,
             });
         };
@@ -81,7 +85,7 @@ impl<B: MsgBuf> Core<B> {
         };
         if class == Class::Large && buf.segment_count() > REGION_MAX_SEGS {
             return Err(Rejected {
-                code: Return::BadSegCnt,
+                error: SendError::TooManySegments,
                 buf,
             });
         }
@@ -103,7 +107,7 @@ impl<B: MsgBuf> Core<B> {
                 len,
                 match_info,
                 inline,
-                copy: None,
+                slots: Vec::new(),
                 tx: Tx::new(self.resend_limit),
                 completed: false,
                 zombie: false,
@@ -781,12 +785,10 @@ impl<B: MsgBuf> Core<B> {
             if !zombie_ok {
                 return;
             }
-            if s.class == Class::Medium && s.copy.is_none() {
-                let mut v = vec![0u8; s.len as usize];
-                if let Some(b) = &r.buf {
-                    b.read_at(0, &mut v);
-                }
-                s.copy = Some(v);
+            // A medium message's bytes must be out of the user's buffer,
+            // in the slots it keeps, before the buffer goes back.
+            if s.class == Class::Medium && s.slots.is_empty() {
+                return;
             }
             s.zombie = true;
             self.zombies += 1;
@@ -805,9 +807,9 @@ impl<B: MsgBuf> Core<B> {
                 s.tx.acked = true;
                 if s.zombie {
                     s.zombie = false;
-                    s.copy = None;
                     self.zombies -= 1;
                 }
+                let slots = std::mem::take(&mut s.slots);
                 if s.class == Class::Large {
                     if s.completed {
                         r.internal = false;
@@ -815,6 +817,7 @@ impl<B: MsgBuf> Core<B> {
                 } else {
                     r.internal = false;
                     let len = s.len;
+                    self.sendq.release(slots);
                     self.complete_send(rid, Status::Success, len);
                 }
             }
@@ -834,20 +837,30 @@ impl<B: MsgBuf> Core<B> {
         };
         r.internal = false;
         let mut region = None;
+        let mut slots = Vec::new();
         if let Kind::Send(s) = &mut r.kind {
             s.tx.acked = true;
             if s.zombie {
                 s.zombie = false;
-                s.copy = None;
                 self.zombies -= 1;
             }
             region = s.region.take().map(|(id, _)| id);
+            slots = std::mem::take(&mut s.slots);
         }
+        self.sendq.release(slots);
         if let Some(id) = region {
             self.release_region(id);
         }
         self.complete_send(rid, status, 0);
         self.try_free(rid);
+    }
+
+    /// Whether a medium message of `nfrags` fragments starting now keeps
+    /// its slots until its ack (so that it may complete before): only if it
+    /// may become a zombie and could ever get all its slots at once, one
+    /// slot always left over (see `emit_data`).
+    fn keeps_slots(&self, nfrags: u8) -> bool {
+        self.zombies < self.cfg.zombie_max && u16::from(nfrags) < self.cfg.sendq_slots
     }
 
     /// Drop a partner's state: fail its requests with `status`, reset its
@@ -970,10 +983,10 @@ impl<B: MsgBuf> Core<B> {
                 continue;
             }
             let Some(r) = self.req_mut(rid) else { continue };
-            let (partner, is_connect) = match &r.kind {
-                Kind::Send(s) => (s.partner, false),
-                Kind::Notify(n) => (n.partner, false),
-                Kind::Connect(c) => (c.partner, true),
+            let (partner, is_connect, kept) = match &r.kind {
+                Kind::Send(s) => (s.partner, false, !s.slots.is_empty()),
+                Kind::Notify(n) => (n.partner, false, false),
+                Kind::Connect(c) => (c.partner, true, false),
                 _ => continue,
             };
             let Some(tx) = r.tx_mut() else { continue };
@@ -988,6 +1001,10 @@ impl<B: MsgBuf> Core<B> {
             self.stats.resends += 1;
             if is_connect {
                 self.ctrl_q.push_back(Ctrl::Connect(rid));
+            } else if kept {
+                // It needs no new slot, and a message waiting for slots at
+                // the head may be waiting for the ack of this very one.
+                self.data_q.push_front(rid);
             } else {
                 self.data_q.push_back(rid);
             }
@@ -1047,31 +1064,32 @@ impl<B: MsgBuf> Core<B> {
     // Emission
     // ----------------------------------------------------------------
 
-    pub(super) fn next_command<Q: SendQueue + ?Sized>(
-        &mut self,
-        now: Time,
-        out: &mut CmdSlot,
-        sendq: &mut Q,
-    ) -> bool {
+    pub(super) fn next_command(&mut self, now: Time, out: &mut CmdSlot) -> Option<Emitted> {
+        const PLAIN: Emitted = Emitted { frag: None };
         loop {
             if let Some(c) = self.ctrl_q.pop_front() {
                 if self.emit_ctrl(now, c, out) {
-                    return true;
+                    return Some(PLAIN);
                 }
                 continue;
             }
             let Some(&rid) = self.data_q.front() else {
-                return self.emit_stage(now, out);
+                return self.emit_stage(now, out).then_some(PLAIN);
             };
-            match self.emit_data(now, rid, out, sendq) {
-                Emit::Wrote { finished } => {
+            match self.emit_data(now, rid, out) {
+                Emit::Wrote { finished, frag } => {
                     if finished {
                         self.data_q.pop_front();
                     }
-                    return true;
+                    return Some(Emitted { frag });
                 }
-                // Staging blocks need no send-queue slot.
-                Emit::Blocked => return self.emit_stage(now, out),
+                Emit::Blocked => {
+                    if let Some(e) = self.emit_resend_behind(now, out) {
+                        return Some(e);
+                    }
+                    // Staging blocks need no send-queue slot.
+                    return self.emit_stage(now, out).then_some(PLAIN);
+                }
                 Emit::Stale => {
                     self.data_q.pop_front();
                     if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
@@ -1080,6 +1098,45 @@ impl<B: MsgBuf> Core<B> {
                 }
             }
         }
+    }
+
+    /// The head of the data queue waits for send-queue slots: let a
+    /// retransmission queued behind it go first. The slots it waits for may
+    /// be held by messages the receiver cannot ack before that
+    /// retransmission arrives (acks are cumulative).
+    fn emit_resend_behind(&mut self, now: Time, out: &mut CmdSlot) -> Option<Emitted> {
+        let mut i = 1;
+        while i < self.data_q.len() {
+            let rid = self.data_q[i];
+            let resend = self
+                .req(rid)
+                .and_then(|r| match &r.kind {
+                    Kind::Send(s) => Some(s.tx.sends),
+                    Kind::Notify(n) => Some(n.tx.sends),
+                    _ => None,
+                })
+                .is_some_and(|sends| sends > 0);
+            if !resend {
+                i += 1;
+                continue;
+            }
+            match self.emit_data(now, rid, out) {
+                Emit::Wrote { finished, frag } => {
+                    if finished {
+                        self.data_q.remove(i);
+                    }
+                    return Some(Emitted { frag });
+                }
+                Emit::Blocked => i += 1,
+                Emit::Stale => {
+                    self.data_q.remove(i);
+                    if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
+                        tx.queued = false;
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// The next block of a progressively staged send, if any.
@@ -1274,13 +1331,7 @@ impl<B: MsgBuf> Core<B> {
         cmd.emit(out).is_ok()
     }
 
-    fn emit_data<Q: SendQueue + ?Sized>(
-        &mut self,
-        now: Time,
-        rid: ReqId,
-        out: &mut CmdSlot,
-        sendq: &mut Q,
-    ) -> Emit {
+    fn emit_data(&mut self, now: Time, rid: ReqId, out: &mut CmdSlot) -> Emit {
         let Some(r) = slot_req(&self.reqs, rid) else {
             return Emit::Stale;
         };
@@ -1313,6 +1364,8 @@ impl<B: MsgBuf> Core<B> {
         let (true_session, back_session) = (pr.true_session, pr.back_session);
         let frag_max = self.cfg.frag_max;
         let mut finished = true;
+        let mut emitted = None;
+        let mut taken = None;
         match &r.kind {
             Kind::Send(s) => {
                 let Some(session) = true_session else {
@@ -1347,23 +1400,37 @@ impl<B: MsgBuf> Core<B> {
                         .emit(out)
                     }
                     Class::Medium => {
-                        let Some(slot) = self.sendq_free.pop_front() else {
-                            return Emit::Blocked;
-                        };
-                        self.sendq_busy[usize::from(slot)] = true;
                         let frag = s.next_frag;
                         let off = u32::from(frag) * frag_max;
                         let flen = frag_max.min(s.len - off);
-                        let dst = sendq.slot_mut(slot);
-                        let n = (flen as usize).min(dst.len());
-                        debug_assert_eq!(n, flen as usize, "send queue slot shorter than frag_max");
-                        match (&s.copy, &r.buf) {
-                            (Some(c), _) => {
-                                dst[..n].copy_from_slice(&c[off as usize..off as usize + n]);
-                            }
-                            (None, Some(b)) => b.read_at(off, &mut dst[..n]),
-                            (None, None) => {}
-                        }
+                        let kept = !s.slots.is_empty();
+                        let slot = if let Some(&x) = s.slots.get(usize::from(frag)) {
+                            x
+                        } else if frag == 0 && !s.written_once && self.keeps_slots(s.nfrags) {
+                            // All at once: a message that started can always
+                            // finish, whatever the others hold. One slot is
+                            // never kept, so a message that keeps none (a
+                            // retransmission among them) always gets one.
+                            let Some(v) = self.sendq.keep(usize::from(s.nfrags)) else {
+                                return Emit::Blocked;
+                            };
+                            let first = v[0];
+                            taken = Some(v);
+                            first
+                        } else {
+                            let Some(x) = self.sendq.take() else {
+                                return Emit::Blocked;
+                            };
+                            x
+                        };
+                        self.sendq.post(slot);
+                        emitted = Some(FragRef {
+                            sendq_slot: slot,
+                            len: flen,
+                            retained: kept || taken.is_some(),
+                            // A kept slot written once holds the bytes.
+                            src: (!(kept && s.written_once)).then_some((rid, off)),
+                        });
                         finished = frag + 1 == s.nfrags;
                         Command::MediumFrag(MediumFrag {
                             hdr,
@@ -1401,6 +1468,9 @@ impl<B: MsgBuf> Core<B> {
         self.note_ack_sent(p, piggyack);
         let r = self.req_mut(rid).expect("checked above");
         if let Kind::Send(s) = &mut r.kind {
+            if let Some(v) = taken {
+                s.slots = v;
+            }
             if s.class == Class::Medium {
                 if finished {
                     s.next_frag = 0;
@@ -1419,6 +1489,9 @@ impl<B: MsgBuf> Core<B> {
             self.resend_q.push_back((rid, now));
             self.maybe_complete_eager(rid);
         }
-        Emit::Wrote { finished }
+        Emit::Wrote {
+            finished,
+            frag: emitted,
+        }
     }
 }

@@ -10,8 +10,7 @@
 //! the registered segments, so no unsafe code is needed.
 
 use super::{
-    BulkPool, Completion, Config, Core, EndpointAddr, MsgBuf, PoolRange, RecvQueue, ReqId,
-    SendQueue, Time,
+    BulkPool, Completion, Config, Core, EndpointAddr, MsgBuf, PoolRange, RecvQueue, ReqId, Time,
 };
 use mx_proto::msg::arrival::arrival;
 use mx_proto::msg::command::RawSeg;
@@ -196,15 +195,37 @@ impl SimQueue {
     }
 }
 
-impl SendQueue for SimQueue {
-    fn slot_mut(&mut self, idx: u16) -> &mut [u8] {
-        &mut self.0[usize::from(idx)]
+impl SimQueue {
+    /// What a shell does with what `poll_command` said: copy a medium
+    /// fragment's bytes into the slot its command names.
+    pub(crate) fn fill<B: MsgBuf>(&mut self, core: &mut Core<B>, em: super::Emitted) {
+        if let Some(f) = em.frag {
+            let dst = &mut self.0[usize::from(f.sendq_slot)];
+            let ok = core.copy_frag(&f, &mut |off, bytes| {
+                dst[off..off + bytes.len()].copy_from_slice(bytes);
+                true
+            });
+            assert!(ok, "a fragment just emitted can be copied");
+        }
     }
 }
 
 impl RecvQueue for SimQueue {
-    fn slot(&self, idx: u16) -> &[u8] {
-        &self.0[usize::from(idx)]
+    fn slot_len(&self, idx: u16) -> usize {
+        self.0.get(usize::from(idx)).map_or(0, Vec::len)
+    }
+    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
+        match self
+            .0
+            .get(usize::from(idx))
+            .and_then(|s| s.get(off..off + out.len()))
+        {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -526,10 +547,7 @@ impl Sim {
         let (peer, ep) = (self.nodes[b].peer, self.nodes[b].ep);
         let key = self.nodes[b].core.config().app_key;
         let nic = self.nodes[b].core.config().nic_id;
-        let req = self.nodes[a]
-            .core
-            .connect(peer, ep, nic, key, 0, 0)
-            .expect("connect");
+        let req = self.nodes[a].core.connect(peer, ep, nic, key, 0, 0);
         self.drive_until(1_000_000, |s| s.completion(a, req).is_some())
             .expect("connect completes");
         let c = self.completion(a, req).expect("completed");
@@ -1151,9 +1169,9 @@ impl Sim {
             return;
         }
         let refuse = if !self.nodes[to].alive {
-            Some(2u8)
+            Some(mx_proto::msg::event::NackKind::EndpointClosed)
         } else if pkt.session.is_some_and(|s| s != self.nodes[to].session) {
-            Some(3u8)
+            Some(mx_proto::msg::event::NackKind::BadSession)
         } else {
             None
         };
@@ -1215,9 +1233,10 @@ impl Sim {
                 if !n.alive || n.vanished {
                     break;
                 }
-                if !n.core.poll_command(now, &mut slot, &mut n.sendq) {
+                let Some(em) = n.core.poll_command(now, &mut slot) else {
                     break;
-                }
+                };
+                n.sendq.fill(&mut n.core, em);
                 n.commands += 1;
                 progress = true;
                 self.backend(i, &slot);
@@ -1383,8 +1402,8 @@ impl<B: MsgBuf> Core<B> {
         let _ = writeln!(s, "stats {:?}", self.stats);
         let _ = writeln!(
             s,
-            "ctrl {:?}\ndata {:?}\nresend {:?}\nack {:?}\nsendq_free {:?}\nregion waiters {:?} pulls {:?} windows {} pull waiters {:?} staged sends {}",
-            self.ctrl_q, self.data_q, self.resend_q, self.ack_q, self.sendq_free, self.region_wait_partners, self.pulls, self.send_windows, self.pull_waiters, self.staged_sends
+            "ctrl {:?}\ndata {:?}\nresend {:?}\nack {:?}\nsendq {:?}\nregion waiters {:?} pulls {:?} windows {} pull waiters {:?} staged sends {}",
+            self.ctrl_q, self.data_q, self.resend_q, self.ack_q, self.sendq, self.region_wait_partners, self.pulls, self.send_windows, self.pull_waiters, self.staged_sends
         );
         s
     }

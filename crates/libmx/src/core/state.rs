@@ -84,8 +84,11 @@ pub(crate) struct SendState {
     pub match_info: u64,
     /// Copy of a tiny or small payload.
     pub inline: [u8; SMALL_INLINE_MAX],
-    /// Private copy of a medium payload once completed early (zombie).
-    pub copy: Option<Vec<u8>>,
+    /// Medium: the send-queue slots (one per fragment) the message keeps
+    /// until its ack, so that it may complete before (its bytes are out of
+    /// the user's buffer) and retransmissions copy nothing; empty when it
+    /// keeps none (completes on its ack, resends copy from the buffer).
+    pub slots: Vec<u16>,
     pub tx: Tx,
     /// Completed towards the application.
     pub completed: bool,

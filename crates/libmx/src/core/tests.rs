@@ -81,7 +81,7 @@ fn config_validation_and_threshold_clamp() {
     let mut c = Config::new(1, 0, 0, 1, 1);
     assert!(c.validate().is_ok());
     c.frag_max = 0;
-    assert_eq!(c.validate(), Err(Return::BadParamVal));
+    assert_eq!(c.validate(), Err(ConfigError::BadSize));
     let mut c = Config::new(1, 0, 0, 1, 1);
     c.context_id = Some((17, 0));
     assert!(Core::<Vec<u8>>::new(c).is_err());
@@ -126,10 +126,7 @@ fn connect_with_bad_key_fails() {
     let a = sim.add_node(|_| {});
     let b = sim.add_node(|c| c.app_key = 99);
     let (peer, ep) = (sim.nodes[b].peer, sim.nodes[b].ep);
-    let r = sim
-        .core(a)
-        .connect(peer, ep, 0, 98, 0x77, 3)
-        .expect("connect");
+    let r = sim.core(a).connect(peer, ep, 0, 98, 0x77, 3);
     sim.drive_bounded(STEPS).expect("quiesce");
     let c = done(&sim, a, r);
     assert_eq!(
@@ -149,7 +146,7 @@ fn connect_to_self_completes_at_once() {
     let mut c = Config::new(3, 9, 0xabc, 0x5555, 1);
     c.seed = 1;
     let mut core = Core::<Vec<u8>>::new(c).expect("core");
-    let r = core.connect(9, 3, 0xabc, 1, 0x10, 4).expect("connect");
+    let r = core.connect(9, 3, 0xabc, 1, 0x10, 4);
     let done = core.test(r).expect("valid").expect("done at once");
     assert_eq!(done.status, Status::Success);
     assert_eq!(done.source, core.local_addr());
@@ -158,7 +155,7 @@ fn connect_to_self_completes_at_once() {
     assert!(info.is_self);
     assert_eq!((info.peer, info.endpoint, info.nic_id), (9, 3, Some(0xabc)));
     let mut slot = CmdSlot::default();
-    assert!(!core.poll_command(0, &mut slot, &mut NoSendQueue));
+    assert!(core.poll_command(0, &mut slot).is_none());
 }
 
 #[test]
@@ -283,7 +280,7 @@ fn large_with_many_segments_registers_in_chunks() {
         .core(a)
         .isend(ab, big, 0, 0)
         .expect_err("too many segments");
-    assert_eq!(err.code, Return::BadSegCnt);
+    assert_eq!(err.error, SendError::TooManySegments);
     sim.set_segment_size(256); // 50_000 / 256 -> 196 segments: 18 commands
     let data = pattern(50_000, 3);
     let rb = sim.zbuf(50_000);
@@ -317,6 +314,71 @@ fn medium_waits_for_send_queue_slots() {
     }
 }
 
+#[test]
+fn zombie_medium_completes_early_and_resends_from_its_kept_slots() {
+    let (mut sim, a, b, ab, _) = pair();
+    // Every fragment of the first transmission is lost.
+    let mut lost = 0;
+    sim.set_filter(move |p| {
+        if p.kind() == mx_proto::msg::event::EventKind::RecvMediumFrag as u8 && lost < 3 {
+            lost += 1;
+            return true;
+        }
+        false
+    });
+    let data = pattern(3000, 9);
+    let sb = sim.buf(data.clone());
+    let mut app = sb.clone();
+    let s = sim.core(a).isend(ab, sb, 1, 0).expect("isend");
+    sim.drive_until(STEPS, |sim| sim.completion(a, s).is_some())
+        .expect("send completes");
+    assert_eq!(done(&sim, a, s).status, Status::Success);
+    assert_eq!(sim.core(a).zombies(), 1, "completed before its ack");
+    // The application reuses its buffer at once: the retransmission must
+    // come from the send-queue slots the message kept, not from it.
+    app.write_at(0, &[0xee; 3000]);
+    let r = {
+        let rb = sim.zbuf(3000);
+        sim.core(b).irecv(rb, 1, !0, 0).expect("irecv")
+    };
+    sim.drive_bounded(STEPS).expect("quiesce");
+    assert!(sim.core(a).stats().resends >= 1);
+    assert_eq!(
+        done(&sim, b, r).buf.as_ref().expect("buf").bytes(),
+        data,
+        "the resent bytes are the message's"
+    );
+    assert_eq!(sim.core(a).zombies(), 0, "acked at last");
+    assert!(sim.core(a).is_quiescent());
+}
+
+#[test]
+fn medium_with_more_frags_than_the_queue_completes_on_its_ack() {
+    let mut sim = Sim::new(12, WireCfg::default());
+    // 4 fragments, 4 slots: it cannot keep all of them and one spare.
+    let a = sim.add_node(|c| c.sendq_slots = 4);
+    let b = sim.add_node(|_| {});
+    let ab = sim.connect(a, b);
+    let r = {
+        let rb = sim.zbuf(4000);
+        sim.core(b).irecv(rb, 3, !0, 0).expect("irecv")
+    };
+    let sb = sim.buf(pattern(4000, 3));
+    let s = sim.core(a).isend(ab, sb, 3, 0).expect("isend");
+    sim.drive_until(STEPS, |sim| sim.completion(a, s).is_some())
+        .expect("send completes");
+    assert_eq!(sim.core(a).zombies(), 0, "not completed before its ack");
+    assert!(
+        sim.completion(b, r).is_some(),
+        "the receive completed before the send"
+    );
+    sim.drive_bounded(STEPS).expect("quiesce");
+    assert_eq!(
+        done(&sim, b, r).buf.as_ref().expect("buf").bytes(),
+        pattern(4000, 3)
+    );
+}
+
 // ------------------------------------------------------------------
 // Matching
 // ------------------------------------------------------------------
@@ -325,9 +387,12 @@ fn medium_waits_for_send_queue_slots() {
 fn bad_match_mask_is_refused() {
     let mut core = Core::<Vec<u8>>::new(Config::new(1, 0, 0, 1, 1)).expect("core");
     let e = core.irecv(vec![], 0x10, 0x01, 0).expect_err("bad mask");
-    assert_eq!(e.code, Return::BadMatchMask);
-    assert_eq!(core.iprobe(0x10, 0x01), Err(Return::BadMatchMask));
-    assert!(matches!(core.test_any(3, 1), Err(Return::BadMatchMask)));
+    assert_eq!(e.error, RecvError::MatchOutsideMask);
+    assert_eq!(core.iprobe(0x10, 0x01), Err(MaskError::MatchOutsideMask));
+    assert!(matches!(
+        core.test_any(3, 1),
+        Err(MaskError::MatchOutsideMask)
+    ));
 }
 
 #[test]
@@ -432,7 +497,7 @@ fn context_ids_keep_queues_apart() {
     // a mask that does not cover the context bits is refused
     let empty = SimBufHelper::empty(&mut sim);
     let e = sim.core(b).irecv(empty, 0, 0xFF, 0).expect_err("mask");
-    assert_eq!(e.code, Return::BadMatchingForContextIdMask);
+    assert_eq!(e.error, RecvError::ContextIdMasked);
     for c in [1u64, 2, 1] {
         let s = sim.buf(vec![c as u8; 4]);
         sim.core(a).isend(ab, s, ctx(c) | 7, 0).expect("isend");
@@ -474,7 +539,11 @@ fn cancel_semantics() {
         CancelResult::Cancelled(Some(buf)) => assert_eq!(buf.bytes(), vec![3; 4]),
         other => panic!("not cancelled: {other:?}"),
     }
-    assert_eq!(sim.core(b).test(r).err(), Some(Return::BadRequest), "freed");
+    assert_eq!(
+        sim.core(b).test(r).err(),
+        Some(RequestError::Unknown),
+        "freed"
+    );
     // matched receive: too late
     let rb = sim.zbuf(4);
     let r = sim.core(b).irecv(rb, 2, !0, 0).expect("irecv");
@@ -482,7 +551,7 @@ fn cancel_semantics() {
     let s = sim.core(a).isend(ab, s, 2, 0).expect("isend");
     assert_eq!(
         sim.core(a).cancel(s).err(),
-        Some(Return::BadRequest),
+        Some(CancelError::Send),
         "sends cannot be cancelled (MX, Open-MX: MX_BAD_REQUEST)"
     );
     sim.drive_bounded(STEPS).expect("quiesce");
@@ -491,10 +560,7 @@ fn cancel_semantics() {
     let c = sim.add_node(|_| {});
     sim.nodes[c].vanished = true;
     let (peer, ep) = (sim.nodes[c].peer, sim.nodes[c].ep);
-    let k = sim
-        .core(a)
-        .connect(peer, ep, 0, 0x1234, 0, 0)
-        .expect("connect");
+    let k = sim.core(a).connect(peer, ep, 0, 0x1234, 0, 0);
     sim.step();
     assert_eq!(sim.core(a).cancel(k).expect("ok").as_result(), 1);
     sim.drive_bounded(STEPS).expect("quiesce");
@@ -536,7 +602,11 @@ fn forget_test_any_and_peek() {
     let c = core.test_any(0x10, 0xF0).expect("ok").expect("r1 done");
     assert_eq!((c.req, c.buf.expect("buf")), (r1, vec![2; 4]));
     assert!(core.test_any(0x30, 0xF0).expect("ok").is_none());
-    assert_eq!(core.test(s2).err(), Some(Return::BadRequest), "taken once");
+    assert_eq!(
+        core.test(s2).err(),
+        Some(RequestError::Unknown),
+        "taken once"
+    );
     assert!(core.forget(s2).is_err(), "a taken request is gone");
     assert_eq!(core.poll_completion().map(|c| c.req), Some(s1));
     assert_eq!(core.poll_completion().map(|c| c.req), Some(r2));
@@ -571,7 +641,7 @@ fn ibuffered_per_class() {
     assert_eq!(sim.core(a).ibuffered(l), Ok(false));
     let r = sim.zbuf(1);
     let r = sim.core(a).irecv(r, 0, 0, 0).expect("recv");
-    assert_eq!(sim.core(a).ibuffered(r), Err(Return::BadRequest));
+    assert_eq!(sim.core(a).ibuffered(r), Err(BufferedError::NotASend));
 }
 
 // ------------------------------------------------------------------
@@ -656,7 +726,7 @@ fn self_sends_all_classes_inside_the_core() {
     );
     let mut slot = CmdSlot::default();
     assert!(
-        !core.poll_command(0, &mut slot, &mut NoSendQueue),
+        core.poll_command(0, &mut slot).is_none(),
         "self sends never touch the backend"
     );
 }
@@ -667,10 +737,7 @@ fn self_sends_through_the_backend_when_disabled() {
     let a = sim.add_node(|c| c.disable_self = true);
     let me = sim.core(a).local_addr();
     let (peer, ep) = (sim.nodes[a].peer, sim.nodes[a].ep);
-    let k = sim
-        .core(a)
-        .connect(peer, ep, 0, 0x1234, 0, 0)
-        .expect("connect");
+    let k = sim.core(a).connect(peer, ep, 0, 0x1234, 0, 0);
     assert_eq!(
         sim.core(a).test(k).expect("ok").expect("at once").source,
         me
@@ -722,7 +789,7 @@ impl UnexpHandler<SimBuf> for Recorder {
             // the handler may post a receive; CONTINUE then matches it
             let b = SimBuf::test_new(len);
             ctx.irecv(b, info.match_info, !0, 0xAB)
-                .map_err(|e| e.code)
+                .map_err(|e| e.error)
                 .expect("post");
         }
         if self.finish {
@@ -892,10 +959,7 @@ fn nack_endpoint_closed_fails_the_send() {
     assert!(sim.core(a).stats().nacks >= 2);
     // a connect to a closed endpoint fails too
     let (peer, ep) = (sim.nodes[b].peer, sim.nodes[b].ep);
-    let k = sim
-        .core(a)
-        .connect(peer, ep, 0, 0x1234, 0, 0)
-        .expect("connect");
+    let k = sim.core(a).connect(peer, ep, 0, 0x1234, 0, 0);
     sim.drive_bounded(STEPS).expect("quiesce");
     assert_eq!(done(&sim, a, k).status, Status::EndpointClosed);
 }
@@ -961,10 +1025,7 @@ fn resend_limit_without_zombies_fails_every_send() {
         sends.push(sim.core(a).isend(ab, s, 0, 0).expect("isend"));
     }
     let (peer, ep) = (sim.nodes[b].peer, sim.nodes[b].ep);
-    let k = sim
-        .core(a)
-        .connect(peer, ep, 0, 0x1234, 0, 0)
-        .expect("connect");
+    let k = sim.core(a).connect(peer, ep, 0, 0x1234, 0, 0);
     sim.drive_bounded(STEPS).expect("quiesce");
     for s in sends {
         assert_eq!(done(&sim, a, s).status, Status::EndpointUnreachable);
@@ -1043,8 +1104,11 @@ fn lying_events_are_dropped_and_counted() {
     // a short receive-queue slot
     struct Short;
     impl RecvQueue for Short {
-        fn slot(&self, _: u16) -> &[u8] {
-            &[1, 2, 3]
+        fn slot_len(&self, _: u16) -> usize {
+            3
+        }
+        fn read(&self, _: u16, _: usize, _: &mut [u8]) -> bool {
+            unreachable!("the core checks the length first")
         }
     }
     core.handle_event(
@@ -1107,7 +1171,7 @@ fn disconnect_drops_partner_state() {
     sim.step();
     assert_eq!(done(&sim, a, s).status, Status::EndpointUnreachable);
     assert!(sim.core(a).partner_info(ab).is_none());
-    assert_eq!(sim.core(a).disconnect(ab), Err(Return::BadAddrList));
+    assert_eq!(sim.core(a).disconnect(ab), Err(AddrError::Unknown));
     let ab2 = sim.connect(a, b);
     assert_ne!(ab2, ab);
     let r = sim.zbuf(8);
@@ -1315,7 +1379,7 @@ fn post_recv(
     m: u64,
     mask: u64,
     ctx: u64,
-) -> Result<ReqId, Rejected<SimBuf>> {
+) -> Result<ReqId, Rejected<SimBuf, RecvError>> {
     let q = sim.zbuf(len);
     sim.core(n).irecv(q, m, mask, ctx)
 }
@@ -1326,7 +1390,7 @@ fn post_send(
     to: EndpointAddr,
     data: Vec<u8>,
     m: u64,
-) -> Result<ReqId, Rejected<SimBuf>> {
+) -> Result<ReqId, Rejected<SimBuf, SendError>> {
     let q = sim.buf(data);
     sim.core(n).isend(to, q, m, 0)
 }

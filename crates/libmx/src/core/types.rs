@@ -318,29 +318,30 @@ impl<B> CancelResult<B> {
     }
 }
 
-/// A refused post: the error and the buffer, handed back.
-pub struct Rejected<B> {
+/// A refused post: the error (a [`super::SendError`] or
+/// [`super::RecvError`]) and the buffer, handed back.
+pub struct Rejected<B, E> {
     /// Why.
-    pub code: Return,
+    pub error: E,
     /// The buffer that was passed in.
     pub buf: B,
 }
 
-impl<B> core::fmt::Debug for Rejected<B> {
+impl<B, E: core::fmt::Debug> core::fmt::Debug for Rejected<B, E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Rejected")
-            .field("code", &self.code)
+            .field("error", &self.error)
             .finish_non_exhaustive()
     }
 }
 
-impl<B> core::fmt::Display for Rejected<B> {
+impl<B, E: core::fmt::Display> core::fmt::Display for Rejected<B, E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "post refused: {}", self.code)
+        write!(f, "post refused: {}", self.error)
     }
 }
 
-impl<B> std::error::Error for Rejected<B> {}
+impl<B, E: core::fmt::Debug + core::fmt::Display> std::error::Error for Rejected<B, E> {}
 
 /// A message about to be queued as unexpected (`mx_unexp_handler_t`'s
 /// arguments).
@@ -390,9 +391,34 @@ pub trait MsgBuf {
     /// Run `f(message offset, bytes)` over the buffer's own memory, in
     /// order, for the first `len` bytes, stopping when `f` returns false;
     /// returns whether every call returned true. Lets a shell fill a
-    /// receive buffer in place (one copy). The default says it cannot.
+    /// receive buffer in place (one copy).
     fn fill_in_place(&mut self, len: u32, f: &mut dyn FnMut(u32, &mut [u8]) -> bool) -> bool {
-        let _ = (len, f);
+        self.fill_range_in_place(0, len, f)
+    }
+    /// Run `f(offset from off, bytes)` over the buffer's own memory for
+    /// bytes `off..off + len` (clipped to the buffer), in order, stopping
+    /// when `f` returns false; returns whether every call returned true.
+    /// Lets the core copy a payload straight from a queue slot into the
+    /// buffer. The default says it cannot (the core then copies through a
+    /// bounce buffer and [`write_at`](Self::write_at), counted in
+    /// [`Stats::bounce_bytes`]).
+    fn fill_range_in_place(
+        &mut self,
+        off: u32,
+        len: u32,
+        f: &mut dyn FnMut(u32, &mut [u8]) -> bool,
+    ) -> bool {
+        let _ = (off, len, f);
+        false
+    }
+    /// Run `f(offset from off, bytes)` over the buffer's own memory for
+    /// bytes `off..off + len`, in order, stopping when `f` returns false;
+    /// returns whether every call returned true. Lets a shell copy a
+    /// fragment straight from the user's buffer into a queue slot. The
+    /// default says it cannot (then through a bounce buffer and
+    /// [`read_at`](Self::read_at), counted in [`Stats::bounce_bytes`]).
+    fn read_in_place(&self, off: u32, len: u32, f: &mut dyn FnMut(u32, &[u8]) -> bool) -> bool {
+        let _ = (off, len, f);
         false
     }
     /// Run `f(message offset, bytes)` over `[off, off + n)` of the
@@ -443,9 +469,25 @@ impl MsgBuf for Vec<u8> {
     fn segment_count(&self) -> usize {
         usize::from(!Vec::is_empty(self))
     }
-    fn fill_in_place(&mut self, len: u32, f: &mut dyn FnMut(u32, &mut [u8]) -> bool) -> bool {
-        let n = (len as usize).min(Vec::len(self));
-        f(0, &mut self[..n])
+    fn fill_range_in_place(
+        &mut self,
+        off: u32,
+        len: u32,
+        f: &mut dyn FnMut(u32, &mut [u8]) -> bool,
+    ) -> bool {
+        let start = (off as usize).min(Vec::len(self));
+        let end = start.saturating_add(len as usize).min(Vec::len(self));
+        f(0, &mut self[start..end])
+    }
+    fn read_in_place(&self, off: u32, len: u32, f: &mut dyn FnMut(u32, &[u8]) -> bool) -> bool {
+        let start = off as usize;
+        match start
+            .checked_add(len as usize)
+            .and_then(|end| self.get(start..end))
+        {
+            Some(bytes) => f(0, bytes),
+            None => false,
+        }
     }
     fn chunks(&self, off: u32, n: u32, f: &mut dyn FnMut(u32, &[u8])) {
         let o = off as usize;
@@ -514,22 +556,53 @@ pub trait BulkPool: Send {
     fn read_at(&self, range: PoolRange, at: u32, dst: &mut [u8]) -> bool;
 }
 
-/// The endpoint's send queue, as seen by [`crate::core::Core::poll_command`]:
-/// the core picks a free slot and writes a medium fragment into it.
-pub trait SendQueue {
-    /// The bytes of slot `idx` (at least `frag_max` long); `idx` is always
-    /// below the configured slot count.
-    fn slot_mut(&mut self, idx: u16) -> &mut [u8];
+/// A medium fragment [`crate::core::Core::poll_command`] just wrote a
+/// command for: which send-queue slot the command names, how long it is,
+/// and whether its bytes must be copied in (from the user's buffer, with
+/// [`crate::core::Core::copy_frag`]) or are there already (a
+/// retransmission from a retained slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragRef {
+    /// The send-queue slot the command names.
+    pub sendq_slot: u16,
+    /// The fragment's length in bytes.
+    pub len: u32,
+    /// The core keeps the slot's bytes until the message is acked (it may
+    /// complete before: the bytes are out of the user's buffer), so the
+    /// slot must be filled even when the fragment leaves another way.
+    pub retained: bool,
+    /// Where the bytes are in the user's buffer (request, message offset);
+    /// `None`: the slot already holds them.
+    pub(crate) src: Option<(ReqId, u32)>,
 }
 
-/// The endpoint's receive queue, as seen by
-/// [`crate::core::Core::handle_event`]: the core copies small and medium
-/// payloads out during the call, so the slot may be released right after.
+impl FragRef {
+    /// Whether the bytes still have to be copied (from the user's buffer)
+    /// before the command may be posted.
+    pub fn needs_fill(&self) -> bool {
+        self.src.is_some()
+    }
+}
+
+/// What [`crate::core::Core::poll_command`] wrote besides the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Emitted {
+    /// The command is a medium fragment: where its bytes go and come from.
+    pub frag: Option<FragRef>,
+}
+
+/// The payload slots of an event, as seen by
+/// [`crate::core::Core::handle_event`]: copy-shaped, so the shell never
+/// hands out a slice over shared memory and the core copies each byte once,
+/// straight into its destination (the receive buffer, or the unexpected
+/// message's storage). The core reads during the call only, so the slot may
+/// be released right after.
 pub trait RecvQueue {
-    /// The bytes of slot `idx`; `idx` has been range-checked against the
-    /// configured slot count. A shorter slice than the event claims makes
-    /// the core drop the event.
-    fn slot(&self, idx: u16) -> &[u8];
+    /// How many bytes slot `idx` holds (an event claiming more is dropped).
+    fn slot_len(&self, idx: u16) -> usize;
+    /// Copy `out.len()` bytes from offset `off` of slot `idx` into `out`;
+    /// false if that failed (the channel broke).
+    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool;
 }
 
 /// A receive queue with no slots (for events that carry no slot payload).
@@ -537,19 +610,34 @@ pub trait RecvQueue {
 pub struct NoRecvQueue;
 
 impl RecvQueue for NoRecvQueue {
-    fn slot(&self, _idx: u16) -> &[u8] {
-        &[]
+    fn slot_len(&self, _idx: u16) -> usize {
+        0
+    }
+    fn read(&self, _idx: u16, _off: usize, _out: &mut [u8]) -> bool {
+        false
     }
 }
 
-/// A send queue with no slots (the core never writes to it while no medium
-/// send is pending).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoSendQueue;
+/// One slot's payload in private memory (an inline small payload, a test):
+/// every index names it.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotBytes<'a>(pub &'a [u8]);
 
-impl SendQueue for NoSendQueue {
-    fn slot_mut(&mut self, _idx: u16) -> &mut [u8] {
-        &mut []
+impl RecvQueue for SlotBytes<'_> {
+    fn slot_len(&self, _idx: u16) -> usize {
+        self.0.len()
+    }
+    fn read(&self, _idx: u16, off: usize, out: &mut [u8]) -> bool {
+        match off
+            .checked_add(out.len())
+            .and_then(|end| self.0.get(off..end))
+        {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -667,8 +755,9 @@ impl Config {
     /// Check the configuration; the core clamps the rendezvous threshold.
     ///
     /// # Errors
-    /// [`Return::BadParamVal`] for sizes the core cannot work with.
-    pub fn validate(&self) -> Result<(), Return> {
+    /// [`ConfigError::BadSize`](super::ConfigError::BadSize) for sizes the
+    /// core cannot work with.
+    pub fn validate(&self) -> Result<(), super::ConfigError> {
         let frag_ok = self.frag_max > 0 && self.frag_max as usize <= mx_proto::msg::QUEUE_SLOT_SIZE;
         let frags = self.medium_max.div_ceil(self.frag_max.max(1));
         let ctx_ok = match self.context_id {
@@ -684,7 +773,7 @@ impl Config {
             || self.throttle > 0x3FFF / 2
             || !ctx_ok
         {
-            return Err(Return::BadParamVal);
+            return Err(super::ConfigError::BadSize);
         }
         Ok(())
     }
@@ -773,6 +862,10 @@ pub struct Stats {
     pub pulls_direct_failed: u64,
     /// Unexpected messages queued.
     pub unexpected: u64,
+    /// Payload bytes copied through a bounce buffer because a
+    /// [`MsgBuf`] could not be read or filled in place (a second copy of
+    /// those bytes; 0 for the library's own buffers).
+    pub bounce_bytes: u64,
 }
 
 pub(crate) fn raw_segs<B: MsgBuf>(buf: &B) -> Vec<RawSeg> {

@@ -18,7 +18,7 @@
 
 use core::ffi::c_void;
 
-use crate::core::{Completion, Core, Probe, ReqId};
+use crate::core::{Completion, Core, Probe, ReqId, Return};
 
 use super::common::{get_ep, not_in_handler, put, report_status, status_of, timeout_ms};
 use super::error::error;
@@ -115,7 +115,7 @@ unsafe fn answer(
         Ok(Some(st)) => unsafe { deliver(shared, func, Some(st), status, result, request) },
         // SAFETY: per the contract.
         Ok(None) => unsafe { nothing(shared, func, result) },
-        Err(e) => shared.fail(MxReturn(e as u32), &refused()),
+        Err(e) => shared.fail(MxReturn::of(e), &refused()),
     }
 }
 
@@ -169,7 +169,7 @@ pub unsafe extern "C" fn mx_test(
         match r {
             // SAFETY: forwarded contract.
             Ok(st) => unsafe { deliver(&shared, "mx_test", st, status, result, request) },
-            Err(e) => shared.fail(MxReturn(e as u32), "mx_test: unknown request"),
+            Err(e) => shared.fail(MxReturn::of(e), "mx_test: unknown request"),
         }
     })
 }
@@ -224,7 +224,9 @@ pub unsafe extern "C" fn mx_wait(
         };
         check_result_ptr!(shared, result, "mx_wait");
         let got = block(&shared, timeout, |c| {
-            c.test(id).map(|o| o.map(|done| take(&shared, c, done)))
+            c.test(id)
+                .map(|o| o.map(|done| take(&shared, c, done)))
+                .map_err(Return::from)
         });
         // SAFETY: forwarded contract.
         unsafe {
@@ -269,6 +271,7 @@ pub unsafe extern "C" fn mx_test_any(
         let r = shared.ep.poll_with(|c| {
             c.test_any(match_info, match_mask)
                 .map(|o| o.map(|done| take(&shared, c, done)))
+                .map_err(Return::from)
         });
         after_poll(!matches!(r, Ok(None)), shared.ep.needs_backend());
         match r {
@@ -283,7 +286,7 @@ pub unsafe extern "C" fn mx_test_any(
                     core::ptr::null_mut(),
                 )
             },
-            Err(e) => shared.fail(MxReturn(e as u32), "mx_test_any: refused"),
+            Err(e) => shared.fail(MxReturn::of(e), "mx_test_any: refused"),
         }
     })
 }
@@ -311,6 +314,7 @@ pub unsafe extern "C" fn mx_wait_any(
         let got = block(&shared, timeout, |c| {
             c.test_any(match_info, match_mask)
                 .map(|o| o.map(|done| take(&shared, c, done)))
+                .map_err(Return::from)
         });
         // SAFETY: forwarded contract.
         unsafe {
@@ -419,6 +423,7 @@ pub unsafe extern "C" fn mx_iprobe(
         let r = shared.ep.poll_with(|c| {
             c.iprobe(match_info, match_mask)
                 .map(|o| o.map(|p| probe_status(&shared, c, p)))
+                .map_err(Return::from)
         });
         after_poll(!matches!(r, Ok(None)), shared.ep.needs_backend());
         match r {
@@ -434,7 +439,7 @@ pub unsafe extern "C" fn mx_iprobe(
                 )
             },
             Err(e) => shared.fail(
-                MxReturn(e as u32),
+                MxReturn::of(e),
                 &format!("mx_iprobe: match {match_info:#x} mask {match_mask:#x} refused"),
             ),
         }
@@ -462,6 +467,7 @@ pub unsafe extern "C" fn mx_probe(
         let got = block(&shared, timeout, |c| {
             c.iprobe(match_info, match_mask)
                 .map(|o| o.map(|p| probe_status(&shared, c, p)))
+                .map_err(Return::from)
         });
         // SAFETY: forwarded contract.
         unsafe {
@@ -502,7 +508,7 @@ pub unsafe extern "C" fn mx_ibuffered(
                 unsafe { put(result, u32::from(b)) };
                 MxReturn::SUCCESS
             }
-            Err(e) => shared.fail(MxReturn(e as u32), "mx_ibuffered: not a send request"),
+            Err(e) => shared.fail(MxReturn::of(e), "mx_ibuffered: not a send request"),
         }
     })
 }
@@ -548,7 +554,7 @@ pub unsafe extern "C" fn mx_context(
                 unsafe { put(context, v as usize as *mut c_void) };
                 MxReturn::SUCCESS
             }
-            Err(e) => shared.fail(MxReturn(e as u32), "mx_context: unknown request"),
+            Err(e) => shared.fail(MxReturn::of(e), "mx_context: unknown request"),
         }
     })
 }

@@ -65,7 +65,7 @@ pub unsafe extern "C" fn mx_connect(
                 MxReturn::SUCCESS
             }
             Err(r) => shared.fail(
-                MxReturn(r as u32),
+                MxReturn::of(r),
                 &format!("mx_connect: to endpoint {endpoint_id_} of NIC {nic_id:#014x}"),
             ),
         }
@@ -114,22 +114,19 @@ pub unsafe extern "C" fn mx_iconnect(
             }
         };
         let ctx = context as usize as u64;
-        match shared
+        let id = shared
             .ep
-            .with_core(|c| c.connect(peer.index, eid, nic_id, key, match_info, ctx))
-        {
-            Ok(id) => match shared.req_handle(id) {
-                Some(h) => {
-                    // SAFETY: checked non-NULL.
-                    unsafe { put(request, h) };
-                    MxReturn::SUCCESS
-                }
-                None => {
-                    let _ = shared.ep.with_core(|c| c.cancel(id));
-                    shared.fail(MxReturn::NO_RESOURCES, "mx_iconnect: too many requests")
-                }
-            },
-            Err(r) => shared.fail(MxReturn(r as u32), "mx_iconnect: refused"),
+            .with_core(|c| c.connect(peer.index, eid, nic_id, key, match_info, ctx));
+        match shared.req_handle(id) {
+            Some(h) => {
+                // SAFETY: checked non-NULL.
+                unsafe { put(request, h) };
+                MxReturn::SUCCESS
+            }
+            None => {
+                let _ = shared.ep.with_core(|c| c.cancel(id));
+                shared.fail(MxReturn::NO_RESOURCES, "mx_iconnect: too many requests")
+            }
         }
     })
 }
@@ -154,7 +151,7 @@ pub extern "C" fn mx_disconnect(endpoint: MxEndpointPtr, addr: MxEndpointAddr) -
         };
         match shared.ep.with_core(|c| c.disconnect(a)) {
             Ok(()) => MxReturn::SUCCESS,
-            Err(r) => shared.fail(MxReturn(r as u32), "mx_disconnect: unknown address"),
+            Err(r) => shared.fail(MxReturn::of(r), "mx_disconnect: unknown address"),
         }
     })
 }
@@ -353,7 +350,7 @@ pub extern "C" fn mx_set_endpoint_addr_context(
         {
             Ok(()) => MxReturn::SUCCESS,
             Err(r) => shared.fail(
-                MxReturn(r as u32),
+                MxReturn::of(r),
                 "mx_set_endpoint_addr_context: unknown address",
             ),
         }

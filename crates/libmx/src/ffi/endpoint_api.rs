@@ -162,7 +162,7 @@ pub unsafe extern "C" fn mx_open_endpoint(
             Ok(ep) => ep,
             Err(r) => {
                 return fail(
-                    MxReturn(r as u32),
+                    MxReturn::of(r),
                     &format!("cannot open endpoint {endpoint_id:#x} of board {board_number:#x}"),
                 )
             }
@@ -311,7 +311,7 @@ pub extern "C" fn mx_set_request_timeout(
         {
             Ok(()) => MxReturn::SUCCESS,
             Err(r) => shared.fail(
-                MxReturn(r as u32),
+                MxReturn::of(r),
                 "mx_set_request_timeout: unknown or finished request",
             ),
         }

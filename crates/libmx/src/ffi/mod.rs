@@ -53,6 +53,7 @@ pub mod addr;
 pub mod common;
 pub mod completion;
 pub mod connect;
+mod core_errors;
 pub mod endpoint_api;
 pub mod error;
 pub mod guard;

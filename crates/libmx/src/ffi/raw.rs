@@ -139,7 +139,7 @@ fn get_raw(ptr: MxRawEndpointPtr, func: &str) -> Result<Arc<RawShared>, MxReturn
 }
 
 fn mx(r: Return) -> MxReturn {
-    MxReturn(r as u32)
+    MxReturn::of(r)
 }
 
 /// Close every raw endpoint still open (`mx_finalize`).

@@ -171,17 +171,42 @@ impl MsgBuf for SegBuf {
         });
     }
 
-    fn fill_in_place(&mut self, len: u32, f: &mut dyn FnMut(u32, &mut [u8]) -> bool) -> bool {
-        let n = (len as usize).min(self.len as usize);
+    fn fill_range_in_place(
+        &mut self,
+        off: u32,
+        len: u32,
+        f: &mut dyn FnMut(u32, &mut [u8]) -> bool,
+    ) -> bool {
+        let start = off.min(self.len);
+        let n = len.min(self.len - start) as usize;
         let mut ok = true;
-        self.for_range(0, n, |s, at, k, off| {
+        self.for_range(start, n, |s, at, k, rel| {
             if ok {
                 // SAFETY: `at + k <= s.len` (for_range); the segment of a
                 // receive is writable and reserved to us until completion
                 // per the MX contract, and only this one slice over it lives
                 // during the call.
                 let bytes = unsafe { core::slice::from_raw_parts_mut(s.ptr.add(at), k) };
-                ok = f(off as u32, bytes);
+                ok = f(rel as u32, bytes);
+            }
+        });
+        ok
+    }
+
+    fn read_in_place(&self, off: u32, len: u32, f: &mut dyn FnMut(u32, &[u8]) -> bool) -> bool {
+        if u64::from(off) + u64::from(len) > u64::from(self.len) {
+            return false;
+        }
+        let mut ok = true;
+        self.for_range(off, len as usize, |s, at, k, rel| {
+            if ok {
+                // SAFETY: `at + k <= s.len` (for_range); the segment of a
+                // send is readable and the application may not write it
+                // until the send completes, per the MX contract (the core
+                // reads it only before then), and the slice lives only
+                // during the call.
+                let bytes = unsafe { core::slice::from_raw_parts(s.ptr.add(at), k) };
+                ok = f(rel as u32, bytes);
             }
         });
         ok

@@ -117,7 +117,7 @@ unsafe fn send(
         // SAFETY: checked non-NULL above.
         Ok(id) => unsafe { hand_out(&shared, func, id, request) },
         Err(rej) => shared.fail(
-            MxReturn(rej.code as u32),
+            MxReturn::of(rej.error),
             &format!("{func}: send of {len} bytes refused"),
         ),
     }
@@ -237,7 +237,7 @@ pub unsafe extern "C" fn mx_irecv(
             // SAFETY: checked non-NULL above.
             Ok(id) => unsafe { hand_out(&shared, "mx_irecv", id, request) },
             Err(rej) => shared.fail(
-                MxReturn(rej.code as u32),
+                MxReturn::of(rej.error),
                 &format!("mx_irecv: match {match_info:#x} mask {match_mask:#x} refused"),
             ),
         }
@@ -287,7 +287,7 @@ pub unsafe extern "C" fn mx_cancel(
                 MxReturn::SUCCESS
             }
             Err(r) => shared.fail(
-                MxReturn(r as u32),
+                MxReturn::of(r),
                 "mx_cancel: not a receive or connect of this endpoint",
             ),
         }
@@ -325,7 +325,7 @@ pub unsafe extern "C" fn mx_forget(
                 unsafe { put(request, core::ptr::null_mut()) };
                 MxReturn::SUCCESS
             }
-            Err(r) => shared.fail(MxReturn(r as u32), "mx_forget: unknown request"),
+            Err(r) => shared.fail(MxReturn::of(r), "mx_forget: unknown request"),
         }
     })
 }

@@ -356,8 +356,8 @@ pub enum Event<'a> {
     RecvNackLib {
         /// The partner whose endpoint refused.
         src: Source,
-        /// NACK type (1 bad endpoint, 2 endpoint closed, 3 bad session).
-        nack_type: u8,
+        /// Why it refused.
+        nack_type: NackKind,
         /// The refused message's seqnum (0 for a connect).
         lib_seqnum: u16,
     },
@@ -428,27 +428,41 @@ pub enum Event<'a> {
     },
     /// The backend rejected one of our commands.
     CommandError {
-        /// The command's kind byte.
+        /// The command's kind byte (as sent: a malformed command's may name
+        /// no kind).
         cmd_kind: u8,
-        /// A [`CommandErrorCode`] value.
-        code: u8,
+        /// Why.
+        code: CommandErrorCode,
     },
 }
 
-/// Why the backend rejected a command (carried by [`Event::CommandError`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum CommandErrorCode {
-    /// The command did not parse.
-    Malformed = 1,
-    /// It named a send-queue slot the endpoint does not have.
-    BadSendqSlot = 2,
-    /// It named a peer index the backend does not know.
-    BadPeer = 3,
-    /// It names a region that is not (fully) registered.
-    BadRegion = 4,
-    /// The length does not fit the profile.
-    BadLength = 5,
+u8_enum! {
+    /// Why the backend rejected a command (carried by [`Event::CommandError`]).
+    pub enum CommandErrorCode {
+        /// The command did not parse.
+        Malformed = 1,
+        /// It named a send-queue slot the endpoint does not have.
+        BadSendqSlot = 2,
+        /// It named a peer index the backend does not know.
+        BadPeer = 3,
+        /// It names a region that is not (fully) registered.
+        BadRegion = 4,
+        /// The length does not fit the profile.
+        BadLength = 5,
+    }
+}
+
+u8_enum! {
+    /// Why a destination refused one of our messages (carried by
+    /// [`Event::RecvNackLib`]); the values are the wire's NACK types.
+    pub enum NackKind {
+        /// The destination endpoint id is out of range.
+        BadEndpoint = 1,
+        /// The destination endpoint is not open.
+        EndpointClosed = 2,
+        /// The destination endpoint is another instance (session mismatch).
+        BadSession = 3,
+    }
 }
 
 fn src(peer: U16, ep: u8) -> Source {
@@ -478,6 +492,19 @@ fn raw_recv(kind: EventKind, h: &RecvHdr, length: u32) -> RawRecvHdr {
 }
 
 impl<'a> Event<'a> {
+    /// The receive-queue slot whose payload this event carries (small
+    /// messages and medium fragments): the consumer reads it during the
+    /// event and releases it after. The one place that says which events
+    /// carry a slot.
+    pub fn recvq_slot(&self) -> Option<u16> {
+        match self {
+            Event::RecvSmall { recvq_slot, .. } | Event::RecvMediumFrag { recvq_slot, .. } => {
+                Some(*recvq_slot)
+            }
+            _ => None,
+        }
+    }
+
     /// Parse and validate a slot the caller owns (already copied out of
     /// shared memory).
     ///
@@ -595,12 +622,10 @@ impl<'a> Event<'a> {
             }
             EventKind::RecvNackLib => {
                 let r: RawNack = read(b);
-                if !(1..=3).contains(&r.nack_type) {
-                    return Err(MsgError::BadField("nack_type"));
-                }
                 Event::RecvNackLib {
                     src: src(r.peer, r.peer_ep),
-                    nack_type: r.nack_type,
+                    nack_type: NackKind::from_u8(r.nack_type)
+                        .ok_or(MsgError::BadField("nack_type"))?,
                     lib_seqnum: r.lib_seqnum.get(),
                 }
             }
@@ -630,7 +655,7 @@ impl<'a> Event<'a> {
             }
             EventKind::CommandError => Event::CommandError {
                 cmd_kind: b[1],
-                code: b[2],
+                code: CommandErrorCode::from_u8(b[2]).ok_or(MsgError::BadField("command error"))?,
             },
             EventKind::PeerClosed => Event::PeerClosed {
                 channel: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
@@ -837,7 +862,7 @@ impl<'a> Event<'a> {
                     kind: EventKind::RecvNackLib as u8,
                     peer_ep: src.endpoint,
                     peer: src.peer.into(),
-                    nack_type: *nack_type,
+                    nack_type: *nack_type as u8,
                     _pad: 0,
                     lib_seqnum: (*lib_seqnum).into(),
                 },
@@ -936,7 +961,7 @@ impl<'a> Event<'a> {
             Event::CommandError { cmd_kind, code } => {
                 b[0] = EventKind::CommandError as u8;
                 b[1] = *cmd_kind;
-                b[2] = *code;
+                b[2] = *code as u8;
             }
         }
         Ok(())
