@@ -40,20 +40,10 @@ struct Slots(Vec<Vec<u8>>);
 
 impl RecvQueue for Slots {
     fn slot_len(&self, idx: u16) -> usize {
-        self.0.get(usize::from(idx)).map_or(0, Vec::len)
+        self.0.slot_len(idx)
     }
     fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
-        match self
-            .0
-            .get(usize::from(idx))
-            .and_then(|s| s.get(off..off + out.len()))
-        {
-            Some(src) => {
-                out.copy_from_slice(src);
-                true
-            }
-            None => false,
-        }
+        self.0.read(idx, off, out)
     }
 }
 

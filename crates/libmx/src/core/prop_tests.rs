@@ -524,27 +524,6 @@ fn heavy_loss_grid() {
     }
 }
 
-/// A receive queue of random bytes.
-struct JunkQueue(Vec<Vec<u8>>);
-
-impl super::RecvQueue for JunkQueue {
-    fn slot_len(&self, idx: u16) -> usize {
-        self.0.get(usize::from(idx)).map_or(0, Vec::len)
-    }
-    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
-        match self
-            .0
-            .get(usize::from(idx))
-            .and_then(|s| s.get(off..off + out.len()))
-        {
-            Some(src) => {
-                out.copy_from_slice(src);
-                true
-            }
-            None => false,
-        }
-    }
-}
 
 /// Random slot bytes shaped like events from partner (1, 1), with seqnums
 /// and acks near the expected ones so that they reach deep code paths.
@@ -615,7 +594,7 @@ proptest! {
             core.irecv(vec![0; len / 2], 0, 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
             core.isend(addr, vec![1; len], 0, 0).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
         }
-        let recvq = JunkQueue(slots);
+        let recvq = slots;
         let mut sendq = super::sim::SimQueue::new(16);
         let mut out = CmdSlot::default();
         let mut now = 10;

@@ -605,6 +605,25 @@ pub trait RecvQueue {
     fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool;
 }
 
+/// Slots held in local memory, one buffer each (tests and simulations).
+impl RecvQueue for Vec<Vec<u8>> {
+    fn slot_len(&self, idx: u16) -> usize {
+        self.get(usize::from(idx)).map_or(0, Vec::len)
+    }
+    fn read(&self, idx: u16, off: usize, out: &mut [u8]) -> bool {
+        match self
+            .get(usize::from(idx))
+            .and_then(|s| s.get(off..off.saturating_add(out.len())))
+        {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// A receive queue with no slots (for events that carry no slot payload).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoRecvQueue;
