@@ -213,14 +213,21 @@ pub fn command_of<'a>(packet: &Packet<'a>) -> Option<Command<'a>> {
         peer: DEST_PEER_UNCARRIED,
         endpoint: ep.0,
     };
-    let hdr = |m: &mxoe_wire::packet::Msg<'_>| SendHdr {
-        dest: dest(m.dst_endpoint),
-        session: m.session.0,
-        seq: Seq {
-            seqnum: m.lib_seqnum.raw(),
-            piggyack: m.lib_piggyack.raw(),
-        },
-        match_info: m.match_info.0,
+    let send_hdr =
+        |ep: EndpointId, session: u32, seqnum: u16, piggyack: u16, match_info: u64| SendHdr {
+            dest: dest(ep),
+            session,
+            seq: Seq { seqnum, piggyack },
+            match_info,
+        };
+    let hdr = |m: &mxoe_wire::packet::Msg<'_>| {
+        send_hdr(
+            m.dst_endpoint,
+            m.session.0,
+            m.lib_seqnum.raw(),
+            m.lib_piggyack.raw(),
+            m.match_info.0,
+        )
     };
     Some(match *packet {
         Packet::Tiny(m) => Command::Tiny {
@@ -232,15 +239,13 @@ pub fn command_of<'a>(packet: &Packet<'a>) -> Option<Command<'a>> {
             data: m.payload,
         },
         Packet::Medium(m) => Command::MediumFrag(command::MediumFrag {
-            hdr: SendHdr {
-                dest: dest(m.dst_endpoint),
-                session: m.session.0,
-                seq: Seq {
-                    seqnum: m.lib_seqnum.raw(),
-                    piggyack: m.lib_piggyack.raw(),
-                },
-                match_info: m.match_info.0,
-            },
+            hdr: send_hdr(
+                m.dst_endpoint,
+                m.session.0,
+                m.lib_seqnum.raw(),
+                m.lib_piggyack.raw(),
+                m.match_info.0,
+            ),
             msg_length: m.msg_length,
             frag_seqnum: m.frag_seqnum,
             // The decoder bounds the payload by the profile's fragment size.
@@ -248,15 +253,13 @@ pub fn command_of<'a>(packet: &Packet<'a>) -> Option<Command<'a>> {
             sendq_slot: SENDQ_SLOT_UNCARRIED,
         }),
         Packet::Rndv(r) => Command::Rndv(command::Rndv {
-            hdr: SendHdr {
-                dest: dest(r.dst_endpoint),
-                session: r.session.0,
-                seq: Seq {
-                    seqnum: r.lib_seqnum.raw(),
-                    piggyack: r.lib_piggyack.raw(),
-                },
-                match_info: r.match_info.0,
-            },
+            hdr: send_hdr(
+                r.dst_endpoint,
+                r.session.0,
+                r.lib_seqnum.raw(),
+                r.lib_piggyack.raw(),
+                r.match_info.0,
+            ),
             msg_length: r.msg_length,
             rdma: RdmaRef {
                 id: r.pulled_rdma_id,

@@ -524,7 +524,6 @@ fn heavy_loss_grid() {
     }
 }
 
-
 /// Random slot bytes shaped like events from partner (1, 1), with seqnums
 /// and acks near the expected ones so that they reach deep code paths.
 fn junk_event() -> impl Strategy<Value = [u8; 64]> {
