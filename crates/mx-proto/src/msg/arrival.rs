@@ -114,9 +114,8 @@ mod tests {
     use crate::msg::command::{MediumFrag, SendHdr};
     use crate::msg::{Dest, Seq};
 
-    #[test]
-    fn the_carrier_names_the_source_and_the_payload_slot() {
-        let hdr = SendHdr {
+    fn hdr() -> SendHdr {
+        SendHdr {
             dest: Dest {
                 peer: 3,
                 endpoint: 2,
@@ -127,7 +126,12 @@ mod tests {
                 piggyack: 4,
             },
             match_info: 0xabc,
-        };
+        }
+    }
+
+    #[test]
+    fn the_carrier_names_the_source_and_the_payload_slot() {
+        let hdr = hdr();
         let src = Source {
             peer: 0,
             endpoint: 7,
@@ -169,18 +173,7 @@ mod tests {
 
     #[test]
     fn destination_names_the_endpoint_and_its_session() {
-        let hdr = SendHdr {
-            dest: Dest {
-                peer: 3,
-                endpoint: 2,
-            },
-            session: 9,
-            seq: Seq {
-                seqnum: 5,
-                piggyack: 4,
-            },
-            match_info: 0xabc,
-        };
+        let hdr = hdr();
         let tiny = Command::Tiny { hdr, data: &[] };
         assert_eq!(destination(&tiny), Some((hdr.dest, Some(9))));
         let connect = Command::ConnectRequest(crate::msg::command::ConnectRequest {
