@@ -478,11 +478,15 @@ impl Peers {
     /// The pulls the channels answered or failed since the last call:
     /// grants `(cookie, sender pid, pieces)` to copy, and cookies of pulls
     /// that cannot be served.
-    pub(crate) fn take_pulls(&mut self) -> (Vec<(u32, u32, DirectSegs)>, Vec<u32>) {
-        (
-            std::mem::take(&mut self.grants),
-            std::mem::take(&mut self.failed),
-        )
+    pub(crate) fn take_pulls(
+        &mut self,
+    ) -> (
+        std::vec::Drain<'_, (u32, u32, DirectSegs)>,
+        std::vec::Drain<'_, u32>,
+    ) {
+        // Drained, not taken: the buffers are kept for the next pulls (no
+        // allocation per large message).
+        (self.grants.drain(..), self.failed.drain(..))
     }
 
     /// Whether pulls wait in [`Peers::take_pulls`].
@@ -1557,7 +1561,7 @@ mod tests {
         // We cannot read the liar (no pid): the backend may not know window
         // 7 yet, so its pull fails here rather than there.
         assert_eq!(offer(&mut r, &pull(LIAR, 0x99, 7, 3, true)), Taken::Now);
-        assert_eq!(r.peers.take_pulls().1, vec![0xc7]);
+        assert_eq!(r.peers.take_pulls().1.collect::<Vec<_>>(), vec![0xc7]);
         // Our hello told the liar we cannot read it.
         r.peers.flush();
         let mut hellos = Vec::new();
