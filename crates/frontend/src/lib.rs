@@ -649,6 +649,15 @@ impl<G: GuestPlatform> EndpointChannel<G> {
         Ok(self.chan.pop_event()?)
     }
 
+    /// Whether an event is waiting (no copy): the poll of an idle ring.
+    ///
+    /// # Errors
+    /// If the backend corrupted the ring.
+    #[inline]
+    pub fn event_ready(&mut self) -> Result<bool, ChannelError> {
+        Ok(self.chan.event_ready()?)
+    }
+
     /// Copy bytes of a receive-queue slot named by the current event.
     ///
     /// # Errors
@@ -814,6 +823,15 @@ impl<G: GuestPlatform> RawChannel<G> {
     /// If the backend corrupted the ring.
     pub fn next_event(&mut self) -> Result<Option<EvtSlot>, ChannelError> {
         self.inner.next_event()
+    }
+
+    /// Whether an event is waiting (no copy).
+    ///
+    /// # Errors
+    /// If the backend corrupted the ring.
+    #[inline]
+    pub fn event_ready(&mut self) -> Result<bool, ChannelError> {
+        self.inner.event_ready()
     }
 
     /// Copy bytes of the receive-queue slot named by the current event.

@@ -432,6 +432,15 @@ impl<R: SharedMem + Clone> GuestChannel<R> {
         self.cmd.publish()
     }
 
+    /// Whether an event is ready to pop (no copy).
+    ///
+    /// # Errors
+    /// If the backend corrupted the ring's indices.
+    #[inline]
+    pub fn event_ready(&mut self) -> Result<bool, RingError> {
+        self.evt.ready()
+    }
+
     /// Copy the next event out of the ring (not yet released).
     ///
     /// # Errors

@@ -294,6 +294,27 @@ impl<R: SharedMem + Clone> PeerChannel<R> {
         Ok(self.rx.pop_prefix(crate::msg::Command::used_len)?)
     }
 
+    /// [`pop`](Self::pop) into `out`: true if a message was copied there.
+    ///
+    /// # Errors
+    /// If the peer corrupted the ring's indices.
+    #[inline]
+    pub fn pop_into(&mut self, out: &mut CmdSlot) -> Result<bool, ChannelError> {
+        Ok(self
+            .rx
+            .pop_prefix_into(out, crate::msg::Command::used_len)?)
+    }
+
+    /// Whether a message is ready to [`pop`](Self::pop): what a poll of an
+    /// idle channel costs (one load of the peer's index, no copy).
+    ///
+    /// # Errors
+    /// A ring error if the peer corrupted the ring's indices.
+    #[inline]
+    pub fn ready(&mut self) -> Result<bool, ChannelError> {
+        Ok(self.rx.ready()?)
+    }
+
     /// Copy fragment `slot` (which must be the next one in order) out into
     /// `out` and release it.
     ///

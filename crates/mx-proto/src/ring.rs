@@ -376,16 +376,11 @@ impl SlotArea {
         let words = SlotShape::<T>::WORDS;
         let first = (index & self.mask) as usize * words;
         let to = to.min(words);
-        for (i, chunk) in out
-            .as_mut_bytes()
-            .chunks_exact_mut(8)
-            .enumerate()
-            .take(to)
-            .skip(from)
-        {
+        let bytes = out.as_mut_bytes();
+        for i in from..to {
             // SAFETY: `first + i < (mask + 1) * words`, as in `read`.
             let word = unsafe { self.base.add(first + i).as_ref() }.load(Ordering::Relaxed);
-            chunk.copy_from_slice(&word.to_ne_bytes());
+            bytes[i * 8..i * 8 + 8].copy_from_slice(&word.to_ne_bytes());
         }
     }
 
@@ -819,6 +814,21 @@ impl<T: Slot, K> Consumer<T, K> {
         Ok(self.available_cached())
     }
 
+    /// Whether an item is ready to pop: the cheap test a poll loop makes
+    /// before it pops (no copy, and the producer's index is reloaded only
+    /// when the cached copy says the ring is empty).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] if the producer's index is corrupt (now or before).
+    #[inline]
+    pub fn ready(&mut self) -> Result<bool, RingError> {
+        if self.available_cached() == 0 || self.broken.is_some() {
+            self.refresh()?;
+        }
+        Ok(self.available_cached() != 0)
+    }
+
     /// Copies the next item out of the ring, or `Ok(None)` if it is empty.
     ///
     /// The slot is not handed back to the producer until
@@ -854,22 +864,38 @@ impl<T: Slot, K> Consumer<T, K> {
         &mut self,
         used: impl FnOnce(&[u8]) -> usize,
     ) -> Result<Option<T>, RingError> {
+        let mut value = T::new_zeroed();
+        Ok(self.pop_prefix_into(&mut value, used)?.then_some(value))
+    }
+
+    /// [`pop_prefix`](Self::pop_prefix) into `out` (zeroed first, then the
+    /// slot's used prefix copied in): true if an item was popped, and `out`
+    /// is untouched if not. A poll loop keeps one `out` and moves no slot
+    /// around by value.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] if the producer's index is corrupt.
+    pub fn pop_prefix_into(
+        &mut self,
+        out: &mut T,
+        used: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<bool, RingError> {
         if self.available_cached() == 0 || self.broken.is_some() {
             self.refresh()?;
             if self.available_cached() == 0 {
-                return Ok(None);
+                return Ok(false);
             }
         }
         const HEAD_WORDS: usize = 8;
-        let mut value = T::new_zeroed();
-        self.slots.read_words(self.cons, &mut value, 0, HEAD_WORDS);
-        let words = used(value.as_bytes()).div_ceil(8);
+        out.as_mut_bytes().fill(0);
+        self.slots.read_words(self.cons, out, 0, HEAD_WORDS);
+        let words = used(out.as_bytes()).div_ceil(8);
         if words > HEAD_WORDS {
-            self.slots
-                .read_words(self.cons, &mut value, HEAD_WORDS, words);
+            self.slots.read_words(self.cons, out, HEAD_WORDS, words);
         }
         self.cons = self.cons.wrapping_add(1);
-        Ok(Some(value))
+        Ok(true)
     }
 
     /// Copies up to `out.len()` items out of the ring into `out`, in order,

@@ -968,3 +968,34 @@ fn prefix_pushes_and_pops_copy_only_the_bytes_in_use() {
     let _ = rx.release();
     assert_eq!(rx.pop_prefix(|_| 192), Ok(None));
 }
+
+#[test]
+fn ready_says_what_a_pop_would_find_and_pop_into_overwrites_stale_bytes() {
+    let mut layout = Layout::new();
+    let ring = layout.add_ring(Direction::FrontToBack, 192, 2).unwrap();
+    let region = Arc::new(HeapRegion::new(layout.region_len()));
+    let front = ControlPage::init(region.clone(), &layout, Side::Frontend).unwrap();
+    let back = ControlPage::attach(region.clone(), &layout, Side::Backend).unwrap();
+    let mut tx = front.producer::<Big>(ring).unwrap();
+    let mut rx = back.consumer::<Big>(ring).unwrap();
+    assert_eq!(rx.ready(), Ok(false));
+    let mut out = Big {
+        words: [0x5555_5555_5555_5555; 24],
+    };
+    // Empty: `out` is left as it was.
+    assert_eq!(rx.pop_prefix_into(&mut out, |_| 192), Ok(false));
+    assert!(out.words.iter().all(|&w| w == 0x5555_5555_5555_5555));
+    // Pushed but not published: still not ready.
+    let mut v = Big { words: [0; 24] };
+    v.words[0] = 7;
+    tx.push(&v).unwrap();
+    assert_eq!(rx.ready(), Ok(false));
+    let _ = tx.publish();
+    assert_eq!(rx.ready(), Ok(true));
+    assert_eq!(rx.ready(), Ok(true), "asking again pops nothing");
+    // The popped prefix, and zero past it: nothing of the old `out`.
+    assert_eq!(rx.pop_prefix_into(&mut out, |_| 8), Ok(true));
+    assert_eq!(out.words[0], 7);
+    assert!(out.words[1..].iter().all(|&w| w == 0));
+    assert_eq!(rx.ready(), Ok(false));
+}
