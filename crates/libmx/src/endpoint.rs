@@ -919,8 +919,16 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
     loop {
         let mut moved = false;
         // Events in (they wait in the rings while progression is disabled).
+        // An idle ring costs one load: no slot is copied to find it empty.
+        let events = match chan.event_ready() {
+            Ok(ready) => take_events && ready,
+            Err(_) => {
+                *broken = true;
+                return;
+            }
+        };
         loop {
-            if !take_events {
+            if !events {
                 break;
             }
             let slot = match chan.next_event() {
@@ -1075,7 +1083,11 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
                 return;
             }
         }
-        if !moved {
+        // Another pass only if this one left output it could not emit
+        // before the end (a fragment's slot freed at the end, an ack queued
+        // by an event): messages that arrive meanwhile wait for the next
+        // poll, which costs one load per idle ring.
+        if !moved || !core.has_output() {
             break;
         }
     }

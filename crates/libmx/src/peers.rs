@@ -525,7 +525,12 @@ impl Peers {
     pub(crate) fn receive<B: MsgBuf>(&mut self, core: &mut Core<B>, now: Time) -> bool {
         let mut moved = false;
         for i in 0..self.slots.len() {
-            moved |= self.receive_one(i, core, now);
+            // An idle channel costs one load of the peer's index.
+            match self.slots[i].chan.ready() {
+                Ok(true) => moved |= self.receive_one(i, core, now),
+                Ok(false) => {}
+                Err(_) => self.slots[i].dead = true,
+            }
         }
         moved
     }
@@ -549,15 +554,16 @@ impl Peers {
             endpoint: s.ep,
         };
         let mut moved = false;
+        let mut raw = CmdSlot::default();
         for _ in 0..POP_BATCH {
-            let raw = match s.chan.pop() {
-                Ok(Some(raw)) => raw,
-                Ok(None) => break,
+            match s.chan.pop_into(&mut raw) {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(_) => {
                     s.dead = true;
                     break;
                 }
-            };
+            }
             moved = true;
             // Something arrived: the other end has the channel.
             if !s.up {
