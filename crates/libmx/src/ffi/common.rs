@@ -4,6 +4,7 @@
 
 use core::cell::Cell;
 use core::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,15 +100,25 @@ thread_local! {
     static IN_HANDLER: Cell<Option<(u8, *mut c_void)>> = const { Cell::new(None) };
 }
 
+/// Unexpected handlers running now, in all threads. Every entry point asks
+/// whether its thread is inside one; this count answers "no" without the
+/// thread-local lookup (a `__tls_get_addr` call in a shared library) while
+/// no handler runs anywhere. Relaxed is enough: a thread inside a handler
+/// made its own increment, and sees it.
+static HANDLERS_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
 /// Whether this thread is inside the unexpected handler of the endpoint in
 /// `slot`.
+#[inline]
 pub fn in_handler(slot: u8) -> bool {
-    IN_HANDLER.with(|h| h.get().is_some_and(|(s, _)| s == slot))
+    HANDLERS_RUNNING.load(Ordering::Relaxed) != 0
+        && IN_HANDLER.with(|h| h.get().is_some_and(|(s, _)| s == slot))
 }
 
 /// Whether this thread runs any endpoint's unexpected handler.
+#[inline]
 pub fn in_any_handler() -> bool {
-    IN_HANDLER.with(|h| h.get().is_some())
+    HANDLERS_RUNNING.load(Ordering::Relaxed) != 0 && IN_HANDLER.with(|h| h.get().is_some())
 }
 
 /// Run `f(ctx, arg)` with the `HandlerCtx` of the handler this thread is
@@ -186,6 +197,7 @@ impl UnexpHandler<SegBuf> for CUnexp {
             None => core::ptr::null_mut(),
         };
         let me = (hctx as *mut HandlerCtx<'_, SegBuf>).cast::<c_void>();
+        HANDLERS_RUNNING.fetch_add(1, Ordering::Relaxed);
         let prev = IN_HANDLER.with(|h| h.replace(Some((self.slot, me))));
         // SAFETY: the application registered `func` with the
         // `mx_unexp_handler_t` signature; `data` is NULL or points to
@@ -193,6 +205,7 @@ impl UnexpHandler<SegBuf> for CUnexp {
         // handler must not write through it).
         let act = unsafe { (self.func)(self.ctx, source, info.match_info, info.msg_length, data) };
         IN_HANDLER.with(|h| h.set(prev));
+        HANDLERS_RUNNING.fetch_sub(1, Ordering::Relaxed);
         if act == MxUnexpHandlerAction::FINISHED {
             UnexpAction::Finished
         } else {

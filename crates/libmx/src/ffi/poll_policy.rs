@@ -168,7 +168,12 @@ thread_local! {
 /// empty for too long.
 pub fn after_poll(found: bool, needs_backend: bool) {
     POLLER.with(|p| {
-        let mut pol = p.get().unwrap_or_else(|| PollPolicy::new(bound()));
+        let cur = p.get();
+        // A poll that found something after one that did: nothing to write.
+        if found && cur.is_some_and(|c| c.empty == 0) {
+            return;
+        }
+        let mut pol = cur.unwrap_or_else(|| PollPolicy::new(bound()));
         if pol.record(found, needs_backend) == Next::Yield {
             std::thread::yield_now();
             if pol.check_due() {
