@@ -84,6 +84,7 @@ mod prop_tests;
 mod sendq;
 #[cfg(test)]
 mod sim;
+mod small_hash;
 #[cfg(test)]
 mod tests;
 
@@ -106,7 +107,7 @@ use state::{
     Ctrl, DoneInfo, Kind, Partner, PartnerId, PullBlock, RecvPhase, RecvState, Region, Request,
     Timer, User, TIMER_COUNT,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Region ids a core has (RDMA window ids 0..=255).
 const REGION_IDS: usize = 256;
@@ -178,10 +179,15 @@ pub struct Core<B: MsgBuf> {
     next_gen: u32,
     partners: Slab<Partner>,
     partner_gen: u32,
-    by_dest: HashMap<(u16, u8), usize>,
+    by_dest: small_hash::SmallMap<(u16, u8), usize>,
     self_partner: usize,
     posted: Vec<VecDeque<ReqId>>,
     unexp: Vec<VecDeque<ReqId>>,
+    /// Buffers of unexpected eager messages already taken, kept for the
+    /// next ones: a message that arrives before its receive (every reply
+    /// of a ping-pong whose receive is posted after the send completes)
+    /// needs no allocation (at most `SPARE_EAGER_MAX` of them, recv.rs).
+    spare_eager: Vec<Vec<u8>>,
     done: VecDeque<ReqId>,
     ctrl_q: VecDeque<Ctrl>,
     data_q: VecDeque<ReqId>,
@@ -197,7 +203,7 @@ pub struct Core<B: MsgBuf> {
     rdma_seq: [u8; REGION_IDS],
     region_wait_partners: VecDeque<usize>,
     pull_waiters: VecDeque<ReqId>,
-    pulls: HashMap<u32, PullBlock>,
+    pulls: small_hash::SmallMap<u32, PullBlock>,
     next_cookie: u32,
     zombies: u32,
     handler: Option<Box<dyn UnexpHandler<B> + Send>>,
@@ -245,7 +251,7 @@ impl<B: MsgBuf> Core<B> {
         me.back_session = Some(cfg.session);
         me.send_ready = true;
         let self_partner = partners.insert(me);
-        let mut by_dest = HashMap::new();
+        let mut by_dest = small_hash::SmallMap::default();
         by_dest.insert((cfg.self_peer, cfg.endpoint), self_partner);
         let seed = cfg.seed;
         Ok(Core {
@@ -259,6 +265,7 @@ impl<B: MsgBuf> Core<B> {
             self_partner,
             posted: (0..nctx).map(|_| VecDeque::new()).collect(),
             unexp: (0..nctx).map(|_| VecDeque::new()).collect(),
+            spare_eager: Vec::new(),
             done: VecDeque::new(),
             ctrl_q: VecDeque::new(),
             data_q: VecDeque::new(),
@@ -272,7 +279,7 @@ impl<B: MsgBuf> Core<B> {
             rdma_seq: [RDMA_SEQNUM_START; REGION_IDS],
             region_wait_partners: VecDeque::new(),
             pull_waiters: VecDeque::new(),
-            pulls: HashMap::new(),
+            pulls: small_hash::SmallMap::default(),
             next_cookie: (seed >> 32) as u32,
             zombies: 0,
             handler: None,

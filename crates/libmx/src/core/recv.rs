@@ -15,6 +15,11 @@ use mx_proto::msg::command::ConnectReply;
 use mx_proto::msg::event::{NackKind, PullStatus};
 use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
 
+/// Most buffers of taken unexpected messages kept for reuse.
+pub(super) const SPARE_EAGER_MAX: usize = 16;
+/// Largest such buffer kept (a medium message of the default size).
+const SPARE_EAGER_BYTES: usize = 32 * 1024;
+
 /// A payload: private bytes (an inline tiny payload, an early or
 /// unexpected message's storage) or a receive-queue slot, read once,
 /// straight into wherever it goes.
@@ -57,14 +62,20 @@ impl Data<'_> {
     }
 
     fn to_vec(self) -> Vec<u8> {
+        self.into_vec(Vec::new())
+    }
+
+    /// The bytes in `v` (emptied first; its allocation is reused).
+    fn into_vec(self, mut v: Vec<u8>) -> Vec<u8> {
+        v.clear();
         match self {
-            Data::Bytes(b) => b.to_vec(),
+            Data::Bytes(b) => v.extend_from_slice(b),
             Data::Slot { len, .. } => {
-                let mut v = vec![0u8; len as usize];
+                v.resize(len as usize, 0);
                 let _ = self.read(0, &mut v);
-                v
             }
         }
+        v
     }
 }
 
@@ -689,7 +700,7 @@ impl<B: MsgBuf> Core<B> {
                 self.stats.unexpected += 1;
                 let body = match inc {
                     Incoming::Whole(d) => UnexpBody::Eager {
-                        data: d.to_vec(),
+                        data: d.into_vec(self.spare_eager.pop().unwrap_or_default()),
                         complete: true,
                     },
                     Incoming::Frag { .. } => UnexpBody::Eager {
@@ -817,6 +828,10 @@ impl<B: MsgBuf> Core<B> {
                 let n = us.msg_length.min(self.buf_len(r));
                 if let Some(b) = self.req_mut(r).and_then(|x| x.buf.as_mut()) {
                     b.write_at(0, &data[..n as usize]);
+                }
+                if self.spare_eager.len() < SPARE_EAGER_MAX && data.capacity() <= SPARE_EAGER_BYTES
+                {
+                    self.spare_eager.push(data);
                 }
                 if complete {
                     self.complete_recv(r, us.source, us.match_info, us.msg_length, n);

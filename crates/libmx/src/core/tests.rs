@@ -1986,3 +1986,32 @@ fn mx_verbose_keeps_a_notice_per_partner_reset() {
         );
     }
 }
+
+/// An unexpected message's storage is reused by the next one: a shorter
+/// message after a longer one must not carry the longer one's tail, and
+/// each must keep its own bytes while both wait.
+#[test]
+fn reused_unexpected_storage_keeps_each_messages_own_bytes() {
+    let (mut sim, a, b, ab, _) = pair();
+    for round in 0..3u8 {
+        for (i, len) in [(0u64, 9000usize), (1, 40), (2, 3)] {
+            let s = sim.buf(pattern(len, round * 3 + i as u8));
+            sim.core(a).isend(ab, s, i, 0).expect("isend");
+        }
+        sim.drive_bounded(STEPS).expect("quiesce");
+        for (i, len) in [(2u64, 3usize), (0, 9000), (1, 40)] {
+            let rb = sim.zbuf(10_000);
+            let r = sim.core(b).irecv(rb, i, !0, 0).expect("irecv");
+            sim.drive_bounded(STEPS).expect("quiesce");
+            let c = done(&sim, b, r);
+            assert_eq!(c.msg_length as usize, len);
+            let bytes = c.buf.as_ref().expect("buf").bytes();
+            assert_eq!(bytes[..len], pattern(len, round * 3 + i as u8)[..]);
+            assert!(
+                bytes[len..].iter().all(|&x| x == 0),
+                "nothing past the message"
+            );
+        }
+    }
+    assert_eq!(sim.core(b).stats().unexpected, 9);
+}
