@@ -265,9 +265,6 @@ struct State<B: MsgBuf> {
     cmd_slots: u32,
     /// Channels to the other endpoints of this host.
     peers: crate::peers::Peers,
-    /// `mx_disable_progression` (shared with [`Inner`]): incoming events
-    /// wait, so no unexpected handler runs, until it is reenabled.
-    paused: Arc<AtomicBool>,
 }
 
 struct Inner<B: MsgBuf> {
@@ -282,8 +279,9 @@ struct Inner<B: MsgBuf> {
     /// Microseconds since `epoch` of the last progress by any thread.
     last_progress: AtomicU64,
     /// `mx_disable_progression` is on: the background thread pauses and
-    /// no pass takes incoming events (see [`State::paused`]).
-    progression_disabled: Arc<AtomicBool>,
+    /// no pass takes incoming events (they wait in the rings, so no
+    /// unexpected handler runs) until it is reenabled.
+    progression_disabled: AtomicBool,
     /// `MX_VERBOSE`: say on stderr when the endpoint closes.
     verbose: bool,
     /// After the last poll: no peer channel up, or commands of ours the
@@ -436,7 +434,6 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 )
             );
         }
-        let paused = Arc::new(AtomicBool::new(false));
         Ok(Endpoint {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -449,7 +446,6 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                     direct_src: None,
                     cmd_slots: opts.sizes.cmd_slots,
                     peers,
-                    paused: paused.clone(),
                 }),
                 cond: Condvar::new(),
                 doorbell,
@@ -458,7 +454,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                 spin: opts.spin,
                 frontend,
                 last_progress: AtomicU64::new(0),
-                progression_disabled: paused,
+                progression_disabled: AtomicBool::new(false),
                 verbose: opts.verbose,
                 needs_backend: std::sync::atomic::AtomicBool::new(true),
             }),
@@ -491,7 +487,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
                     continue;
                 };
                 // The periodic pass also looks for peers that hung up.
-                progress(&inner.frontend, &mut st, now, true);
+                progress(&inner, &mut st, now, true);
                 inner.last_progress.store(now, Ordering::Relaxed);
             });
     }
@@ -533,7 +529,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         let mut st = lock(&self.inner.state);
         let r = f(&mut st.core);
         let now = self.now();
-        progress(&self.inner.frontend, &mut st, now, false);
+        progress(&self.inner, &mut st, now, false);
         self.inner.last_progress.store(now, Ordering::Relaxed);
         r
     }
@@ -544,12 +540,12 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
     pub fn poll_with<R>(&self, f: impl FnOnce(&mut Core<B>) -> R) -> R {
         let mut st = lock(&self.inner.state);
         let now = self.now();
-        progress(&self.inner.frontend, &mut st, now, false);
+        progress(&self.inner, &mut st, now, false);
         let r = f(&mut st.core);
         // What `f` queued goes out now (a test or probe queues nothing:
         // then a second pass would only look at empty rings again).
         if st.core.has_output() {
-            progress(&self.inner.frontend, &mut st, now, false);
+            progress(&self.inner, &mut st, now, false);
         }
         self.inner.last_progress.store(now, Ordering::Relaxed);
         let total = st.cmd_slots;
@@ -610,7 +606,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             let done = {
                 let mut st = lock(&self.inner.state);
                 let now = self.now();
-                progress(&self.inner.frontend, &mut st, now, false);
+                progress(&self.inner, &mut st, now, false);
                 let total = st.cmd_slots;
                 let drained = st.chan.command_space().map_or(true, |n| n >= total);
                 st.broken || (drained && st.core.is_quiescent())
@@ -626,7 +622,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
     pub fn progress(&self) {
         let mut st = lock(&self.inner.state);
         let now = self.now();
-        progress(&self.inner.frontend, &mut st, now, false);
+        progress(&self.inner, &mut st, now, false);
     }
 
     /// Post a send.
@@ -680,7 +676,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
             // core's.
             let mut st = lock(&inner.state);
             let now = self.now();
-            progress(&inner.frontend, &mut st, now, false);
+            progress(inner, &mut st, now, false);
             inner.last_progress.store(now, Ordering::Relaxed);
             return done(&mut st.core);
         }
@@ -691,7 +687,7 @@ impl<B: MsgBuf + Send + 'static> Endpoint<B> {
         loop {
             let mut st = lock(&inner.state);
             let now = self.now();
-            progress(&inner.frontend, &mut st, now, false);
+            progress(inner, &mut st, now, false);
             inner.last_progress.store(now, Ordering::Relaxed);
             if let Some(r) = done(&mut st.core) {
                 return Some(r);
@@ -900,7 +896,8 @@ fn copy_direct<B: MsgBuf>(
 /// the peers where a channel is up, else to the backend), until nothing
 /// moves; then the peer channels' control-path work. `bells`: also look
 /// for peers that hung up (the background pass does).
-fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time, bells: bool) {
+fn progress<B: MsgBuf>(inner: &Inner<B>, st: &mut State<B>, now: Time, bells: bool) {
+    let frontend = &inner.frontend;
     if st.broken {
         return;
     }
@@ -912,10 +909,9 @@ fn progress<B: MsgBuf>(frontend: &Frontend<Guest>, st: &mut State<B>, now: Time,
         broken,
         direct_src,
         peers,
-        paused,
         ..
     } = st;
-    let take_events = !paused.load(Ordering::Acquire);
+    let take_events = !inner.progression_disabled.load(Ordering::Acquire);
     loop {
         let mut moved = false;
         // Events in (they wait in the rings while progression is disabled).
