@@ -589,7 +589,7 @@ impl Peers {
                     serve_pull(s, own, segs, &p, src, spare, freed)
                 }
                 Ok(cmd) => {
-                    let ok = deliver(core, now, src, (me, session), &cmd, &mut s.chan, stats);
+                    let ok = hand_to_core(core, now, src, (me, session), &cmd, &mut s.chan, stats);
                     if let (true, Command::Rndv(r)) = (ok, cmd) {
                         s.rndv_in[usize::from(r.rdma.id)] = Some(r.rdma.seqnum);
                     }
@@ -1072,7 +1072,7 @@ fn drain_held(
 
 /// Check one message popped from a channel and hand it to the core as the
 /// event the backend would have posted. False if the peer lied.
-fn deliver<B: MsgBuf>(
+fn hand_to_core<B: MsgBuf>(
     core: &mut Core<B>,
     now: Time,
     src: Source,

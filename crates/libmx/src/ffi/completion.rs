@@ -31,13 +31,13 @@ use super::symver::mx_symbol_version;
 use super::types::{MxEndpointPtr, MxRequestPtr, MxReturn, MxStatus, MxStatusCode};
 use super::xfer::req_of;
 
-/// Deliver a completion to the caller: status, result, `*request = NULL`,
+/// Write a completion out to the caller: status, result, `*request = NULL`,
 /// then the error handler for an error status.
 ///
 /// # Safety
 /// `status` NULL or writable; `result` writable; `request` NULL or
 /// writable.
-unsafe fn deliver(
+unsafe fn write_out_completion(
     shared: &EpShared,
     func: &str,
     st: Option<MxStatus>,
@@ -98,11 +98,11 @@ unsafe fn nothing(shared: &EpShared, func: &str, result: *mut u32) -> MxReturn {
 }
 
 /// The answer of a blocking call ([`block`]): the status handed out
-/// ([`deliver`]), nothing yet ([`nothing`]: timeout or wakeup), or the
+/// ([`write_out_completion`]), nothing yet ([`nothing`]: timeout or wakeup), or the
 /// core's refusal (through the error handler, with `refused`'s message).
 ///
 /// # Safety
-/// As [`deliver`] and [`nothing`].
+/// As [`write_out_completion`] and [`nothing`].
 unsafe fn answer(
     shared: &EpShared,
     func: &str,
@@ -112,7 +112,9 @@ unsafe fn answer(
 ) -> MxReturn {
     match got {
         // SAFETY: per the contract.
-        Ok(Some(st)) => unsafe { deliver(shared, func, Some(st), status, result, request) },
+        Ok(Some(st)) => unsafe {
+            write_out_completion(shared, func, Some(st), status, result, request)
+        },
         // SAFETY: per the contract.
         Ok(None) => unsafe { nothing(shared, func, result) },
         Err(e) => shared.fail(MxReturn::of(e), &refused()),
@@ -168,7 +170,9 @@ pub unsafe extern "C" fn mx_test(
         after_poll(!matches!(r, Ok(None)), shared.ep.needs_backend());
         match r {
             // SAFETY: forwarded contract.
-            Ok(st) => unsafe { deliver(&shared, "mx_test", st, status, result, request) },
+            Ok(st) => unsafe {
+                write_out_completion(&shared, "mx_test", st, status, result, request)
+            },
             Err(e) => shared.fail(MxReturn::of(e), "mx_test: unknown request"),
         }
     })
@@ -277,7 +281,7 @@ pub unsafe extern "C" fn mx_test_any(
         match r {
             // SAFETY: forwarded contract.
             Ok(st) => unsafe {
-                deliver(
+                write_out_completion(
                     &shared,
                     "mx_test_any",
                     st,
@@ -429,7 +433,7 @@ pub unsafe extern "C" fn mx_iprobe(
         match r {
             // SAFETY: forwarded contract.
             Ok(st) => unsafe {
-                deliver(
+                write_out_completion(
                     &shared,
                     "mx_iprobe",
                     st,
