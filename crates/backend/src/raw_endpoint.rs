@@ -4,7 +4,7 @@
 //! At most one per board, opened by a guest the backend's
 //! [`RawAccess`](crate::config::RawAccess) policy admits, over a channel
 //! like an endpoint's (same pages, rings and queues) that carries the
-//! [`mx_proto::msg::raw`] family.
+//! [`mx_proto::msg::raw_endpoint`] family.
 //!
 //! - **Send.** A [`RawCommand::Send`] names a send-queue slot. The frame is
 //!   copied out of shared memory first (the guest could rewrite it while
@@ -30,7 +30,7 @@
 use crate::counters::{NicCounter, NicCounters, RawCounter, RawCounters};
 use crate::endpoint::Chan;
 use crate::nic::{Nic, Payload};
-use mx_proto::msg::raw::{RawCommand, RawEvent, RawSendStatus, RAW_FRAME_MAX};
+use mx_proto::msg::raw_endpoint::{RawCommand, RawEvent, RawSendStatus, RAW_FRAME_MAX};
 use mx_proto::msg::CmdSlot;
 use mx_proto::platform::HostPlatform;
 use mx_proto::ring::RingError;

@@ -14,7 +14,7 @@ use backend::nic::Nic;
 use backend::{spawn_local, spawn_local_with_nic, BackendConfig, EmbeddedBackend, RawAccess};
 use frontend::{Frontend, FrontendError};
 use mx_proto::msg::control::ControlError;
-use mx_proto::msg::raw::{RawCommand, RawSendStatus, RAW_CMD_SEND};
+use mx_proto::msg::raw_endpoint::{RawCommand, RawSendStatus, RAW_CMD_SEND};
 use mx_proto::msg::CmdSlot;
 use mx_proto::platform::local::{LocalGuest, LocalTarget};
 use mxoe_wire::mapper::MapperAnnounce;

@@ -89,7 +89,10 @@ fn raw_frames_over_veth_next_to_discovery() {
                 Got::Frame(a) => seen0.push(MapperAnnounce::decode(&a).expect("an announcement")),
             }
         };
-        assert_eq!(done, (slot, mx_proto::msg::raw::RawSendStatus::Sent));
+        assert_eq!(
+            done,
+            (slot, mx_proto::msg::raw_endpoint::RawSendStatus::Sent)
+        );
         let got = next_frame(&mut r1, &mut seen1);
         let mut want = f.clone();
         want[6..12].copy_from_slice(&mac0);

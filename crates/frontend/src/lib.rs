@@ -12,7 +12,7 @@
 //! A board's raw endpoint (the MX raw API of fabric mappers) is a
 //! [`RawChannel`]: the same channel machinery, opened with
 //! [`Frontend::open_raw`], carrying the raw family of messages
-//! ([`mx_proto::msg::raw`]).
+//! ([`mx_proto::msg::raw_endpoint`]).
 //!
 //! The frontend distrusts its backend the way netfront does: every event is
 //! copied out and parsed before use, receive-queue slots are checked against
@@ -26,7 +26,7 @@ use mx_proto::msg::control::{
     BoardInfo, ChannelSizes, ControlError, ControlReply, ControlRequest, OpenFlags, PeerInfo,
     CONTROL_VERSION,
 };
-use mx_proto::msg::raw::RawCommand;
+use mx_proto::msg::raw_endpoint::RawCommand;
 use mx_proto::msg::{CmdSlot, Command, EvtSlot};
 use mx_proto::peer::{PeerChannel, PeerSizes};
 use mx_proto::platform::{

@@ -20,5 +20,5 @@ pub mod env;
 #[allow(unsafe_code)]
 pub mod ffi;
 pub mod peers;
-pub mod raw;
+pub mod raw_endpoint;
 pub mod staging;

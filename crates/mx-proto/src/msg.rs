@@ -74,7 +74,7 @@ pub mod arrival;
 pub mod command;
 pub mod control;
 pub mod event;
-pub mod raw;
+pub mod raw_endpoint;
 
 pub use command::{CmdSlot, Command, CMD_SLOT_SIZE};
 pub use event::{Event, EvtSlot, EVT_SLOT_SIZE};

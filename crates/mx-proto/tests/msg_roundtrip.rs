@@ -383,7 +383,7 @@ fn raw_control_roundtrip() {
 proptest! {
     #[test]
     fn raw_junk_never_panics(bytes in proptest::collection::vec(any::<u8>(), 192)) {
-        use mx_proto::msg::raw::{RawCommand, RawEvent};
+        use mx_proto::msg::raw_endpoint::{RawCommand, RawEvent};
         let mut slot = CmdSlot([0; 192]);
         slot.0.copy_from_slice(&bytes);
         if let Ok(c) = RawCommand::parse(&slot) {

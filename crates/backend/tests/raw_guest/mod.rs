@@ -6,7 +6,7 @@
 
 use frontend::{Doorbell, Frontend, RawChannel};
 use mx_proto::msg::control::ChannelSizes;
-use mx_proto::msg::raw::{RawCommand, RawEvent, RawSendStatus};
+use mx_proto::msg::raw_endpoint::{RawCommand, RawEvent, RawSendStatus};
 use mx_proto::platform::local::LocalGuest;
 use std::time::{Duration, Instant};
 

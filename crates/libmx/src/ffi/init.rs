@@ -84,7 +84,7 @@ pub extern "C" fn mx_finalize() -> MxReturn {
         }
         // Endpoints still open are closed (as mx_close_endpoint would).
         super::endpoint_api::close_all();
-        super::raw::close_all();
+        super::raw_api::close_all();
         super::info::drop_global();
         if INITIALIZED
             .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)

@@ -62,7 +62,7 @@ pub mod info;
 pub mod init;
 pub mod obsolete;
 pub mod poll_policy;
-pub mod raw;
+pub mod raw_api;
 pub mod raw_routes;
 pub mod segbuf;
 pub mod strings;

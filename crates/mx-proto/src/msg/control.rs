@@ -295,7 +295,7 @@ pub enum ControlRequest {
     /// Open the board's raw endpoint (at most one per board; only for a
     /// guest the backend's raw-access policy admits). Hands over one page
     /// set and one event channel, as [`ControlRequest::OpenEndpoint`]
-    /// does; the channel carries the [`raw`](super::raw) family.
+    /// does; the channel carries the [`raw_endpoint`](super::raw_endpoint) family.
     OpenRaw {
         /// Board number.
         board: u32,

@@ -26,7 +26,7 @@ use crate::core::Return;
 use crate::endpoint::{frontend_error, Guest};
 use frontend::{Doorbell, Frontend, RawChannel};
 use mx_proto::msg::control::ChannelSizes;
-use mx_proto::msg::raw::{RawCommand, RawEvent};
+use mx_proto::msg::raw_endpoint::{RawCommand, RawEvent};
 use mx_proto::platform::local::LocalTarget;
 use mxoe_wire::{PacketType, ETHERTYPE, HEAD_LEN};
 use std::collections::VecDeque;

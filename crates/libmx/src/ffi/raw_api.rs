@@ -1,5 +1,5 @@
 //! The raw API (`mx_raw.h`), used by fabric mappers, on the engine of
-//! [`crate::raw`].
+//! [`crate::raw_endpoint`].
 //!
 //! - A raw frame is a whole Ethernet frame without FCS, destination MAC
 //!   first (what Open-MX's raw interface sends and delivers): `mx_raw_send`
@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::core::Return;
-use crate::raw::{RawEndpoint, RawNext};
+use crate::raw_endpoint::{RawEndpoint, RawNext};
 
 use super::common::put;
 use super::error::{current_handler, error, error_with};
@@ -317,13 +317,13 @@ pub unsafe extern "C" fn mx_raw_send(
             core::slice::from_raw_parts(send_buffer.cast::<u8>(), buffer_length as usize)
         };
         let sent = r.with("mx_raw_send", |ep| {
-            if let Err(why) = crate::raw::check_frame(frame, ep.max_frame()) {
+            if let Err(why) = crate::raw_endpoint::check_frame(frame, ep.max_frame()) {
                 return Err((
                     Return::BadParamVal,
                     format!(
                         "mx_raw_send: frame of {buffer_length} bytes refused ({why:?}; frames are \
                          {}..={} bytes, EtherType 0x86DF, packet type RAW)",
-                        crate::raw::FRAME_MIN,
+                        crate::raw_endpoint::FRAME_MIN,
                         ep.max_frame()
                     ),
                 ));
