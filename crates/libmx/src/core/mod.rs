@@ -72,16 +72,21 @@
 //! - `CommandError` events are only counted: the backend cannot say which
 //!   command it refused.
 
+mod emission;
+mod error;
+mod large;
+mod matching;
+mod partners;
 mod recv;
 mod send;
+mod sendq;
 mod seq;
 mod state;
+mod timers;
 mod types;
 
-mod error;
 #[cfg(test)]
 mod prop_tests;
-mod sendq;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -102,11 +107,8 @@ pub use types::{
 use mx_proto::msg::command::REGION_MAX_SEGS;
 use mx_proto::msg::{CmdSlot, Event};
 use slab::Slab;
-use state::{
-    Ctrl, DoneInfo, Kind, Partner, PartnerId, PullBlock, RecvPhase, RecvState, Region, Request,
-    Timer, User, TIMER_COUNT,
-};
-use std::collections::{HashMap, VecDeque};
+use state::{Ctrl, DoneInfo, Kind, Partner, PartnerId, RecvPhase, RecvState, Request, Timer, User};
+use std::collections::VecDeque;
 
 /// Region ids a core has (RDMA window ids 0..=255).
 const REGION_IDS: usize = 256;
@@ -174,44 +176,19 @@ pub struct Core<B: MsgBuf> {
     cfg: Config,
     rndv_threshold: u32,
     resend_limit: u32,
+    /// Every request: the application's, unexpected messages, notifies.
     reqs: Slab<Request<B>>,
     next_gen: u32,
-    partners: Slab<Partner>,
-    partner_gen: u32,
-    by_dest: HashMap<(u16, u8), usize>,
-    self_partner: usize,
-    posted: Vec<VecDeque<ReqId>>,
-    unexp: Vec<VecDeque<ReqId>>,
+    /// Finished requests the application has not taken, in order.
     done: VecDeque<ReqId>,
-    ctrl_q: VecDeque<Ctrl>,
-    data_q: VecDeque<ReqId>,
-    /// Blocks of progressively staged sends still to copy and register
-    /// (after the data queue: the rendezvous goes out first).
-    stage_q: VecDeque<Ctrl>,
-    resend_q: VecDeque<(ReqId, Time)>,
-    ack_q: VecDeque<(PartnerId, Time)>,
-    sendq: sendq::SendSlots,
-    regions: Vec<Option<Region>>,
-    region_free: VecDeque<u8>,
-    send_windows: usize,
-    rdma_seq: [u8; REGION_IDS],
-    region_wait_partners: VecDeque<usize>,
-    pull_waiters: VecDeque<ReqId>,
-    pulls: HashMap<u32, PullBlock>,
-    next_cookie: u32,
+    /// Eager sends completed before their ack.
     zombies: u32,
-    handler: Option<Box<dyn UnexpHandler<B> + Send>>,
-    /// Where large messages are staged, when the backend cannot reach the
-    /// application's buffers (see [`BulkPool`]).
-    pool: Option<Box<dyn BulkPool>>,
-    /// Pool bytes held by staged sends: at most half the pool, so that
-    /// pulls always find room once other pulls finish (sends release only
-    /// when the peer's pull completes; if they could fill the pool, two
-    /// endpoints sending large messages to each other would deadlock).
-    staged_sends: u64,
-    timers: [Option<Time>; TIMER_COUNT],
     stats: Stats,
-    resets: VecDeque<PartnerReset>,
+    partners: partners::Partners,
+    matching: matching::Matching<B>,
+    large: large::Large,
+    emission: emission::Emission,
+    timers: timers::Timers,
 }
 
 impl<B: MsgBuf> core::fmt::Debug for Core<B> {
@@ -238,49 +215,25 @@ impl<B: MsgBuf> Core<B> {
         cfg.validate()?;
         let nctx = cfg.context_id.map_or(1, |(bits, _)| 1usize << bits);
         let rndv_threshold = cfg.rndv_threshold.clamp(128, cfg.medium_max);
-        let mut partners = Slab::new();
         let mut me = Partner::new(1, cfg.self_peer, cfg.endpoint, Some(cfg.nic_id));
         me.is_self = true;
         me.true_session = Some(cfg.session);
         me.back_session = Some(cfg.session);
         me.send_ready = true;
-        let self_partner = partners.insert(me);
-        let mut by_dest = HashMap::new();
-        by_dest.insert((cfg.self_peer, cfg.endpoint), self_partner);
         let seed = cfg.seed;
         Ok(Core {
             rndv_threshold,
             resend_limit: cfg.resend_limit.max(1),
             reqs: Slab::new(),
             next_gen: (seed as u32) | 1,
-            partners,
-            partner_gen: 2,
-            by_dest,
-            self_partner,
-            posted: (0..nctx).map(|_| VecDeque::new()).collect(),
-            unexp: (0..nctx).map(|_| VecDeque::new()).collect(),
             done: VecDeque::new(),
-            ctrl_q: VecDeque::new(),
-            data_q: VecDeque::new(),
-            stage_q: VecDeque::new(),
-            resend_q: VecDeque::new(),
-            ack_q: VecDeque::new(),
-            sendq: sendq::SendSlots::new(cfg.sendq_slots),
-            regions: (0..REGION_IDS).map(|_| None).collect(),
-            region_free: (0..=255u8).collect(),
-            send_windows: 0,
-            rdma_seq: [RDMA_SEQNUM_START; REGION_IDS],
-            region_wait_partners: VecDeque::new(),
-            pull_waiters: VecDeque::new(),
-            pulls: HashMap::new(),
-            next_cookie: (seed >> 32) as u32,
             zombies: 0,
-            handler: None,
-            pool: None,
-            staged_sends: 0,
-            timers: [None; TIMER_COUNT],
             stats: Stats::default(),
-            resets: VecDeque::new(),
+            partners: partners::Partners::new(me, cfg.self_peer, cfg.endpoint),
+            matching: matching::Matching::new(nctx),
+            large: large::Large::new((seed >> 32) as u32),
+            emission: emission::Emission::new(cfg.sendq_slots),
+            timers: timers::Timers::new(),
             cfg,
         })
     }
@@ -288,7 +241,7 @@ impl<B: MsgBuf> Core<B> {
     /// Stage large messages through `pool` from now on (set it before the
     /// first large send or receive).
     pub fn set_bulk_pool(&mut self, pool: Box<dyn BulkPool>) {
-        self.pool = Some(pool);
+        self.large.pool = Some(pool);
     }
 
     /// The configuration the core runs with.
@@ -303,7 +256,7 @@ impl<B: MsgBuf> Core<B> {
 
     /// Our own address (`mx_get_endpoint_addr`).
     pub fn local_addr(&self) -> EndpointAddr {
-        self.addr_of(self.self_partner)
+        self.addr_of(self.partners.self_idx)
     }
 
     /// The current rendezvous threshold.
@@ -365,18 +318,18 @@ impl<B: MsgBuf> Core<B> {
     /// [`Config::report_resets`], at most 64; every reset is counted in
     /// [`Stats::partner_resets`]).
     pub fn take_partner_reset(&mut self) -> Option<PartnerReset> {
-        self.resets.pop_front()
+        self.partners.resets.pop_front()
     }
 
     /// Whether the core has nothing left to do: no command to emit, no
     /// message waiting for an ack, no pull or rendezvous in flight.
     pub fn is_quiescent(&self) -> bool {
-        self.ctrl_q.is_empty()
-            && self.data_q.is_empty()
-            && self.stage_q.is_empty()
-            && self.timers.iter().all(Option::is_none)
-            && self.pulls.is_empty()
-            && self.send_windows == 0
+        self.emission.ctrl_q.is_empty()
+            && self.emission.data_q.is_empty()
+            && self.emission.stage_q.is_empty()
+            && self.timers.at.iter().all(Option::is_none)
+            && self.large.pulls.is_empty()
+            && self.large.send_windows == 0
     }
 
     // ----------------------------------------------------------------
@@ -424,7 +377,7 @@ impl<B: MsgBuf> Core<B> {
             if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
                 tx.queued = true;
             }
-            self.ctrl_q.push_back(Ctrl::Connect(rid));
+            self.emission.ctrl_q.push_back(Ctrl::Connect(rid));
         }
         self.finish();
         rid
@@ -441,9 +394,9 @@ impl<B: MsgBuf> Core<B> {
             return Ok(());
         }
         self.cleanup_partner(p, Status::EndpointUnreachable, true);
-        let pr = self.partners.remove(p);
-        self.by_dest.remove(&(pr.peer, pr.endpoint));
-        self.region_wait_partners.retain(|&x| x != p);
+        let pr = self.partners.slab.remove(p);
+        self.partners.by_dest.remove(&(pr.peer, pr.endpoint));
+        self.large.region_wait_partners.retain(|&x| x != p);
         self.finish();
         Ok(())
     }
@@ -521,15 +474,17 @@ impl<B: MsgBuf> Core<B> {
             Some(buf),
             User::Active,
         );
-        let found = self.unexp[ctx].iter().position(|&u| {
+        let found = self.matching.unexp[ctx].iter().position(|&u| {
             matches!(self.req(u).map(|r| &r.kind), Some(Kind::Unexp(s)) if s.match_info & mask == match_info)
         });
         match found {
             Some(i) => {
-                let u = self.unexp[ctx].remove(i).expect("index from position");
+                let u = self.matching.unexp[ctx]
+                    .remove(i)
+                    .expect("index from position");
                 self.consume_unexp(rid, u);
             }
-            None => self.posted[ctx].push_back(rid),
+            None => self.matching.posted[ctx].push_back(rid),
         }
         self.finish();
         Ok(rid)
@@ -549,7 +504,7 @@ impl<B: MsgBuf> Core<B> {
             Kind::Send(_) => return Err(CancelError::Send),
             Kind::Recv(rs) if !done && matches!(rs.phase, RecvPhase::Posted) => {
                 let ctx = rs.ctx;
-                self.posted[ctx].retain(|&x| x != req);
+                self.matching.posted[ctx].retain(|&x| x != req);
                 let r = self.reqs.remove(req.index as usize);
                 CancelResult::Cancelled(r.buf)
             }
@@ -609,7 +564,7 @@ impl<B: MsgBuf> Core<B> {
 
     /// Register (or with `None`, remove) the unexpected-message handler.
     pub fn set_unexp_handler(&mut self, handler: Option<Box<dyn UnexpHandler<B> + Send>>) {
-        self.handler = handler;
+        self.matching.handler = handler;
     }
 
     /// Whether an eager send's buffer may be reused (`mx_ibuffered`): true
@@ -641,7 +596,7 @@ impl<B: MsgBuf> Core<B> {
     pub fn iprobe(&self, match_info: u64, mask: u64) -> Result<Option<Probe>, MaskError> {
         self.check_mask(match_info, mask)?;
         let ctx = self.ctx_of(match_info);
-        Ok(self.unexp[ctx]
+        Ok(self.matching.unexp[ctx]
             .iter()
             .find_map(|&u| match self.req(u).map(|r| &r.kind) {
                 Some(Kind::Unexp(s)) if s.match_info & mask == match_info => Some(Probe {
@@ -668,7 +623,7 @@ impl<B: MsgBuf> Core<B> {
                     idx: p,
                     gen: pr.gen,
                 };
-                self.ctrl_q.push_back(Ctrl::Liback {
+                self.emission.ctrl_q.push_back(Ctrl::Liback {
                     partner: pid,
                     force: false,
                 });
@@ -826,12 +781,14 @@ impl<B: MsgBuf> Core<B> {
     /// Whether [`Core::poll_command`] may have something to write: false
     /// means it certainly has not (a polling shell skips the call).
     pub fn has_output(&self) -> bool {
-        !self.ctrl_q.is_empty() || !self.data_q.is_empty() || !self.stage_q.is_empty()
+        !self.emission.ctrl_q.is_empty()
+            || !self.emission.data_q.is_empty()
+            || !self.emission.stage_q.is_empty()
     }
 
     /// When [`Core::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.iter().flatten().copied().min()
+        self.timers.at.iter().flatten().copied().min()
     }
 
     // ----------------------------------------------------------------
@@ -951,18 +908,19 @@ impl<B: MsgBuf> Core<B> {
 
     /// The partner for `(peer, endpoint)`, created if needed.
     fn partner_for(&mut self, peer: u16, endpoint: u8, nic_id: Option<u64>) -> usize {
-        if let Some(&p) = self.by_dest.get(&(peer, endpoint)) {
+        if let Some(&p) = self.partners.by_dest.get(&(peer, endpoint)) {
             if nic_id.is_some() {
                 self.partners[p].nic_id = nic_id;
             }
             return p;
         }
-        let gen = self.partner_gen;
-        self.partner_gen = self.partner_gen.wrapping_add(1);
+        let gen = self.partners.gen;
+        self.partners.gen = self.partners.gen.wrapping_add(1);
         let p = self
             .partners
+            .slab
             .insert(Partner::new(gen, peer, endpoint, nic_id));
-        self.by_dest.insert((peer, endpoint), p);
+        self.partners.by_dest.insert((peer, endpoint), p);
         p
     }
 
@@ -972,11 +930,11 @@ impl<B: MsgBuf> Core<B> {
         if !self.cfg.report_resets {
             return;
         }
-        if self.resets.len() >= RESETS_MAX {
-            self.resets.pop_front();
+        if self.partners.resets.len() >= RESETS_MAX {
+            self.partners.resets.pop_front();
         }
         let pr = &self.partners[p];
-        self.resets.push_back(PartnerReset {
+        self.partners.resets.push_back(PartnerReset {
             peer: pr.peer,
             endpoint: pr.endpoint,
             nic_id: pr.nic_id,
@@ -1017,26 +975,27 @@ impl<B: MsgBuf> Core<B> {
     }
 
     fn refresh_timers(&mut self) {
-        while let Some(&(rid, t)) = self.resend_q.front() {
+        while let Some(&(rid, t)) = self.timers.resend_q.front() {
             if self.resend_live(rid, t) {
                 break;
             }
-            self.resend_q.pop_front();
+            self.timers.resend_q.pop_front();
         }
-        while let Some(&(pid, t)) = self.ack_q.front() {
+        while let Some(&(pid, t)) = self.timers.ack_q.front() {
             let live = self
                 .partner_idx(pid)
                 .is_some_and(|p| self.partners[p].ack == state::AckState::Delayed(t));
             if live {
                 break;
             }
-            self.ack_q.pop_front();
+            self.timers.ack_q.pop_front();
         }
-        self.timers[Timer::Resend as usize] = self
+        self.timers.at[Timer::Resend as usize] = self
+            .timers
             .resend_q
             .front()
             .map(|&(_, t)| t.saturating_add(self.cfg.resend_delay));
-        self.timers[Timer::Ack as usize] = self.ack_q.front().map(|&(_, t)| t);
+        self.timers.at[Timer::Ack as usize] = self.timers.ack_q.front().map(|&(_, t)| t);
     }
 
     fn resend_live(&self, rid: ReqId, t: Time) -> bool {

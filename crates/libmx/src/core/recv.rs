@@ -326,7 +326,7 @@ impl<B: MsgBuf> Core<B> {
                 lib_seqnum,
             } => self.recv_nack(src, nack_type, lib_seqnum),
             Event::SendMediumDone { sendq_slot } => {
-                if !self.sendq.done(sendq_slot) {
+                if !self.emission.sendq.done(sendq_slot) {
                     self.stats.drop_bad_event += 1;
                 }
             }
@@ -375,7 +375,7 @@ impl<B: MsgBuf> Core<B> {
     // ----------------------------------------------------------------
 
     fn recv_data(&mut self, now: Time, src: Source, sq: Seq, msg: Msg<'_>) {
-        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+        let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {
             self.stats.drop_unknown_partner += 1;
             return;
         };
@@ -416,7 +416,7 @@ impl<B: MsgBuf> Core<B> {
             if off != 0 && seq::diff(self.partners[p].next_frag_recv_seq, s) == 1 {
                 // Our ack was probably lost: ack at once.
                 let pid = self.pid(p);
-                self.ctrl_q.push_back(Ctrl::Liback {
+                self.emission.ctrl_q.push_back(Ctrl::Liback {
                     partner: pid,
                     force: true,
                 });
@@ -632,19 +632,19 @@ impl<B: MsgBuf> Core<B> {
     // ----------------------------------------------------------------
 
     fn find_posted(&mut self, ctx: usize, match_info: u64) -> Option<ReqId> {
-        let i = self.posted[ctx].iter().position(|&r| {
+        let i = self.matching.posted[ctx].iter().position(|&r| {
             matches!(self.req(r).map(|r| &r.kind), Some(Kind::Recv(rs)) if match_info & rs.mask == rs.match_info)
         })?;
-        self.posted[ctx].remove(i)
+        self.matching.posted[ctx].remove(i)
     }
 
     fn call_handler(&mut self, info: &UnexpInfo<'_>) -> UnexpAction {
-        let Some(mut h) = self.handler.take() else {
+        let Some(mut h) = self.matching.handler.take() else {
             return UnexpAction::Continue;
         };
         let act = h.unexpected(info, &mut HandlerCtx { core: self });
-        if self.handler.is_none() {
-            self.handler = Some(h);
+        if self.matching.handler.is_none() {
+            self.matching.handler = Some(h);
         }
         act
     }
@@ -661,7 +661,7 @@ impl<B: MsgBuf> Core<B> {
         let source = self.addr_of(p);
         let ctx = self.ctx_of(match_info);
         let mut target = self.find_posted(ctx, match_info);
-        if target.is_none() && self.handler.is_some() {
+        if target.is_none() && self.matching.handler.is_some() {
             // The handler is given a slice: a payload still in a queue slot
             // is copied out for it (and read again wherever it goes next).
             let data = match inc {
@@ -712,7 +712,7 @@ impl<B: MsgBuf> Core<B> {
                     None,
                     User::Released,
                 );
-                self.unexp[ctx].push_back(u);
+                self.matching.unexp[ctx].push_back(u);
                 if let Incoming::Frag { frag_seqnum, data } = inc {
                     self.partners[p].partials.push(Partial {
                         seq: s,
@@ -848,7 +848,7 @@ impl<B: MsgBuf> Core<B> {
     pub(super) fn drop_unexp(&mut self, u: ReqId) {
         if let Some(Kind::Unexp(us)) = self.req(u).map(|r| &r.kind) {
             let ctx = us.ctx;
-            self.unexp[ctx].retain(|&x| x != u);
+            self.matching.unexp[ctx].retain(|&x| x != u);
             self.reqs.remove(u.index as usize);
         }
     }
@@ -915,7 +915,7 @@ impl<B: MsgBuf> Core<B> {
             return;
         };
         let (len, match_info, large) = (s.len, s.match_info, s.class == super::state::Class::Large);
-        let p = self.self_partner;
+        let p = self.partners.self_idx;
         if large {
             self.new_message(p, 0, match_info, len, Incoming::SelfLarge(rid));
         } else {
@@ -1040,7 +1040,7 @@ impl<B: MsgBuf> Core<B> {
     /// and complete the receive once no block is in flight and either every
     /// byte arrived or a block failed.
     pub(super) fn pull_block_done(&mut self, cookie: u32, status: PullStatus, transferred: u32) {
-        let Some(b) = self.pulls.remove(&cookie) else {
+        let Some(b) = self.large.pulls.remove(&cookie) else {
             self.stats.drop_bad_event += 1;
             return;
         };
@@ -1108,7 +1108,7 @@ impl<B: MsgBuf> Core<B> {
     }
 
     pub(super) fn pull_direct(&mut self, cookie: u32, copy: impl FnOnce(&mut B, u32) -> bool) {
-        let Some(&b) = self.pulls.get(&cookie) else {
+        let Some(&b) = self.large.pulls.get(&cookie) else {
             self.stats.drop_bad_event += 1;
             return;
         };
@@ -1122,13 +1122,13 @@ impl<B: MsgBuf> Core<B> {
         } else {
             self.stats.pulls_direct_failed += 1;
             self.cfg.direct_pull = false;
-            self.ctrl_q.push_back(Ctrl::Pull(cookie));
+            self.emission.ctrl_q.push_back(Ctrl::Pull(cookie));
         }
     }
 
     /// The puller of one of our large sends says it is done.
     fn recv_notify(&mut self, p: usize, total_length: u32, rdma_id: u8, rdma_seqnum: u8) {
-        let owner = match &self.regions[usize::from(rdma_id)] {
+        let owner = match &self.large.regions[usize::from(rdma_id)] {
             Some(reg) if reg.usage == RegionUse::Window && reg.rdma_seqnum == rdma_seqnum => {
                 reg.owner
             }
@@ -1184,17 +1184,19 @@ impl<B: MsgBuf> Core<B> {
             self.pump_partner(p);
         }
         let pr = &self.partners[p];
-        self.ctrl_q.push_back(Ctrl::ConnectReply(ConnectReply {
-            dest: Dest {
-                peer: src.peer,
-                endpoint: src.endpoint,
-            },
-            src_session,
-            target_session: self.cfg.session,
-            target_recv_seqnum_start: pr.next_match_recv_seq,
-            connect_seqnum,
-            status: if ok { 0 } else { 11 },
-        }));
+        self.emission
+            .ctrl_q
+            .push_back(Ctrl::ConnectReply(ConnectReply {
+                dest: Dest {
+                    peer: src.peer,
+                    endpoint: src.endpoint,
+                },
+                src_session,
+                target_session: self.cfg.session,
+                target_recv_seqnum_start: pr.next_match_recv_seq,
+                connect_seqnum,
+                status: if ok { 0 } else { 11 },
+            }));
     }
 
     fn recv_connect_reply(
@@ -1206,7 +1208,7 @@ impl<B: MsgBuf> Core<B> {
         connect_seqnum: u8,
         status: u8,
     ) {
-        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+        let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {
             self.stats.drop_unknown_partner += 1;
             return;
         };
@@ -1268,7 +1270,7 @@ impl<B: MsgBuf> Core<B> {
     }
 
     fn recv_liback(&mut self, src: Source, lib_seqnum: u16, acknum: u32) {
-        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+        let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {
             self.stats.drop_unknown_partner += 1;
             return;
         };
@@ -1282,7 +1284,7 @@ impl<B: MsgBuf> Core<B> {
     }
 
     fn recv_nack(&mut self, src: Source, nack_type: NackKind, lib_seqnum: u16) {
-        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+        let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {
             self.stats.drop_unknown_partner += 1;
             return;
         };

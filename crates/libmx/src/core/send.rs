@@ -126,7 +126,11 @@ impl<B: MsgBuf> Core<B> {
         } else if !self.partners[p].send_ready {
             self.fail_tx(rid, Status::EndpointUnreachable);
         } else if class == Class::Large
-            && self.pool.as_ref().is_some_and(|b| len > b.capacity() / 2)
+            && self
+                .large
+                .pool
+                .as_ref()
+                .is_some_and(|b| len > b.capacity() / 2)
             && self.window_slots(len).is_none()
         {
             // It could never be staged, not even through a window.
@@ -168,8 +172,8 @@ impl<B: MsgBuf> Core<B> {
                         if let Some(id) = id {
                             self.unalloc_region(id, true);
                         }
-                        if !self.region_wait_partners.contains(&p) {
-                            self.region_wait_partners.push_back(p);
+                        if !self.large.region_wait_partners.contains(&p) {
+                            self.large.region_wait_partners.push_back(p);
                         }
                         return;
                     }
@@ -184,17 +188,17 @@ impl<B: MsgBuf> Core<B> {
                 tx.seqnum = Some(s);
                 tx.queued = true;
             }
-            self.data_q.push_back(rid);
+            self.emission.data_q.push_back(rid);
         }
     }
 
     fn alloc_region(&mut self, window: bool) -> Option<u8> {
-        if window && self.send_windows >= SEND_WINDOWS_MAX {
+        if window && self.large.send_windows >= SEND_WINDOWS_MAX {
             return None;
         }
-        let id = self.region_free.pop_front()?;
+        let id = self.large.region_free.pop_front()?;
         if window {
-            self.send_windows += 1;
+            self.large.send_windows += 1;
         }
         Some(id)
     }
@@ -203,16 +207,16 @@ impl<B: MsgBuf> Core<B> {
     /// used.
     fn unalloc_region(&mut self, id: u8, window: bool) {
         if window {
-            self.send_windows -= 1;
+            self.large.send_windows -= 1;
         }
-        self.region_free.push_front(id);
+        self.large.region_free.push_front(id);
     }
 
     /// Copy a large send into the bulk pool, when there is one. `None`:
     /// the pool has no room now; `Some` empty: nothing to stage.
     fn stage_send(&mut self, rid: ReqId) -> Option<Vec<PoolRange>> {
         let progressive = self.progressive(rid);
-        let Some(pool) = self.pool.as_mut() else {
+        let Some(pool) = self.large.pool.as_mut() else {
             return Some(Vec::new());
         };
         let Some(buf) = slot_req(&self.reqs, rid).and_then(|r| r.buf.as_ref()) else {
@@ -229,11 +233,11 @@ impl<B: MsgBuf> Core<B> {
             Some(n) if len > cap / 2 => (u32::from(n) * self.cfg.pull_block, false),
             _ => (len, progressive),
         };
-        if self.staged_sends + u64::from(len) > u64::from(cap / 2) {
+        if self.large.staged_sends + u64::from(len) > u64::from(cap / 2) {
             return None;
         }
         let ranges = pool.reserve(len)?;
-        self.staged_sends += u64::from(len);
+        self.large.staged_sends += u64::from(len);
         if !progressive {
             let mut off = 0u32;
             for &r in &ranges {
@@ -252,7 +256,7 @@ impl<B: MsgBuf> Core<B> {
     /// through, when it is larger than the send half of the pool and a
     /// window fits there.
     pub(super) fn window_slots(&self, len: u32) -> Option<u16> {
-        let pool = self.pool.as_ref()?;
+        let pool = self.large.pool.as_ref()?;
         let cap = pool.capacity();
         if len <= cap / 2 {
             return None;
@@ -296,7 +300,7 @@ impl<B: MsgBuf> Core<B> {
     /// Reserve pool room for a pull of `len` bytes, when there is a pool.
     /// `None`: no room now; `Some` empty: no pool.
     fn stage_recv(&mut self, len: u32) -> Option<Vec<PoolRange>> {
-        match self.pool.as_mut() {
+        match self.large.pool.as_mut() {
             None => Some(Vec::new()),
             Some(pool) => pool.reserve(len),
         }
@@ -318,8 +322,8 @@ impl<B: MsgBuf> Core<B> {
     }
 
     fn open_send_window(&mut self, rid: ReqId, id: u8, staged: Vec<PoolRange>) {
-        let rdma_seqnum = self.rdma_seq[usize::from(id)];
-        self.rdma_seq[usize::from(id)] = rdma_seqnum.wrapping_add(1);
+        let rdma_seqnum = self.large.rdma_seq[usize::from(id)];
+        self.large.rdma_seq[usize::from(id)] = rdma_seqnum.wrapping_add(1);
         let len = self
             .req(rid)
             .and_then(|r| r.buf.as_ref())
@@ -349,7 +353,7 @@ impl<B: MsgBuf> Core<B> {
         }
         let register = !segs.is_empty();
         let nsegs = segs.len();
-        self.regions[usize::from(id)] = Some(Region {
+        self.large.regions[usize::from(id)] = Some(Region {
             owner: rid,
             rdma_seqnum,
             usage: RegionUse::Window,
@@ -359,22 +363,22 @@ impl<B: MsgBuf> Core<B> {
             window,
         });
         if window.is_some() {
-            self.ctrl_q.push_back(Ctrl::Register {
+            self.emission.ctrl_q.push_back(Ctrl::Register {
                 region: id,
                 chunk: 0,
             });
-            self.ctrl_q.push_back(Ctrl::Window {
+            self.emission.ctrl_q.push_back(Ctrl::Window {
                 region: id,
                 seq: rdma_seqnum,
             });
         } else if progressive {
             // The first block before the rendezvous, the rest after it.
-            self.ctrl_q.push_back(Ctrl::StageBlock {
+            self.emission.ctrl_q.push_back(Ctrl::StageBlock {
                 region: id,
                 seq: rdma_seqnum,
             });
         } else if register {
-            self.ctrl_q.push_back(Ctrl::Register {
+            self.emission.ctrl_q.push_back(Ctrl::Register {
                 region: id,
                 chunk: 0,
             });
@@ -387,7 +391,7 @@ impl<B: MsgBuf> Core<B> {
     /// queue the rest. `None` when the region is gone or done.
     fn stage_next_block(&mut self, id: u8, seq: u8) -> Option<Command<'static>> {
         let block = self.cfg.pull_block.max(1);
-        let reg = self.regions[usize::from(id)].as_ref()?;
+        let reg = self.large.regions[usize::from(id)].as_ref()?;
         if reg.usage != RegionUse::Window || reg.rdma_seqnum != seq {
             return None;
         }
@@ -408,11 +412,13 @@ impl<B: MsgBuf> Core<B> {
         let last = hi == reg.segs.len();
         let rr = RegionRegister::new(id, lo == 0, last, lo as u16, &reg.segs[lo..hi]);
         self.copy_staged(id, start, start, end - start, Staging::In);
-        if let Some(reg) = self.regions[usize::from(id)].as_mut() {
+        if let Some(reg) = self.large.regions[usize::from(id)].as_mut() {
             reg.segs_registered = hi;
         }
         if !last {
-            self.stage_q.push_back(Ctrl::StageBlock { region: id, seq });
+            self.emission
+                .stage_q
+                .push_back(Ctrl::StageBlock { region: id, seq });
         }
         Some(Command::RegionRegister(rr))
     }
@@ -426,7 +432,7 @@ impl<B: MsgBuf> Core<B> {
         };
         // A staged pull lands in a ring of a few blocks, reused as blocks
         // are copied out: any message size fits in the pool.
-        let ring = match self.pool.as_ref() {
+        let ring = match self.large.pool.as_ref() {
             None => l.length,
             Some(p) => {
                 let block = self.cfg.pull_block.max(1);
@@ -458,14 +464,14 @@ impl<B: MsgBuf> Core<B> {
                 if let Some(id) = id {
                     self.unalloc_region(id, false);
                 }
-                if !self.pull_waiters.contains(&rid) {
-                    self.pull_waiters.push_back(rid);
+                if !self.large.pull_waiters.contains(&rid) {
+                    self.large.pull_waiters.push_back(rid);
                 }
                 return;
             }
         };
         let segs = self.region_segs(rid, &staged);
-        self.regions[usize::from(id)] = Some(Region {
+        self.large.regions[usize::from(id)] = Some(Region {
             owner: rid,
             rdma_seqnum: 0,
             usage: RegionUse::Pull,
@@ -474,7 +480,7 @@ impl<B: MsgBuf> Core<B> {
             staged,
             window: None,
         });
-        self.ctrl_q.push_back(Ctrl::Register {
+        self.emission.ctrl_q.push_back(Ctrl::Register {
             region: id,
             chunk: 0,
         });
@@ -518,7 +524,7 @@ impl<B: MsgBuf> Core<B> {
             {
                 return;
             }
-            let staged = self.regions[usize::from(l.region)]
+            let staged = self.large.regions[usize::from(l.region)]
                 .as_ref()
                 .is_some_and(|r| !r.staged.is_empty());
             let block = if staged {
@@ -534,9 +540,9 @@ impl<B: MsgBuf> Core<B> {
                 return;
             }
             let len = (l.length - l.next).min(block);
-            let cookie = self.next_cookie;
-            self.next_cookie = self.next_cookie.wrapping_add(1);
-            self.pulls.insert(
+            let cookie = self.large.next_cookie;
+            self.large.next_cookie = self.large.next_cookie.wrapping_add(1);
+            self.large.pulls.insert(
                 cookie,
                 PullBlock {
                     rid,
@@ -547,33 +553,33 @@ impl<B: MsgBuf> Core<B> {
             );
             l.next += len;
             l.busy |= 1 << slot;
-            self.ctrl_q.push_back(Ctrl::Pull(cookie));
+            self.emission.ctrl_q.push_back(Ctrl::Pull(cookie));
         }
     }
 
     /// Forget a region: deregister it at the backend, free its id.
     pub(super) fn release_region(&mut self, id: u8) {
-        if let Some(r) = self.regions[usize::from(id)].take() {
+        if let Some(r) = self.large.regions[usize::from(id)].take() {
             if !r.segs.is_empty() {
-                self.ctrl_q.push_back(Ctrl::Deregister(id));
+                self.emission.ctrl_q.push_back(Ctrl::Deregister(id));
             }
             if r.usage == RegionUse::Window {
-                self.send_windows -= 1;
+                self.large.send_windows -= 1;
             }
             self.unstage(&r.staged, r.usage == RegionUse::Window);
-            self.region_free.push_back(id);
+            self.large.region_free.push_back(id);
         }
     }
 
     /// Give staging ranges back to the pool (a send's leave its budget).
     fn unstage(&mut self, ranges: &[PoolRange], send: bool) {
-        let Some(pool) = self.pool.as_mut() else {
+        let Some(pool) = self.large.pool.as_mut() else {
             return;
         };
         for &r in ranges {
             pool.release(r);
             if send {
-                self.staged_sends -= u64::from(r.len);
+                self.large.staged_sends -= u64::from(r.len);
             }
         }
     }
@@ -583,11 +589,13 @@ impl<B: MsgBuf> Core<B> {
     /// being staged) or out of it (a block a pull brought). Nothing when the
     /// region is not staged.
     pub(super) fn copy_staged(&mut self, id: u8, at: u32, off: u32, n: u32, dir: Staging) {
-        let Some(reg) = &self.regions[usize::from(id)] else {
+        let Some(reg) = &self.large.regions[usize::from(id)] else {
             return;
         };
-        let (Some(pool), Some(r)) = (self.pool.as_mut(), slot_req_mut(&mut self.reqs, reg.owner))
-        else {
+        let (Some(pool), Some(r)) = (
+            self.large.pool.as_mut(),
+            slot_req_mut(&mut self.reqs, reg.owner),
+        ) else {
             return;
         };
         let Some(buf) = r.buf.as_mut() else { return };
@@ -624,15 +632,17 @@ impl<B: MsgBuf> Core<B> {
     /// was reused) or out of its bounds is dropped and counted.
     pub(super) fn stage_needed(&mut self, region: u8, gen: u8, slot: u16, block: u32) {
         let bsize = self.cfg.pull_block;
-        let ok = self.regions[usize::from(region)].as_ref().is_some_and(|r| {
-            r.usage == RegionUse::Window
-                && r.rdma_seqnum == gen
-                && r.window.is_some_and(|n| slot < n)
-                && self
-                    .req(r.owner)
-                    .and_then(|q| q.buf.as_ref())
-                    .is_some_and(|b| u64::from(block) * u64::from(bsize) < u64::from(b.len()))
-        });
+        let ok = self.large.regions[usize::from(region)]
+            .as_ref()
+            .is_some_and(|r| {
+                r.usage == RegionUse::Window
+                    && r.rdma_seqnum == gen
+                    && r.window.is_some_and(|n| slot < n)
+                    && self
+                        .req(r.owner)
+                        .and_then(|q| q.buf.as_ref())
+                        .is_some_and(|b| u64::from(block) * u64::from(bsize) < u64::from(b.len()))
+            });
         if !ok {
             self.stats.drop_bad_event += 1;
             return;
@@ -645,7 +655,7 @@ impl<B: MsgBuf> Core<B> {
             Staging::In,
         );
         self.stats.window_stages += 1;
-        self.ctrl_q.push_back(Ctrl::Stage {
+        self.emission.ctrl_q.push_back(Ctrl::Stage {
             region,
             seq: gen,
             slot,
@@ -655,21 +665,21 @@ impl<B: MsgBuf> Core<B> {
 
     pub(super) fn serve_region_waiters(&mut self) {
         // Bounded: a waiter that still finds no room goes back in line.
-        for _ in 0..self.pull_waiters.len() {
-            if self.region_free.is_empty() {
+        for _ in 0..self.large.pull_waiters.len() {
+            if self.large.region_free.is_empty() {
                 break;
             }
-            let Some(rid) = self.pull_waiters.pop_front() else {
+            let Some(rid) = self.large.pull_waiters.pop_front() else {
                 break;
             };
             self.start_pull(rid);
         }
-        let n = self.region_wait_partners.len();
+        let n = self.large.region_wait_partners.len();
         for _ in 0..n {
-            if self.region_free.is_empty() || self.send_windows >= SEND_WINDOWS_MAX {
+            if self.large.region_free.is_empty() || self.large.send_windows >= SEND_WINDOWS_MAX {
                 break;
             }
-            let Some(p) = self.region_wait_partners.pop_front() else {
+            let Some(p) = self.large.region_wait_partners.pop_front() else {
                 break;
             };
             self.pump_partner(p);
@@ -817,7 +827,7 @@ impl<B: MsgBuf> Core<B> {
                 } else {
                     r.internal = false;
                     let len = s.len;
-                    self.sendq.release(slots);
+                    self.emission.sendq.release(slots);
                     self.complete_send(rid, Status::Success, len);
                 }
             }
@@ -847,7 +857,7 @@ impl<B: MsgBuf> Core<B> {
             region = s.region.take().map(|(id, _)| id);
             slots = std::mem::take(&mut s.slots);
         }
-        self.sendq.release(slots);
+        self.emission.sendq.release(slots);
         if let Some(id) = region {
             self.release_region(id);
         }
@@ -892,7 +902,7 @@ impl<B: MsgBuf> Core<B> {
         }
         // Large sends whose rendezvous was acked, waiting for a notify.
         for id in 0..REGION_IDS {
-            let owner = match &self.regions[id] {
+            let owner = match &self.large.regions[id] {
                 Some(r) if r.usage == RegionUse::Window => r.owner,
                 _ => continue,
             };
@@ -904,7 +914,7 @@ impl<B: MsgBuf> Core<B> {
         }
         // Unexpected messages from this partner.
         let mut dropped = Vec::new();
-        for q in &mut self.unexp {
+        for q in &mut self.matching.unexp {
             q.retain(|&u| {
                 let from_p = matches!(self.reqs.get(u.index as usize).map(|r| &r.kind), Some(Kind::Unexp(s)) if s.partner == p);
                 if from_p {
@@ -919,6 +929,7 @@ impl<B: MsgBuf> Core<B> {
         // Receives waiting for a region to pull from this partner.
         let pid = self.pid(p);
         let waiting: Vec<ReqId> = self
+            .large
             .pull_waiters
             .iter()
             .copied()
@@ -926,7 +937,7 @@ impl<B: MsgBuf> Core<B> {
                 matches!(self.req(r).map(|r| &r.kind), Some(Kind::Recv(rs)) if matches!(rs.phase, RecvPhase::NeedRegion(l) if l.partner == pid))
             })
             .collect();
-        self.pull_waiters.retain(|r| !waiting.contains(r));
+        self.large.pull_waiters.retain(|r| !waiting.contains(r));
         for r in waiting {
             if let Some(Request {
                 kind: Kind::Recv(rs),
@@ -938,7 +949,7 @@ impl<B: MsgBuf> Core<B> {
                 }
             }
         }
-        self.region_wait_partners.retain(|&x| x != p);
+        self.large.region_wait_partners.retain(|&x| x != p);
         let pr = &mut self.partners[p];
         if !pr.is_self {
             pr.true_session = None;
@@ -974,11 +985,11 @@ impl<B: MsgBuf> Core<B> {
     // ----------------------------------------------------------------
 
     pub(super) fn run_timers(&mut self, now: Time) {
-        while let Some(&(rid, t)) = self.resend_q.front() {
+        while let Some(&(rid, t)) = self.timers.resend_q.front() {
             if t.saturating_add(self.cfg.resend_delay) > now {
                 break;
             }
-            self.resend_q.pop_front();
+            self.timers.resend_q.pop_front();
             if !self.resend_live(rid, t) {
                 continue;
             }
@@ -1000,27 +1011,27 @@ impl<B: MsgBuf> Core<B> {
             tx.queued = true;
             self.stats.resends += 1;
             if is_connect {
-                self.ctrl_q.push_back(Ctrl::Connect(rid));
+                self.emission.ctrl_q.push_back(Ctrl::Connect(rid));
             } else if kept {
                 // It needs no new slot, and a message waiting for slots at
                 // the head may be waiting for the ack of this very one.
-                self.data_q.push_front(rid);
+                self.emission.data_q.push_front(rid);
             } else {
-                self.data_q.push_back(rid);
+                self.emission.data_q.push_back(rid);
             }
         }
-        while let Some(&(pid, t)) = self.ack_q.front() {
+        while let Some(&(pid, t)) = self.timers.ack_q.front() {
             if t > now {
                 break;
             }
-            self.ack_q.pop_front();
+            self.timers.ack_q.pop_front();
             let Some(p) = self.partner_idx(pid) else {
                 continue;
             };
             let pr = &mut self.partners[p];
             if pr.ack == AckState::Delayed(t) {
                 pr.ack = AckState::Queued;
-                self.ctrl_q.push_back(Ctrl::Liback {
+                self.emission.ctrl_q.push_back(Ctrl::Liback {
                     partner: pid,
                     force: false,
                 });
@@ -1040,14 +1051,14 @@ impl<B: MsgBuf> Core<B> {
         }
         if unacked >= thr {
             pr.ack = AckState::Queued;
-            self.ctrl_q.push_back(Ctrl::Liback {
+            self.emission.ctrl_q.push_back(Ctrl::Liback {
                 partner: pid,
                 force: false,
             });
         } else if pr.ack == AckState::None {
             let t = now.saturating_add(delay);
             pr.ack = AckState::Delayed(t);
-            self.ack_q.push_back((pid, t));
+            self.timers.ack_q.push_back((pid, t));
         }
     }
 
@@ -1067,19 +1078,19 @@ impl<B: MsgBuf> Core<B> {
     pub(super) fn next_command(&mut self, now: Time, out: &mut CmdSlot) -> Option<Emitted> {
         const PLAIN: Emitted = Emitted { frag: None };
         loop {
-            if let Some(c) = self.ctrl_q.pop_front() {
+            if let Some(c) = self.emission.ctrl_q.pop_front() {
                 if self.emit_ctrl(now, c, out) {
                     return Some(PLAIN);
                 }
                 continue;
             }
-            let Some(&rid) = self.data_q.front() else {
+            let Some(&rid) = self.emission.data_q.front() else {
                 return self.emit_stage(now, out).then_some(PLAIN);
             };
             match self.emit_data(now, rid, out) {
                 Emit::Wrote { finished, frag } => {
                     if finished {
-                        self.data_q.pop_front();
+                        self.emission.data_q.pop_front();
                     }
                     return Some(Emitted { frag });
                 }
@@ -1091,7 +1102,7 @@ impl<B: MsgBuf> Core<B> {
                     return self.emit_stage(now, out).then_some(PLAIN);
                 }
                 Emit::Stale => {
-                    self.data_q.pop_front();
+                    self.emission.data_q.pop_front();
                     if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
                         tx.queued = false;
                     }
@@ -1106,8 +1117,8 @@ impl<B: MsgBuf> Core<B> {
     /// retransmission arrives (acks are cumulative).
     fn emit_resend_behind(&mut self, now: Time, out: &mut CmdSlot) -> Option<Emitted> {
         let mut i = 1;
-        while i < self.data_q.len() {
-            let rid = self.data_q[i];
+        while i < self.emission.data_q.len() {
+            let rid = self.emission.data_q[i];
             let resend = self
                 .req(rid)
                 .and_then(|r| match &r.kind {
@@ -1123,13 +1134,13 @@ impl<B: MsgBuf> Core<B> {
             match self.emit_data(now, rid, out) {
                 Emit::Wrote { finished, frag } => {
                     if finished {
-                        self.data_q.remove(i);
+                        self.emission.data_q.remove(i);
                     }
                     return Some(Emitted { frag });
                 }
                 Emit::Blocked => i += 1,
                 Emit::Stale => {
-                    self.data_q.remove(i);
+                    self.emission.data_q.remove(i);
                     if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
                         tx.queued = false;
                     }
@@ -1141,7 +1152,7 @@ impl<B: MsgBuf> Core<B> {
 
     /// The next block of a progressively staged send, if any.
     fn emit_stage(&mut self, now: Time, out: &mut CmdSlot) -> bool {
-        while let Some(c) = self.stage_q.pop_front() {
+        while let Some(c) = self.emission.stage_q.pop_front() {
             if self.emit_ctrl(now, c, out) {
                 return true;
             }
@@ -1186,7 +1197,7 @@ impl<B: MsgBuf> Core<B> {
                     tx.last_send = Some(now);
                     tx.sends += 1;
                 }
-                self.resend_q.push_back((rid, now));
+                self.timers.resend_q.push_back((rid, now));
                 cmd
             }
             Ctrl::ConnectReply(r) => Command::ConnectReply(r),
@@ -1222,7 +1233,7 @@ impl<B: MsgBuf> Core<B> {
                 cmd
             }
             Ctrl::Register { region, chunk } => {
-                let Some(reg) = &self.regions[usize::from(region)] else {
+                let Some(reg) = &self.large.regions[usize::from(region)] else {
                     return false;
                 };
                 let n = reg.segs.len();
@@ -1236,7 +1247,7 @@ impl<B: MsgBuf> Core<B> {
                 let rr =
                     RegionRegister::new(region, chunk == 0, last, lo as u16, &reg.segs[lo..hi]);
                 if !last {
-                    self.ctrl_q.push_front(Ctrl::Register {
+                    self.emission.ctrl_q.push_front(Ctrl::Register {
                         region,
                         chunk: chunk + 1,
                     });
@@ -1251,7 +1262,7 @@ impl<B: MsgBuf> Core<B> {
                 cmd
             }
             Ctrl::Window { region, seq } => {
-                let Some(reg) = &self.regions[usize::from(region)] else {
+                let Some(reg) = &self.large.regions[usize::from(region)] else {
                     return false;
                 };
                 let Some(msg_len) = self
@@ -1277,7 +1288,7 @@ impl<B: MsgBuf> Core<B> {
                 slot,
                 block,
             } => {
-                let live = self.regions[usize::from(region)]
+                let live = self.large.regions[usize::from(region)]
                     .as_ref()
                     .is_some_and(|r| r.rdma_seqnum == seq && r.window.is_some());
                 if !live {
@@ -1291,7 +1302,7 @@ impl<B: MsgBuf> Core<B> {
                 })
             }
             Ctrl::Pull(cookie) => {
-                let Some(&b) = self.pulls.get(&cookie) else {
+                let Some(&b) = self.large.pulls.get(&cookie) else {
                     return false;
                 };
                 let Some(Request {
@@ -1324,7 +1335,7 @@ impl<B: MsgBuf> Core<B> {
                         ..l.rdma
                     },
                     // A staged pull lands in the pool, not in the buffer.
-                    direct: self.cfg.direct_pull && self.pool.is_none() && b.off == 0,
+                    direct: self.cfg.direct_pull && self.large.pool.is_none() && b.off == 0,
                 })
             }
         };
@@ -1411,19 +1422,19 @@ impl<B: MsgBuf> Core<B> {
                             // finish, whatever the others hold. One slot is
                             // never kept, so a message that keeps none (a
                             // retransmission among them) always gets one.
-                            let Some(v) = self.sendq.keep(usize::from(s.nfrags)) else {
+                            let Some(v) = self.emission.sendq.keep(usize::from(s.nfrags)) else {
                                 return Emit::Blocked;
                             };
                             let first = v[0];
                             taken = Some(v);
                             first
                         } else {
-                            let Some(x) = self.sendq.take() else {
+                            let Some(x) = self.emission.sendq.take() else {
                                 return Emit::Blocked;
                             };
                             x
                         };
-                        self.sendq.post(slot);
+                        self.emission.sendq.post(slot);
                         emitted = Some(FragRef {
                             sendq_slot: slot,
                             len: flen,
@@ -1486,7 +1497,7 @@ impl<B: MsgBuf> Core<B> {
                 tx.last_send = Some(now);
                 tx.sends += 1;
             }
-            self.resend_q.push_back((rid, now));
+            self.timers.resend_q.push_back((rid, now));
             self.maybe_complete_eager(rid);
         }
         Emit::Wrote {
