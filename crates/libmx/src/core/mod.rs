@@ -122,9 +122,6 @@ const SEND_WINDOWS_MAX: usize = 224;
 const RDMA_SEQNUM_START: u8 = 23;
 /// Most early packets kept per partner.
 const EARLY_MAX: usize = 4096;
-/// Most partner-reset notices kept until the shell takes them; older ones
-/// are dropped (they are only for a human reading stderr).
-const RESETS_MAX: usize = 64;
 
 /// The application's hook for messages that match no posted receive
 /// (`mx_register_unexp_handler`).
@@ -256,7 +253,7 @@ impl<B: MsgBuf> Core<B> {
 
     /// Our own address (`mx_get_endpoint_addr`).
     pub fn local_addr(&self) -> EndpointAddr {
-        self.addr_of(self.partners.self_idx)
+        self.partners.addr_of(self.partners.self_idx)
     }
 
     /// The current rendezvous threshold.
@@ -271,15 +268,8 @@ impl<B: MsgBuf> Core<B> {
 
     /// What an address names, if it is still valid.
     pub fn partner_info(&self, addr: EndpointAddr) -> Option<PartnerInfo> {
-        let p = self.resolve(addr)?;
-        let pr = &self.partners[p];
-        Some(PartnerInfo {
-            peer: pr.peer,
-            endpoint: pr.endpoint,
-            nic_id: pr.nic_id,
-            context: pr.context,
-            is_self: pr.is_self,
-        })
+        let p = self.partners.resolve(addr)?;
+        Some(self.partners.info(p))
     }
 
     /// Record a partner's board address (the shell learns it from the
@@ -288,7 +278,7 @@ impl<B: MsgBuf> Core<B> {
     /// # Errors
     /// [`AddrError`] for an unknown address.
     pub fn set_partner_nic_id(&mut self, addr: EndpointAddr, nic_id: u64) -> Result<(), AddrError> {
-        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
+        let p = self.partners.resolve(addr).ok_or(AddrError::Unknown)?;
         self.partners[p].nic_id = Some(nic_id);
         Ok(())
     }
@@ -298,7 +288,7 @@ impl<B: MsgBuf> Core<B> {
     /// # Errors
     /// [`AddrError`] for an unknown address.
     pub fn set_addr_context(&mut self, addr: EndpointAddr, context: u64) -> Result<(), AddrError> {
-        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
+        let p = self.partners.resolve(addr).ok_or(AddrError::Unknown)?;
         self.partners[p].context = context;
         Ok(())
     }
@@ -352,7 +342,7 @@ impl<B: MsgBuf> Core<B> {
         match_info: u64,
         context: u64,
     ) -> ReqId {
-        let p = self.partner_for(peer, endpoint, Some(nic_id));
+        let p = self.partners.partner_for(peer, endpoint, Some(nic_id));
         let connect_seqnum = self.partners[p].connect_seqnum;
         let rid = self.new_req(
             Kind::Connect(state::ConnectState {
@@ -368,7 +358,7 @@ impl<B: MsgBuf> Core<B> {
             User::Active,
         );
         if self.partners[p].is_self {
-            let addr = self.addr_of(p);
+            let addr = self.partners.addr_of(p);
             self.complete_connect(rid, Status::Success, addr);
         } else {
             let pr = &mut self.partners[p];
@@ -389,13 +379,12 @@ impl<B: MsgBuf> Core<B> {
     /// # Errors
     /// [`AddrError`] for an unknown address.
     pub fn disconnect(&mut self, addr: EndpointAddr) -> Result<(), AddrError> {
-        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
+        let p = self.partners.resolve(addr).ok_or(AddrError::Unknown)?;
         if self.partners[p].is_self {
             return Ok(());
         }
         self.cleanup_partner(p, Status::EndpointUnreachable, true);
-        let pr = self.partners.slab.remove(p);
-        self.partners.by_dest.remove(&(pr.peer, pr.endpoint));
+        self.partners.remove(p);
         self.large.region_wait_partners.retain(|&x| x != p);
         self.finish();
         Ok(())
@@ -875,73 +864,6 @@ impl<B: MsgBuf> Core<B> {
         c
     }
 
-    fn pid(&self, p: usize) -> PartnerId {
-        PartnerId {
-            idx: p,
-            gen: self.partners[p].gen,
-        }
-    }
-
-    fn partner_idx(&self, pid: PartnerId) -> Option<usize> {
-        self.partners
-            .get(pid.idx)
-            .filter(|p| p.gen == pid.gen)
-            .map(|_| pid.idx)
-    }
-
-    fn resolve(&self, addr: EndpointAddr) -> Option<usize> {
-        let p = addr.partner as usize;
-        self.partners
-            .get(p)
-            .filter(|pr| pr.gen == addr.gen)
-            .map(|_| p)
-    }
-
-    fn addr_of(&self, p: usize) -> EndpointAddr {
-        let pr = &self.partners[p];
-        EndpointAddr {
-            partner: p as u32,
-            gen: pr.gen,
-            session: pr.true_session.or(pr.back_session).unwrap_or(0),
-        }
-    }
-
-    /// The partner for `(peer, endpoint)`, created if needed.
-    fn partner_for(&mut self, peer: u16, endpoint: u8, nic_id: Option<u64>) -> usize {
-        if let Some(&p) = self.partners.by_dest.get(&(peer, endpoint)) {
-            if nic_id.is_some() {
-                self.partners[p].nic_id = nic_id;
-            }
-            return p;
-        }
-        let gen = self.partners.gen;
-        self.partners.gen = self.partners.gen.wrapping_add(1);
-        let p = self
-            .partners
-            .slab
-            .insert(Partner::new(gen, peer, endpoint, nic_id));
-        self.partners.by_dest.insert((peer, endpoint), p);
-        p
-    }
-
-    /// Count a reset of partner `p` and, when asked to, keep a notice of it.
-    fn note_reset(&mut self, p: usize, reason: ResetReason) {
-        self.stats.partner_resets += 1;
-        if !self.cfg.report_resets {
-            return;
-        }
-        if self.partners.resets.len() >= RESETS_MAX {
-            self.partners.resets.pop_front();
-        }
-        let pr = &self.partners[p];
-        self.partners.resets.push_back(PartnerReset {
-            peer: pr.peer,
-            endpoint: pr.endpoint,
-            nic_id: pr.nic_id,
-            reason,
-        });
-    }
-
     fn ctx_of(&self, match_info: u64) -> usize {
         match self.cfg.context_id {
             None | Some((0, _)) => 0,
@@ -983,7 +905,8 @@ impl<B: MsgBuf> Core<B> {
         }
         while let Some(&(pid, t)) = self.timers.ack_q.front() {
             let live = self
-                .partner_idx(pid)
+                .partners
+                .idx(pid)
                 .is_some_and(|p| self.partners[p].ack == state::AckState::Delayed(t));
             if live {
                 break;

@@ -415,7 +415,7 @@ impl<B: MsgBuf> Core<B> {
             self.stats.drop_obsolete += 1;
             if off != 0 && seq::diff(self.partners[p].next_frag_recv_seq, s) == 1 {
                 // Our ack was probably lost: ack at once.
-                let pid = self.pid(p);
+                let pid = self.partners.pid(p);
                 self.emission.ctrl_q.push_back(Ctrl::Liback {
                     partner: pid,
                     force: true,
@@ -575,7 +575,7 @@ impl<B: MsgBuf> Core<B> {
             let part = self.partners[p].partials.remove(i);
             self.partners[p].recompute_next_frag();
             if let Some(t) = part.target {
-                let source = self.addr_of(p);
+                let source = self.partners.addr_of(p);
                 match self.req_mut(t).map(|r| &mut r.kind) {
                     Some(Kind::Recv(_)) => {
                         let blen = self.buf_len(t);
@@ -658,7 +658,7 @@ impl<B: MsgBuf> Core<B> {
         msg_length: u32,
         inc: Incoming<'_>,
     ) {
-        let source = self.addr_of(p);
+        let source = self.partners.addr_of(p);
         let ctx = self.ctx_of(match_info);
         let mut target = self.find_posted(ctx, match_info);
         if target.is_none() && self.matching.handler.is_some() {
@@ -751,7 +751,7 @@ impl<B: MsgBuf> Core<B> {
                 self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
             }
             Incoming::Rndv(rdma) => {
-                let pid = self.pid(p);
+                let pid = self.partners.pid(p);
                 self.queue_notify(pid, 0, rdma);
             }
             Incoming::SelfLarge(send) => {
@@ -1006,7 +1006,7 @@ impl<B: MsgBuf> Core<B> {
         rdma: RdmaRef,
     ) {
         let length = msg_length.min(self.buf_len(r));
-        let pid = self.pid(p);
+        let pid = self.partners.pid(p);
         if length == 0 {
             self.complete_recv(r, source, match_info, msg_length, 0);
             self.queue_notify(pid, 0, rdma);
@@ -1158,28 +1158,25 @@ impl<B: MsgBuf> Core<B> {
         start: u16,
         connect_seqnum: u8,
     ) {
-        let p = self.partner_for(src.peer, src.endpoint, None);
+        let p = self.partners.partner_for(src.peer, src.endpoint, None);
         let ok = app_key == self.cfg.app_key;
         if ok {
             let back = self.partners[p].back_session;
             if back != Some(src_session) {
                 if back.is_some() {
                     // A new instance of this partner: forget the old one.
-                    self.note_reset(p, ResetReason::Restarted);
+                    self.partners.note_reset(
+                        p,
+                        ResetReason::Restarted,
+                        self.cfg.report_resets,
+                        &mut self.stats,
+                    );
                     self.cleanup_partner(p, Status::EndpointUnreachable, false);
                 }
-                let pr = &mut self.partners[p];
-                pr.next_match_recv_seq = seq::reset(pr.next_match_recv_seq);
-                pr.next_frag_recv_seq = pr.next_match_recv_seq;
-                pr.last_acked_recv_seq = pr.next_match_recv_seq;
+                self.partners[p].restart_recv_seq();
             }
             let pr = &mut self.partners[p];
-            if pr.true_session != Some(src_session) {
-                pr.next_send_seq = start;
-                pr.next_acked_send_seq = start;
-            }
-            pr.send_ready = true;
-            pr.true_session = Some(src_session);
+            pr.open_send(src_session, start);
             pr.back_session = Some(src_session);
             self.pump_partner(p);
         }
@@ -1240,7 +1237,12 @@ impl<B: MsgBuf> Core<B> {
                 // "early" until the resend limit.
                 let pr = &self.partners[p];
                 let (next, acked) = (pr.next_match_recv_seq, pr.last_acked_recv_seq);
-                self.note_reset(p, ResetReason::Restarted);
+                self.partners.note_reset(
+                    p,
+                    ResetReason::Restarted,
+                    self.cfg.report_resets,
+                    &mut self.stats,
+                );
                 self.cleanup_partner(p, Status::EndpointUnreachable, false);
                 let pr = &mut self.partners[p];
                 pr.next_match_recv_seq = next;
@@ -1254,17 +1256,12 @@ impl<B: MsgBuf> Core<B> {
                 pr.back_session = Some(target_session);
             }
             let pr = &mut self.partners[p];
-            if pr.true_session != Some(target_session) {
-                pr.next_send_seq = start;
-                pr.next_acked_send_seq = start;
-            }
-            pr.send_ready = true;
-            pr.true_session = Some(target_session);
+            pr.open_send(target_session, start);
             // Acks and notifies towards this partner need its session even
             // if it never connects to us.
             pr.back_session.get_or_insert(target_session);
         }
-        let addr = self.addr_of(p);
+        let addr = self.partners.addr_of(p);
         self.complete_connect(rid, st, addr);
         self.pump_partner(p);
     }
@@ -1296,7 +1293,7 @@ impl<B: MsgBuf> Core<B> {
         };
         if lib_seqnum == 0 {
             if let Some(c) = self.partners[p].connects.pop_front() {
-                let addr = self.addr_of(p);
+                let addr = self.partners.addr_of(p);
                 self.complete_connect(c, status, addr);
                 return;
             }

@@ -67,7 +67,7 @@ impl<B: MsgBuf> Core<B> {
         context: u64,
         sync: bool,
     ) -> Result<ReqId, Rejected<B, SendError>> {
-        let Some(p) = self.resolve(dest) else {
+        let Some(p) = self.partners.resolve(dest) else {
             return Err(Rejected {
                 error: SendError::UnknownAddr,
                 buf,
@@ -98,7 +98,7 @@ impl<B: MsgBuf> Core<B> {
         } else {
             0
         };
-        let addr = self.addr_of(p);
+        let addr = self.partners.addr_of(p);
         let rid = self.new_req(
             Kind::Send(SendState {
                 partner: p,
@@ -688,7 +688,7 @@ impl<B: MsgBuf> Core<B> {
 
     /// Queue a NOTIFY (seqnum'd, retransmitted until acked) to a partner.
     pub(super) fn queue_notify(&mut self, pid: PartnerId, total_length: u32, rdma: RdmaRef) {
-        let Some(p) = self.partner_idx(pid) else {
+        let Some(p) = self.partners.idx(pid) else {
             return;
         };
         if !self.partners[p].send_ready {
@@ -886,7 +886,7 @@ impl<B: MsgBuf> Core<B> {
         for rid in non_acked.into_iter().chain(need_seq) {
             self.fail_tx(rid, status);
         }
-        let addr = self.addr_of(p);
+        let addr = self.partners.addr_of(p);
         for rid in connects {
             self.complete_connect(rid, status, addr);
         }
@@ -927,7 +927,7 @@ impl<B: MsgBuf> Core<B> {
             self.drop_unexp(u);
         }
         // Receives waiting for a region to pull from this partner.
-        let pid = self.pid(p);
+        let pid = self.partners.pid(p);
         let waiting: Vec<ReqId> = self
             .large
             .pull_waiters
@@ -950,33 +950,17 @@ impl<B: MsgBuf> Core<B> {
             }
         }
         self.large.region_wait_partners.retain(|&x| x != p);
-        let pr = &mut self.partners[p];
-        if !pr.is_self {
-            pr.true_session = None;
-            pr.back_session = None;
-            pr.send_ready = false;
-        }
-        let mut r = seq::reset(pr.next_match_recv_seq);
-        if bump {
-            r = r.wrapping_add(seq::SESNUM_ONE);
-        }
-        if pr.is_self {
-            // Our own endpoint stays connected; both directions restart.
-            pr.next_send_seq = r;
-            pr.next_acked_send_seq = r;
-        }
-        pr.next_match_recv_seq = r;
-        pr.next_frag_recv_seq = r;
-        pr.last_acked_recv_seq = r;
-        pr.connect_seqnum = 0;
-        pr.last_send_acknum = 0;
-        pr.last_recv_acknum = 0;
-        pr.ack = AckState::None;
+        self.partners[p].reset_sessions(bump);
     }
 
     fn partner_failed(&mut self, p: usize) {
         self.stats.partners_failed += 1;
-        self.note_reset(p, ResetReason::Unreachable);
+        self.partners.note_reset(
+            p,
+            ResetReason::Unreachable,
+            self.cfg.report_resets,
+            &mut self.stats,
+        );
         self.cleanup_partner(p, Status::EndpointUnreachable, true);
     }
 
@@ -1025,7 +1009,7 @@ impl<B: MsgBuf> Core<B> {
                 break;
             }
             self.timers.ack_q.pop_front();
-            let Some(p) = self.partner_idx(pid) else {
+            let Some(p) = self.partners.idx(pid) else {
                 continue;
             };
             let pr = &mut self.partners[p];
@@ -1041,7 +1025,7 @@ impl<B: MsgBuf> Core<B> {
 
     /// After receiving from a partner: ack now, later, or not at all.
     pub(super) fn schedule_ack(&mut self, now: Time, p: usize) {
-        let pid = self.pid(p);
+        let pid = self.partners.pid(p);
         let thr = self.cfg.ack_threshold;
         let delay = self.cfg.ack_delay;
         let pr = &mut self.partners[p];
@@ -1059,15 +1043,6 @@ impl<B: MsgBuf> Core<B> {
             let t = now.saturating_add(delay);
             pr.ack = AckState::Delayed(t);
             self.timers.ack_q.push_back((pid, t));
-        }
-    }
-
-    /// We just told the partner `ack` (piggybacked or explicit).
-    fn note_ack_sent(&mut self, p: usize, ack: u16) {
-        let pr = &mut self.partners[p];
-        pr.last_acked_recv_seq = ack;
-        if pr.unacked_recv() == 0 && matches!(pr.ack, AckState::Delayed(_)) {
-            pr.ack = AckState::None;
         }
     }
 
@@ -1160,14 +1135,6 @@ impl<B: MsgBuf> Core<B> {
         false
     }
 
-    fn dest_of(&self, p: usize) -> Dest {
-        let pr = &self.partners[p];
-        Dest {
-            peer: pr.peer,
-            endpoint: pr.endpoint,
-        }
-    }
-
     fn emit_ctrl(&mut self, now: Time, c: Ctrl, out: &mut CmdSlot) -> bool {
         let cmd = match c {
             Ctrl::Connect(rid) => {
@@ -1202,7 +1169,7 @@ impl<B: MsgBuf> Core<B> {
             }
             Ctrl::ConnectReply(r) => Command::ConnectReply(r),
             Ctrl::Liback { partner, force } => {
-                let Some(p) = self.partner_idx(partner) else {
+                let Some(p) = self.partners.idx(partner) else {
                     return false;
                 };
                 let pr = &mut self.partners[p];
@@ -1229,7 +1196,7 @@ impl<B: MsgBuf> Core<B> {
                     resent: 0,
                 });
                 self.stats.acks_sent += 1;
-                self.note_ack_sent(p, ack);
+                self.partners.note_ack_sent(p, ack);
                 cmd
             }
             Ctrl::Register { region, chunk } => {
@@ -1316,7 +1283,8 @@ impl<B: MsgBuf> Core<B> {
                     return false;
                 };
                 let session = self
-                    .partner_idx(l.partner)
+                    .partners
+                    .idx(l.partner)
                     .and_then(|p| self.partners[p].back_session.map(|s| (p, s)));
                 let Some((p, session)) = session else {
                     // The sender is gone: the block cannot be asked for.
@@ -1324,7 +1292,7 @@ impl<B: MsgBuf> Core<B> {
                     return false;
                 };
                 Command::Pull(Pull {
-                    dest: self.dest_of(p),
+                    dest: self.partners.dest(p),
                     session,
                     length: b.len,
                     cookie,
@@ -1476,7 +1444,7 @@ impl<B: MsgBuf> Core<B> {
             }
             _ => return Emit::Stale,
         }
-        self.note_ack_sent(p, piggyack);
+        self.partners.note_ack_sent(p, piggyack);
         let r = self.req_mut(rid).expect("checked above");
         if let Kind::Send(s) = &mut r.kind {
             if let Some(v) = taken {
