@@ -107,7 +107,7 @@ pub use types::{
 use mx_proto::msg::command::REGION_MAX_SEGS;
 use mx_proto::msg::{CmdSlot, Event};
 use slab::Slab;
-use state::{Ctrl, DoneInfo, Kind, Partner, PartnerId, RecvPhase, RecvState, Request, Timer, User};
+use state::{Ctrl, DoneInfo, Kind, Partner, PartnerId, RecvPhase, RecvState, Request, User};
 use std::collections::VecDeque;
 
 /// Region ids a core has (RDMA window ids 0..=255).
@@ -317,7 +317,7 @@ impl<B: MsgBuf> Core<B> {
         self.emission.ctrl_q.is_empty()
             && self.emission.data_q.is_empty()
             && self.emission.stage_q.is_empty()
-            && self.timers.at.iter().all(Option::is_none)
+            && self.timers.is_idle()
             && self.large.pulls.is_empty()
             && self.large.send_windows == 0
     }
@@ -777,7 +777,7 @@ impl<B: MsgBuf> Core<B> {
 
     /// When [`Core::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.at.iter().flatten().copied().min()
+        self.timers.next()
     }
 
     // ----------------------------------------------------------------
@@ -894,44 +894,6 @@ impl<B: MsgBuf> Core<B> {
     fn finish(&mut self) {
         self.serve_region_waiters();
         self.refresh_timers();
-    }
-
-    fn refresh_timers(&mut self) {
-        while let Some(&(rid, t)) = self.timers.resend_q.front() {
-            if self.resend_live(rid, t) {
-                break;
-            }
-            self.timers.resend_q.pop_front();
-        }
-        while let Some(&(pid, t)) = self.timers.ack_q.front() {
-            let live = self
-                .partners
-                .idx(pid)
-                .is_some_and(|p| self.partners[p].ack == state::AckState::Delayed(t));
-            if live {
-                break;
-            }
-            self.timers.ack_q.pop_front();
-        }
-        self.timers.at[Timer::Resend as usize] = self
-            .timers
-            .resend_q
-            .front()
-            .map(|&(_, t)| t.saturating_add(self.cfg.resend_delay));
-        self.timers.at[Timer::Ack as usize] = self.timers.ack_q.front().map(|&(_, t)| t);
-    }
-
-    fn resend_live(&self, rid: ReqId, t: Time) -> bool {
-        let Some(r) = self.req(rid) else { return false };
-        if !r.internal {
-            return false;
-        }
-        match &r.kind {
-            Kind::Send(s) => !s.tx.acked && s.tx.last_send == Some(t),
-            Kind::Notify(n) => !n.tx.acked && n.tx.last_send == Some(t),
-            Kind::Connect(c) => !c.answered && c.tx.last_send == Some(t),
-            _ => false,
-        }
     }
 }
 

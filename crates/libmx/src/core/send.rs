@@ -953,7 +953,7 @@ impl<B: MsgBuf> Core<B> {
         self.partners[p].reset_sessions(bump);
     }
 
-    fn partner_failed(&mut self, p: usize) {
+    pub(super) fn partner_failed(&mut self, p: usize) {
         self.stats.partners_failed += 1;
         self.partners.note_reset(
             p,
@@ -962,88 +962,6 @@ impl<B: MsgBuf> Core<B> {
             &mut self.stats,
         );
         self.cleanup_partner(p, Status::EndpointUnreachable, true);
-    }
-
-    // ----------------------------------------------------------------
-    // Timers
-    // ----------------------------------------------------------------
-
-    pub(super) fn run_timers(&mut self, now: Time) {
-        while let Some(&(rid, t)) = self.timers.resend_q.front() {
-            if t.saturating_add(self.cfg.resend_delay) > now {
-                break;
-            }
-            self.timers.resend_q.pop_front();
-            if !self.resend_live(rid, t) {
-                continue;
-            }
-            let Some(r) = self.req_mut(rid) else { continue };
-            let (partner, is_connect, kept) = match &r.kind {
-                Kind::Send(s) => (s.partner, false, !s.slots.is_empty()),
-                Kind::Notify(n) => (n.partner, false, false),
-                Kind::Connect(c) => (c.partner, true, false),
-                _ => continue,
-            };
-            let Some(tx) = r.tx_mut() else { continue };
-            if tx.queued {
-                continue;
-            }
-            if tx.sends >= tx.sends_max {
-                self.partner_failed(partner);
-                continue;
-            }
-            tx.queued = true;
-            self.stats.resends += 1;
-            if is_connect {
-                self.emission.ctrl_q.push_back(Ctrl::Connect(rid));
-            } else if kept {
-                // It needs no new slot, and a message waiting for slots at
-                // the head may be waiting for the ack of this very one.
-                self.emission.data_q.push_front(rid);
-            } else {
-                self.emission.data_q.push_back(rid);
-            }
-        }
-        while let Some(&(pid, t)) = self.timers.ack_q.front() {
-            if t > now {
-                break;
-            }
-            self.timers.ack_q.pop_front();
-            let Some(p) = self.partners.idx(pid) else {
-                continue;
-            };
-            let pr = &mut self.partners[p];
-            if pr.ack == AckState::Delayed(t) {
-                pr.ack = AckState::Queued;
-                self.emission.ctrl_q.push_back(Ctrl::Liback {
-                    partner: pid,
-                    force: false,
-                });
-            }
-        }
-    }
-
-    /// After receiving from a partner: ack now, later, or not at all.
-    pub(super) fn schedule_ack(&mut self, now: Time, p: usize) {
-        let pid = self.partners.pid(p);
-        let thr = self.cfg.ack_threshold;
-        let delay = self.cfg.ack_delay;
-        let pr = &mut self.partners[p];
-        let unacked = pr.unacked_recv();
-        if unacked == 0 || pr.ack == AckState::Queued {
-            return;
-        }
-        if unacked >= thr {
-            pr.ack = AckState::Queued;
-            self.emission.ctrl_q.push_back(Ctrl::Liback {
-                partner: pid,
-                force: false,
-            });
-        } else if pr.ack == AckState::None {
-            let t = now.saturating_add(delay);
-            pr.ack = AckState::Delayed(t);
-            self.timers.ack_q.push_back((pid, t));
-        }
     }
 
     // ----------------------------------------------------------------
@@ -1164,7 +1082,7 @@ impl<B: MsgBuf> Core<B> {
                     tx.last_send = Some(now);
                     tx.sends += 1;
                 }
-                self.timers.resend_q.push_back((rid, now));
+                self.timers.sent(rid, now);
                 cmd
             }
             Ctrl::ConnectReply(r) => Command::ConnectReply(r),
@@ -1465,7 +1383,7 @@ impl<B: MsgBuf> Core<B> {
                 tx.last_send = Some(now);
                 tx.sends += 1;
             }
-            self.timers.resend_q.push_back((rid, now));
+            self.timers.sent(rid, now);
             self.maybe_complete_eager(rid);
         }
         Emit::Wrote {

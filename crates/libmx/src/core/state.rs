@@ -237,6 +237,19 @@ impl<B> Request<B> {
             _ => None,
         }
     }
+    /// Whether this request still waits for the resend of its send at
+    /// `t` (not acked or answered, not sent again since, not released).
+    pub fn resend_pending(&self, t: Time) -> bool {
+        if !self.internal {
+            return false;
+        }
+        match &self.kind {
+            Kind::Send(s) => !s.tx.acked && s.tx.last_send == Some(t),
+            Kind::Notify(n) => !n.tx.acked && n.tx.last_send == Some(t),
+            Kind::Connect(c) => !c.answered && c.tx.last_send == Some(t),
+            _ => false,
+        }
+    }
 }
 
 /// A message received ahead of its turn, owned.
