@@ -314,9 +314,7 @@ impl<B: MsgBuf> Core<B> {
     /// Whether the core has nothing left to do: no command to emit, no
     /// message waiting for an ack, no pull or rendezvous in flight.
     pub fn is_quiescent(&self) -> bool {
-        self.emission.ctrl_q.is_empty()
-            && self.emission.data_q.is_empty()
-            && self.emission.stage_q.is_empty()
+        self.emission.is_empty()
             && self.timers.is_idle()
             && self.large.pulls.is_empty()
             && self.large.send_windows == 0
@@ -612,10 +610,7 @@ impl<B: MsgBuf> Core<B> {
                     idx: p,
                     gen: pr.gen,
                 };
-                self.emission.ctrl_q.push_back(Ctrl::Liback {
-                    partner: pid,
-                    force: false,
-                });
+                self.emission.queue_ack(pid, false);
             }
         }
         self.finish();
@@ -770,9 +765,7 @@ impl<B: MsgBuf> Core<B> {
     /// Whether [`Core::poll_command`] may have something to write: false
     /// means it certainly has not (a polling shell skips the call).
     pub fn has_output(&self) -> bool {
-        !self.emission.ctrl_q.is_empty()
-            || !self.emission.data_q.is_empty()
-            || !self.emission.stage_q.is_empty()
+        !self.emission.is_empty()
     }
 
     /// When [`Core::handle_timeout`] should be called next.

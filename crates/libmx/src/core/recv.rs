@@ -416,10 +416,7 @@ impl<B: MsgBuf> Core<B> {
             if off != 0 && seq::diff(self.partners[p].next_frag_recv_seq, s) == 1 {
                 // Our ack was probably lost: ack at once.
                 let pid = self.partners.pid(p);
-                self.emission.ctrl_q.push_back(Ctrl::Liback {
-                    partner: pid,
-                    force: true,
-                });
+                self.emission.queue_ack(pid, true);
             }
         }
         if let Some(pr) = self.partners.get_mut(p) {

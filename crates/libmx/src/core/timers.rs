@@ -132,12 +132,8 @@ impl<B: MsgBuf> Core<B> {
             self.stats.resends += 1;
             if is_connect {
                 self.emission.ctrl_q.push_back(Ctrl::Connect(rid));
-            } else if kept {
-                // It needs no new slot, and a message waiting for slots at
-                // the head may be waiting for the ack of this very one.
-                self.emission.data_q.push_front(rid);
             } else {
-                self.emission.data_q.push_back(rid);
+                self.emission.queue_resend(rid, kept);
             }
         }
         while let Some((pid, t)) = self.timers.pop_ack_due(now) {
@@ -147,10 +143,7 @@ impl<B: MsgBuf> Core<B> {
             let pr = &mut self.partners[p];
             if pr.ack == AckState::Delayed(t) {
                 pr.ack = AckState::Queued;
-                self.emission.ctrl_q.push_back(Ctrl::Liback {
-                    partner: pid,
-                    force: false,
-                });
+                self.emission.queue_ack(pid, false);
             }
         }
     }
@@ -167,10 +160,7 @@ impl<B: MsgBuf> Core<B> {
         }
         if unacked >= thr {
             pr.ack = AckState::Queued;
-            self.emission.ctrl_q.push_back(Ctrl::Liback {
-                partner: pid,
-                force: false,
-            });
+            self.emission.queue_ack(pid, false);
         } else if pr.ack == AckState::None {
             let t = now.saturating_add(delay);
             pr.ack = AckState::Delayed(t);
