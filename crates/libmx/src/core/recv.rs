@@ -2,6 +2,7 @@
 //! early, obsolete), acks, matching, the unexpected queue and handler,
 //! rendezvous and notify, the connect handshake, NACKs, self delivery.
 
+use super::large::Staging;
 use super::seq;
 use super::state::{
     Ctrl, DoneInfo, Early, Kind, LargeRecv, OwnedMsg, Partial, RecvPhase, RegionUse, Request,
@@ -983,7 +984,7 @@ impl<B: MsgBuf> Core<B> {
             r.internal = false;
         }
         if let Some(id) = region {
-            self.release_region(id);
+            self.large.release_region(id, &mut self.emission);
         }
         self.complete_send(send, status, xfer);
         self.try_free(send);
@@ -1066,7 +1067,9 @@ impl<B: MsgBuf> Core<B> {
         }
         let l = *l;
         if ok {
-            self.copy_staged(l.region, b.at, b.off, b.len, super::send::Staging::Out);
+            self.stats.bytes_staged +=
+                self.large
+                    .copy_staged(&mut self.reqs, l.region, b.at, b.off, b.len, Staging::Out);
         }
         self.issue_pull_blocks(b.rid);
         let Some(Request {
@@ -1082,7 +1085,7 @@ impl<B: MsgBuf> Core<B> {
         if l.busy != 0 || (l.failed.is_none() && l.got < l.length) {
             return;
         }
-        self.release_region(l.region);
+        self.large.release_region(l.region, &mut self.emission);
         let xfer = match l.failed {
             None => {
                 self.complete_recv(b.rid, l.source, l.msg_match, l.msg_length, l.got);

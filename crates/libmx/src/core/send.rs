@@ -1,6 +1,7 @@
 //! The send side: posting, seqnum assignment and throttling, regions,
 //! command emission, retransmission and the resend limit, partner cleanup.
 
+use super::large::{self, block_segs, Staging};
 use super::seq;
 use super::state::{
     Class, Ctrl, DoneInfo, Kind, LargeRecv, PartnerId, PullBlock, RecvPhase, Region, RegionUse,
@@ -9,36 +10,10 @@ use super::state::{
 use super::types::{raw_segs, PoolRange};
 use super::{
     slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, ResetReason,
-    SendError, Status, PULL_BLOCKS_IN_FLIGHT, REGION_IDS, SEND_WINDOWS_MAX,
+    SendError, Status, PULL_BLOCKS_IN_FLIGHT, REGION_IDS,
 };
 use mx_proto::msg::command::{RawSeg, RegionRegister, REGION_MAX_SEGS, REGION_SEGS_PER_CMD};
 use mx_proto::msg::{Command, RdmaRef, SMALL_INLINE_MAX, TINY_INLINE_MAX};
-
-/// Most slots of a send's staging window: enough for the pulls in flight
-/// of one receiver ([`PULL_BLOCKS_IN_FLIGHT`]).
-pub(super) const WINDOW_SLOTS_MAX: u32 = PULL_BLOCKS_IN_FLIGHT as u32;
-
-/// The slots of a window over a message of `len` bytes in a pool of `cap`
-/// bytes with blocks of `block` bytes: as many blocks as fit in the send
-/// half of the pool, at most [`WINDOW_SLOTS_MAX`], at least 2 (a wire PULL
-/// block may straddle two message blocks); `None` when 2 do not fit or
-/// the message is not longer than the window.
-pub(super) fn window_slots(cap: u32, block: u32, len: u32) -> Option<u16> {
-    if block == 0 || !block.is_multiple_of(4096) {
-        return None;
-    }
-    let n = (cap / 2 / block).min(WINDOW_SLOTS_MAX);
-    (n >= 2 && u64::from(len) > u64::from(n) * u64::from(block)).then_some(n as u16)
-}
-
-/// Which way [`Core::copy_staged`] copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Staging {
-    /// From the buffer into the pool.
-    In,
-    /// From the pool into the buffer.
-    Out,
-}
 
 impl<B: MsgBuf> Core<B> {
     pub(super) fn post_send(
@@ -113,7 +88,7 @@ impl<B: MsgBuf> Core<B> {
                 .pool
                 .as_ref()
                 .is_some_and(|b| len > b.capacity() / 2)
-            && self.window_slots(len).is_none()
+            && self.large.window_slots(len, self.cfg.pull_block).is_none()
         {
             // It could never be staged, not even through a window.
             self.fail_tx(rid, Status::NoResources);
@@ -142,7 +117,7 @@ impl<B: MsgBuf> Core<B> {
                 Some(Kind::Send(s)) if s.class == Class::Large && s.rndv.is_none()
             );
             if needs_window {
-                let staged = match self.alloc_region(true) {
+                let staged = match self.large.alloc_region(true) {
                     Some(id) => self.stage_send(rid).map(|st| (id, st)).ok_or(Some(id)),
                     None => Err(None),
                 };
@@ -152,7 +127,7 @@ impl<B: MsgBuf> Core<B> {
                         // No region id, or no pool space yet: wait for a
                         // release (ours, or another endpoint's in the pool).
                         if let Some(id) = id {
-                            self.unalloc_region(id, true);
+                            self.large.unalloc_region(id, true);
                         }
                         if !self.large.region_wait_partners.contains(&p) {
                             self.large.region_wait_partners.push_back(p);
@@ -174,26 +149,6 @@ impl<B: MsgBuf> Core<B> {
         }
     }
 
-    fn alloc_region(&mut self, window: bool) -> Option<u8> {
-        if window && self.large.send_windows >= SEND_WINDOWS_MAX {
-            return None;
-        }
-        let id = self.large.region_free.pop_front()?;
-        if window {
-            self.large.send_windows += 1;
-        }
-        Some(id)
-    }
-
-    /// Give back an id [`Core::alloc_region`] handed out but that was not
-    /// used.
-    fn unalloc_region(&mut self, id: u8, window: bool) {
-        if window {
-            self.large.send_windows -= 1;
-        }
-        self.large.region_free.push_front(id);
-    }
-
     /// Copy a large send into the bulk pool, when there is one. `None`:
     /// the pool has no room now; `Some` empty: nothing to stage.
     fn stage_send(&mut self, rid: ReqId) -> Option<Vec<PoolRange>> {
@@ -211,7 +166,7 @@ impl<B: MsgBuf> Core<B> {
         let cap = pool.capacity();
         // A message larger than the send half of the pool goes through a
         // window of a few blocks; the blocks first pulled are staged now.
-        let (len, progressive) = match window_slots(cap, self.cfg.pull_block, len) {
+        let (len, progressive) = match large::window_slots(cap, self.cfg.pull_block, len) {
             Some(n) if len > cap / 2 => (u32::from(n) * self.cfg.pull_block, false),
             _ => (len, progressive),
         };
@@ -234,18 +189,6 @@ impl<B: MsgBuf> Core<B> {
         Some(ranges)
     }
 
-    /// The slots of the window a send of `len` bytes would be staged
-    /// through, when it is larger than the send half of the pool and a
-    /// window fits there.
-    pub(super) fn window_slots(&self, len: u32) -> Option<u16> {
-        let pool = self.large.pool.as_ref()?;
-        let cap = pool.capacity();
-        if len <= cap / 2 {
-            return None;
-        }
-        window_slots(cap, self.cfg.pull_block, len)
-    }
-
     /// Whether a staged send is copied into the pool block by block while
     /// the peer pulls (only to a peer on this host: the backend holds a
     /// same-host pull of bytes not registered yet until they are, while a
@@ -259,33 +202,6 @@ impl<B: MsgBuf> Core<B> {
                 .partners
                 .get(s.partner)
                 .is_some_and(|p| p.peer == self.cfg.self_peer)
-    }
-
-    /// The segments of staging ranges, cut at every block boundary of the
-    /// message so that each block can be registered on its own.
-    fn block_segs(&self, staged: &[PoolRange]) -> Vec<RawSeg> {
-        let block = self.cfg.pull_block.max(1);
-        let mut out = Vec::new();
-        let mut msg_off = 0u32;
-        for r in staged {
-            let mut o = 0u32;
-            while o < r.len {
-                let n = (r.len - o).min(block - msg_off % block);
-                out.push(RawSeg::new(r.offset + u64::from(o), n));
-                o += n;
-                msg_off += n;
-            }
-        }
-        out
-    }
-
-    /// Reserve pool room for a pull of `len` bytes, when there is a pool.
-    /// `None`: no room now; `Some` empty: no pool.
-    fn stage_recv(&mut self, len: u32) -> Option<Vec<PoolRange>> {
-        match self.large.pool.as_mut() {
-            None => Some(Vec::new()),
-            Some(pool) => pool.reserve(len),
-        }
     }
 
     /// The region segments of a request's buffer, or of its staging ranges.
@@ -313,16 +229,16 @@ impl<B: MsgBuf> Core<B> {
         let window = if staged.is_empty() {
             None
         } else {
-            self.window_slots(len)
+            self.large.window_slots(len, self.cfg.pull_block)
         };
         let progressive = !staged.is_empty() && window.is_none() && self.progressive(rid);
         let segs = if progressive || window.is_some() {
-            self.block_segs(&staged)
+            block_segs(&staged, self.cfg.pull_block)
         } else {
             self.region_segs(rid, &staged)
         };
         let Some(r) = self.req_mut(rid) else {
-            self.unstage(&staged, true);
+            self.large.unstage(&staged, true);
             return;
         };
         if let Kind::Send(s) = &mut r.kind {
@@ -393,7 +309,9 @@ impl<B: MsgBuf> Core<B> {
         }
         let last = hi == reg.segs.len();
         let rr = RegionRegister::new(id, lo == 0, last, lo as u16, &reg.segs[lo..hi]);
-        self.copy_staged(id, start, start, end - start, Staging::In);
+        self.stats.bytes_staged +=
+            self.large
+                .copy_staged(&mut self.reqs, id, start, start, end - start, Staging::In);
         if let Some(reg) = self.large.regions[usize::from(id)].as_mut() {
             reg.segs_registered = hi;
         }
@@ -436,15 +354,19 @@ impl<B: MsgBuf> Core<B> {
                 l.length.min(blocks * block)
             }
         };
-        let staged = match self.alloc_region(false) {
-            Some(id) => self.stage_recv(ring).map(|st| (id, st)).ok_or(Some(id)),
+        let staged = match self.large.alloc_region(false) {
+            Some(id) => self
+                .large
+                .stage_recv(ring)
+                .map(|st| (id, st))
+                .ok_or(Some(id)),
             None => Err(None),
         };
         let (id, staged) = match staged {
             Ok(x) => x,
             Err(id) => {
                 if let Some(id) = id {
-                    self.unalloc_region(id, false);
+                    self.large.unalloc_region(id, false);
                 }
                 if !self.large.pull_waiters.contains(&rid) {
                     self.large.pull_waiters.push_back(rid);
@@ -522,8 +444,7 @@ impl<B: MsgBuf> Core<B> {
                 return;
             }
             let len = (l.length - l.next).min(block);
-            let cookie = self.large.next_cookie;
-            self.large.next_cookie = self.large.next_cookie.wrapping_add(1);
+            let cookie = self.large.new_cookie();
             self.large.pulls.insert(
                 cookie,
                 PullBlock {
@@ -536,74 +457,6 @@ impl<B: MsgBuf> Core<B> {
             l.next += len;
             l.busy |= 1 << slot;
             self.emission.ctrl_q.push_back(Ctrl::Pull(cookie));
-        }
-    }
-
-    /// Forget a region: deregister it at the backend, free its id.
-    pub(super) fn release_region(&mut self, id: u8) {
-        if let Some(r) = self.large.regions[usize::from(id)].take() {
-            if !r.segs.is_empty() {
-                self.emission.ctrl_q.push_back(Ctrl::Deregister(id));
-            }
-            if r.usage == RegionUse::Window {
-                self.large.send_windows -= 1;
-            }
-            self.unstage(&r.staged, r.usage == RegionUse::Window);
-            self.large.region_free.push_back(id);
-        }
-    }
-
-    /// Give staging ranges back to the pool (a send's leave its budget).
-    fn unstage(&mut self, ranges: &[PoolRange], send: bool) {
-        let Some(pool) = self.large.pool.as_mut() else {
-            return;
-        };
-        for &r in ranges {
-            pool.release(r);
-            if send {
-                self.large.staged_sends -= u64::from(r.len);
-            }
-        }
-    }
-
-    /// Copy `n` bytes between offset `at` of region `id`'s staging ranges and
-    /// message offset `off` of its owner's buffer: into the pool (a send
-    /// being staged) or out of it (a block a pull brought). Nothing when the
-    /// region is not staged.
-    pub(super) fn copy_staged(&mut self, id: u8, at: u32, off: u32, n: u32, dir: Staging) {
-        let Some(reg) = &self.large.regions[usize::from(id)] else {
-            return;
-        };
-        let (Some(pool), Some(r)) = (
-            self.large.pool.as_mut(),
-            slot_req_mut(&mut self.reqs, reg.owner),
-        ) else {
-            return;
-        };
-        let Some(buf) = r.buf.as_mut() else { return };
-        let n = n.min(buf.len().saturating_sub(off));
-        let end = at.saturating_add(n);
-        let mut base = 0u32; // region offset of the current range
-        for &range in &reg.staged {
-            let (lo, hi) = (at.max(base), end.min(base + range.len));
-            if lo < hi {
-                let (a, msg) = (lo - base, off + (lo - at));
-                match dir {
-                    Staging::In => buf.chunks(msg, hi - lo, &mut |o, bytes| {
-                        let ok = pool.write_at(range, a + (o - msg), bytes);
-                        debug_assert!(ok, "inside the staged range");
-                    }),
-                    Staging::Out => buf.chunks_mut(msg, hi - lo, &mut |o, bytes| {
-                        let ok = pool.read_at(range, a + (o - msg), bytes);
-                        debug_assert!(ok, "inside the staged range");
-                    }),
-                }
-                self.stats.bytes_staged += u64::from(hi - lo);
-            }
-            base += range.len;
-            if base >= end {
-                break;
-            }
         }
     }
 
@@ -629,7 +482,8 @@ impl<B: MsgBuf> Core<B> {
             self.stats.drop_bad_event += 1;
             return;
         }
-        self.copy_staged(
+        self.stats.bytes_staged += self.large.copy_staged(
+            &mut self.reqs,
             region,
             u32::from(slot) * bsize,
             block * bsize,
@@ -658,7 +512,7 @@ impl<B: MsgBuf> Core<B> {
         }
         let n = self.large.region_wait_partners.len();
         for _ in 0..n {
-            if self.large.region_free.is_empty() || self.large.send_windows >= SEND_WINDOWS_MAX {
+            if !self.large.window_free() {
                 break;
             }
             let Some(p) = self.large.region_wait_partners.pop_front() else {
@@ -841,7 +695,7 @@ impl<B: MsgBuf> Core<B> {
         }
         self.emission.sendq.release(slots);
         if let Some(id) = region {
-            self.release_region(id);
+            self.large.release_region(id, &mut self.emission);
         }
         self.complete_send(rid, status, 0);
         self.try_free(rid);
