@@ -785,6 +785,13 @@ impl<B: MsgBuf> Core<B> {
         slot_req_mut(&mut self.reqs, id)
     }
 
+    /// The length of a request's buffer (0 without one).
+    fn buf_len(&self, rid: ReqId) -> u32 {
+        self.req(rid)
+            .and_then(|r| r.buf.as_ref())
+            .map_or(0, MsgBuf::len)
+    }
+
     /// A request the application may still name.
     fn user_req(&self, id: ReqId) -> Option<&Request<B>> {
         self.req(id).filter(|r| r.user != User::Released)

@@ -2,18 +2,16 @@
 //! early, obsolete), acks, matching, the unexpected queue and handler,
 //! rendezvous and notify, the connect handshake, NACKs, self delivery.
 
-use super::large::Staging;
 use super::seq;
 use super::state::{
-    Ctrl, DoneInfo, Early, Kind, LargeRecv, OwnedMsg, Partial, RecvPhase, RegionUse, Request,
-    UnexpBody, UnexpState, User,
+    Ctrl, DoneInfo, Early, Kind, OwnedMsg, Partial, RecvPhase, Request, UnexpBody, UnexpState, User,
 };
 use super::{
     Core, EndpointAddr, HandlerCtx, MsgBuf, RecvQueue, ReqId, ReqType, ResetReason, Status, Time,
     UnexpAction, UnexpInfo, EARLY_MAX,
 };
 use mx_proto::msg::command::ConnectReply;
-use mx_proto::msg::event::{NackKind, PullStatus};
+use mx_proto::msg::event::NackKind;
 use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
 
 /// A payload: private bytes (an inline tiny payload, an early or
@@ -591,12 +589,6 @@ impl<B: MsgBuf> Core<B> {
         }
     }
 
-    fn buf_len(&self, rid: ReqId) -> u32 {
-        self.req(rid)
-            .and_then(|r| r.buf.as_ref())
-            .map_or(0, MsgBuf::len)
-    }
-
     /// Copy fragment bytes into a receive (clipped to its buffer) or an
     /// unexpected message's storage.
     fn write_into(&mut self, t: ReqId, off: u32, data: Data<'_>) {
@@ -960,190 +952,6 @@ impl<B: MsgBuf> Core<B> {
         }
         self.complete_recv(r, source, match_info, len, n);
         self.finish_large_send(send, n);
-    }
-
-    /// A large send is done (notified, or dropped by the receiver's
-    /// handler): it sees TRUNCATED if fewer bytes than sent were taken.
-    fn finish_large_send(&mut self, send: ReqId, xfer: u32) {
-        let Some(r) = self.req_mut(send) else { return };
-        let Kind::Send(s) = &mut r.kind else { return };
-        if s.completed {
-            return;
-        }
-        let xfer = xfer.min(s.len);
-        let status = if xfer < s.len {
-            Status::Truncated
-        } else {
-            Status::Success
-        };
-        let region = s.region.take().map(|(id, _)| id);
-        // A rendezvous not acked yet stays in the partner's unacked queue
-        // (and is retransmitted, harmlessly) until an ack covers it: the
-        // receiver re-acks only what is retransmitted.
-        if s.tx.acked || s.tx.seqnum.is_none() {
-            r.internal = false;
-        }
-        if let Some(id) = region {
-            self.large.release_region(id, &mut self.emission);
-        }
-        self.complete_send(send, status, xfer);
-        self.try_free(send);
-    }
-
-    // ----------------------------------------------------------------
-    // Rendezvous
-    // ----------------------------------------------------------------
-
-    fn start_large_recv(
-        &mut self,
-        r: ReqId,
-        p: usize,
-        source: EndpointAddr,
-        match_info: u64,
-        msg_length: u32,
-        rdma: RdmaRef,
-    ) {
-        let length = msg_length.min(self.buf_len(r));
-        let pid = self.partners.pid(p);
-        if length == 0 {
-            self.complete_recv(r, source, match_info, msg_length, 0);
-            self.queue_notify(pid, 0, rdma);
-            return;
-        }
-        if let Some(Request {
-            kind: Kind::Recv(rs),
-            ..
-        }) = self.req_mut(r)
-        {
-            rs.phase = RecvPhase::NeedRegion(LargeRecv {
-                partner: pid,
-                source,
-                msg_match: match_info,
-                msg_length,
-                length,
-                rdma,
-                region: 0,
-                next: 0,
-                got: 0,
-                failed: None,
-                ring: 0,
-                busy: 0,
-            });
-        }
-        self.start_pull(r);
-    }
-
-    /// One block of a pull ended (its `PullDone`, or it could not be asked
-    /// for): copy it out of the pool when staged, ask for the next blocks,
-    /// and complete the receive once no block is in flight and either every
-    /// byte arrived or a block failed.
-    pub(super) fn pull_block_done(&mut self, cookie: u32, status: PullStatus, transferred: u32) {
-        let Some(b) = self.large.pulls.remove(&cookie) else {
-            self.stats.drop_bad_event += 1;
-            return;
-        };
-        let Some(Request {
-            kind: Kind::Recv(rs),
-            ..
-        }) = super::slot_req_mut(&mut self.reqs, b.rid)
-        else {
-            return;
-        };
-        let RecvPhase::Pulling(l) = &mut rs.phase else {
-            return;
-        };
-        // The block's ring slot frees once it is copied out (just below).
-        let slot = b.at / self.cfg.pull_block.max(1);
-        l.busy &= !(1u8.checked_shl(slot).unwrap_or(0));
-        let ok = status == PullStatus::Success && transferred == b.len;
-        if ok {
-            l.got += b.len;
-        } else if l.failed.is_none() {
-            l.failed = Some(if status == PullStatus::Success {
-                PullStatus::BadLocalRegion // a short block: the backend lied
-            } else {
-                status
-            });
-        }
-        let l = *l;
-        if ok {
-            self.stats.bytes_staged +=
-                self.large
-                    .copy_staged(&mut self.reqs, l.region, b.at, b.off, b.len, Staging::Out);
-        }
-        self.issue_pull_blocks(b.rid);
-        let Some(Request {
-            kind: Kind::Recv(rs),
-            ..
-        }) = self.req(b.rid)
-        else {
-            return;
-        };
-        let RecvPhase::Pulling(l) = rs.phase else {
-            return;
-        };
-        if l.busy != 0 || (l.failed.is_none() && l.got < l.length) {
-            return;
-        }
-        self.large.release_region(l.region, &mut self.emission);
-        let xfer = match l.failed {
-            None => {
-                self.complete_recv(b.rid, l.source, l.msg_match, l.msg_length, l.got);
-                l.got
-            }
-            Some(status) => {
-                let st = match status {
-                    PullStatus::Success | PullStatus::Unreachable => Status::EndpointUnreachable,
-                    PullStatus::EndpointClosed => Status::EndpointClosed,
-                    PullStatus::BadEndpoint => Status::BadEndpoint,
-                    PullStatus::BadSession => Status::BadSession,
-                    PullStatus::BadRdmaWindow => Status::BadRdmawin,
-                    PullStatus::BadLocalRegion => Status::Aborted,
-                };
-                self.complete_recv_status(b.rid, l.source, l.msg_match, l.msg_length, 0, st);
-                0
-            }
-        };
-        self.queue_notify(l.partner, xfer, l.rdma);
-    }
-
-    pub(super) fn pull_direct(&mut self, cookie: u32, copy: impl FnOnce(&mut B, u32) -> bool) {
-        let Some(&b) = self.large.pulls.get(&cookie) else {
-            self.stats.drop_bad_event += 1;
-            return;
-        };
-        let copied = b.off == 0
-            && super::slot_req_mut(&mut self.reqs, b.rid)
-                .and_then(|req| req.buf.as_mut())
-                .is_some_and(|buf| copy(buf, b.len));
-        if copied {
-            self.stats.pulls_direct += 1;
-            self.pull_block_done(cookie, PullStatus::Success, b.len);
-        } else {
-            self.stats.pulls_direct_failed += 1;
-            self.cfg.direct_pull = false;
-            self.emission.ctrl_q.push_back(Ctrl::Pull(cookie));
-        }
-    }
-
-    /// The puller of one of our large sends says it is done.
-    fn recv_notify(&mut self, p: usize, total_length: u32, rdma_id: u8, rdma_seqnum: u8) {
-        let owner = match &self.large.regions[usize::from(rdma_id)] {
-            Some(reg) if reg.usage == RegionUse::Window && reg.rdma_seqnum == rdma_seqnum => {
-                reg.owner
-            }
-            _ => {
-                self.stats.drop_bad_event += 1;
-                return;
-            }
-        };
-        let mine =
-            matches!(self.req(owner).map(|r| &r.kind), Some(Kind::Send(s)) if s.partner == p);
-        if !mine {
-            self.stats.drop_bad_event += 1;
-            return;
-        }
-        self.finish_large_send(owner, total_length);
     }
 
     // ----------------------------------------------------------------
