@@ -461,16 +461,8 @@ impl<B: MsgBuf> Core<B> {
             Some(buf),
             User::Active,
         );
-        let found = self.matching.unexp[ctx].iter().position(|&u| {
-            matches!(self.req(u).map(|r| &r.kind), Some(Kind::Unexp(s)) if s.match_info & mask == match_info)
-        });
-        match found {
-            Some(i) => {
-                let u = self.matching.unexp[ctx]
-                    .remove(i)
-                    .expect("index from position");
-                self.consume_unexp(rid, u);
-            }
+        match self.matching.take_unexp(&self.reqs, ctx, match_info, mask) {
+            Some(u) => self.consume_unexp(rid, u),
             None => self.matching.posted[ctx].push_back(rid),
         }
         self.finish();
@@ -583,16 +575,7 @@ impl<B: MsgBuf> Core<B> {
     pub fn iprobe(&self, match_info: u64, mask: u64) -> Result<Option<Probe>, MaskError> {
         self.check_mask(match_info, mask)?;
         let ctx = self.ctx_of(match_info);
-        Ok(self.matching.unexp[ctx]
-            .iter()
-            .find_map(|&u| match self.req(u).map(|r| &r.kind) {
-                Some(Kind::Unexp(s)) if s.match_info & mask == match_info => Some(Probe {
-                    source: s.source,
-                    match_info: s.match_info,
-                    msg_length: s.msg_length,
-                }),
-                _ => None,
-            }))
+        Ok(self.matching.probe(&self.reqs, ctx, match_info, mask))
     }
 
     /// Queue an explicit ack to every partner with unacked messages (call

@@ -621,13 +621,6 @@ impl<B: MsgBuf> Core<B> {
     // Matching
     // ----------------------------------------------------------------
 
-    fn find_posted(&mut self, ctx: usize, match_info: u64) -> Option<ReqId> {
-        let i = self.matching.posted[ctx].iter().position(|&r| {
-            matches!(self.req(r).map(|r| &r.kind), Some(Kind::Recv(rs)) if match_info & rs.mask == rs.match_info)
-        })?;
-        self.matching.posted[ctx].remove(i)
-    }
-
     fn call_handler(&mut self, info: &UnexpInfo<'_>) -> UnexpAction {
         let Some(mut h) = self.matching.handler.take() else {
             return UnexpAction::Continue;
@@ -650,7 +643,7 @@ impl<B: MsgBuf> Core<B> {
     ) {
         let source = self.partners.addr_of(p);
         let ctx = self.ctx_of(match_info);
-        let mut target = self.find_posted(ctx, match_info);
+        let mut target = self.matching.take_posted(&self.reqs, ctx, match_info);
         if target.is_none() && self.matching.handler.is_some() {
             // The handler is given a slice: a payload still in a queue slot
             // is copied out for it (and read again wherever it goes next).
@@ -666,7 +659,9 @@ impl<B: MsgBuf> Core<B> {
                 data: data.as_deref(),
             };
             match self.call_handler(&info) {
-                UnexpAction::Continue => target = self.find_posted(ctx, match_info),
+                UnexpAction::Continue => {
+                    target = self.matching.take_posted(&self.reqs, ctx, match_info)
+                }
                 UnexpAction::Finished => {
                     self.discard_message(p, s, match_info, msg_length, inc);
                     return;

@@ -365,17 +365,7 @@ impl<B: MsgBuf> Core<B> {
             }
         }
         // Unexpected messages from this partner.
-        let mut dropped = Vec::new();
-        for q in &mut self.matching.unexp {
-            q.retain(|&u| {
-                let from_p = matches!(self.reqs.get(u.index as usize).map(|r| &r.kind), Some(Kind::Unexp(s)) if s.partner == p);
-                if from_p {
-                    dropped.push(u);
-                }
-                !from_p
-            });
-        }
-        for u in dropped {
+        for u in self.matching.take_unexp_from(&self.reqs, p) {
             self.drop_unexp(u);
         }
         // Receives waiting for a region to pull from this partner.
