@@ -2,13 +2,11 @@
 //! early, obsolete), acks, matching, the unexpected queue and handler,
 //! rendezvous and notify, the connect handshake, NACKs, self delivery.
 
+use super::matching::Incoming;
 use super::seq;
-use super::state::{
-    Ctrl, DoneInfo, Early, Kind, OwnedMsg, Partial, RecvPhase, Request, UnexpBody, UnexpState, User,
-};
+use super::state::{Ctrl, DoneInfo, Early, Kind, OwnedMsg, RecvPhase, Request, UnexpBody};
 use super::{
-    Core, EndpointAddr, HandlerCtx, MsgBuf, RecvQueue, ReqId, ReqType, ResetReason, Status, Time,
-    UnexpAction, UnexpInfo, EARLY_MAX,
+    Core, EndpointAddr, MsgBuf, RecvQueue, ReqId, ReqType, ResetReason, Status, Time, EARLY_MAX,
 };
 use mx_proto::msg::command::ConnectReply;
 use mx_proto::msg::event::NackKind;
@@ -18,7 +16,7 @@ use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
 /// unexpected message's storage) or a receive-queue slot, read once,
 /// straight into wherever it goes.
 #[derive(Clone, Copy)]
-enum Data<'a> {
+pub(super) enum Data<'a> {
     Bytes(&'a [u8]),
     Slot {
         q: &'a dyn RecvQueue,
@@ -28,7 +26,7 @@ enum Data<'a> {
 }
 
 impl Data<'_> {
-    fn len(&self) -> u32 {
+    pub(super) fn len(&self) -> u32 {
         match self {
             Data::Bytes(b) => b.len() as u32,
             Data::Slot { len, .. } => *len,
@@ -36,7 +34,7 @@ impl Data<'_> {
     }
 
     /// Copy bytes `off..off + out.len()` into `out`.
-    fn read(&self, off: u32, out: &mut [u8]) -> bool {
+    pub(super) fn read(&self, off: u32, out: &mut [u8]) -> bool {
         match self {
             Data::Bytes(b) => {
                 let o = off as usize;
@@ -55,7 +53,7 @@ impl Data<'_> {
         }
     }
 
-    fn to_vec(self) -> Vec<u8> {
+    pub(super) fn to_vec(self) -> Vec<u8> {
         match self {
             Data::Bytes(b) => b.to_vec(),
             Data::Slot { len, .. } => {
@@ -180,7 +178,7 @@ fn as_msg(m: &OwnedMsg) -> Msg<'_> {
 /// Copy `n` bytes of `data` into `b` at message offset `off`: straight into
 /// the buffer's memory where it allows it, else through a bounce buffer.
 /// Returns the bytes bounced.
-fn fill_buf<B: MsgBuf>(b: &mut B, off: u32, n: u32, data: Data<'_>) -> u64 {
+pub(super) fn fill_buf<B: MsgBuf>(b: &mut B, off: u32, n: u32, data: Data<'_>) -> u64 {
     if b.fill_range_in_place(off, n, &mut |o, dst| data.read(o, dst)) {
         return 0;
     }
@@ -190,15 +188,6 @@ fn fill_buf<B: MsgBuf>(b: &mut B, off: u32, n: u32, data: Data<'_>) -> u64 {
     }
     b.write_at(off, &bounce);
     u64::from(n)
-}
-
-/// How a new message reaches the matching code.
-#[derive(Clone, Copy)]
-enum Incoming<'a> {
-    Whole(Data<'a>),
-    Frag { frag_seqnum: u8, data: Data<'a> },
-    Rndv(RdmaRef),
-    SelfLarge(ReqId),
 }
 
 impl<B: MsgBuf> Core<B> {
@@ -537,7 +526,7 @@ impl<B: MsgBuf> Core<B> {
     }
 
     /// Add one fragment to the partial message `s` of partner `p`.
-    fn apply_frag(
+    pub(super) fn apply_frag(
         &mut self,
         p: usize,
         s: u16,
@@ -615,227 +604,6 @@ impl<B: MsgBuf> Core<B> {
             _ => {}
         }
         self.stats.bounce_bytes += bounced;
-    }
-
-    // ----------------------------------------------------------------
-    // Matching
-    // ----------------------------------------------------------------
-
-    fn call_handler(&mut self, info: &UnexpInfo<'_>) -> UnexpAction {
-        let Some(mut h) = self.matching.handler.take() else {
-            return UnexpAction::Continue;
-        };
-        let act = h.unexpected(info, &mut HandlerCtx { core: self });
-        if self.matching.handler.is_none() {
-            self.matching.handler = Some(h);
-        }
-        act
-    }
-
-    /// A new message (in matching order) from partner `p`.
-    fn new_message(
-        &mut self,
-        p: usize,
-        s: u16,
-        match_info: u64,
-        msg_length: u32,
-        inc: Incoming<'_>,
-    ) {
-        let source = self.partners.addr_of(p);
-        let ctx = self.ctx_of(match_info);
-        let mut target = self.matching.take_posted(&self.reqs, ctx, match_info);
-        if target.is_none() && self.matching.handler.is_some() {
-            // The handler is given a slice: a payload still in a queue slot
-            // is copied out for it (and read again wherever it goes next).
-            let data = match inc {
-                Incoming::Whole(d) if msg_length <= self.cfg.frag_max => Some(d.to_vec()),
-                Incoming::Frag { data, .. } if data.len() == msg_length => Some(data.to_vec()),
-                _ => None,
-            };
-            let info = UnexpInfo {
-                source,
-                match_info,
-                msg_length,
-                data: data.as_deref(),
-            };
-            match self.call_handler(&info) {
-                UnexpAction::Continue => {
-                    target = self.matching.take_posted(&self.reqs, ctx, match_info)
-                }
-                UnexpAction::Finished => {
-                    self.discard_message(p, s, match_info, msg_length, inc);
-                    return;
-                }
-            }
-        }
-        match target {
-            Some(r) => self.deliver(r, p, s, source, match_info, msg_length, inc),
-            None => {
-                self.stats.unexpected += 1;
-                let body = match inc {
-                    Incoming::Whole(d) => UnexpBody::Eager {
-                        data: d.to_vec(),
-                        complete: true,
-                    },
-                    Incoming::Frag { .. } => UnexpBody::Eager {
-                        data: vec![0; msg_length as usize],
-                        complete: false,
-                    },
-                    Incoming::Rndv(rdma) => UnexpBody::Rndv { rdma },
-                    Incoming::SelfLarge(send) => UnexpBody::SelfLarge { send },
-                };
-                let u = self.new_req(
-                    Kind::Unexp(UnexpState {
-                        partner: p,
-                        source,
-                        match_info,
-                        msg_length,
-                        ctx,
-                        body,
-                    }),
-                    0,
-                    None,
-                    User::Released,
-                );
-                self.matching.unexp[ctx].push_back(u);
-                if let Incoming::Frag { frag_seqnum, data } = inc {
-                    self.partners[p].partials.push(Partial {
-                        seq: s,
-                        msg_length,
-                        match_info,
-                        frags: 0,
-                        got: 0,
-                        target: Some(u),
-                    });
-                    self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
-                }
-            }
-        }
-    }
-
-    /// The unexpected handler said FINISHED: drop the message.
-    fn discard_message(
-        &mut self,
-        p: usize,
-        s: u16,
-        match_info: u64,
-        msg_length: u32,
-        inc: Incoming<'_>,
-    ) {
-        match inc {
-            Incoming::Whole(_) => {}
-            Incoming::Frag { frag_seqnum, data } => {
-                self.partners[p].partials.push(Partial {
-                    seq: s,
-                    msg_length,
-                    match_info,
-                    frags: 0,
-                    got: 0,
-                    target: None,
-                });
-                self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
-            }
-            Incoming::Rndv(rdma) => {
-                let pid = self.partners.pid(p);
-                self.queue_notify(pid, 0, rdma);
-            }
-            Incoming::SelfLarge(send) => {
-                self.finish_large_send(send, 0);
-            }
-        }
-    }
-
-    /// Hand a new message to the receive `r` that matched it.
-    #[allow(clippy::too_many_arguments)]
-    fn deliver(
-        &mut self,
-        r: ReqId,
-        p: usize,
-        s: u16,
-        source: EndpointAddr,
-        match_info: u64,
-        msg_length: u32,
-        inc: Incoming<'_>,
-    ) {
-        match inc {
-            Incoming::Whole(d) => {
-                let n = msg_length.min(self.buf_len(r));
-                if let Some(b) = self.req_mut(r).and_then(|x| x.buf.as_mut()) {
-                    let bounced = fill_buf(b, 0, n, d);
-                    self.stats.bounce_bytes += bounced;
-                }
-                self.complete_recv(r, source, match_info, msg_length, n);
-            }
-            Incoming::Frag { frag_seqnum, data } => {
-                if let Some(Request {
-                    kind: Kind::Recv(rs),
-                    ..
-                }) = self.req_mut(r)
-                {
-                    rs.phase = RecvPhase::Partial;
-                }
-                self.partners[p].partials.push(Partial {
-                    seq: s,
-                    msg_length,
-                    match_info,
-                    frags: 0,
-                    got: 0,
-                    target: Some(r),
-                });
-                self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
-            }
-            Incoming::Rndv(rdma) => {
-                self.start_large_recv(r, p, source, match_info, msg_length, rdma)
-            }
-            Incoming::SelfLarge(send) => self.self_copy(send, r),
-        }
-    }
-
-    /// A posted receive takes an unexpected message.
-    pub(super) fn consume_unexp(&mut self, r: ReqId, u: ReqId) {
-        let Some(ur) = self.req(u) else { return };
-        let Kind::Unexp(_) = &ur.kind else { return };
-        let ur = self.reqs.remove(u.index as usize);
-        let Kind::Unexp(us) = ur.kind else { return };
-        match us.body {
-            UnexpBody::Eager { data, complete } => {
-                let n = us.msg_length.min(self.buf_len(r));
-                if let Some(b) = self.req_mut(r).and_then(|x| x.buf.as_mut()) {
-                    b.write_at(0, &data[..n as usize]);
-                }
-                if complete {
-                    self.complete_recv(r, us.source, us.match_info, us.msg_length, n);
-                } else {
-                    if let Some(Request {
-                        kind: Kind::Recv(rs),
-                        ..
-                    }) = self.req_mut(r)
-                    {
-                        rs.phase = RecvPhase::Partial;
-                    }
-                    if let Some(pr) = self.partners.get_mut(us.partner) {
-                        for part in &mut pr.partials {
-                            if part.target == Some(u) {
-                                part.target = Some(r);
-                            }
-                        }
-                    }
-                }
-            }
-            UnexpBody::Rndv { rdma } => {
-                self.start_large_recv(r, us.partner, us.source, us.match_info, us.msg_length, rdma);
-            }
-            UnexpBody::SelfLarge { send } => self.self_copy(send, r),
-        }
-    }
-
-    /// Free an unexpected message (already out of its queue).
-    pub(super) fn drop_unexp(&mut self, u: ReqId) {
-        if let Some(Kind::Unexp(us)) = self.req(u).map(|r| &r.kind) {
-            let ctx = us.ctx;
-            self.matching.unexp[ctx].retain(|&x| x != u);
-            self.reqs.remove(u.index as usize);
-        }
     }
 
     pub(super) fn complete_recv(
@@ -917,7 +685,7 @@ impl<B: MsgBuf> Core<B> {
     }
 
     /// A large self send meets its receive: copy buffer to buffer.
-    fn self_copy(&mut self, send: ReqId, r: ReqId) {
+    pub(super) fn self_copy(&mut self, send: ReqId, r: ReqId) {
         let Some(Request {
             kind: Kind::Send(s),
             ..
