@@ -3,11 +3,16 @@
 //! addresses fail, and the reset notices kept for `MX_VERBOSE`; each
 //! partner's sessions, seqnums, unacked and waiting messages, partial and
 //! early receives, and its session rules (connect, restart, reset).
+//! Below them, the partner operations on [`Core`], which span every
+//! part: the connect handshake's two events, and a partner's reset
+//! (failing everything in flight to it).
 
 use super::seq;
-use super::state::{OwnedMsg, PartnerId};
+use super::state::{Ctrl, Kind, OwnedMsg, PartnerId, RecvPhase, RegionUse, Request};
 use super::types::{EndpointAddr, PartnerInfo, PartnerReset, ReqId, ResetReason, Stats, Time};
-use mx_proto::msg::Dest;
+use super::{Core, MsgBuf, Status, REGION_IDS};
+use mx_proto::msg::command::ConnectReply;
+use mx_proto::msg::{Dest, Source};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 
@@ -344,5 +349,208 @@ impl Partner {
         self.last_send_acknum = 0;
         self.last_recv_acknum = 0;
         self.ack = AckState::None;
+    }
+}
+
+// ----------------------------------------------------------------
+// The partner operations (span every part)
+// ----------------------------------------------------------------
+
+impl<B: MsgBuf> Core<B> {
+    pub(super) fn recv_connect_request(
+        &mut self,
+        src: Source,
+        src_session: u32,
+        app_key: u32,
+        start: u16,
+        connect_seqnum: u8,
+    ) {
+        let p = self.partners.partner_for(src.peer, src.endpoint, None);
+        let ok = app_key == self.cfg.app_key;
+        if ok {
+            let back = self.partners[p].back_session;
+            if back != Some(src_session) {
+                if back.is_some() {
+                    // A new instance of this partner: forget the old one.
+                    self.partners.note_reset(
+                        p,
+                        ResetReason::Restarted,
+                        self.cfg.report_resets,
+                        &mut self.stats,
+                    );
+                    self.cleanup_partner(p, Status::EndpointUnreachable, false);
+                }
+                self.partners[p].restart_recv_seq();
+            }
+            let pr = &mut self.partners[p];
+            pr.open_send(src_session, start);
+            pr.back_session = Some(src_session);
+            self.pump_partner(p);
+        }
+        let pr = &self.partners[p];
+        self.emission
+            .ctrl_q
+            .push_back(Ctrl::ConnectReply(ConnectReply {
+                dest: Dest {
+                    peer: src.peer,
+                    endpoint: src.endpoint,
+                },
+                src_session,
+                target_session: self.cfg.session,
+                target_recv_seqnum_start: pr.next_match_recv_seq,
+                connect_seqnum,
+                status: if ok { 0 } else { 11 },
+            }));
+    }
+
+    pub(super) fn recv_connect_reply(
+        &mut self,
+        src: Source,
+        src_session: u32,
+        target_session: u32,
+        start: u16,
+        connect_seqnum: u8,
+        status: u8,
+    ) {
+        let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {
+            self.stats.drop_unknown_partner += 1;
+            return;
+        };
+        if src_session != self.cfg.session {
+            return;
+        }
+        let st = match status {
+            0 => Status::Success,
+            11 => Status::BadKey,
+            _ => return,
+        };
+        let found = self.partners[p].connects.iter().position(|&c| {
+            matches!(self.req(c).map(|r| &r.kind), Some(Kind::Connect(cs)) if cs.connect_seqnum == connect_seqnum)
+        });
+        let Some(i) = found else { return };
+        let rid = self.partners[p]
+            .connects
+            .remove(i)
+            .expect("index from position");
+        if st == Status::Success {
+            let back = self.partners[p].back_session;
+            if back.is_some() && back != Some(target_session) {
+                // A new instance answered the request in which we announced
+                // our receive seqnum (`target_recv_seqnum_start`); it
+                // adopted that value as its send seqnum (spec section 7).
+                // Forget the old instance, but keep expecting what we
+                // announced (or what the new instance already sent in
+                // order since): resetting here would leave its messages
+                // "early" until the resend limit.
+                let pr = &self.partners[p];
+                let (next, acked) = (pr.next_match_recv_seq, pr.last_acked_recv_seq);
+                self.partners.note_reset(
+                    p,
+                    ResetReason::Restarted,
+                    self.cfg.report_resets,
+                    &mut self.stats,
+                );
+                self.cleanup_partner(p, Status::EndpointUnreachable, false);
+                let pr = &mut self.partners[p];
+                pr.next_match_recv_seq = next;
+                pr.next_frag_recv_seq = next;
+                pr.last_acked_recv_seq = acked;
+                // The old instance is gone: from now on the back session is
+                // the new one's. Keeping the old value made the new
+                // instance's own connect request look like yet another
+                // instance, which reset the receive seqnum under what we
+                // had just announced to it.
+                pr.back_session = Some(target_session);
+            }
+            let pr = &mut self.partners[p];
+            pr.open_send(target_session, start);
+            // Acks and notifies towards this partner need its session even
+            // if it never connects to us.
+            pr.back_session.get_or_insert(target_session);
+        }
+        let addr = self.partners.addr_of(p);
+        self.complete_connect(rid, st, addr);
+        self.pump_partner(p);
+    }
+
+    /// Drop a partner's state: fail its requests with `status`, reset its
+    /// sessions and seqnums; with `bump`, move to the next session number
+    /// so that stale packets are dropped.
+    pub(super) fn cleanup_partner(&mut self, p: usize, status: Status, bump: bool) {
+        let pr = &mut self.partners[p];
+        let non_acked = std::mem::take(&mut pr.non_acked);
+        let need_seq = std::mem::take(&mut pr.need_seq);
+        let connects = std::mem::take(&mut pr.connects);
+        let partials = std::mem::take(&mut pr.partials);
+        pr.early.clear();
+        for rid in non_acked.into_iter().chain(need_seq) {
+            self.fail_tx(rid, status);
+        }
+        let addr = self.partners.addr_of(p);
+        for rid in connects {
+            self.complete_connect(rid, status, addr);
+        }
+        for part in partials {
+            let Some(t) = part.target else { continue };
+            let is_recv = matches!(self.req(t).map(|r| &r.kind), Some(Kind::Recv(_)));
+            if is_recv {
+                let got = part.got;
+                self.complete_recv_status(t, addr, part.match_info, part.msg_length, got, status);
+            } else {
+                self.drop_unexp(t);
+            }
+        }
+        // Large sends whose rendezvous was acked, waiting for a notify.
+        for id in 0..REGION_IDS {
+            let owner = match &self.large.regions[id] {
+                Some(r) if r.usage == RegionUse::Window => r.owner,
+                _ => continue,
+            };
+            let mine =
+                matches!(self.req(owner).map(|r| &r.kind), Some(Kind::Send(s)) if s.partner == p);
+            if mine {
+                self.fail_tx(owner, status);
+            }
+        }
+        // Unexpected messages from this partner.
+        for u in self.matching.take_unexp_from(&self.reqs, p) {
+            self.drop_unexp(u);
+        }
+        // Receives waiting for a region to pull from this partner.
+        let pid = self.partners.pid(p);
+        let waiting: Vec<ReqId> = self
+            .large
+            .pull_waiters
+            .iter()
+            .copied()
+            .filter(|&r| {
+                matches!(self.req(r).map(|r| &r.kind), Some(Kind::Recv(rs)) if matches!(rs.phase, RecvPhase::NeedRegion(l) if l.partner == pid))
+            })
+            .collect();
+        self.large.pull_waiters.retain(|r| !waiting.contains(r));
+        for r in waiting {
+            if let Some(Request {
+                kind: Kind::Recv(rs),
+                ..
+            }) = self.req(r)
+            {
+                if let RecvPhase::NeedRegion(l) = rs.phase {
+                    self.complete_recv_status(r, l.source, l.msg_match, l.msg_length, 0, status);
+                }
+            }
+        }
+        self.large.region_wait_partners.retain(|&x| x != p);
+        self.partners[p].reset_sessions(bump);
+    }
+
+    pub(super) fn partner_failed(&mut self, p: usize) {
+        self.stats.partners_failed += 1;
+        self.partners.note_reset(
+            p,
+            ResetReason::Unreachable,
+            self.cfg.report_resets,
+            &mut self.stats,
+        );
+        self.cleanup_partner(p, Status::EndpointUnreachable, true);
     }
 }

@@ -4,13 +4,10 @@
 
 use super::matching::Incoming;
 use super::seq;
-use super::state::{Ctrl, DoneInfo, Early, Kind, OwnedMsg, RecvPhase, Request, UnexpBody};
-use super::{
-    Core, EndpointAddr, MsgBuf, RecvQueue, ReqId, ReqType, ResetReason, Status, Time, EARLY_MAX,
-};
-use mx_proto::msg::command::ConnectReply;
+use super::state::{DoneInfo, Early, Kind, OwnedMsg, RecvPhase, Request, UnexpBody};
+use super::{Core, EndpointAddr, MsgBuf, RecvQueue, ReqId, ReqType, Status, Time, EARLY_MAX};
 use mx_proto::msg::event::NackKind;
-use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
+use mx_proto::msg::{Event, RdmaRef, Seq, Source};
 
 /// A payload: private bytes (an inline tiny payload, an early or
 /// unexpected message's storage) or a receive-queue slot, read once,
@@ -718,124 +715,8 @@ impl<B: MsgBuf> Core<B> {
     }
 
     // ----------------------------------------------------------------
-    // Connect, acks, NACKs
+    // Acks, NACKs
     // ----------------------------------------------------------------
-
-    fn recv_connect_request(
-        &mut self,
-        src: Source,
-        src_session: u32,
-        app_key: u32,
-        start: u16,
-        connect_seqnum: u8,
-    ) {
-        let p = self.partners.partner_for(src.peer, src.endpoint, None);
-        let ok = app_key == self.cfg.app_key;
-        if ok {
-            let back = self.partners[p].back_session;
-            if back != Some(src_session) {
-                if back.is_some() {
-                    // A new instance of this partner: forget the old one.
-                    self.partners.note_reset(
-                        p,
-                        ResetReason::Restarted,
-                        self.cfg.report_resets,
-                        &mut self.stats,
-                    );
-                    self.cleanup_partner(p, Status::EndpointUnreachable, false);
-                }
-                self.partners[p].restart_recv_seq();
-            }
-            let pr = &mut self.partners[p];
-            pr.open_send(src_session, start);
-            pr.back_session = Some(src_session);
-            self.pump_partner(p);
-        }
-        let pr = &self.partners[p];
-        self.emission
-            .ctrl_q
-            .push_back(Ctrl::ConnectReply(ConnectReply {
-                dest: Dest {
-                    peer: src.peer,
-                    endpoint: src.endpoint,
-                },
-                src_session,
-                target_session: self.cfg.session,
-                target_recv_seqnum_start: pr.next_match_recv_seq,
-                connect_seqnum,
-                status: if ok { 0 } else { 11 },
-            }));
-    }
-
-    fn recv_connect_reply(
-        &mut self,
-        src: Source,
-        src_session: u32,
-        target_session: u32,
-        start: u16,
-        connect_seqnum: u8,
-        status: u8,
-    ) {
-        let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {
-            self.stats.drop_unknown_partner += 1;
-            return;
-        };
-        if src_session != self.cfg.session {
-            return;
-        }
-        let st = match status {
-            0 => Status::Success,
-            11 => Status::BadKey,
-            _ => return,
-        };
-        let found = self.partners[p].connects.iter().position(|&c| {
-            matches!(self.req(c).map(|r| &r.kind), Some(Kind::Connect(cs)) if cs.connect_seqnum == connect_seqnum)
-        });
-        let Some(i) = found else { return };
-        let rid = self.partners[p]
-            .connects
-            .remove(i)
-            .expect("index from position");
-        if st == Status::Success {
-            let back = self.partners[p].back_session;
-            if back.is_some() && back != Some(target_session) {
-                // A new instance answered the request in which we announced
-                // our receive seqnum (`target_recv_seqnum_start`); it
-                // adopted that value as its send seqnum (spec section 7).
-                // Forget the old instance, but keep expecting what we
-                // announced (or what the new instance already sent in
-                // order since): resetting here would leave its messages
-                // "early" until the resend limit.
-                let pr = &self.partners[p];
-                let (next, acked) = (pr.next_match_recv_seq, pr.last_acked_recv_seq);
-                self.partners.note_reset(
-                    p,
-                    ResetReason::Restarted,
-                    self.cfg.report_resets,
-                    &mut self.stats,
-                );
-                self.cleanup_partner(p, Status::EndpointUnreachable, false);
-                let pr = &mut self.partners[p];
-                pr.next_match_recv_seq = next;
-                pr.next_frag_recv_seq = next;
-                pr.last_acked_recv_seq = acked;
-                // The old instance is gone: from now on the back session is
-                // the new one's. Keeping the old value made the new
-                // instance's own connect request look like yet another
-                // instance, which reset the receive seqnum under what we
-                // had just announced to it.
-                pr.back_session = Some(target_session);
-            }
-            let pr = &mut self.partners[p];
-            pr.open_send(target_session, start);
-            // Acks and notifies towards this partner need its session even
-            // if it never connects to us.
-            pr.back_session.get_or_insert(target_session);
-        }
-        let addr = self.partners.addr_of(p);
-        self.complete_connect(rid, st, addr);
-        self.pump_partner(p);
-    }
 
     fn recv_liback(&mut self, src: Source, lib_seqnum: u16, acknum: u32) {
         let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {

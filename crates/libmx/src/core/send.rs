@@ -2,12 +2,9 @@
 //! command emission, retransmission and the resend limit, partner cleanup.
 
 use super::seq;
-use super::state::{
-    Class, DoneInfo, Kind, PartnerId, RecvPhase, RegionUse, Request, SendState, Tx, User,
-};
+use super::state::{Class, DoneInfo, Kind, PartnerId, Request, SendState, Tx, User};
 use super::{
-    slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, ResetReason,
-    SendError, Status, REGION_IDS,
+    slot_req, slot_req_mut, Core, EndpointAddr, MsgBuf, Rejected, ReqId, ReqType, SendError, Status,
 };
 use mx_proto::msg::command::REGION_MAX_SEGS;
 use mx_proto::msg::{RdmaRef, SMALL_INLINE_MAX, TINY_INLINE_MAX};
@@ -323,86 +320,5 @@ impl<B: MsgBuf> Core<B> {
         }
         self.complete_send(rid, status, 0);
         self.try_free(rid);
-    }
-
-    /// Drop a partner's state: fail its requests with `status`, reset its
-    /// sessions and seqnums; with `bump`, move to the next session number
-    /// so that stale packets are dropped.
-    pub(super) fn cleanup_partner(&mut self, p: usize, status: Status, bump: bool) {
-        let pr = &mut self.partners[p];
-        let non_acked = std::mem::take(&mut pr.non_acked);
-        let need_seq = std::mem::take(&mut pr.need_seq);
-        let connects = std::mem::take(&mut pr.connects);
-        let partials = std::mem::take(&mut pr.partials);
-        pr.early.clear();
-        for rid in non_acked.into_iter().chain(need_seq) {
-            self.fail_tx(rid, status);
-        }
-        let addr = self.partners.addr_of(p);
-        for rid in connects {
-            self.complete_connect(rid, status, addr);
-        }
-        for part in partials {
-            let Some(t) = part.target else { continue };
-            let is_recv = matches!(self.req(t).map(|r| &r.kind), Some(Kind::Recv(_)));
-            if is_recv {
-                let got = part.got;
-                self.complete_recv_status(t, addr, part.match_info, part.msg_length, got, status);
-            } else {
-                self.drop_unexp(t);
-            }
-        }
-        // Large sends whose rendezvous was acked, waiting for a notify.
-        for id in 0..REGION_IDS {
-            let owner = match &self.large.regions[id] {
-                Some(r) if r.usage == RegionUse::Window => r.owner,
-                _ => continue,
-            };
-            let mine =
-                matches!(self.req(owner).map(|r| &r.kind), Some(Kind::Send(s)) if s.partner == p);
-            if mine {
-                self.fail_tx(owner, status);
-            }
-        }
-        // Unexpected messages from this partner.
-        for u in self.matching.take_unexp_from(&self.reqs, p) {
-            self.drop_unexp(u);
-        }
-        // Receives waiting for a region to pull from this partner.
-        let pid = self.partners.pid(p);
-        let waiting: Vec<ReqId> = self
-            .large
-            .pull_waiters
-            .iter()
-            .copied()
-            .filter(|&r| {
-                matches!(self.req(r).map(|r| &r.kind), Some(Kind::Recv(rs)) if matches!(rs.phase, RecvPhase::NeedRegion(l) if l.partner == pid))
-            })
-            .collect();
-        self.large.pull_waiters.retain(|r| !waiting.contains(r));
-        for r in waiting {
-            if let Some(Request {
-                kind: Kind::Recv(rs),
-                ..
-            }) = self.req(r)
-            {
-                if let RecvPhase::NeedRegion(l) = rs.phase {
-                    self.complete_recv_status(r, l.source, l.msg_match, l.msg_length, 0, status);
-                }
-            }
-        }
-        self.large.region_wait_partners.retain(|&x| x != p);
-        self.partners[p].reset_sessions(bump);
-    }
-
-    pub(super) fn partner_failed(&mut self, p: usize) {
-        self.stats.partners_failed += 1;
-        self.partners.note_reset(
-            p,
-            ResetReason::Unreachable,
-            self.cfg.report_resets,
-            &mut self.stats,
-        );
-        self.cleanup_partner(p, Status::EndpointUnreachable, true);
     }
 }
