@@ -35,6 +35,27 @@
 //! send-queue slot is normal: the slot frees on
 //! [`Event::SendMediumDone`].
 //!
+//! # Who owns what
+//!
+//! [`Core`] keeps the requests, the completion queue, the configuration
+//! and the counters, and coordinates five parts, each a type in its own
+//! file with its methods, followed there by the `Core` operations that
+//! centre on it (they span parts, so they stay on `Core`):
+//!
+//! - `partners.rs` (`Partners`): the partner table, sessions and seqnums
+//!   of each partner, reset notices; the connect handshake's events and a
+//!   partner's reset.
+//! - `matching.rs` (`Matching`): posted receives, unexpected messages, the
+//!   handler; where a new message goes.
+//! - `large.rs` (`Large`): region ids, windows, pulls in flight, the bulk
+//!   pool; the rendezvous on both sides (window, staging, pull, notify).
+//! - `emission.rs` (`Emission`): the control, data and stage queues and
+//!   the send-queue slots (`sendq.rs`); writing each entry as a command.
+//! - `timers.rs` (`Timers`): resend and ack timers; the timeout operation.
+//!
+//! `send.rs` and `recv.rs` hold the rest of the two operations: posting a
+//! send and its end, and each event kind's receive (sequencing, acks).
+//!
 //! The traits the shell implements: [`MsgBuf`] (the application's message
 //! buffers), [`RecvQueue`] (copy-shaped: the core copies a payload once,
 //! straight into its destination), and optionally [`UnexpHandler`].

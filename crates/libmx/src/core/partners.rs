@@ -8,8 +8,10 @@
 //! (failing everything in flight to it).
 
 use super::seq;
-use super::state::{Ctrl, Kind, OwnedMsg, PartnerId, RecvPhase, RegionUse, Request};
-use super::types::{EndpointAddr, PartnerInfo, PartnerReset, ReqId, ResetReason, Stats, Time};
+use super::state::{Ctrl, DoneInfo, Kind, OwnedMsg, PartnerId, RecvPhase, RegionUse, Request};
+use super::types::{
+    EndpointAddr, PartnerInfo, PartnerReset, ReqId, ReqType, ResetReason, Stats, Time,
+};
 use super::{Core, MsgBuf, Status, REGION_IDS};
 use mx_proto::msg::command::ConnectReply;
 use mx_proto::msg::{Dest, Source};
@@ -357,6 +359,26 @@ impl Partner {
 // ----------------------------------------------------------------
 
 impl<B: MsgBuf> Core<B> {
+    /// A connect request is answered (or failed): complete it with
+    /// `status` and the partner's address.
+    pub(super) fn complete_connect(&mut self, rid: ReqId, status: Status, source: EndpointAddr) {
+        let Some(r) = self.req_mut(rid) else { return };
+        let Kind::Connect(c) = &mut r.kind else {
+            return;
+        };
+        c.answered = true;
+        let info = DoneInfo {
+            kind: ReqType::Connect,
+            status,
+            source,
+            match_info: c.match_info,
+            msg_length: 0,
+            xfer_length: 0,
+        };
+        r.internal = false;
+        self.complete(rid, info);
+    }
+
     pub(super) fn recv_connect_request(
         &mut self,
         src: Source,

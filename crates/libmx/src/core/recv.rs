@@ -1,6 +1,8 @@
-//! The receive side: event validation, sequencing (expected, partial,
-//! early, obsolete), acks, matching, the unexpected queue and handler,
-//! rendezvous and notify, the connect handshake, NACKs, self delivery.
+//! The receive operation: each event kind checked and dispatched,
+//! sequencing (expected, partial, early, obsolete), acks and NACKs from
+//! the partner, fragments written into their target, receive completion,
+//! self delivery. Where a new message goes is in `matching.rs`, pulls and
+//! notifies in `large.rs`, the connect handshake in `partners.rs`.
 
 use super::matching::Incoming;
 use super::seq;

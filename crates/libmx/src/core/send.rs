@@ -1,5 +1,8 @@
-//! The send side: posting, seqnum assignment and throttling, regions,
-//! command emission, retransmission and the resend limit, partner cleanup.
+//! The send operation: posting a send (class, self send, refusal), seqnum
+//! assignment and throttling per partner, notifies, and how a send ends
+//! (eager completion, ack, failure). Writing commands is in
+//! `emission.rs`, large sends' windows and staging in `large.rs`, resends
+//! in `timers.rs`.
 
 use super::seq;
 use super::state::{Class, DoneInfo, Kind, PartnerId, Request, SendState, Tx, User};
@@ -207,24 +210,6 @@ impl<B: MsgBuf> Core<B> {
             msg_length: s.len,
             xfer_length: xfer,
         };
-        self.complete(rid, info);
-    }
-
-    pub(super) fn complete_connect(&mut self, rid: ReqId, status: Status, source: EndpointAddr) {
-        let Some(r) = self.req_mut(rid) else { return };
-        let Kind::Connect(c) = &mut r.kind else {
-            return;
-        };
-        c.answered = true;
-        let info = DoneInfo {
-            kind: ReqType::Connect,
-            status,
-            source,
-            match_info: c.match_info,
-            msg_length: 0,
-            xfer_length: 0,
-        };
-        r.internal = false;
         self.complete(rid, info);
     }
 
