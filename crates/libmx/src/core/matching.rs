@@ -159,7 +159,7 @@ impl<B: MsgBuf> Core<B> {
             }
         }
         match target {
-            Some(r) => self.deliver(r, p, s, source, match_info, msg_length, inc),
+            Some(r) => self.start_matched_recv(r, p, s, source, match_info, msg_length, inc),
             None => {
                 self.stats.unexpected += 1;
                 let body = match inc {
@@ -235,9 +235,11 @@ impl<B: MsgBuf> Core<B> {
         }
     }
 
-    /// Hand a new message to the receive `r` that matched it.
+    /// Start receive `r` on the new message that matched it: copy a whole
+    /// message in and complete, open a partial message for fragments,
+    /// start the pull of a rendezvous, copy a large self send.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn deliver(
+    pub(super) fn start_matched_recv(
         &mut self,
         r: ReqId,
         p: usize,
