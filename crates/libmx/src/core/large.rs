@@ -110,6 +110,32 @@ impl Large {
         self.region_free.push_front(id);
     }
 
+    /// No pull in flight, no send window open.
+    #[inline]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pulls.is_empty() && self.send_windows == 0
+    }
+
+    /// Partner `p` has a large send waiting for a region id (or pool
+    /// room); it is served in turn.
+    pub(crate) fn wait_window(&mut self, p: usize) {
+        if !self.region_wait_partners.contains(&p) {
+            self.region_wait_partners.push_back(p);
+        }
+    }
+
+    /// Partner `p` no longer waits (it was reset or disconnected).
+    pub(crate) fn unwait_window(&mut self, p: usize) {
+        self.region_wait_partners.retain(|&x| x != p);
+    }
+
+    /// Receive `rid` waits for a region id (or pool room) to pull into.
+    pub(crate) fn wait_region(&mut self, rid: ReqId) {
+        if !self.pull_waiters.contains(&rid) {
+            self.pull_waiters.push_back(rid);
+        }
+    }
+
     /// Whether a region id is free for a waiting large send.
     #[inline]
     pub(crate) fn window_free(&self) -> bool {
@@ -512,9 +538,7 @@ impl<B: MsgBuf> Core<B> {
                 if let Some(id) = id {
                     self.large.unalloc_region(id, false);
                 }
-                if !self.large.pull_waiters.contains(&rid) {
-                    self.large.pull_waiters.push_back(rid);
-                }
+                self.large.wait_region(rid);
                 return;
             }
         };

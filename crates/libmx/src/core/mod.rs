@@ -329,16 +329,13 @@ impl<B: MsgBuf> Core<B> {
     /// [`Config::report_resets`], at most 64; every reset is counted in
     /// [`Stats::partner_resets`]).
     pub fn take_partner_reset(&mut self) -> Option<PartnerReset> {
-        self.partners.resets.pop_front()
+        self.partners.take_reset()
     }
 
     /// Whether the core has nothing left to do: no command to emit, no
     /// message waiting for an ack, no pull or rendezvous in flight.
     pub fn is_quiescent(&self) -> bool {
-        self.emission.is_empty()
-            && self.timers.is_idle()
-            && self.large.pulls.is_empty()
-            && self.large.send_windows == 0
+        self.emission.is_empty() && self.timers.is_idle() && self.large.is_idle()
     }
 
     // ----------------------------------------------------------------
@@ -404,7 +401,7 @@ impl<B: MsgBuf> Core<B> {
         }
         self.cleanup_partner(p, Status::EndpointUnreachable, true);
         self.partners.remove(p);
-        self.large.region_wait_partners.retain(|&x| x != p);
+        self.large.unwait_window(p);
         self.finish();
         Ok(())
     }

@@ -175,6 +175,11 @@ impl Partners {
         self.slab.len()
     }
 
+    /// The oldest reset notice not taken yet.
+    pub(crate) fn take_reset(&mut self) -> Option<PartnerReset> {
+        self.resets.pop_front()
+    }
+
     /// The handle of entry `p` (index plus generation).
     #[inline]
     pub(crate) fn pid(&self, p: usize) -> PartnerId {
@@ -561,7 +566,7 @@ impl<B: MsgBuf> Core<B> {
                 }
             }
         }
-        self.large.region_wait_partners.retain(|&x| x != p);
+        self.large.unwait_window(p);
         self.partners[p].reset_sessions(bump);
     }
 

@@ -126,9 +126,7 @@ impl<B: MsgBuf> Core<B> {
                         if let Some(id) = id {
                             self.large.unalloc_region(id, true);
                         }
-                        if !self.large.region_wait_partners.contains(&p) {
-                            self.large.region_wait_partners.push_back(p);
-                        }
+                        self.large.wait_window(p);
                         return;
                     }
                 }
