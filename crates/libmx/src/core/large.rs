@@ -273,7 +273,7 @@ pub(crate) fn block_segs(staged: &[PoolRange], block: u32) -> Vec<RawSeg> {
 
 impl<B: MsgBuf> Core<B> {
     // ----------------------------------------------------------------
-    // The sender: window, staging, notify
+    // The sender: window and staging
     // ----------------------------------------------------------------
 
     /// Copy a large send into the bulk pool, when there is one. `None`:
