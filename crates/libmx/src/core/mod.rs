@@ -35,6 +35,27 @@
 //! send-queue slot is normal: the slot frees on
 //! [`Event::SendMediumDone`].
 //!
+//! # Who owns what
+//!
+//! [`Core`] keeps the requests, the completion queue, the configuration
+//! and the counters, and coordinates five parts, each a type in its own
+//! file with its methods, followed there by the `Core` operations that
+//! centre on it (they span parts, so they stay on `Core`):
+//!
+//! - `partners.rs` (`Partners`): the partner table, sessions and seqnums
+//!   of each partner, reset notices; the connect handshake's events and a
+//!   partner's reset.
+//! - `matching.rs` (`Matching`): posted receives, unexpected messages, the
+//!   handler; where a new message goes.
+//! - `large.rs` (`Large`): region ids, windows, pulls in flight, the bulk
+//!   pool; the rendezvous on both sides (window, staging, pull, notify).
+//! - `emission.rs` (`Emission`): the control, data and stage queues and
+//!   the send-queue slots (`sendq.rs`); writing each entry as a command.
+//! - `timers.rs` (`Timers`): resend and ack timers; the timeout operation.
+//!
+//! `send.rs` and `recv.rs` hold the rest of the two operations: posting a
+//! send and its end, and each event kind's receive (sequencing, acks).
+//!
 //! The traits the shell implements: [`MsgBuf`] (the application's message
 //! buffers), [`RecvQueue`] (copy-shaped: the core copies a payload once,
 //! straight into its destination), and optionally [`UnexpHandler`].
@@ -72,19 +93,24 @@
 //! - `CommandError` events are only counted: the backend cannot say which
 //!   command it refused.
 
+mod emission;
+mod error;
+mod large;
+mod matching;
+mod partners;
 mod recv;
 mod send;
+mod sendq;
 mod seq;
+mod small_hash;
 mod state;
+mod timers;
 mod types;
 
-mod error;
 #[cfg(test)]
 mod prop_tests;
-mod sendq;
 #[cfg(test)]
 mod sim;
-mod small_hash;
 #[cfg(test)]
 mod tests;
 
@@ -103,10 +129,7 @@ pub use types::{
 use mx_proto::msg::command::REGION_MAX_SEGS;
 use mx_proto::msg::{CmdSlot, Event};
 use slab::Slab;
-use state::{
-    Ctrl, DoneInfo, Kind, Partner, PartnerId, PullBlock, RecvPhase, RecvState, Region, Request,
-    Timer, User, TIMER_COUNT,
-};
+use state::{Ctrl, DoneInfo, Kind, Partner, PartnerId, RecvPhase, RecvState, Request, User};
 use std::collections::VecDeque;
 
 /// Region ids a core has (RDMA window ids 0..=255).
@@ -121,9 +144,6 @@ const SEND_WINDOWS_MAX: usize = 224;
 const RDMA_SEQNUM_START: u8 = 23;
 /// Most early packets kept per partner.
 const EARLY_MAX: usize = 4096;
-/// Most partner-reset notices kept until the shell takes them; older ones
-/// are dropped (they are only for a human reading stderr).
-const RESETS_MAX: usize = 64;
 
 /// The application's hook for messages that match no posted receive
 /// (`mx_register_unexp_handler`).
@@ -175,49 +195,19 @@ pub struct Core<B: MsgBuf> {
     cfg: Config,
     rndv_threshold: u32,
     resend_limit: u32,
+    /// Every request: the application's, unexpected messages, notifies.
     reqs: Slab<Request<B>>,
     next_gen: u32,
-    partners: Slab<Partner>,
-    partner_gen: u32,
-    by_dest: small_hash::SmallMap<(u16, u8), usize>,
-    self_partner: usize,
-    posted: Vec<VecDeque<ReqId>>,
-    unexp: Vec<VecDeque<ReqId>>,
-    /// Buffers of unexpected eager messages already taken, kept for the
-    /// next ones: a message that arrives before its receive (every reply
-    /// of a ping-pong whose receive is posted after the send completes)
-    /// needs no allocation (at most `SPARE_EAGER_MAX` of them, recv.rs).
-    spare_eager: Vec<Vec<u8>>,
+    /// Finished requests the application has not taken, in order.
     done: VecDeque<ReqId>,
-    ctrl_q: VecDeque<Ctrl>,
-    data_q: VecDeque<ReqId>,
-    /// Blocks of progressively staged sends still to copy and register
-    /// (after the data queue: the rendezvous goes out first).
-    stage_q: VecDeque<Ctrl>,
-    resend_q: VecDeque<(ReqId, Time)>,
-    ack_q: VecDeque<(PartnerId, Time)>,
-    sendq: sendq::SendSlots,
-    regions: Vec<Option<Region>>,
-    region_free: VecDeque<u8>,
-    send_windows: usize,
-    rdma_seq: [u8; REGION_IDS],
-    region_wait_partners: VecDeque<usize>,
-    pull_waiters: VecDeque<ReqId>,
-    pulls: small_hash::SmallMap<u32, PullBlock>,
-    next_cookie: u32,
+    /// Eager sends completed before their ack.
     zombies: u32,
-    handler: Option<Box<dyn UnexpHandler<B> + Send>>,
-    /// Where large messages are staged, when the backend cannot reach the
-    /// application's buffers (see [`BulkPool`]).
-    pool: Option<Box<dyn BulkPool>>,
-    /// Pool bytes held by staged sends: at most half the pool, so that
-    /// pulls always find room once other pulls finish (sends release only
-    /// when the peer's pull completes; if they could fill the pool, two
-    /// endpoints sending large messages to each other would deadlock).
-    staged_sends: u64,
-    timers: [Option<Time>; TIMER_COUNT],
     stats: Stats,
-    resets: VecDeque<PartnerReset>,
+    partners: partners::Partners,
+    matching: matching::Matching<B>,
+    large: large::Large,
+    emission: emission::Emission,
+    timers: timers::Timers,
 }
 
 impl<B: MsgBuf> core::fmt::Debug for Core<B> {
@@ -244,50 +234,25 @@ impl<B: MsgBuf> Core<B> {
         cfg.validate()?;
         let nctx = cfg.context_id.map_or(1, |(bits, _)| 1usize << bits);
         let rndv_threshold = cfg.rndv_threshold.clamp(128, cfg.medium_max);
-        let mut partners = Slab::new();
         let mut me = Partner::new(1, cfg.self_peer, cfg.endpoint, Some(cfg.nic_id));
         me.is_self = true;
         me.true_session = Some(cfg.session);
         me.back_session = Some(cfg.session);
         me.send_ready = true;
-        let self_partner = partners.insert(me);
-        let mut by_dest = small_hash::SmallMap::default();
-        by_dest.insert((cfg.self_peer, cfg.endpoint), self_partner);
         let seed = cfg.seed;
         Ok(Core {
             rndv_threshold,
             resend_limit: cfg.resend_limit.max(1),
             reqs: Slab::new(),
             next_gen: (seed as u32) | 1,
-            partners,
-            partner_gen: 2,
-            by_dest,
-            self_partner,
-            posted: (0..nctx).map(|_| VecDeque::new()).collect(),
-            unexp: (0..nctx).map(|_| VecDeque::new()).collect(),
-            spare_eager: Vec::new(),
             done: VecDeque::new(),
-            ctrl_q: VecDeque::new(),
-            data_q: VecDeque::new(),
-            stage_q: VecDeque::new(),
-            resend_q: VecDeque::new(),
-            ack_q: VecDeque::new(),
-            sendq: sendq::SendSlots::new(cfg.sendq_slots),
-            regions: (0..REGION_IDS).map(|_| None).collect(),
-            region_free: (0..=255u8).collect(),
-            send_windows: 0,
-            rdma_seq: [RDMA_SEQNUM_START; REGION_IDS],
-            region_wait_partners: VecDeque::new(),
-            pull_waiters: VecDeque::new(),
-            pulls: small_hash::SmallMap::default(),
-            next_cookie: (seed >> 32) as u32,
             zombies: 0,
-            handler: None,
-            pool: None,
-            staged_sends: 0,
-            timers: [None; TIMER_COUNT],
             stats: Stats::default(),
-            resets: VecDeque::new(),
+            partners: partners::Partners::new(me, cfg.self_peer, cfg.endpoint),
+            matching: matching::Matching::new(nctx),
+            large: large::Large::new((seed >> 32) as u32),
+            emission: emission::Emission::new(cfg.sendq_slots),
+            timers: timers::Timers::new(),
             cfg,
         })
     }
@@ -295,7 +260,7 @@ impl<B: MsgBuf> Core<B> {
     /// Stage large messages through `pool` from now on (set it before the
     /// first large send or receive).
     pub fn set_bulk_pool(&mut self, pool: Box<dyn BulkPool>) {
-        self.pool = Some(pool);
+        self.large.pool = Some(pool);
     }
 
     /// The configuration the core runs with.
@@ -310,7 +275,7 @@ impl<B: MsgBuf> Core<B> {
 
     /// Our own address (`mx_get_endpoint_addr`).
     pub fn local_addr(&self) -> EndpointAddr {
-        self.addr_of(self.self_partner)
+        self.partners.addr_of(self.partners.self_idx)
     }
 
     /// The current rendezvous threshold.
@@ -325,15 +290,8 @@ impl<B: MsgBuf> Core<B> {
 
     /// What an address names, if it is still valid.
     pub fn partner_info(&self, addr: EndpointAddr) -> Option<PartnerInfo> {
-        let p = self.resolve(addr)?;
-        let pr = &self.partners[p];
-        Some(PartnerInfo {
-            peer: pr.peer,
-            endpoint: pr.endpoint,
-            nic_id: pr.nic_id,
-            context: pr.context,
-            is_self: pr.is_self,
-        })
+        let p = self.partners.resolve(addr)?;
+        Some(self.partners.info(p))
     }
 
     /// Record a partner's board address (the shell learns it from the
@@ -342,7 +300,7 @@ impl<B: MsgBuf> Core<B> {
     /// # Errors
     /// [`AddrError`] for an unknown address.
     pub fn set_partner_nic_id(&mut self, addr: EndpointAddr, nic_id: u64) -> Result<(), AddrError> {
-        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
+        let p = self.partners.resolve(addr).ok_or(AddrError::Unknown)?;
         self.partners[p].nic_id = Some(nic_id);
         Ok(())
     }
@@ -352,7 +310,7 @@ impl<B: MsgBuf> Core<B> {
     /// # Errors
     /// [`AddrError`] for an unknown address.
     pub fn set_addr_context(&mut self, addr: EndpointAddr, context: u64) -> Result<(), AddrError> {
-        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
+        let p = self.partners.resolve(addr).ok_or(AddrError::Unknown)?;
         self.partners[p].context = context;
         Ok(())
     }
@@ -372,18 +330,13 @@ impl<B: MsgBuf> Core<B> {
     /// [`Config::report_resets`], at most 64; every reset is counted in
     /// [`Stats::partner_resets`]).
     pub fn take_partner_reset(&mut self) -> Option<PartnerReset> {
-        self.resets.pop_front()
+        self.partners.take_reset()
     }
 
     /// Whether the core has nothing left to do: no command to emit, no
     /// message waiting for an ack, no pull or rendezvous in flight.
     pub fn is_quiescent(&self) -> bool {
-        self.ctrl_q.is_empty()
-            && self.data_q.is_empty()
-            && self.stage_q.is_empty()
-            && self.timers.iter().all(Option::is_none)
-            && self.pulls.is_empty()
-            && self.send_windows == 0
+        self.emission.is_empty() && self.timers.is_idle() && self.large.is_idle()
     }
 
     // ----------------------------------------------------------------
@@ -406,7 +359,7 @@ impl<B: MsgBuf> Core<B> {
         match_info: u64,
         context: u64,
     ) -> ReqId {
-        let p = self.partner_for(peer, endpoint, Some(nic_id));
+        let p = self.partners.partner_for(peer, endpoint, Some(nic_id));
         let connect_seqnum = self.partners[p].connect_seqnum;
         let rid = self.new_req(
             Kind::Connect(state::ConnectState {
@@ -422,7 +375,7 @@ impl<B: MsgBuf> Core<B> {
             User::Active,
         );
         if self.partners[p].is_self {
-            let addr = self.addr_of(p);
+            let addr = self.partners.addr_of(p);
             self.complete_connect(rid, Status::Success, addr);
         } else {
             let pr = &mut self.partners[p];
@@ -431,7 +384,7 @@ impl<B: MsgBuf> Core<B> {
             if let Some(tx) = self.req_mut(rid).and_then(Request::tx_mut) {
                 tx.queued = true;
             }
-            self.ctrl_q.push_back(Ctrl::Connect(rid));
+            self.emission.ctrl_q.push_back(Ctrl::Connect(rid));
         }
         self.finish();
         rid
@@ -443,14 +396,13 @@ impl<B: MsgBuf> Core<B> {
     /// # Errors
     /// [`AddrError`] for an unknown address.
     pub fn disconnect(&mut self, addr: EndpointAddr) -> Result<(), AddrError> {
-        let p = self.resolve(addr).ok_or(AddrError::Unknown)?;
+        let p = self.partners.resolve(addr).ok_or(AddrError::Unknown)?;
         if self.partners[p].is_self {
             return Ok(());
         }
         self.cleanup_partner(p, Status::EndpointUnreachable, true);
-        let pr = self.partners.remove(p);
-        self.by_dest.remove(&(pr.peer, pr.endpoint));
-        self.region_wait_partners.retain(|&x| x != p);
+        self.partners.remove(p);
+        self.large.unwait_window(p);
         self.finish();
         Ok(())
     }
@@ -528,15 +480,9 @@ impl<B: MsgBuf> Core<B> {
             Some(buf),
             User::Active,
         );
-        let found = self.unexp[ctx].iter().position(|&u| {
-            matches!(self.req(u).map(|r| &r.kind), Some(Kind::Unexp(s)) if s.match_info & mask == match_info)
-        });
-        match found {
-            Some(i) => {
-                let u = self.unexp[ctx].remove(i).expect("index from position");
-                self.consume_unexp(rid, u);
-            }
-            None => self.posted[ctx].push_back(rid),
+        match self.matching.take_unexp(&self.reqs, ctx, match_info, mask) {
+            Some(u) => self.consume_unexp(rid, u),
+            None => self.matching.posted[ctx].push_back(rid),
         }
         self.finish();
         Ok(rid)
@@ -556,7 +502,7 @@ impl<B: MsgBuf> Core<B> {
             Kind::Send(_) => return Err(CancelError::Send),
             Kind::Recv(rs) if !done && matches!(rs.phase, RecvPhase::Posted) => {
                 let ctx = rs.ctx;
-                self.posted[ctx].retain(|&x| x != req);
+                self.matching.posted[ctx].retain(|&x| x != req);
                 let r = self.reqs.remove(req.index as usize);
                 CancelResult::Cancelled(r.buf)
             }
@@ -616,7 +562,7 @@ impl<B: MsgBuf> Core<B> {
 
     /// Register (or with `None`, remove) the unexpected-message handler.
     pub fn set_unexp_handler(&mut self, handler: Option<Box<dyn UnexpHandler<B> + Send>>) {
-        self.handler = handler;
+        self.matching.handler = handler;
     }
 
     /// Whether an eager send's buffer may be reused (`mx_ibuffered`): true
@@ -648,16 +594,7 @@ impl<B: MsgBuf> Core<B> {
     pub fn iprobe(&self, match_info: u64, mask: u64) -> Result<Option<Probe>, MaskError> {
         self.check_mask(match_info, mask)?;
         let ctx = self.ctx_of(match_info);
-        Ok(self.unexp[ctx]
-            .iter()
-            .find_map(|&u| match self.req(u).map(|r| &r.kind) {
-                Some(Kind::Unexp(s)) if s.match_info & mask == match_info => Some(Probe {
-                    source: s.source,
-                    match_info: s.match_info,
-                    msg_length: s.msg_length,
-                }),
-                _ => None,
-            }))
+        Ok(self.matching.probe(&self.reqs, ctx, match_info, mask))
     }
 
     /// Queue an explicit ack to every partner with unacked messages (call
@@ -675,10 +612,7 @@ impl<B: MsgBuf> Core<B> {
                     idx: p,
                     gen: pr.gen,
                 };
-                self.ctrl_q.push_back(Ctrl::Liback {
-                    partner: pid,
-                    force: false,
-                });
+                self.emission.queue_ack(pid, false);
             }
         }
         self.finish();
@@ -833,12 +767,12 @@ impl<B: MsgBuf> Core<B> {
     /// Whether [`Core::poll_command`] may have something to write: false
     /// means it certainly has not (a polling shell skips the call).
     pub fn has_output(&self) -> bool {
-        !self.ctrl_q.is_empty() || !self.data_q.is_empty() || !self.stage_q.is_empty()
+        !self.emission.is_empty()
     }
 
     /// When [`Core::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.iter().flatten().copied().min()
+        self.timers.next()
     }
 
     // ----------------------------------------------------------------
@@ -851,6 +785,13 @@ impl<B: MsgBuf> Core<B> {
 
     fn req_mut(&mut self, id: ReqId) -> Option<&mut Request<B>> {
         slot_req_mut(&mut self.reqs, id)
+    }
+
+    /// The length of a request's buffer (0 without one).
+    fn buf_len(&self, rid: ReqId) -> u32 {
+        self.req(rid)
+            .and_then(|r| r.buf.as_ref())
+            .map_or(0, MsgBuf::len)
     }
 
     /// A request the application may still name.
@@ -925,72 +866,6 @@ impl<B: MsgBuf> Core<B> {
         c
     }
 
-    fn pid(&self, p: usize) -> PartnerId {
-        PartnerId {
-            idx: p,
-            gen: self.partners[p].gen,
-        }
-    }
-
-    fn partner_idx(&self, pid: PartnerId) -> Option<usize> {
-        self.partners
-            .get(pid.idx)
-            .filter(|p| p.gen == pid.gen)
-            .map(|_| pid.idx)
-    }
-
-    fn resolve(&self, addr: EndpointAddr) -> Option<usize> {
-        let p = addr.partner as usize;
-        self.partners
-            .get(p)
-            .filter(|pr| pr.gen == addr.gen)
-            .map(|_| p)
-    }
-
-    fn addr_of(&self, p: usize) -> EndpointAddr {
-        let pr = &self.partners[p];
-        EndpointAddr {
-            partner: p as u32,
-            gen: pr.gen,
-            session: pr.true_session.or(pr.back_session).unwrap_or(0),
-        }
-    }
-
-    /// The partner for `(peer, endpoint)`, created if needed.
-    fn partner_for(&mut self, peer: u16, endpoint: u8, nic_id: Option<u64>) -> usize {
-        if let Some(&p) = self.by_dest.get(&(peer, endpoint)) {
-            if nic_id.is_some() {
-                self.partners[p].nic_id = nic_id;
-            }
-            return p;
-        }
-        let gen = self.partner_gen;
-        self.partner_gen = self.partner_gen.wrapping_add(1);
-        let p = self
-            .partners
-            .insert(Partner::new(gen, peer, endpoint, nic_id));
-        self.by_dest.insert((peer, endpoint), p);
-        p
-    }
-
-    /// Count a reset of partner `p` and, when asked to, keep a notice of it.
-    fn note_reset(&mut self, p: usize, reason: ResetReason) {
-        self.stats.partner_resets += 1;
-        if !self.cfg.report_resets {
-            return;
-        }
-        if self.resets.len() >= RESETS_MAX {
-            self.resets.pop_front();
-        }
-        let pr = &self.partners[p];
-        self.resets.push_back(PartnerReset {
-            peer: pr.peer,
-            endpoint: pr.endpoint,
-            nic_id: pr.nic_id,
-            reason,
-        });
-    }
-
     fn ctx_of(&self, match_info: u64) -> usize {
         match self.cfg.context_id {
             None | Some((0, _)) => 0,
@@ -1021,42 +896,6 @@ impl<B: MsgBuf> Core<B> {
     fn finish(&mut self) {
         self.serve_region_waiters();
         self.refresh_timers();
-    }
-
-    fn refresh_timers(&mut self) {
-        while let Some(&(rid, t)) = self.resend_q.front() {
-            if self.resend_live(rid, t) {
-                break;
-            }
-            self.resend_q.pop_front();
-        }
-        while let Some(&(pid, t)) = self.ack_q.front() {
-            let live = self
-                .partner_idx(pid)
-                .is_some_and(|p| self.partners[p].ack == state::AckState::Delayed(t));
-            if live {
-                break;
-            }
-            self.ack_q.pop_front();
-        }
-        self.timers[Timer::Resend as usize] = self
-            .resend_q
-            .front()
-            .map(|&(_, t)| t.saturating_add(self.cfg.resend_delay));
-        self.timers[Timer::Ack as usize] = self.ack_q.front().map(|&(_, t)| t);
-    }
-
-    fn resend_live(&self, rid: ReqId, t: Time) -> bool {
-        let Some(r) = self.req(rid) else { return false };
-        if !r.internal {
-            return false;
-        }
-        match &r.kind {
-            Kind::Send(s) => !s.tx.acked && s.tx.last_send == Some(t),
-            Kind::Notify(n) => !n.tx.acked && n.tx.last_send == Some(t),
-            Kind::Connect(c) => !c.answered && c.tx.last_send == Some(t),
-            _ => false,
-        }
     }
 }
 

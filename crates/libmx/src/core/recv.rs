@@ -1,30 +1,21 @@
-//! The receive side: event validation, sequencing (expected, partial,
-//! early, obsolete), acks, matching, the unexpected queue and handler,
-//! rendezvous and notify, the connect handshake, NACKs, self delivery.
+//! The receive operation: each event kind checked and dispatched,
+//! sequencing (expected, partial, early, obsolete), acks and NACKs from
+//! the partner, fragments written into their target, receive completion,
+//! self delivery. Where a new message goes is in `matching.rs`, pulls and
+//! notifies in `large.rs`, the connect handshake in `partners.rs`.
 
+use super::matching::Incoming;
 use super::seq;
-use super::state::{
-    Ctrl, DoneInfo, Early, Kind, LargeRecv, OwnedMsg, Partial, RecvPhase, RegionUse, Request,
-    UnexpBody, UnexpState, User,
-};
-use super::{
-    Core, EndpointAddr, HandlerCtx, MsgBuf, RecvQueue, ReqId, ReqType, ResetReason, Status, Time,
-    UnexpAction, UnexpInfo, EARLY_MAX,
-};
-use mx_proto::msg::command::ConnectReply;
-use mx_proto::msg::event::{NackKind, PullStatus};
-use mx_proto::msg::{Dest, Event, RdmaRef, Seq, Source};
-
-/// Most buffers of taken unexpected messages kept for reuse.
-pub(super) const SPARE_EAGER_MAX: usize = 16;
-/// Largest such buffer kept (a medium message of the default size).
-const SPARE_EAGER_BYTES: usize = 32 * 1024;
+use super::state::{DoneInfo, Early, Kind, OwnedMsg, RecvPhase, Request, UnexpBody};
+use super::{Core, EndpointAddr, MsgBuf, RecvQueue, ReqId, ReqType, Status, Time, EARLY_MAX};
+use mx_proto::msg::event::NackKind;
+use mx_proto::msg::{Event, RdmaRef, Seq, Source};
 
 /// A payload: private bytes (an inline tiny payload, an early or
 /// unexpected message's storage) or a receive-queue slot, read once,
 /// straight into wherever it goes.
 #[derive(Clone, Copy)]
-enum Data<'a> {
+pub(super) enum Data<'a> {
     Bytes(&'a [u8]),
     Slot {
         q: &'a dyn RecvQueue,
@@ -34,7 +25,7 @@ enum Data<'a> {
 }
 
 impl Data<'_> {
-    fn len(&self) -> u32 {
+    pub(super) fn len(&self) -> u32 {
         match self {
             Data::Bytes(b) => b.len() as u32,
             Data::Slot { len, .. } => *len,
@@ -42,7 +33,7 @@ impl Data<'_> {
     }
 
     /// Copy bytes `off..off + out.len()` into `out`.
-    fn read(&self, off: u32, out: &mut [u8]) -> bool {
+    pub(super) fn read(&self, off: u32, out: &mut [u8]) -> bool {
         match self {
             Data::Bytes(b) => {
                 let o = off as usize;
@@ -61,12 +52,12 @@ impl Data<'_> {
         }
     }
 
-    fn to_vec(self) -> Vec<u8> {
+    pub(super) fn to_vec(self) -> Vec<u8> {
         self.into_vec(Vec::new())
     }
 
     /// The bytes in `v` (emptied first; its allocation is reused).
-    fn into_vec(self, mut v: Vec<u8>) -> Vec<u8> {
+    pub(super) fn into_vec(self, mut v: Vec<u8>) -> Vec<u8> {
         v.clear();
         match self {
             Data::Bytes(b) => v.extend_from_slice(b),
@@ -192,7 +183,7 @@ fn as_msg(m: &OwnedMsg) -> Msg<'_> {
 /// Copy `n` bytes of `data` into `b` at message offset `off`: straight into
 /// the buffer's memory where it allows it, else through a bounce buffer.
 /// Returns the bytes bounced.
-fn fill_buf<B: MsgBuf>(b: &mut B, off: u32, n: u32, data: Data<'_>) -> u64 {
+pub(super) fn fill_buf<B: MsgBuf>(b: &mut B, off: u32, n: u32, data: Data<'_>) -> u64 {
     if b.fill_range_in_place(off, n, &mut |o, dst| data.read(o, dst)) {
         return 0;
     }
@@ -202,15 +193,6 @@ fn fill_buf<B: MsgBuf>(b: &mut B, off: u32, n: u32, data: Data<'_>) -> u64 {
     }
     b.write_at(off, &bounce);
     u64::from(n)
-}
-
-/// How a new message reaches the matching code.
-#[derive(Clone, Copy)]
-enum Incoming<'a> {
-    Whole(Data<'a>),
-    Frag { frag_seqnum: u8, data: Data<'a> },
-    Rndv(RdmaRef),
-    SelfLarge(ReqId),
 }
 
 impl<B: MsgBuf> Core<B> {
@@ -337,7 +319,7 @@ impl<B: MsgBuf> Core<B> {
                 lib_seqnum,
             } => self.recv_nack(src, nack_type, lib_seqnum),
             Event::SendMediumDone { sendq_slot } => {
-                if !self.sendq.done(sendq_slot) {
+                if !self.emission.sendq.done(sendq_slot) {
                     self.stats.drop_bad_event += 1;
                 }
             }
@@ -386,7 +368,7 @@ impl<B: MsgBuf> Core<B> {
     // ----------------------------------------------------------------
 
     fn recv_data(&mut self, now: Time, src: Source, sq: Seq, msg: Msg<'_>) {
-        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+        let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {
             self.stats.drop_unknown_partner += 1;
             return;
         };
@@ -426,11 +408,8 @@ impl<B: MsgBuf> Core<B> {
             self.stats.drop_obsolete += 1;
             if off != 0 && seq::diff(self.partners[p].next_frag_recv_seq, s) == 1 {
                 // Our ack was probably lost: ack at once.
-                let pid = self.pid(p);
-                self.ctrl_q.push_back(Ctrl::Liback {
-                    partner: pid,
-                    force: true,
-                });
+                let pid = self.partners.pid(p);
+                self.emission.queue_ack(pid, true);
             }
         }
         if let Some(pr) = self.partners.get_mut(p) {
@@ -552,7 +531,7 @@ impl<B: MsgBuf> Core<B> {
     }
 
     /// Add one fragment to the partial message `s` of partner `p`.
-    fn apply_frag(
+    pub(super) fn apply_frag(
         &mut self,
         p: usize,
         s: u16,
@@ -586,7 +565,7 @@ impl<B: MsgBuf> Core<B> {
             let part = self.partners[p].partials.remove(i);
             self.partners[p].recompute_next_frag();
             if let Some(t) = part.target {
-                let source = self.addr_of(p);
+                let source = self.partners.addr_of(p);
                 match self.req_mut(t).map(|r| &mut r.kind) {
                     Some(Kind::Recv(_)) => {
                         let blen = self.buf_len(t);
@@ -602,12 +581,6 @@ impl<B: MsgBuf> Core<B> {
                 }
             }
         }
-    }
-
-    fn buf_len(&self, rid: ReqId) -> u32 {
-        self.req(rid)
-            .and_then(|r| r.buf.as_ref())
-            .map_or(0, MsgBuf::len)
     }
 
     /// Copy fragment bytes into a receive (clipped to its buffer) or an
@@ -636,236 +609,6 @@ impl<B: MsgBuf> Core<B> {
             _ => {}
         }
         self.stats.bounce_bytes += bounced;
-    }
-
-    // ----------------------------------------------------------------
-    // Matching
-    // ----------------------------------------------------------------
-
-    fn find_posted(&mut self, ctx: usize, match_info: u64) -> Option<ReqId> {
-        let i = self.posted[ctx].iter().position(|&r| {
-            matches!(self.req(r).map(|r| &r.kind), Some(Kind::Recv(rs)) if match_info & rs.mask == rs.match_info)
-        })?;
-        self.posted[ctx].remove(i)
-    }
-
-    fn call_handler(&mut self, info: &UnexpInfo<'_>) -> UnexpAction {
-        let Some(mut h) = self.handler.take() else {
-            return UnexpAction::Continue;
-        };
-        let act = h.unexpected(info, &mut HandlerCtx { core: self });
-        if self.handler.is_none() {
-            self.handler = Some(h);
-        }
-        act
-    }
-
-    /// A new message (in matching order) from partner `p`.
-    fn new_message(
-        &mut self,
-        p: usize,
-        s: u16,
-        match_info: u64,
-        msg_length: u32,
-        inc: Incoming<'_>,
-    ) {
-        let source = self.addr_of(p);
-        let ctx = self.ctx_of(match_info);
-        let mut target = self.find_posted(ctx, match_info);
-        if target.is_none() && self.handler.is_some() {
-            // The handler is given a slice: a payload still in a queue slot
-            // is copied out for it (and read again wherever it goes next).
-            let data = match inc {
-                Incoming::Whole(d) if msg_length <= self.cfg.frag_max => Some(d.to_vec()),
-                Incoming::Frag { data, .. } if data.len() == msg_length => Some(data.to_vec()),
-                _ => None,
-            };
-            let info = UnexpInfo {
-                source,
-                match_info,
-                msg_length,
-                data: data.as_deref(),
-            };
-            match self.call_handler(&info) {
-                UnexpAction::Continue => target = self.find_posted(ctx, match_info),
-                UnexpAction::Finished => {
-                    self.discard_message(p, s, match_info, msg_length, inc);
-                    return;
-                }
-            }
-        }
-        match target {
-            Some(r) => self.deliver(r, p, s, source, match_info, msg_length, inc),
-            None => {
-                self.stats.unexpected += 1;
-                let body = match inc {
-                    Incoming::Whole(d) => UnexpBody::Eager {
-                        data: d.into_vec(self.spare_eager.pop().unwrap_or_default()),
-                        complete: true,
-                    },
-                    Incoming::Frag { .. } => UnexpBody::Eager {
-                        data: vec![0; msg_length as usize],
-                        complete: false,
-                    },
-                    Incoming::Rndv(rdma) => UnexpBody::Rndv { rdma },
-                    Incoming::SelfLarge(send) => UnexpBody::SelfLarge { send },
-                };
-                let u = self.new_req(
-                    Kind::Unexp(UnexpState {
-                        partner: p,
-                        source,
-                        match_info,
-                        msg_length,
-                        ctx,
-                        body,
-                    }),
-                    0,
-                    None,
-                    User::Released,
-                );
-                self.unexp[ctx].push_back(u);
-                if let Incoming::Frag { frag_seqnum, data } = inc {
-                    self.partners[p].partials.push(Partial {
-                        seq: s,
-                        msg_length,
-                        match_info,
-                        frags: 0,
-                        got: 0,
-                        target: Some(u),
-                    });
-                    self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
-                }
-            }
-        }
-    }
-
-    /// The unexpected handler said FINISHED: drop the message.
-    fn discard_message(
-        &mut self,
-        p: usize,
-        s: u16,
-        match_info: u64,
-        msg_length: u32,
-        inc: Incoming<'_>,
-    ) {
-        match inc {
-            Incoming::Whole(_) => {}
-            Incoming::Frag { frag_seqnum, data } => {
-                self.partners[p].partials.push(Partial {
-                    seq: s,
-                    msg_length,
-                    match_info,
-                    frags: 0,
-                    got: 0,
-                    target: None,
-                });
-                self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
-            }
-            Incoming::Rndv(rdma) => {
-                let pid = self.pid(p);
-                self.queue_notify(pid, 0, rdma);
-            }
-            Incoming::SelfLarge(send) => {
-                self.finish_large_send(send, 0);
-            }
-        }
-    }
-
-    /// Hand a new message to the receive `r` that matched it.
-    #[allow(clippy::too_many_arguments)]
-    fn deliver(
-        &mut self,
-        r: ReqId,
-        p: usize,
-        s: u16,
-        source: EndpointAddr,
-        match_info: u64,
-        msg_length: u32,
-        inc: Incoming<'_>,
-    ) {
-        match inc {
-            Incoming::Whole(d) => {
-                let n = msg_length.min(self.buf_len(r));
-                if let Some(b) = self.req_mut(r).and_then(|x| x.buf.as_mut()) {
-                    let bounced = fill_buf(b, 0, n, d);
-                    self.stats.bounce_bytes += bounced;
-                }
-                self.complete_recv(r, source, match_info, msg_length, n);
-            }
-            Incoming::Frag { frag_seqnum, data } => {
-                if let Some(Request {
-                    kind: Kind::Recv(rs),
-                    ..
-                }) = self.req_mut(r)
-                {
-                    rs.phase = RecvPhase::Partial;
-                }
-                self.partners[p].partials.push(Partial {
-                    seq: s,
-                    msg_length,
-                    match_info,
-                    frags: 0,
-                    got: 0,
-                    target: Some(r),
-                });
-                self.apply_frag(p, s, match_info, msg_length, frag_seqnum, data);
-            }
-            Incoming::Rndv(rdma) => {
-                self.start_large_recv(r, p, source, match_info, msg_length, rdma)
-            }
-            Incoming::SelfLarge(send) => self.self_copy(send, r),
-        }
-    }
-
-    /// A posted receive takes an unexpected message.
-    pub(super) fn consume_unexp(&mut self, r: ReqId, u: ReqId) {
-        let Some(ur) = self.req(u) else { return };
-        let Kind::Unexp(_) = &ur.kind else { return };
-        let ur = self.reqs.remove(u.index as usize);
-        let Kind::Unexp(us) = ur.kind else { return };
-        match us.body {
-            UnexpBody::Eager { data, complete } => {
-                let n = us.msg_length.min(self.buf_len(r));
-                if let Some(b) = self.req_mut(r).and_then(|x| x.buf.as_mut()) {
-                    b.write_at(0, &data[..n as usize]);
-                }
-                if self.spare_eager.len() < SPARE_EAGER_MAX && data.capacity() <= SPARE_EAGER_BYTES
-                {
-                    self.spare_eager.push(data);
-                }
-                if complete {
-                    self.complete_recv(r, us.source, us.match_info, us.msg_length, n);
-                } else {
-                    if let Some(Request {
-                        kind: Kind::Recv(rs),
-                        ..
-                    }) = self.req_mut(r)
-                    {
-                        rs.phase = RecvPhase::Partial;
-                    }
-                    if let Some(pr) = self.partners.get_mut(us.partner) {
-                        for part in &mut pr.partials {
-                            if part.target == Some(u) {
-                                part.target = Some(r);
-                            }
-                        }
-                    }
-                }
-            }
-            UnexpBody::Rndv { rdma } => {
-                self.start_large_recv(r, us.partner, us.source, us.match_info, us.msg_length, rdma);
-            }
-            UnexpBody::SelfLarge { send } => self.self_copy(send, r),
-        }
-    }
-
-    /// Free an unexpected message (already out of its queue).
-    pub(super) fn drop_unexp(&mut self, u: ReqId) {
-        if let Some(Kind::Unexp(us)) = self.req(u).map(|r| &r.kind) {
-            let ctx = us.ctx;
-            self.unexp[ctx].retain(|&x| x != u);
-            self.reqs.remove(u.index as usize);
-        }
     }
 
     pub(super) fn complete_recv(
@@ -930,7 +673,7 @@ impl<B: MsgBuf> Core<B> {
             return;
         };
         let (len, match_info, large) = (s.len, s.match_info, s.class == super::state::Class::Large);
-        let p = self.self_partner;
+        let p = self.partners.self_idx;
         if large {
             self.new_message(p, 0, match_info, len, Incoming::SelfLarge(rid));
         } else {
@@ -947,7 +690,7 @@ impl<B: MsgBuf> Core<B> {
     }
 
     /// A large self send meets its receive: copy buffer to buffer.
-    fn self_copy(&mut self, send: ReqId, r: ReqId) {
+    pub(super) fn self_copy(&mut self, send: ReqId, r: ReqId) {
         let Some(Request {
             kind: Kind::Send(s),
             ..
@@ -979,311 +722,12 @@ impl<B: MsgBuf> Core<B> {
         self.finish_large_send(send, n);
     }
 
-    /// A large send is done (notified, or dropped by the receiver's
-    /// handler): it sees TRUNCATED if fewer bytes than sent were taken.
-    fn finish_large_send(&mut self, send: ReqId, xfer: u32) {
-        let Some(r) = self.req_mut(send) else { return };
-        let Kind::Send(s) = &mut r.kind else { return };
-        if s.completed {
-            return;
-        }
-        let xfer = xfer.min(s.len);
-        let status = if xfer < s.len {
-            Status::Truncated
-        } else {
-            Status::Success
-        };
-        let region = s.region.take().map(|(id, _)| id);
-        // A rendezvous not acked yet stays in the partner's unacked queue
-        // (and is retransmitted, harmlessly) until an ack covers it: the
-        // receiver re-acks only what is retransmitted.
-        if s.tx.acked || s.tx.seqnum.is_none() {
-            r.internal = false;
-        }
-        if let Some(id) = region {
-            self.release_region(id);
-        }
-        self.complete_send(send, status, xfer);
-        self.try_free(send);
-    }
-
     // ----------------------------------------------------------------
-    // Rendezvous
+    // Acks, NACKs
     // ----------------------------------------------------------------
-
-    fn start_large_recv(
-        &mut self,
-        r: ReqId,
-        p: usize,
-        source: EndpointAddr,
-        match_info: u64,
-        msg_length: u32,
-        rdma: RdmaRef,
-    ) {
-        let length = msg_length.min(self.buf_len(r));
-        let pid = self.pid(p);
-        if length == 0 {
-            self.complete_recv(r, source, match_info, msg_length, 0);
-            self.queue_notify(pid, 0, rdma);
-            return;
-        }
-        if let Some(Request {
-            kind: Kind::Recv(rs),
-            ..
-        }) = self.req_mut(r)
-        {
-            rs.phase = RecvPhase::NeedRegion(LargeRecv {
-                partner: pid,
-                source,
-                msg_match: match_info,
-                msg_length,
-                length,
-                rdma,
-                region: 0,
-                next: 0,
-                got: 0,
-                failed: None,
-                ring: 0,
-                busy: 0,
-            });
-        }
-        self.start_pull(r);
-    }
-
-    /// One block of a pull ended (its `PullDone`, or it could not be asked
-    /// for): copy it out of the pool when staged, ask for the next blocks,
-    /// and complete the receive once no block is in flight and either every
-    /// byte arrived or a block failed.
-    pub(super) fn pull_block_done(&mut self, cookie: u32, status: PullStatus, transferred: u32) {
-        let Some(b) = self.pulls.remove(&cookie) else {
-            self.stats.drop_bad_event += 1;
-            return;
-        };
-        let Some(Request {
-            kind: Kind::Recv(rs),
-            ..
-        }) = super::slot_req_mut(&mut self.reqs, b.rid)
-        else {
-            return;
-        };
-        let RecvPhase::Pulling(l) = &mut rs.phase else {
-            return;
-        };
-        // The block's ring slot frees once it is copied out (just below).
-        let slot = b.at / self.cfg.pull_block.max(1);
-        l.busy &= !(1u8.checked_shl(slot).unwrap_or(0));
-        let ok = status == PullStatus::Success && transferred == b.len;
-        if ok {
-            l.got += b.len;
-        } else if l.failed.is_none() {
-            l.failed = Some(if status == PullStatus::Success {
-                PullStatus::BadLocalRegion // a short block: the backend lied
-            } else {
-                status
-            });
-        }
-        let l = *l;
-        if ok {
-            self.copy_staged(l.region, b.at, b.off, b.len, super::send::Staging::Out);
-        }
-        self.issue_pull_blocks(b.rid);
-        let Some(Request {
-            kind: Kind::Recv(rs),
-            ..
-        }) = self.req(b.rid)
-        else {
-            return;
-        };
-        let RecvPhase::Pulling(l) = rs.phase else {
-            return;
-        };
-        if l.busy != 0 || (l.failed.is_none() && l.got < l.length) {
-            return;
-        }
-        self.release_region(l.region);
-        let xfer = match l.failed {
-            None => {
-                self.complete_recv(b.rid, l.source, l.msg_match, l.msg_length, l.got);
-                l.got
-            }
-            Some(status) => {
-                let st = match status {
-                    PullStatus::Success | PullStatus::Unreachable => Status::EndpointUnreachable,
-                    PullStatus::EndpointClosed => Status::EndpointClosed,
-                    PullStatus::BadEndpoint => Status::BadEndpoint,
-                    PullStatus::BadSession => Status::BadSession,
-                    PullStatus::BadRdmaWindow => Status::BadRdmawin,
-                    PullStatus::BadLocalRegion => Status::Aborted,
-                };
-                self.complete_recv_status(b.rid, l.source, l.msg_match, l.msg_length, 0, st);
-                0
-            }
-        };
-        self.queue_notify(l.partner, xfer, l.rdma);
-    }
-
-    pub(super) fn pull_direct(&mut self, cookie: u32, copy: impl FnOnce(&mut B, u32) -> bool) {
-        let Some(&b) = self.pulls.get(&cookie) else {
-            self.stats.drop_bad_event += 1;
-            return;
-        };
-        let copied = b.off == 0
-            && super::slot_req_mut(&mut self.reqs, b.rid)
-                .and_then(|req| req.buf.as_mut())
-                .is_some_and(|buf| copy(buf, b.len));
-        if copied {
-            self.stats.pulls_direct += 1;
-            self.pull_block_done(cookie, PullStatus::Success, b.len);
-        } else {
-            self.stats.pulls_direct_failed += 1;
-            self.cfg.direct_pull = false;
-            self.ctrl_q.push_back(Ctrl::Pull(cookie));
-        }
-    }
-
-    /// The puller of one of our large sends says it is done.
-    fn recv_notify(&mut self, p: usize, total_length: u32, rdma_id: u8, rdma_seqnum: u8) {
-        let owner = match &self.regions[usize::from(rdma_id)] {
-            Some(reg) if reg.usage == RegionUse::Window && reg.rdma_seqnum == rdma_seqnum => {
-                reg.owner
-            }
-            _ => {
-                self.stats.drop_bad_event += 1;
-                return;
-            }
-        };
-        let mine =
-            matches!(self.req(owner).map(|r| &r.kind), Some(Kind::Send(s)) if s.partner == p);
-        if !mine {
-            self.stats.drop_bad_event += 1;
-            return;
-        }
-        self.finish_large_send(owner, total_length);
-    }
-
-    // ----------------------------------------------------------------
-    // Connect, acks, NACKs
-    // ----------------------------------------------------------------
-
-    fn recv_connect_request(
-        &mut self,
-        src: Source,
-        src_session: u32,
-        app_key: u32,
-        start: u16,
-        connect_seqnum: u8,
-    ) {
-        let p = self.partner_for(src.peer, src.endpoint, None);
-        let ok = app_key == self.cfg.app_key;
-        if ok {
-            let back = self.partners[p].back_session;
-            if back != Some(src_session) {
-                if back.is_some() {
-                    // A new instance of this partner: forget the old one.
-                    self.note_reset(p, ResetReason::Restarted);
-                    self.cleanup_partner(p, Status::EndpointUnreachable, false);
-                }
-                let pr = &mut self.partners[p];
-                pr.next_match_recv_seq = seq::reset(pr.next_match_recv_seq);
-                pr.next_frag_recv_seq = pr.next_match_recv_seq;
-                pr.last_acked_recv_seq = pr.next_match_recv_seq;
-            }
-            let pr = &mut self.partners[p];
-            if pr.true_session != Some(src_session) {
-                pr.next_send_seq = start;
-                pr.next_acked_send_seq = start;
-            }
-            pr.send_ready = true;
-            pr.true_session = Some(src_session);
-            pr.back_session = Some(src_session);
-            self.pump_partner(p);
-        }
-        let pr = &self.partners[p];
-        self.ctrl_q.push_back(Ctrl::ConnectReply(ConnectReply {
-            dest: Dest {
-                peer: src.peer,
-                endpoint: src.endpoint,
-            },
-            src_session,
-            target_session: self.cfg.session,
-            target_recv_seqnum_start: pr.next_match_recv_seq,
-            connect_seqnum,
-            status: if ok { 0 } else { 11 },
-        }));
-    }
-
-    fn recv_connect_reply(
-        &mut self,
-        src: Source,
-        src_session: u32,
-        target_session: u32,
-        start: u16,
-        connect_seqnum: u8,
-        status: u8,
-    ) {
-        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
-            self.stats.drop_unknown_partner += 1;
-            return;
-        };
-        if src_session != self.cfg.session {
-            return;
-        }
-        let st = match status {
-            0 => Status::Success,
-            11 => Status::BadKey,
-            _ => return,
-        };
-        let found = self.partners[p].connects.iter().position(|&c| {
-            matches!(self.req(c).map(|r| &r.kind), Some(Kind::Connect(cs)) if cs.connect_seqnum == connect_seqnum)
-        });
-        let Some(i) = found else { return };
-        let rid = self.partners[p]
-            .connects
-            .remove(i)
-            .expect("index from position");
-        if st == Status::Success {
-            let back = self.partners[p].back_session;
-            if back.is_some() && back != Some(target_session) {
-                // A new instance answered the request in which we announced
-                // our receive seqnum (`target_recv_seqnum_start`); it
-                // adopted that value as its send seqnum (spec section 7).
-                // Forget the old instance, but keep expecting what we
-                // announced (or what the new instance already sent in
-                // order since): resetting here would leave its messages
-                // "early" until the resend limit.
-                let pr = &self.partners[p];
-                let (next, acked) = (pr.next_match_recv_seq, pr.last_acked_recv_seq);
-                self.note_reset(p, ResetReason::Restarted);
-                self.cleanup_partner(p, Status::EndpointUnreachable, false);
-                let pr = &mut self.partners[p];
-                pr.next_match_recv_seq = next;
-                pr.next_frag_recv_seq = next;
-                pr.last_acked_recv_seq = acked;
-                // The old instance is gone: from now on the back session is
-                // the new one's. Keeping the old value made the new
-                // instance's own connect request look like yet another
-                // instance, which reset the receive seqnum under what we
-                // had just announced to it.
-                pr.back_session = Some(target_session);
-            }
-            let pr = &mut self.partners[p];
-            if pr.true_session != Some(target_session) {
-                pr.next_send_seq = start;
-                pr.next_acked_send_seq = start;
-            }
-            pr.send_ready = true;
-            pr.true_session = Some(target_session);
-            // Acks and notifies towards this partner need its session even
-            // if it never connects to us.
-            pr.back_session.get_or_insert(target_session);
-        }
-        let addr = self.addr_of(p);
-        self.complete_connect(rid, st, addr);
-        self.pump_partner(p);
-    }
 
     fn recv_liback(&mut self, src: Source, lib_seqnum: u16, acknum: u32) {
-        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+        let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {
             self.stats.drop_unknown_partner += 1;
             return;
         };
@@ -1297,7 +741,7 @@ impl<B: MsgBuf> Core<B> {
     }
 
     fn recv_nack(&mut self, src: Source, nack_type: NackKind, lib_seqnum: u16) {
-        let Some(&p) = self.by_dest.get(&(src.peer, src.endpoint)) else {
+        let Some(&p) = self.partners.by_dest.get(&(src.peer, src.endpoint)) else {
             self.stats.drop_unknown_partner += 1;
             return;
         };
@@ -1309,7 +753,7 @@ impl<B: MsgBuf> Core<B> {
         };
         if lib_seqnum == 0 {
             if let Some(c) = self.partners[p].connects.pop_front() {
-                let addr = self.addr_of(p);
+                let addr = self.partners.addr_of(p);
                 self.complete_connect(c, status, addr);
                 return;
             }

@@ -1393,7 +1393,7 @@ impl<B: MsgBuf> Core<B> {
         let _ = writeln!(
             s,
             "ctrl {:?}\ndata {:?}\nresend {:?}\nack {:?}\nsendq {:?}\nregion waiters {:?} pulls {:?} windows {} pull waiters {:?} staged sends {}",
-            self.ctrl_q, self.data_q, self.resend_q, self.ack_q, self.sendq, self.region_wait_partners, self.pulls, self.send_windows, self.pull_waiters, self.staged_sends
+            self.emission.ctrl_q, self.emission.data_q, self.timers.resend_q, self.timers.ack_q, self.emission.sendq, self.large.region_wait_partners, self.large.pulls, self.large.send_windows, self.large.pull_waiters, self.large.staged_sends
         );
         s
     }

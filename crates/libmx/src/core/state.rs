@@ -1,10 +1,11 @@
-//! Internal state: requests, partners, receive bookkeeping, regions and the
+//! Internal state: requests, receive bookkeeping, regions and the
 //! command queue entries.
 
 use super::types::{EndpointAddr, ReqId, ReqType, Status, Time};
 use mx_proto::msg::command::{ConnectReply, RawSeg};
 use mx_proto::msg::{RdmaRef, SMALL_INLINE_MAX};
-use std::collections::VecDeque;
+
+pub(crate) use super::partners::{AckState, Early, Partial, Partner};
 
 /// Handle of a partner slot with its generation (for references that may
 /// outlive the partner: timers, pulls, queued acks).
@@ -236,19 +237,19 @@ impl<B> Request<B> {
             _ => None,
         }
     }
-}
-
-/// A medium message being received fragment by fragment.
-#[derive(Debug)]
-pub(crate) struct Partial {
-    pub seq: u16,
-    pub msg_length: u32,
-    pub match_info: u64,
-    pub frags: u64,
-    pub got: u32,
-    /// The matched receive or unexpected message; `None` when discarded by
-    /// the unexpected handler.
-    pub target: Option<ReqId>,
+    /// Whether this request still waits for the resend of its send at
+    /// `t` (not acked or answered, not sent again since, not released).
+    pub fn resend_pending(&self, t: Time) -> bool {
+        if !self.internal {
+            return false;
+        }
+        match &self.kind {
+            Kind::Send(s) => !s.tx.acked && s.tx.last_send == Some(t),
+            Kind::Notify(n) => !n.tx.acked && n.tx.last_send == Some(t),
+            Kind::Connect(c) => !c.answered && c.tx.last_send == Some(t),
+            _ => false,
+        }
+    }
 }
 
 /// A message received ahead of its turn, owned.
@@ -282,99 +283,6 @@ impl OwnedMsg {
             OwnedMsg::Frag { frag_seqnum, .. } => *frag_seqnum,
             _ => 0,
         }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Early {
-    pub seq: u16,
-    pub msg: OwnedMsg,
-}
-
-/// Ack state towards a partner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AckState {
-    None,
-    Delayed(Time),
-    Queued,
-}
-
-#[derive(Debug)]
-pub(crate) struct Partner {
-    pub gen: u32,
-    pub peer: u16,
-    pub endpoint: u8,
-    pub nic_id: Option<u64>,
-    pub context: u64,
-    pub is_self: bool,
-    pub true_session: Option<u32>,
-    pub back_session: Option<u32>,
-    pub send_ready: bool,
-    pub next_send_seq: u16,
-    pub next_acked_send_seq: u16,
-    pub next_match_recv_seq: u16,
-    pub next_frag_recv_seq: u16,
-    pub last_acked_recv_seq: u16,
-    pub connect_seqnum: u8,
-    pub last_send_acknum: u32,
-    pub last_recv_acknum: u32,
-    /// Sent, unacked messages in seqnum order.
-    pub non_acked: VecDeque<ReqId>,
-    /// Messages waiting for a seqnum (throttle, region id), in post order.
-    pub need_seq: VecDeque<ReqId>,
-    /// Unanswered connects, oldest first.
-    pub connects: VecDeque<ReqId>,
-    pub partials: Vec<Partial>,
-    pub early: Vec<Early>,
-    pub ack: AckState,
-}
-
-impl Partner {
-    pub fn new(gen: u32, peer: u16, endpoint: u8, nic_id: Option<u64>) -> Self {
-        let start = super::seq::reset(0);
-        Partner {
-            gen,
-            peer,
-            endpoint,
-            nic_id,
-            context: 0,
-            is_self: false,
-            true_session: None,
-            back_session: None,
-            send_ready: false,
-            next_send_seq: start,
-            next_acked_send_seq: start,
-            next_match_recv_seq: start,
-            next_frag_recv_seq: start,
-            last_acked_recv_seq: start,
-            connect_seqnum: 0,
-            last_send_acknum: 0,
-            last_recv_acknum: 0,
-            non_acked: VecDeque::new(),
-            need_seq: VecDeque::new(),
-            connects: VecDeque::new(),
-            partials: Vec::new(),
-            early: Vec::new(),
-            ack: AckState::None,
-        }
-    }
-
-    /// The ack value: oldest seqnum not fully received.
-    pub fn recompute_next_frag(&mut self) {
-        self.next_frag_recv_seq = self
-            .partials
-            .first()
-            .map_or(self.next_match_recv_seq, |p| p.seq);
-    }
-
-    /// Messages received but not acked yet.
-    pub fn unacked_recv(&self) -> u16 {
-        super::seq::diff(self.next_frag_recv_seq, self.last_acked_recv_seq)
-    }
-
-    /// Messages sent but not acked yet.
-    pub fn unacked_send(&self) -> u16 {
-        super::seq::diff(self.next_send_seq, self.next_acked_send_seq)
     }
 }
 
