@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mx_proto::msg::raw::{RawCommand, RawEvent};
+use mx_proto::msg::raw_endpoint::{RawCommand, RawEvent};
 use mx_proto::msg::{CmdSlot, Command, Event, EvtSlot};
 
 fn fill<const N: usize>(bytes: &[u8]) -> [u8; N] {
