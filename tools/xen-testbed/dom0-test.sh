@@ -14,6 +14,9 @@
 #           (PeerClosed) and forget the channel, and no zombie domain may be left.
 #  phase 2w: the same ping-pong with MX_XEN_POOL_PAGES=256 in both domUs (a stock
 #           guest's 1 MiB pool: sends above 512 KiB go through a staging window).
+#  phase 2x: a receiver in domU3 killed with SIGKILL (no mx_close): the backend must
+#           free its endpoint while the domain runs on (its event channel is polled),
+#           so that a new process in domU3 opens the same endpoint id and ping-pongs.
 #  phase 3: our C programs over libmyriexpress.so: ping-pong between two domUs (0 B to
 #           4 MiB, byte-checked), then the random-size loop through the backend.
 RC=0
@@ -48,7 +51,7 @@ wait_closed() { # from-line count timeout: wait for <count> "endpoint closed" li
 
 # MXTEST_PHASES (from Dom0's kernel command line): which phases to run, e.g. "2+2b"
 # (no commas: QEMU's -initrd splits on them).
-want() { case "+${MXTEST_PHASES:-1+2+2w+2b+3}+" in *"+$1+"*) return 0;; esac; return 1; }
+want() { case "+${MXTEST_PHASES:-1+2+2w+2b+2x+3}+" in *"+$1+"*) return 0;; esac; return 1; }
 # domU3 and domU4 created paused, run once the backend made both their mx device slots:
 # making 32 slots takes the backend many xenstore transactions, and under a loaded TCG
 # host that can hold its loop past a waiting guest's 10 s control timeout.
@@ -112,9 +115,8 @@ if [ -x /usr/bin/mx-backend ] && [ -x /usr/bin/mx_pingpong ]; then
     case "$r3" in "exit 0"*) ;; *) fail "mx_pingpong receiver: $r3";; esac
     # Peer channels: both endpoints' tiny/small/medium went between the two domUs, not
     # through Dom0 (a few may cross before the channel is up; the run sends hundreds).
-    # A guest process that exits without closing its endpoint keeps it until its domain
-    # goes (Xen has no hang-up; docs/XEN.md): end both domains first, so that every
-    # endpoint's counters are logged.
+    # End both domains, so that every endpoint's counters are logged at once (a process
+    # that exits without closing is seen within seconds: phase 2x).
     xl destroy domU3 >/dev/null 2>&1; xl destroy domU4 >/dev/null 2>&1
     wait_closed 1 2 90 || fail "the backend did not log both endpoints closing"
     set -- $(through_backend 1)
@@ -164,6 +166,38 @@ if [ -x /usr/bin/mx-backend ] && [ -x /usr/bin/mx_pingpong ]; then
     sleep 2
     xl list
     xl list | grep -q '(null)' && fail "phase 2b: a destroyed domain is still a zombie (pages still mapped)"
+  fi
+  if want 2x; then
+    # A guest process killed without mx_close: Xen tells nobody, but its event channel
+    # reverts the backend's port to unbound, which the backend polls (EVTCHNOP_status).
+    echo "MXTEST: phase 2x (a guest process exits without closing) at $(up) s"
+    L=$(($(wc -l < /tmp/backend.log) + 1))
+    xl create -p /root/domU3.cfg "$(extra MXTEST=pp-recv-killed)" || fail "xl create domU3 (2x)"
+    d3=$(xl domid domU3)
+    wait_key /local/domain/$d3/device/mx/31/state 120 >/dev/null || fail "no mx devices for domain $d3"
+    sleep 2; xl unpause domU3
+    wait_key_log /local/domain/$d3/data/opened 150 domU3 >/dev/null || fail "phase 2x: the first receiver did not start"
+    n=0; until belog $L | grep -q "endpoint opened\|opened endpoint"; do
+        [ $n -ge 60 ] && { fail "phase 2x: the backend did not log the endpoint opening"; break; }
+        sleep 1; n=$((n + 1)); done
+    xenstore-write /local/domain/$d3/data/kill 1
+    wait_key /local/domain/$d3/data/killed 60 >/dev/null || fail "phase 2x: the receiver was not killed"
+    t=$(up)
+    n=0; until belog $L | grep -q "guest gone without detaching"; do
+        [ $n -ge 30 ] && { fail "phase 2x: the backend did not see the killed process go"; show domU3; break; }
+        sleep 1; n=$((n + 1)); done
+    echo "MXTEST: the backend freed the killed process's endpoint after $(awk "BEGIN { print $(up) - $t }") s (domain still running)"
+    xenstore-write /local/domain/$d3/data/again 1
+    sleep 5   # the second receiver opens endpoint 1 again
+    xl create /root/domU4.cfg "$(extra MXTEST=pp-send MX_PP_END=4097 MX_PP_ITERS=5)" || fail "xl create domU4 (2x)"
+    d4=$(xl domid domU4)
+    r4=$(wait_key_log /local/domain/$d4/data/result ${PP_TIMEOUT:-300} domU4) || r4=TIMEOUT
+    r3=$(wait_key /local/domain/$d3/data/result 30) || r3=TIMEOUT
+    echo "MXTEST: after the kill, the same endpoint id again: sender $r4; receiver $r3"
+    case "$r4" in "exit 0"*) ;; *) fail "phase 2x: ping-pong with the re-opened endpoint: $r4"; show domU3 domU4;; esac
+    case "$r3" in "exit 0"*) ;; *) fail "phase 2x: the re-opened receiver: $r3"; show domU3;; esac
+    xl destroy domU3 >/dev/null 2>&1; xl destroy domU4 >/dev/null 2>&1
+    sleep 1
   fi
   if want 3; then
     if [ -x /usr/bin/mx_c_pingpong ] && [ -x /usr/bin/mx_c_msg_loop ]; then

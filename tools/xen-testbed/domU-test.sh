@@ -10,6 +10,21 @@ pp-recv)
     ( MX_PLATFORM=xen mx_pingpong -e 1 -f 0x12345 2>&1; r=$?
       echo "PP-RECV exit $r"; xenstore-write data/result "exit $r" ) &
     ;;
+# A receiver killed with SIGKILL (no mx_close, no detach), then a new one on the same
+# endpoint id: it can open it only if the backend saw the first one go.
+pp-recv-killed)
+    ( MX_PLATFORM=xen mx_pingpong -e 1 -f 0x12345 > /tmp/first.log 2>&1 &
+      first=$!
+      sleep 8   # attached and open
+      xenstore-write data/opened 1
+      until xenstore-read data/kill >/dev/null 2>&1; do sleep 1; done
+      kill -9 $first
+      echo "PP-RECV-KILLED first receiver killed"
+      xenstore-write data/killed 1
+      until xenstore-read data/again >/dev/null 2>&1; do sleep 1; done
+      MX_PLATFORM=xen mx_pingpong -e 1 -f 0x12345 2>&1; r=$?
+      echo "PP-RECV exit $r"; xenstore-write data/result "exit $r" ) &
+    ;;
 pp-send)
     ( sleep "${MX_PP_DELAY:-3}"
       ( MX_PLATFORM=xen mx_pingpong -d "${MX_PP_HOST:-mxhost:0}" -r 1 -f 0x12345 \

@@ -27,8 +27,11 @@ use mx_proto::platform::{
 use slab::Slab;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+
+/// How often the guests are asked whether they went away unseen.
+const GONE_EVERY: Duration = Duration::from_secs(2);
 
 /// What the peer broker needs of guest `g`: its principal and domain.
 fn owner<H: HostPlatform>(guests: &Slab<Guest<H>>, g: usize) -> crate::peer_channels::Owner {
@@ -752,6 +755,29 @@ impl<H: HostPlatform> Backend<H> {
             }
             debug!(endpoint = id, "endpoint closed");
             // Dropping `ep` unmaps the guest's pages and unbinds its channel.
+        }
+    }
+
+    /// Detach the guests whose platform says they went away without a
+    /// hang-up (a Xen guest process that exited without closing: only its
+    /// event channel says so). At most once per [`GONE_EVERY`]: one query
+    /// per guest.
+    pub(crate) fn sweep_gone(&mut self) {
+        if self.gone_checked.elapsed() < GONE_EVERY {
+            return;
+        }
+        self.gone_checked = Instant::now();
+        let gone: Vec<usize> = self
+            .guests
+            .iter()
+            .filter(|(_, g)| g.conn.gone())
+            .map(|(k, _)| k)
+            .collect();
+        for key in gone {
+            if let Some(g) = self.guests.get(key) {
+                info!(guest = %g.conn.guest_id(), "guest gone without detaching (its event channel is unbound)");
+            }
+            self.detach(key);
         }
     }
 

@@ -150,6 +150,9 @@ pub struct Backend<H: HostPlatform> {
     /// Warnings a guest can cause at will.
     pub(crate) warn_accept: RateLimited,
     pub(crate) warn_limit: RateLimited,
+    /// When the guests were last asked whether they are gone
+    /// ([`GuestConn::gone`](mx_proto::platform::GuestConn::gone)).
+    pub(crate) gone_checked: Instant,
 }
 
 pub(crate) fn next_random(state: &mut u64) -> u32 {
@@ -284,6 +287,7 @@ impl<H: HostPlatform> Backend<H> {
             accept_backoff: ACCEPT_BACKOFF_MIN,
             warn_accept: RateLimited::default(),
             warn_limit: RateLimited::default(),
+            gone_checked: Instant::now(),
             cfg,
         })
     }

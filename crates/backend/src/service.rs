@@ -237,6 +237,7 @@ impl<H: HostPlatform> Backend<H> {
                 _ => {}
             }
         }
+        self.sweep_gone();
         Ok(())
     }
 

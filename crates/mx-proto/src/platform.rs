@@ -762,6 +762,14 @@ pub trait GuestConn<H: HostPlatform>: AsFd + Send + Debug {
     /// from any thread for as long as the guest lives.
     fn memory(&self) -> H::Memory;
 
+    /// Whether the guest went away without a hang-up its descriptor reports:
+    /// where a process's exit closes nothing the host polls (Xen: the guest
+    /// process's event channel reverts our port to unbound, silently), the
+    /// backend asks every few seconds. False where the descriptor does hang
+    /// up (local: the socket) and whenever the platform cannot tell. No
+    /// default: a wrapper that forgot to forward it would hide every exit.
+    fn gone(&self) -> bool;
+
     /// The domain this guest is, where the platform names guests by domain
     /// for peer channels (Xen: the domid of the device path); `None` by
     /// default and on local. Never from what the guest says.

@@ -584,6 +584,13 @@ impl GuestConn<AutoHost> for AutoConn {
         }
     }
 
+    fn gone(&self) -> bool {
+        match self {
+            AutoConn::Local(c) => c.gone(),
+            AutoConn::Xen(c) => c.gone(),
+        }
+    }
+
     fn peer_domain(&self) -> Option<u32> {
         match self {
             AutoConn::Local(c) => c.peer_domain(),

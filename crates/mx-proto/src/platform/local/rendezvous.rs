@@ -578,6 +578,11 @@ impl GuestConn<LocalHost> for LocalConn {
         self.cred
     }
 
+    /// A local guest's exit hangs up its socket, which the backend polls.
+    fn gone(&self) -> bool {
+        false
+    }
+
     fn principal(&self) -> u64 {
         u64::from(self.cred.uid)
     }

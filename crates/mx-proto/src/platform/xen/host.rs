@@ -13,6 +13,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::control::{self, CtlSlot, FrameKind, ResDesc, RING_REQ, RING_RSP, RSP_SLOTS};
+use super::sys::{PortStatus, Privcmd};
 use super::xenbus::{self, End, XenbusState};
 use super::xenstore::{Xenstore, NO_TX};
 use super::{stats, DomId, GrantRef, MappedGrants, XenEvent, XenHost, XenPeerGrant};
@@ -81,6 +82,8 @@ struct ConnShared {
     dropped: AtomicBool,
     /// Makes the connection's descriptor readable when `closed` is set.
     signal: Wakeup,
+    /// `EVTCHNOP_status` failed once (said once, not every sweep).
+    status_failed: AtomicBool,
 }
 
 /// One tracked device.
@@ -115,6 +118,9 @@ pub struct XenListener {
     me: DomId,
     base: String,
     state: Mutex<ListenState>,
+    /// Asks Xen whether a frontend's event channel is still bound
+    /// ([`GuestConn::gone`]); `None` where privcmd cannot be opened.
+    privcmd: Option<Arc<Mutex<Privcmd>>>,
 }
 
 impl fmt::Debug for XenListener {
@@ -140,6 +146,13 @@ impl XenListener {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         let base = format!("{}/backend/{}", xs.domain_path(me)?, xenbus::DEVICE_TYPE);
+        let privcmd = match Privcmd::open() {
+            Ok(p) => Some(Arc::new(Mutex::new(p))),
+            Err(e) => {
+                warn!("cannot open privcmd ({e}): a guest process that exits without detaching keeps its endpoints until its domain goes");
+                None
+            }
+        };
         let l = XenListener {
             watch,
             xs,
@@ -147,6 +160,7 @@ impl XenListener {
             me,
             base,
             state: Mutex::new(ListenState::default()),
+            privcmd,
         };
         l.watch.watch("@introduceDomain", TOKEN_INTRO)?;
         l.watch.watch("@releaseDomain", TOKEN_RELEASE)?;
@@ -383,7 +397,19 @@ impl XenListener {
             closed: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
             signal: Wakeup::new()?,
+            status_failed: AtomicBool::new(false),
         });
+        if let Some(p) = &self.privcmd {
+            match lock(p).port_status(event.port()) {
+                Ok(st) => {
+                    debug!(domid = d, device = n, port = event.port(), status = ?st, "event channel bound")
+                }
+                Err(e) => warn!(
+                    domid = d,
+                    "cannot ask Xen for an event channel's status: {e}"
+                ),
+            }
+        }
         let poll = Poller::new()?;
         poll.add(event.as_fd(), 0, Interest::READABLE)?;
         poll.add(shared.signal.as_fd(), 1, Interest::READABLE)?;
@@ -401,6 +427,7 @@ impl XenListener {
             xs: self.xs.clone(),
             be: be.to_string(),
             max_pool_pages: self.cfg.max_pool_pages,
+            privcmd: self.privcmd.clone(),
         })
     }
 }
@@ -450,6 +477,7 @@ pub struct XenConn {
     xs: Arc<Xenstore>,
     be: String,
     max_pool_pages: usize,
+    privcmd: Option<Arc<Mutex<Privcmd>>>,
 }
 
 impl fmt::Debug for XenConn {
@@ -567,6 +595,28 @@ impl GuestConn<XenHost> for XenConn {
 
     fn memory(&self) -> XenMemory {
         self.memory.clone()
+    }
+
+    /// The guest process bound its port to ours; when it exits, its
+    /// descriptor's ports are closed and ours reverts to unbound, which is
+    /// all the hypervisor says (no notification, no error on notify).
+    fn gone(&self) -> bool {
+        let Some(p) = &self.privcmd else {
+            return false;
+        };
+        match lock(p).port_status(self.event.port()) {
+            Ok(PortStatus::Interdomain { dom, .. }) => dom != self.id.domid,
+            Ok(st) => {
+                info!(guest = %self.id, port = self.event.port(), status = ?st, "the guest's end of the event channel is gone");
+                true
+            }
+            Err(e) => {
+                if !self.shared.status_failed.swap(true, Ordering::Relaxed) {
+                    warn!(guest = %self.id, "cannot ask Xen for the event channel's status: {e}");
+                }
+                false
+            }
+        }
     }
 
     fn peer_domain(&self) -> Option<u32> {

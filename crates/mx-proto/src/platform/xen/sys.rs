@@ -1,5 +1,6 @@
 //! The thin unsafe edge of the Xen platform: the Linux uapi devices
-//! `/dev/xen/gntalloc`, `/dev/xen/gntdev` and `/dev/xen/evtchn`.
+//! `/dev/xen/gntalloc`, `/dev/xen/gntdev` and `/dev/xen/evtchn`, and one
+//! hypercall through `/dev/xen/privcmd` (the status of an event channel).
 //!
 //! Each ioctl is one typed wrapper that names it and carries one `// SAFETY:`
 //! line. The argument structures are `#[repr(C)]` copies of the uapi headers
@@ -15,7 +16,7 @@
 use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
 
 /// `/dev/xen/gntalloc`: grant pages of this domain to another.
@@ -24,6 +25,10 @@ pub(crate) const DEV_GNTALLOC: &str = "/dev/xen/gntalloc";
 pub(crate) const DEV_GNTDEV: &str = "/dev/xen/gntdev";
 /// `/dev/xen/evtchn`: event channels.
 pub(crate) const DEV_EVTCHN: &str = "/dev/xen/evtchn";
+/// `/dev/xen/privcmd`: hypercalls from user space (Dom0's toolstack uses it).
+pub(crate) const DEV_PRIVCMD: &str = "/dev/xen/privcmd";
+/// `/dev/xen/hypercall`: pages safe to hand to a hypercall (Linux 4.18+).
+pub(crate) const DEV_HYPERCALL: &str = "/dev/xen/hypercall";
 
 /// `_IOC(_IOC_NONE, ty, nr, size)` as Linux encodes it on x86 and arm
 /// (direction bits 30-31 are 0 for `_IOC_NONE`; size in bits 16-29).
@@ -167,6 +172,32 @@ struct EvtchnOne {
 }
 
 // The sizes are part of the ioctl numbers: keep them equal to the C ones.
+/// `struct privcmd_hypercall` (`include/uapi/xen/privcmd.h`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PrivcmdHypercall {
+    op: u64,
+    arg: [u64; 5],
+}
+
+/// `struct evtchn_status` (Xen's `public/event_channel.h`), with its
+/// union as the interdomain member (the largest; the unbound member's
+/// domain id sits at the same place).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct EvtchnStatusArg {
+    dom: u16,
+    _pad: u16,
+    port: u32,
+    status: u32,
+    vcpu: u32,
+    remote_dom: u16,
+    _pad2: u16,
+    remote_port: u32,
+}
+
+const _: () = assert!(size_of::<PrivcmdHypercall>() == 48);
+const _: () = assert!(size_of::<EvtchnStatusArg>() == 24);
 const _: () = assert!(size_of::<GntallocAllocHead>() + 8 == 24);
 const _: () = assert!(size_of::<GntallocDealloc>() == 16);
 const _: () = assert!(size_of::<GntdevMapHead>() + size_of::<GntdevGrantRef>() == 24);
@@ -185,6 +216,14 @@ const IOCTL_EVTCHN_BIND_INTERDOMAIN: libc::Ioctl = ioc_none(b'E', 1, 8);
 const IOCTL_EVTCHN_BIND_UNBOUND_PORT: libc::Ioctl = ioc_none(b'E', 2, 4);
 const IOCTL_EVTCHN_UNBIND: libc::Ioctl = ioc_none(b'E', 3, 4);
 const IOCTL_EVTCHN_NOTIFY: libc::Ioctl = ioc_none(b'E', 4, 4);
+const IOCTL_PRIVCMD_HYPERCALL: libc::Ioctl = ioc_none(b'P', 0, 48);
+
+/// `__HYPERVISOR_event_channel_op`.
+const HYPERVISOR_EVENT_CHANNEL_OP: u64 = 32;
+/// `EVTCHNOP_status`.
+const EVTCHNOP_STATUS: u64 = 5;
+/// `DOMID_SELF`.
+const DOMID_SELF: u16 = 0x7ff0;
 
 /// `GNTALLOC_FLAG_WRITABLE`.
 const GNTALLOC_FLAG_WRITABLE: u16 = 1;
@@ -427,6 +466,84 @@ pub(crate) fn evtchn_unmask(fd: BorrowedFd<'_>, ports: &[u32]) -> io::Result<()>
     Ok(())
 }
 
+// ---------------------------------------------------------------- privcmd ---
+
+/// What Xen says of one of our event-channel ports (`EVTCHNSTAT_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortStatus {
+    /// Not in use (`EVTCHNSTAT_closed`).
+    Closed,
+    /// Waiting for domain `remote` to bind it: an interdomain channel whose
+    /// other end was closed reverts to this (`EVTCHNSTAT_unbound`).
+    Unbound { remote: u16 },
+    /// Connected to `port` of domain `dom` (`EVTCHNSTAT_interdomain`).
+    Interdomain { dom: u16, port: u32 },
+    /// Bound to an IRQ or IPI (`EVTCHNSTAT_pirq`, `_virq`, `_ipi`).
+    Other(u32),
+}
+
+/// `/dev/xen/privcmd` with a page to pass hypercall arguments in: from
+/// `/dev/xen/hypercall` where the kernel has it (the pages it guarantees a
+/// hypercall can read on every kind of Dom0), else a locked anonymous page
+/// (enough for a PV Dom0, which the hypervisor reads through the caller's
+/// own page tables).
+#[derive(Debug)]
+pub(crate) struct Privcmd {
+    fd: OwnedFd,
+    buf: DevMapping,
+}
+
+impl Privcmd {
+    /// Opens the devices (Dom0 only: elsewhere `/dev/xen/privcmd` is
+    /// absent or refuses the hypercall).
+    pub(crate) fn open() -> io::Result<Self> {
+        let fd = open_dev(DEV_PRIVCMD, false)?;
+        let page = 4096;
+        let buf = match open_dev(DEV_HYPERCALL, false) {
+            // The mapping keeps the pages; the descriptor may go.
+            Ok(hfd) => DevMapping::map(hfd.as_fd(), 0, page)?,
+            Err(_) => DevMapping::anon_locked(page)?,
+        };
+        Ok(Privcmd { fd, buf })
+    }
+
+    /// `EVTCHNOP_status` of our own `port`.
+    pub(crate) fn port_status(&self, port: u32) -> io::Result<PortStatus> {
+        let arg = self.buf.as_ptr().cast::<EvtchnStatusArg>();
+        // SAFETY: the buffer is a page of ours, page-aligned (so aligned for
+        // the struct) and longer than it; nothing else writes it while we
+        // hold `&self` in this call.
+        unsafe {
+            arg.write_volatile(EvtchnStatusArg {
+                dom: DOMID_SELF,
+                port,
+                ..Default::default()
+            })
+        };
+        let mut call = PrivcmdHypercall {
+            op: HYPERVISOR_EVENT_CHANNEL_OP,
+            arg: [EVTCHNOP_STATUS, arg as u64, 0, 0, 0],
+        };
+        // SAFETY: `call` is a valid argument structure; its pointer argument
+        // names our buffer, which outlives the call; the hypervisor writes
+        // only the struct's OUT fields.
+        cvt(unsafe { libc::ioctl(self.fd.as_raw_fd(), IOCTL_PRIVCMD_HYPERCALL, &mut call) })?;
+        // SAFETY: as for the write; the hypercall returned.
+        let st = unsafe { arg.read_volatile() };
+        Ok(match st.status {
+            0 => PortStatus::Closed,
+            1 => PortStatus::Unbound {
+                remote: st.remote_dom,
+            },
+            2 => PortStatus::Interdomain {
+                dom: st.remote_dom,
+                port: st.remote_port,
+            },
+            other => PortStatus::Other(other),
+        })
+    }
+}
+
 // ---------------------------------------------------------------- mappings ---
 
 /// An owned `MAP_SHARED`, read-write mapping of device memory (granted or
@@ -461,6 +578,28 @@ impl DevMapping {
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        Ok(DevMapping { ptr, len })
+    }
+
+    /// A private anonymous mapping of `len` bytes, locked in memory.
+    pub(crate) fn anon_locked(len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh anonymous mapping chosen by the kernel; it aliases
+        // no Rust object.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED,
+                -1,
+                0,
             )
         };
         if p == libc::MAP_FAILED {
