@@ -14,6 +14,8 @@
 #           (PeerClosed) and forget the channel, and no zombie domain may be left.
 #  phase 2w: the same ping-pong with MX_XEN_POOL_PAGES=256 in both domUs (a stock
 #           guest's 1 MiB pool: sends above 512 KiB go through a staging window).
+#  phase 2s: both ends in one domU (two processes): the peer channel is granted to the
+#           guest's own domain; tiny/small/medium must not cross Dom0.
 #  phase 2x: a receiver in domU3 killed with SIGKILL (no mx_close): the backend must
 #           free its endpoint while the domain runs on (its event channel is polled),
 #           so that a new process in domU3 opens the same endpoint id and ping-pongs.
@@ -51,7 +53,7 @@ wait_closed() { # from-line count timeout: wait for <count> "endpoint closed" li
 
 # MXTEST_PHASES (from Dom0's kernel command line): which phases to run, e.g. "2+2b"
 # (no commas: QEMU's -initrd splits on them).
-want() { case "+${MXTEST_PHASES:-1+2+2w+2b+2x+3}+" in *"+$1+"*) return 0;; esac; return 1; }
+want() { case "+${MXTEST_PHASES:-1+2+2w+2b+2s+2x+3}+" in *"+$1+"*) return 0;; esac; return 1; }
 # domU3 and domU4 created paused, run once the backend made both their mx device slots:
 # making 32 slots takes the backend many xenstore transactions, and under a loaded TCG
 # host that can hold its loop past a waiting guest's 10 s control timeout.
@@ -166,6 +168,30 @@ if [ -x /usr/bin/mx-backend ] && [ -x /usr/bin/mx_pingpong ]; then
     sleep 2
     xl list
     xl list | grep -q '(null)' && fail "phase 2b: a destroyed domain is still a zombie (pages still mapped)"
+  fi
+  if want 2s; then
+    # Two processes of one domU (two MPI ranks in one VM): the offering process grants
+    # the channel to its own domain, the other maps it; Dom0 only brokers.
+    echo "MXTEST: phase 2s (both ends in one domU) at $(up) s"
+    L=$(($(wc -l < /tmp/backend.log) + 1))
+    : > /var/log/xen/console/guest-domU3.log 2>/dev/null
+    xl create -p /root/domU3.cfg "$(extra MXTEST=pp-self MX_PP_END=65537)" || fail "xl create domU3 (2s)"
+    d3=$(xl domid domU3)
+    wait_key /local/domain/$d3/device/mx/31/state 120 >/dev/null || fail "no mx devices for domain $d3"
+    sleep 2; xl unpause domU3
+    r3=$(wait_key_log /local/domain/$d3/data/result ${PP_TIMEOUT:-300} domU3) || r3=TIMEOUT
+    rr=$(wait_key /local/domain/$d3/data/result-recv 30) || rr=TIMEOUT
+    echo "MXTEST: one domU: sender $r3; receiver $rr"
+    case "$r3" in "exit 0"*) ;; *) fail "phase 2s: sender: $r3"; show domU3;; esac
+    grep -q "^ *65536 " /var/log/xen/console/guest-domU3.log || fail "phase 2s: mx_pingpong did not reach 64 KiB"
+    case "$rr" in "exit 0"*) ;; *) fail "phase 2s: receiver: $rr"; show domU3;; esac
+    xl destroy domU3 >/dev/null 2>&1
+    wait_closed $L 2 90 || fail "phase 2s: the backend did not log both endpoints closing"
+    set -- $(through_backend $L)
+    echo "MXTEST: one domU: $1 endpoints closed, $2 tiny/small/medium through Dom0, $3 channel(s) accepted"
+    [ "$3" -ge 1 ] || fail "phase 2s: no peer channel came up inside domU3"
+    [ "$2" -le 16 ] || fail "phase 2s: $2 tiny/small/medium messages crossed Dom0 with a peer channel up"
+    sleep 1
   fi
   if want 2x; then
     # A guest process killed without mx_close: Xen tells nobody, but its event channel

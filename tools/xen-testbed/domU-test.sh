@@ -25,6 +25,19 @@ pp-recv-killed)
       MX_PLATFORM=xen mx_pingpong -e 1 -f 0x12345 2>&1; r=$?
       echo "PP-RECV exit $r"; xenstore-write data/result "exit $r" ) &
     ;;
+# Both ends in this one domU (two processes, as two MPI ranks of one VM): their peer
+# channel is granted to the guest's own domain.
+pp-self)
+    ( MX_PLATFORM=xen mx_pingpong -e 1 -f 0x12345 > /tmp/recv.log 2>&1; r=$?
+      echo "PP-RECV exit $r"; xenstore-write data/result-recv "exit $r" ) &
+    ( sleep "${MX_PP_DELAY:-3}"
+      ( MX_PLATFORM=xen mx_pingpong -d "${MX_PP_HOST:-mxhost:0}" -r 1 -f 0x12345 \
+          -S 0 -E "${MX_PP_END:-65537}" -M 2 -N "${MX_PP_ITERS:-5}" -W 1 -V 2>&1
+        echo "PP-RC $?" ) | tee /tmp/pp.log
+      r=$(sed -n 's/^PP-RC //p' /tmp/pp.log)
+      echo "PP-SEND exit $r"
+      xenstore-write data/result "exit $r $(grep -c . /tmp/pp.log) lines" ) &
+    ;;
 pp-send)
     ( sleep "${MX_PP_DELAY:-3}"
       ( MX_PLATFORM=xen mx_pingpong -d "${MX_PP_HOST:-mxhost:0}" -r 1 -f 0x12345 \
