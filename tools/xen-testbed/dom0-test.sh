@@ -16,9 +16,10 @@
 #           guest's 1 MiB pool: sends above 512 KiB go through a staging window).
 #  phase 2s: both ends in one domU (two processes): the peer channel is granted to the
 #           guest's own domain; tiny/small/medium must not cross Dom0.
-#  phase 2x: a receiver in domU3 killed with SIGKILL (no mx_close): the backend must
-#           free its endpoint while the domain runs on (its event channel is polled),
-#           so that a new process in domU3 opens the same endpoint id and ping-pongs.
+#  phase 2x: a receiver in domU3 killed with SIGKILL (no mx_close) mid-stream through a
+#           peer channel: the backend must free its endpoint while the domain runs on
+#           (its event channel is polled), tell the sender (which must end with an error),
+#           and a new process in domU3 must open the same endpoint id and ping-pong.
 #  phase 3: our C programs over libmyriexpress.so: ping-pong between two domUs (0 B to
 #           4 MiB, byte-checked), then the random-size loop through the backend.
 RC=0
@@ -194,18 +195,18 @@ if [ -x /usr/bin/mx-backend ] && [ -x /usr/bin/mx_pingpong ]; then
     sleep 1
   fi
   if want 2x; then
-    # A guest process killed without mx_close: Xen tells nobody, but its event channel
-    # reverts the backend's port to unbound, which the backend polls (EVTCHNOP_status).
-    echo "MXTEST: phase 2x (a guest process exits without closing) at $(up) s"
+    # A guest process killed without mx_close, mid-stream through a peer channel: Xen
+    # tells nobody, but its event channel reverts the backend's port to unbound, which
+    # the backend polls (EVTCHNOP_status). It must free the endpoint while the domain
+    # runs on, tell the survivor (PeerClosed), and let a new process open the same id.
+    echo "MXTEST: phase 2x (a guest process killed mid-stream, its domain runs on) at $(up) s"
     L=$(($(wc -l < /tmp/backend.log) + 1))
-    xl create -p /root/domU3.cfg "$(extra MXTEST=pp-recv-killed)" || fail "xl create domU3 (2x)"
-    d3=$(xl domid domU3)
-    wait_key /local/domain/$d3/device/mx/31/state 120 >/dev/null || fail "no mx devices for domain $d3"
-    sleep 2; xl unpause domU3
-    wait_key_log /local/domain/$d3/data/opened 150 domU3 >/dev/null || fail "phase 2x: the first receiver did not start"
-    n=0; until belog $L | grep -q "endpoint opened\|opened endpoint"; do
-        [ $n -ge 60 ] && { fail "phase 2x: the backend did not log the endpoint opening"; break; }
+    : > /var/log/xen/console/guest-domU4.log 2>/dev/null
+    create_pair "MXTEST=pp-recv-killed" "MXTEST=pp-send MX_PP_START=0 MX_PP_END=16385 MX_PP_ITERS=1000000"
+    n=0; until belog $L | grep -q "peer channel accepted"; do
+        [ $n -ge 150 ] && { fail "phase 2x: no peer channel came up"; show domU3 domU4; break; }
         sleep 1; n=$((n + 1)); done
+    sleep 3   # streaming through the channel
     xenstore-write /local/domain/$d3/data/kill 1
     wait_key /local/domain/$d3/data/killed 60 >/dev/null || fail "phase 2x: the receiver was not killed"
     t=$(up)
@@ -213,6 +214,11 @@ if [ -x /usr/bin/mx-backend ] && [ -x /usr/bin/mx_pingpong ]; then
         [ $n -ge 30 ] && { fail "phase 2x: the backend did not see the killed process go"; show domU3; break; }
         sleep 1; n=$((n + 1)); done
     echo "MXTEST: the backend freed the killed process's endpoint after $(awk "BEGIN { print $(up) - $t }") s (domain still running)"
+    r4=$(wait_key_log /local/domain/$d4/data/result 150 domU4) || r4=TIMEOUT
+    echo "MXTEST: survivor after $(awk "BEGIN { print $(up) - $t }") s: $r4"
+    case "$r4" in "exit 0"*|TIMEOUT) fail "phase 2x: the sender did not end with an error when its peer was killed: $r4"; show domU4;; esac
+    belog $L | grep -q "peer channel closed: other end told" || fail "phase 2x: the backend did not tell the survivor (PeerClosed)"
+    xl destroy domU4 >/dev/null 2>&1
     xenstore-write /local/domain/$d3/data/again 1
     sleep 5   # the second receiver opens endpoint 1 again
     xl create /root/domU4.cfg "$(extra MXTEST=pp-send MX_PP_END=4097 MX_PP_ITERS=5)" || fail "xl create domU4 (2x)"
